@@ -1,0 +1,475 @@
+//! The runtime's configuration file: one YAML document per hospital connection.
+//!
+//! This type is the contract between the operator and the runtime: the operator renders exactly this
+//! structure into the gateway's ConfigMap (`duo-operator` depends on this crate for it), and
+//! `duo-gateway serve --config <file>` parses it. Field names are camelCase. Unknown fields are errors, so
+//! a typo never silently falls back to a default.
+//!
+//! Errors: [`Config::load`] / [`Config::parse`] return a [`ConfigError`] whose message is one line naming
+//! the field (`communities[1].queryUrl: ...`).
+
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
+
+pub use validate::ConfigError;
+
+/// The whole runtime configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// The hospital (data holder and requester) this gateway acts for.
+    pub organization: OrganizationConfig,
+    /// Listeners, TLS identity and request limits.
+    pub server: ServerConfig,
+    /// The hospital's own community: where the responding gateway finds its data.
+    pub local: LocalBackend,
+    /// Remote communities the initiating gateway may query (other DUO gateways, TLB nodes).
+    #[serde(default)]
+    pub communities: Vec<RemoteCommunity>,
+    /// Initiating-side behaviour: localisation and fan-out.
+    #[serde(default)]
+    pub initiating: InitiatingConfig,
+    /// Consent checks at the responding side (Mitz closed question).
+    pub consent: ConsentConfig,
+    /// Mitz connection (closed question, open question, subscriptions). Required unless consent is
+    /// `permitAll` and localisation is `allCommunities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mitz: Option<MitzConfig>,
+    /// Audit trail sinks (NEN 7513).
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Explicit opt-in to plain `http://` endpoints (a PACS on the same host, test set-ups). Default
+    /// false: every endpoint must be `https://`.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+/// The organisation this gateway serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationConfig {
+    /// URA (8 digits). Must equal the URA in the server certificate.
+    pub ura: Ura,
+    /// Display name.
+    pub name: String,
+    /// Zorgaanbiedercategorie of the hospital, e.g. `V6`.
+    pub facility_type: FacilityType,
+    /// homeCommunityId this gateway answers as (`urn:oid:...`).
+    pub home_community_id: HomeCommunityId,
+}
+
+/// Listeners, TLS and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTPS listener for every SOAP and API endpoint (mutual TLS). Default `0.0.0.0:8443`.
+    #[serde(default = "default_listen")]
+    #[schemars(with = "String")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener for `/healthz`, `/readyz` and `/metrics` only (kubelet probes and Prometheus
+    /// cannot present a client certificate). Default `0.0.0.0:8080`.
+    #[serde(default = "default_ops_listen")]
+    #[schemars(with = "String")]
+    pub ops_listen: SocketAddr,
+    /// The hospital's TLS identity and trust.
+    pub tls: TlsConfig,
+    /// Limits on inbound requests.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Seconds between checks of the config and certificate files for changes (hot reload). Default 5.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_interval_seconds: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_ops_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_reload_seconds() -> u64 {
+    5
+}
+
+/// PEM files of the hospital's identity (UZI server or PKIoverheid certificate) and its trust bundle.
+///
+/// The same certificate is the server certificate inbound and the client certificate outbound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM (leaf first).
+    pub cert_file: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates, PEM, that peers' certificates must chain to (inbound client certificates and
+    /// outbound server certificates).
+    pub trust_bundle_file: PathBuf,
+}
+
+/// Bounds on what a peer can make the gateway parse (hostile input, see `ihe` and `xml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest SOAP request body in bytes (default 10 MiB). Retrieve responses relayed as MTOM are
+    /// streamed and not bounded by this.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Largest XML nesting depth (default 64).
+    #[serde(default = "default_max_depth")]
+    pub max_xml_depth: usize,
+    /// Most XML elements in one message (default 2,000,000).
+    #[serde(default = "default_max_elements")]
+    pub max_xml_elements: usize,
+    /// Largest inline (base64, non-MTOM) document accepted in a retrieve response, bytes (default 256 MiB).
+    #[serde(default = "default_max_inline")]
+    pub max_inline_document_bytes: u64,
+    /// Seconds a request may take end to end before the server answers with a fault (default 120).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+}
+
+fn default_max_body() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_max_depth() -> usize {
+    64
+}
+fn default_max_elements() -> usize {
+    2_000_000
+}
+fn default_max_inline() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_request_timeout() -> u64 {
+    120
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: default_max_body(),
+            max_xml_depth: default_max_depth(),
+            max_xml_elements: default_max_elements(),
+            max_inline_document_bytes: default_max_inline(),
+            request_timeout_seconds: default_request_timeout(),
+        }
+    }
+}
+
+fn default_deadline_ms() -> u64 {
+    10_000
+}
+
+/// The local infrastructure: an XDS-I.b affinity domain, a TLB node (remote XCA-I gateway) or a PACS
+/// with DICOMweb.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum LocalBackend {
+    /// XDS-I.b: registry (ITI-18), repositories (ITI-43), imaging document sources (RAD-69).
+    Xds(XdsBackendConfig),
+    /// A TLB node or other XCA-I responding gateway (ITI-38, ITI-39, RAD-75), optionally with DICOMweb.
+    Xca(XcaBackendConfig),
+    /// A PACS with DICOMweb (QIDO-RS, WADO-RS) only.
+    Dicomweb(DicomwebBackendConfig),
+}
+
+/// Endpoints of an XDS-I.b affinity domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct XdsBackendConfig {
+    /// Registry stored query endpoint (ITI-18).
+    pub registry_url: String,
+    /// Document repositories (ITI-43), by repositoryUniqueId.
+    #[serde(default)]
+    pub repositories: Vec<Endpoint>,
+    /// Imaging document sources (RAD-69), by their unique id (the RepositoryUniqueId of RAD-69 requests).
+    #[serde(default)]
+    pub imaging_document_sources: Vec<Endpoint>,
+    /// Milliseconds the gateway waits for this infrastructure per call (default 10,000).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+/// A unique id (OID) and its URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// repositoryUniqueId / imaging document source id (OID).
+    pub unique_id: String,
+    /// SOAP endpoint URL.
+    pub url: String,
+}
+
+/// Endpoints of a remote XCA-I responding gateway used as the local backend (a TLB node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct XcaBackendConfig {
+    /// The node's homeCommunityId, sent in ITI-38 `@home` and ITI-39/RAD-75 HomeCommunityId.
+    pub home_community_id: HomeCommunityId,
+    /// ITI-38 Cross Gateway Query endpoint.
+    pub query_url: String,
+    /// ITI-39 Cross Gateway Retrieve endpoint.
+    pub retrieve_url: String,
+    /// RAD-75 Cross Gateway Retrieve Imaging Document Set endpoint.
+    pub imaging_retrieve_url: String,
+    /// Optional DICOMweb base URL (QIDO-RS / WADO-RS) of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dicomweb_url: Option<String>,
+    /// Milliseconds the gateway waits for this infrastructure per call (default 10,000).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+/// A DICOMweb PACS as the local backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DicomwebBackendConfig {
+    /// Base URL of the DICOMweb service (QIDO-RS `{base}/studies`, WADO-RS `{base}/studies/{uid}/...`).
+    pub base_url: String,
+    /// The id this gateway presents as RepositoryUniqueId for the PACS's documents and instances (OID).
+    pub repository_unique_id: String,
+    /// Milliseconds the gateway waits for this infrastructure per call (default 10,000).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+/// A remote community the initiating gateway may query: another DUO gateway or a TLB node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteCommunity {
+    /// The community's homeCommunityId.
+    pub home_community_id: HomeCommunityId,
+    /// Display name.
+    pub name: String,
+    /// Organisations whose data this community holds, and for which its gateway may speak as requester
+    /// (a platform gateway serving several organisations).
+    #[serde(default)]
+    pub organizations: Vec<CommunityOrganization>,
+    /// ITI-38 endpoint of its responding gateway.
+    pub query_url: String,
+    /// ITI-39 endpoint.
+    pub retrieve_url: String,
+    /// RAD-75 endpoint.
+    pub imaging_retrieve_url: String,
+    /// URA in the community gateway's own certificate, when it is a UZI server certificate. Used to
+    /// recognise the community when it calls this gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_ura: Option<Ura>,
+    /// Milliseconds to wait for this community (default 10,000).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+/// An organisation served by a community.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommunityOrganization {
+    /// URA.
+    pub ura: Ura,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// How the initiating gateway chooses whom to ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitiatingConfig {
+    /// Localisation mode.
+    #[serde(default)]
+    pub localization: LocalizationMode,
+    /// Whether the hospital's own community is part of every timeline (default true).
+    #[serde(default = "yes")]
+    pub include_local: bool,
+    /// Whether the timeline retrieves each study's KOS manifest to count series and instances and list
+    /// the retrieve references (default true).
+    #[serde(default = "yes")]
+    pub manifest_details: bool,
+    /// Trusted front end that may state the requester's identity in HTTP headers on the JSON API.
+    #[serde(default)]
+    pub trusted_front_end: TrustedFrontEnd,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for InitiatingConfig {
+    fn default() -> Self {
+        InitiatingConfig {
+            localization: LocalizationMode::default(),
+            include_local: true,
+            manifest_details: true,
+            trusted_front_end: TrustedFrontEnd::default(),
+        }
+    }
+}
+
+/// `mitz`: ask Mitz's open question and query only the communities it names (the Twiin rule; the
+/// default). `allCommunities`: ask every configured community (the proof-of-concept mode, before
+/// localisation existed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum LocalizationMode {
+    /// Open question to Mitz; no broadcast when Mitz cannot answer.
+    #[default]
+    Mitz,
+    /// Every configured community.
+    AllCommunities,
+}
+
+/// The front end (EHR, viewer portal) allowed to state the requester on the JSON API.
+///
+/// It is recognised by its client certificate: the certificate's URA must equal the organisation's URA
+/// and, when `certificateDnsNames` is not empty, one of its DNS names must be listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustedFrontEnd {
+    /// DNS names (subjectAltName) of front-end certificates that may set identity headers.
+    #[serde(default)]
+    pub certificate_dns_names: Vec<String>,
+}
+
+/// Consent enforcement at the responding side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// `mitz` (default): ask the closed question, disclose only on Permit. `permitAll`: no check; only
+    /// for test environments, visible in metrics and every audit record.
+    #[serde(default)]
+    pub mode: ConsentMode,
+    /// Mitz data category asked for (default `GGC002`; which category imaging needs is not public).
+    #[serde(default)]
+    pub category: DataCategory,
+    /// Purpose of use assumed when the requester's assertion states none (default `TREAT`).
+    #[serde(default)]
+    pub default_purpose_of_use: PurposeOfUse,
+}
+
+/// See [`ConsentConfig::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsentMode {
+    /// Mitz closed question; fail closed.
+    #[default]
+    Mitz,
+    /// No consent check (test environments only).
+    PermitAll,
+}
+
+/// Mitz endpoints and credentials (the `MitzConnection` custom resource).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MitzConfig {
+    /// Closed question endpoint, `{base}/geslotenautorisatievraag/xacml3`.
+    pub closed_question_url: String,
+    /// Open question endpoint, `{base}/openautorisatievraag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_question_url: Option<String>,
+    /// Subscription endpoint, `{base}/abonnementen/fhir/Subscription`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_url: Option<String>,
+    /// Client certificate and key (PKIoverheid or GZN), and the trust bundle for Mitz's server certificate.
+    pub tls: TlsConfig,
+    /// Milliseconds to wait for an answer (default 3,000). No answer in time means no consent.
+    #[serde(default = "default_mitz_deadline")]
+    pub deadline_ms: u64,
+    /// Seconds a Permit or Deny decision is cached per (patient, requester organisation, role, category);
+    /// 0 disables the cache (default 60).
+    #[serde(default = "default_cache_seconds")]
+    pub cache_seconds: u64,
+}
+
+fn default_mitz_deadline() -> u64 {
+    3_000
+}
+fn default_cache_seconds() -> u64 {
+    60
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    /// JSON-lines sink: `stdout` (default) or a file path.
+    #[serde(default = "default_audit_sink")]
+    pub sink: String,
+    /// IHE ATNA (ITI-20) over syslog RFC 5424 with TLS (RFC 5425), in addition to the JSON lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<SyslogConfig>,
+}
+
+fn default_audit_sink() -> String {
+    "stdout".into()
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { sink: default_audit_sink(), syslog: None }
+    }
+}
+
+/// An audit record repository reachable over syslog TLS (RFC 5425).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `host:port` of the syslog TLS listener.
+    pub address: String,
+    /// Server name to verify in its certificate (default: the host part of `address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// CA bundle for the syslog server's certificate; the client presents the gateway's certificate.
+    pub trust_bundle_file: PathBuf,
+}
+
+impl LocalBackend {
+    /// Milliseconds the gateway waits for the local infrastructure per call.
+    pub fn deadline_ms(&self) -> u64 {
+        match self {
+            LocalBackend::Xds(x) => x.deadline_ms,
+            LocalBackend::Xca(x) => x.deadline_ms,
+            LocalBackend::Dicomweb(x) => x.deadline_ms,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Errors name the file and the field.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// Parses YAML text and validates it (see [`Config::validate`]).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut path = String::new();
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                path = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        let config = parsed.map_err(|e| ConfigError::from_yaml(&path, e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Renders the YAML text the runtime parses (the operator writes this into the ConfigMap).
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("config serialises: plain data")
+    }
+
+    /// Semantic checks beyond the types: URLs, unique ids, Mitz present when needed. The first
+    /// violation is returned, naming its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+}

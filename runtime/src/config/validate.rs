@@ -1,0 +1,185 @@
+//! Semantic validation of [`Config`](super::Config): one error, one line, naming the field.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::{Config, ConsentMode, LocalBackend, LocalizationMode};
+use crate::model::Oid;
+
+/// A configuration error: the field path (`communities[1].queryUrl`, empty for the whole file) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field, camelCase as in the file.
+    pub field: String,
+    /// What is wrong, one line.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { field: field.into(), message: message.into() }
+    }
+
+    /// Turns a YAML/serde error into one line. serde-saphyr reports the position; serde's message names
+    /// the field for missing and unknown fields and the value for invalid identifiers.
+    pub(super) fn from_yaml(path: &str, e: serde_saphyr::Error) -> ConfigError {
+        let text = e.to_string();
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or("invalid YAML");
+        let first = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+        // keep the "at line X column Y" hint when the crate puts it on a second line
+        let location = if first.contains("line ") {
+            None
+        } else {
+            text.lines().map(str::trim).find(|l| l.contains("line "))
+        };
+        let message = match location {
+            Some(loc) => format!("{first} ({loc})"),
+            None => first,
+        };
+        // serde_path_to_error reports "." for the root
+        let field = if path == "." { String::new() } else { path.to_owned() };
+        ConfigError { field, message }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "config: {}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn check_url(field: &str, url: &str, allow_http: bool) -> Result<(), ConfigError> {
+    let lower = url.to_ascii_lowercase();
+    let rest = if let Some(r) = lower.strip_prefix("https://") {
+        r
+    } else if let Some(r) = lower.strip_prefix("http://") {
+        if !allow_http {
+            return Err(ConfigError::new(field, format!("{url:?} is plain http; use https or set allowPlainHttp: true")));
+        }
+        r
+    } else {
+        return Err(ConfigError::new(field, format!("{url:?} is not an http(s) URL")));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(ConfigError::new(field, format!("{url:?} has no host")));
+    }
+    Ok(())
+}
+
+fn check_oid(field: &str, v: &str) -> Result<(), ConfigError> {
+    if Oid::is_valid(v) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, format!("{v:?} is not an OID (dotted decimal)")))
+    }
+}
+
+fn check_positive(field: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 { Err(ConfigError::new(field, "must be greater than 0")) } else { Ok(()) }
+}
+
+pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
+    let http = c.allow_plain_http;
+    if c.organization.name.trim().is_empty() {
+        return Err(ConfigError::new("organization.name", "must not be empty"));
+    }
+    let l = &c.server.limits;
+    check_positive("server.limits.maxBodyBytes", l.max_body_bytes)?;
+    check_positive("server.limits.maxXmlDepth", l.max_xml_depth as u64)?;
+    check_positive("server.limits.maxXmlElements", l.max_xml_elements as u64)?;
+    check_positive("server.limits.requestTimeoutSeconds", l.request_timeout_seconds)?;
+    check_positive("server.reloadIntervalSeconds", c.server.reload_interval_seconds)?;
+    if c.server.listen == c.server.ops_listen {
+        return Err(ConfigError::new("server.opsListen", "must differ from server.listen"));
+    }
+    check_positive("local.deadlineMs", c.local.deadline_ms())?;
+    match &c.local {
+        LocalBackend::Xds(x) => {
+            check_url("local.registryUrl", &x.registry_url, http)?;
+            let mut seen = HashSet::new();
+            for (i, r) in x.repositories.iter().enumerate() {
+                check_oid(&format!("local.repositories[{i}].uniqueId"), &r.unique_id)?;
+                check_url(&format!("local.repositories[{i}].url"), &r.url, http)?;
+                if !seen.insert(&r.unique_id) {
+                    return Err(ConfigError::new(format!("local.repositories[{i}].uniqueId"), "duplicate"));
+                }
+            }
+            let mut seen = HashSet::new();
+            for (i, r) in x.imaging_document_sources.iter().enumerate() {
+                check_oid(&format!("local.imagingDocumentSources[{i}].uniqueId"), &r.unique_id)?;
+                check_url(&format!("local.imagingDocumentSources[{i}].url"), &r.url, http)?;
+                if !seen.insert(&r.unique_id) {
+                    return Err(ConfigError::new(format!("local.imagingDocumentSources[{i}].uniqueId"), "duplicate"));
+                }
+            }
+        }
+        LocalBackend::Xca(x) => {
+            check_url("local.queryUrl", &x.query_url, http)?;
+            check_url("local.retrieveUrl", &x.retrieve_url, http)?;
+            check_url("local.imagingRetrieveUrl", &x.imaging_retrieve_url, http)?;
+            if let Some(d) = &x.dicomweb_url {
+                check_url("local.dicomwebUrl", d, http)?;
+            }
+        }
+        LocalBackend::Dicomweb(d) => {
+            check_url("local.baseUrl", &d.base_url, http)?;
+            check_oid("local.repositoryUniqueId", &d.repository_unique_id)?;
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, rc) in c.communities.iter().enumerate() {
+        let f = |n: &str| format!("communities[{i}].{n}");
+        if !seen.insert(&rc.home_community_id) {
+            return Err(ConfigError::new(f("homeCommunityId"), format!("duplicate {}", rc.home_community_id)));
+        }
+        if rc.home_community_id == c.organization.home_community_id {
+            return Err(ConfigError::new(f("homeCommunityId"), "is this gateway's own homeCommunityId"));
+        }
+        check_url(&f("queryUrl"), &rc.query_url, http)?;
+        check_url(&f("retrieveUrl"), &rc.retrieve_url, http)?;
+        check_url(&f("imagingRetrieveUrl"), &rc.imaging_retrieve_url, http)?;
+        check_positive(&f("deadlineMs"), rc.deadline_ms)?;
+    }
+    let needs_mitz = c.consent.mode == ConsentMode::Mitz || c.initiating.localization == LocalizationMode::Mitz;
+    match &c.mitz {
+        None if needs_mitz => {
+            return Err(ConfigError::new(
+                "mitz",
+                "required when consent.mode is mitz or initiating.localization is mitz",
+            ));
+        }
+        Some(m) => {
+            check_url("mitz.closedQuestionUrl", &m.closed_question_url, http)?;
+            match &m.open_question_url {
+                Some(u) => check_url("mitz.openQuestionUrl", u, http)?,
+                None if c.initiating.localization == LocalizationMode::Mitz => {
+                    return Err(ConfigError::new("mitz.openQuestionUrl", "required when initiating.localization is mitz"));
+                }
+                None => {}
+            }
+            if let Some(u) = &m.subscription_url {
+                check_url("mitz.subscriptionUrl", u, http)?;
+            }
+            check_positive("mitz.deadlineMs", m.deadline_ms)?;
+        }
+        None => {}
+    }
+    if c.audit.sink.trim().is_empty() {
+        return Err(ConfigError::new("audit.sink", "must be stdout or a file path"));
+    }
+    if let Some(s) = &c.audit.syslog
+        && s.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
+    {
+        return Err(ConfigError::new("audit.syslog.address", format!("{:?} is not host:port", s.address)));
+    }
+    Ok(())
+}

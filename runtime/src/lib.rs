@@ -1,0 +1,12 @@
+//! The DUO gateway runtime.
+//!
+//! Layers, outermost first (see `ARCHITECTURE.md`): [`server`] (routes, TLS, metrics) → [`gateway`]
+//! (initiating and responding side) → [`timeline`] → [`consent`] / [`localization`] (Mitz) →
+//! [`backend`] (one trait per kind of community) → [`ihe`] (wire types and codecs) → [`model`].
+//! [`audit`] records every query, retrieve and consent decision; [`config`] is the configuration file the
+//! operator renders. [`sim`] holds the simulators of parts with no public implementation (XDS-I.b
+//! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
+
+pub mod config;
+pub mod model;
+

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine, idempotently:
+#   - Debian packages: xmllint (libxml2-utils), Orthanc + DICOMweb plugin, dcmtk, rsyslog with TLS
+#   - a Python virtualenv with the pinned packages of scripts/requirements.txt (zeep, pydicom, lxml)
+#   - kube-apiserver, etcd and helm built from their Go modules (scripts/tools.sh, cached outside the clone)
+# Prints nothing but progress; writes the environment the tests read to .tools/env (sourced by test.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { echo "setup: $*" >&2; }
+
+APT_PACKAGES=(libxml2-utils orthanc orthanc-dicomweb dcmtk rsyslog rsyslog-gnutls)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  # --no-install-recommends keeps the install small; policy-rc.d stops the packages starting their
+  # system services (tests start their own Orthanc and rsyslog on loopback)
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv=${DUO_VENV:-$HOME/.cache/duo/venv}
+if [[ ! -x "$venv/bin/python" ]] || ! cmp -s scripts/requirements.txt "$venv/requirements.txt"; then
+  log "creating Python virtualenv $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
+  cp scripts/requirements.txt "$venv/requirements.txt"
+fi
+
+tools_bin=$(scripts/tools.sh)
+mkdir -p .tools
+cat > .tools/env <<ENV
+export DUO_TOOLS_BIN=$tools_bin
+export DUO_PYTHON=$venv/bin/python
+export DUO_TESTDATA=$PWD/testdata
+ENV
+log "ready (tools in $tools_bin, python $venv/bin/python)"
