@@ -8,5 +8,7 @@
 //! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
 
 pub mod config;
+pub mod ihe;
 pub mod model;
-
+pub mod tls;
+pub mod xml;

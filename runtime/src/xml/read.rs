@@ -1,0 +1,527 @@
+//! A bounded, namespace-aware pull reader over an in-memory XML document.
+//!
+//! Decoders walk the tree with [`Reader::child`], [`Reader::text`], [`Reader::skip`] and [`Reader::raw`];
+//! elements are matched on namespace URI and local name, never on prefix. Hostile input ends in an
+//! [`XmlError`]: document type declarations are refused outright (so no entity can be defined, which rules
+//! out XXE and entity-expansion attacks), undefined entity references are errors, and nesting depth,
+//! element count and input size are bounded by [`Limits`].
+
+use std::borrow::Cow;
+
+use quick_xml::NsReader;
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+
+use super::{Limits, XmlError, ns};
+
+/// A namespace URI as resolved on an element or attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ns {
+    /// No namespace.
+    None,
+    /// One of the namespaces this gateway knows (see [`ns`]).
+    Known(&'static str),
+    /// Any other bound namespace.
+    Other(Box<str>),
+    /// A prefix with no declaration in scope (tolerated on attributes of blocks the gateway passes on).
+    Undeclared,
+}
+
+impl Ns {
+    fn from_resolved(r: ResolveResult<'_>) -> Ns {
+        match r {
+            ResolveResult::Unbound => Ns::None,
+            ResolveResult::Unknown(_) => Ns::Undeclared,
+            ResolveResult::Bound(n) => {
+                let b = n.into_inner();
+                match ns::KNOWN.iter().find(|k| **k == b) {
+                    Some(k) => Ns::Known(k),
+                    None => Ns::Other(b.into()),
+                }
+            }
+        }
+    }
+
+    /// The URI, or `""` for no namespace / an undeclared prefix.
+    pub fn uri(&self) -> &str {
+        match self {
+            Ns::None | Ns::Undeclared => "",
+            Ns::Known(s) => s,
+            Ns::Other(s) => s,
+        }
+    }
+}
+
+/// One attribute of an element: resolved namespace (unprefixed attributes have none), local name and
+/// unescaped, normalised value.
+#[derive(Debug, Clone)]
+pub struct Attr<'i> {
+    /// Namespace of the attribute's prefix.
+    pub ns: Ns,
+    /// Local name.
+    pub local: &'i str,
+    /// Value with entity references resolved.
+    pub value: Cow<'i, str>,
+}
+
+/// An element start as the reader hands it out. Consume it with [`Reader::child`] (until `None`),
+/// [`Reader::text`], [`Reader::skip`] or [`Reader::raw`]; an element left unconsumed is skipped
+/// automatically by the next [`Reader::child`] call on its parent.
+#[derive(Debug, Clone)]
+pub struct Elem<'i> {
+    /// Namespace of the element.
+    pub ns: Ns,
+    /// Local name.
+    pub local: &'i str,
+    /// Attributes in document order.
+    pub attrs: Vec<Attr<'i>>,
+    /// `<x/>`: no content.
+    pub empty: bool,
+    /// Nesting level of this element (root = 1).
+    depth: usize,
+    /// Byte offset of its `<`.
+    start: usize,
+}
+
+impl<'i> Elem<'i> {
+    /// Whether this element is `{ns}local`.
+    pub fn is(&self, ns: &str, local: &str) -> bool {
+        self.local == local && self.ns.uri() == ns
+    }
+
+    /// The value of the unprefixed attribute `local`.
+    pub fn attr(&self, local: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns == Ns::None && a.local == local)
+            .map(|a| a.value.as_ref())
+    }
+
+    /// The value of attribute `{ns}local`.
+    pub fn attr_ns(&self, ns: &str, local: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.local == local && a.ns.uri() == ns)
+            .map(|a| a.value.as_ref())
+    }
+
+    /// The unprefixed attribute `local`, or [`XmlError::Missing`] naming `{element}/@local`.
+    pub fn required_attr(&self, local: &str) -> Result<&str, XmlError> {
+        self.attr(local)
+            .ok_or_else(|| XmlError::Missing(format!("{}/@{local}", self.local)))
+    }
+
+    /// `{ns}local` text for messages.
+    pub fn qualified(&self) -> String {
+        format!("{{{}}}{}", self.ns.uri(), self.local)
+    }
+}
+
+/// The bounded pull reader. See the module documentation.
+pub struct Reader<'i> {
+    r: NsReader<&'i [u8]>,
+    input: &'i str,
+    depth: usize,
+    elements: usize,
+    limits: Limits,
+    /// Namespace declarations (prefix, uri) with the depth of the element that declared them, so a raw
+    /// fragment can be made self-contained.
+    decls: Vec<(usize, Box<str>, Box<str>)>,
+}
+
+impl<'i> Reader<'i> {
+    /// A reader over `input`. Fails with [`XmlError::TooLarge`] when the input exceeds `limits.max_bytes`
+    /// and [`XmlError::Encoding`] when it is not UTF-8 (the only encoding IHE SOAP peers use).
+    pub fn new(input: &'i [u8], limits: &Limits) -> Result<Reader<'i>, XmlError> {
+        if input.len() > limits.max_bytes {
+            return Err(XmlError::TooLarge(limits.max_bytes));
+        }
+        // Validating UTF-8 once up front lets every later slice be taken as &str without re-checking.
+        let text = std::str::from_utf8(input).map_err(|_| XmlError::Encoding)?;
+        let mut r = NsReader::from_str(text);
+        let cfg = r.config_mut();
+        cfg.check_end_names = true;
+        cfg.expand_empty_elements = false;
+        cfg.trim_text(false);
+        r.resolver_mut()
+            .set_max_namespace_bindings(limits.max_namespace_bindings);
+        Ok(Reader {
+            r,
+            input: text,
+            depth: 0,
+            elements: 0,
+            limits: limits.clone(),
+            decls: Vec::new(),
+        })
+    }
+
+    /// Re-borrows a slice quick-xml handed out (tied to the event's lifetime) from the input itself, so
+    /// names and values can outlive the event. Events of an in-memory reader always point into the input.
+    fn rebase(&self, s: &str) -> Result<&'i str, XmlError> {
+        let base = self.input.as_ptr() as usize;
+        let p = s.as_ptr() as usize;
+        if p >= base && p + s.len() <= base + self.input.len() {
+            let off = p - base;
+            self.input.get(off..off + s.len()).ok_or(XmlError::Syntax {
+                pos: off as u64,
+                msg: "name".into(),
+            })
+        } else {
+            Err(XmlError::Syntax {
+                pos: 0,
+                msg: "name outside the document".into(),
+            })
+        }
+    }
+
+    fn rebase_cow(&self, c: Cow<'_, str>) -> Result<Cow<'i, str>, XmlError> {
+        match c {
+            Cow::Borrowed(s) => self.rebase(s).map(Cow::Borrowed),
+            Cow::Owned(s) => Ok(Cow::Owned(s)),
+        }
+    }
+
+    fn syntax(&self, e: impl std::fmt::Display) -> XmlError {
+        XmlError::Syntax {
+            pos: self.r.error_position(),
+            msg: e.to_string(),
+        }
+    }
+
+    /// Reads the next event, enforcing limits. Returns the event and the byte offset where it began.
+    fn next(&mut self) -> Result<(Event<'i>, usize), XmlError> {
+        let pos = self.r.buffer_position() as usize;
+        let ev = self.r.read_event().map_err(|e| self.syntax(e))?;
+        match &ev {
+            Event::DocType(_) => return Err(XmlError::Dtd),
+            Event::Start(_) | Event::Empty(_) => {
+                self.elements += 1;
+                if self.elements > self.limits.max_elements {
+                    return Err(XmlError::TooManyElements(self.limits.max_elements));
+                }
+                if self.depth + 1 > self.limits.max_depth {
+                    return Err(XmlError::TooDeep(self.limits.max_depth));
+                }
+            }
+            _ => {}
+        }
+        Ok((ev, pos))
+    }
+
+    fn make_elem(
+        &mut self,
+        e: &BytesStart<'i>,
+        empty: bool,
+        start: usize,
+        depth: usize,
+    ) -> Result<Elem<'i>, XmlError> {
+        let (ns_res, local) = self.r.resolver().resolve_element(e.name());
+        let ns = Ns::from_resolved(ns_res);
+        let local = self.rebase(local.into_inner())?;
+        let mut attrs = Vec::new();
+        for a in e.attributes() {
+            let a = a.map_err(|err| self.syntax(err))?;
+            let key = a.key;
+            if let Some(decl) = key.as_namespace_binding() {
+                let prefix = match decl {
+                    quick_xml::name::PrefixDeclaration::Default => "",
+                    quick_xml::name::PrefixDeclaration::Named(p) => self.rebase(p)?,
+                };
+                let uri = a
+                    .normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|err| self.syntax(err))?;
+                self.decls.push((depth, prefix.into(), uri.as_ref().into()));
+                continue;
+            }
+            let (ans, alocal) = self.r.resolver().resolve_attribute(key);
+            let value = a
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|err| match err {
+                    quick_xml::Error::Escape(
+                        quick_xml::escape::EscapeError::UnrecognizedEntity(_, name),
+                    ) => XmlError::Entity(name),
+                    other => self.syntax(other),
+                })?;
+            let value = self.rebase_cow(value)?;
+            attrs.push(Attr {
+                ns: Ns::from_resolved(ans),
+                local: self.rebase(alocal.into_inner())?,
+                value,
+            });
+        }
+        Ok(Elem {
+            ns,
+            local,
+            attrs,
+            empty,
+            depth,
+            start,
+        })
+    }
+
+    /// The document element. Skips the XML declaration, comments, processing instructions and whitespace;
+    /// refuses a DTD.
+    pub fn root(&mut self) -> Result<Elem<'i>, XmlError> {
+        loop {
+            let (ev, pos) = self.next()?;
+            match ev {
+                Event::Start(e) => {
+                    self.depth = 1;
+                    return self.make_elem(&e, false, pos, 1);
+                }
+                Event::Empty(e) => return self.make_elem(&e, true, pos, 1),
+                Event::Eof => return Err(XmlError::Missing("document element".into())),
+                Event::Text(t) if !t.bytes().all(|b| b.is_ascii_whitespace()) => {
+                    return Err(XmlError::Syntax {
+                        pos: pos as u64,
+                        msg: "text before the document element".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn pop_decls(&mut self) {
+        while self.decls.last().is_some_and(|d| d.0 > self.depth) {
+            self.decls.pop();
+        }
+    }
+
+    /// The next child element of `parent`, or `None` at its end. Text, comments and processing
+    /// instructions between children are ignored; a child the caller did not consume is skipped.
+    pub fn child(&mut self, parent: &Elem<'i>) -> Result<Option<Elem<'i>>, XmlError> {
+        if parent.empty || self.depth < parent.depth {
+            return Ok(None);
+        }
+        while self.depth > parent.depth {
+            self.skip_current()?;
+        }
+        loop {
+            let (ev, pos) = self.next()?;
+            match ev {
+                Event::Start(e) => {
+                    self.depth += 1;
+                    let d = self.depth;
+                    return self.make_elem(&e, false, pos, d).map(Some);
+                }
+                Event::Empty(e) => {
+                    let d = self.depth + 1;
+                    let el = self.make_elem(&e, true, pos, d)?;
+                    // an empty element's own declarations go out of scope at once
+                    self.pop_decls();
+                    return Ok(Some(el));
+                }
+                Event::End(_) => {
+                    self.depth -= 1;
+                    self.pop_decls();
+                    return Ok(None);
+                }
+                Event::Eof => {
+                    return Err(XmlError::Syntax {
+                        pos: pos as u64,
+                        msg: "unexpected end of document".into(),
+                    });
+                }
+                Event::GeneralRef(g) => {
+                    // entity references in ignored mixed content must still be defined
+                    resolve_ref(&g)?;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Skips the innermost open element (the one at `self.depth`).
+    fn skip_current(&mut self) -> Result<(), XmlError> {
+        let target = self.depth - 1;
+        while self.depth > target {
+            let (ev, pos) = self.next()?;
+            match ev {
+                Event::Start(_) => self.depth += 1,
+                Event::End(_) => {
+                    self.depth -= 1;
+                    self.pop_decls();
+                }
+                Event::GeneralRef(g) => {
+                    resolve_ref(&g)?;
+                }
+                Event::Eof => {
+                    return Err(XmlError::Syntax {
+                        pos: pos as u64,
+                        msg: "unexpected end of document".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The text content of `el` (character data, CDATA and entity references, concatenated), consuming
+    /// the element. Child elements inside it are skipped (tolerant reading), their text ignored.
+    pub fn text(&mut self, el: &Elem<'i>) -> Result<Cow<'i, str>, XmlError> {
+        if el.empty || self.depth != el.depth {
+            return Ok(Cow::Borrowed(""));
+        }
+        let mut out: Option<Cow<'i, str>> = None;
+        let push = |out: &mut Option<Cow<'i, str>>, s: Cow<'i, str>| match out {
+            None => *out = Some(s),
+            Some(o) => o.to_mut().push_str(&s),
+        };
+        loop {
+            let (ev, pos) = self.next()?;
+            match ev {
+                Event::Text(t) => push(&mut out, t.xml10_content()),
+                Event::CData(c) => {
+                    let s = c.xml10_content().into_owned();
+                    push(&mut out, Cow::Owned(s));
+                }
+                Event::GeneralRef(g) => {
+                    let c = resolve_ref(&g)?;
+                    push(&mut out, Cow::Owned(c.to_string()));
+                }
+                Event::Start(_) => {
+                    self.depth += 1;
+                    self.skip_current()?;
+                }
+                Event::End(_) => {
+                    self.depth -= 1;
+                    self.pop_decls();
+                    return Ok(out.unwrap_or(Cow::Borrowed("")));
+                }
+                Event::Eof => {
+                    return Err(XmlError::Syntax {
+                        pos: pos as u64,
+                        msg: "unexpected end of document".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Consumes `el` and everything in it.
+    pub fn skip(&mut self, el: &Elem<'i>) -> Result<(), XmlError> {
+        if el.empty || self.depth < el.depth {
+            return Ok(());
+        }
+        while self.depth >= el.depth {
+            self.skip_current()?;
+        }
+        Ok(())
+    }
+
+    /// Consumes `el` and returns its exact source text, from `<` to the end of its end tag.
+    pub fn raw(&mut self, el: &Elem<'i>) -> Result<&'i str, XmlError> {
+        self.skip(el)?;
+        let end = self.r.buffer_position() as usize;
+        self.input.get(el.start..end).ok_or(XmlError::Syntax {
+            pos: end as u64,
+            msg: "raw slice".into(),
+        })
+    }
+
+    /// Like [`Reader::raw`], but the fragment is made self-contained: the namespace declarations in scope
+    /// from ancestors whose prefixes the fragment uses are added to its start tag (unless it declares
+    /// them itself), so it can be placed into another document, e.g. a WS-Security header block passed on
+    /// to the next hop. Passing the result on again adds nothing.
+    pub fn raw_fragment(&mut self, el: &Elem<'i>) -> Result<String, XmlError> {
+        // capture the declarations of the ancestors before consuming the element
+        let inherited: Vec<(Box<str>, Box<str>)> = {
+            let mut v: Vec<(Box<str>, Box<str>)> = Vec::new();
+            for (d, p, u) in self.decls.iter().rev() {
+                if *d < el.depth && !v.iter().any(|(q, _)| q == p) {
+                    v.push((p.clone(), u.clone()));
+                }
+            }
+            v
+        };
+        let own: Vec<Box<str>> = self
+            .decls
+            .iter()
+            .filter(|d| d.0 == el.depth)
+            .map(|d| d.1.clone())
+            .collect();
+        let raw = self.raw(el)?;
+        let name_end = raw[1..]
+            .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+            .map(|i| i + 1)
+            .unwrap_or(raw.len());
+        let mut out = String::with_capacity(raw.len() + 64);
+        out.push_str(&raw[..name_end]);
+        let used = used_prefixes(raw);
+        for (p, u) in inherited.iter().rev() {
+            if own.contains(p) || !used.contains(&p.as_ref()) {
+                continue;
+            }
+            out.push(' ');
+            if p.is_empty() {
+                out.push_str("xmlns");
+            } else {
+                out.push_str("xmlns:");
+                out.push_str(p);
+            }
+            out.push_str("=\"");
+            out.push_str(&quick_xml::escape::escape(u.as_ref()));
+            out.push('"');
+        }
+        out.push_str(&raw[name_end..]);
+        Ok(out)
+    }
+}
+
+/// Prefixes used by element and attribute names in `raw` (`""` for unprefixed element names). An
+/// over-approximation (text inside CDATA may add some) only adds harmless declarations.
+fn used_prefixes(raw: &str) -> Vec<&str> {
+    fn add<'a>(p: &'a str, used: &mut Vec<&'a str>) {
+        if !used.contains(&p) {
+            used.push(p);
+        }
+    }
+    let mut used: Vec<&str> = Vec::new();
+    let mut rest = raw;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i + 1..];
+        if rest.starts_with(['/', '!', '?']) {
+            continue;
+        }
+        let end = rest.find('>').unwrap_or(rest.len());
+        let tag = &rest[..end];
+        let mut tokens = tag.split(|c: char| c.is_whitespace() || c == '/');
+        if let Some(name) = tokens.next() {
+            add(
+                name.split_once(':').map(|(p, _)| p).unwrap_or(""),
+                &mut used,
+            );
+        }
+        for t in tokens {
+            if let Some((name, _)) = t.split_once('=')
+                && let Some((p, _)) = name.split_once(':')
+                && p != "xmlns"
+            {
+                add(p, &mut used);
+            }
+        }
+        rest = &rest[end..];
+    }
+    used
+}
+
+fn resolve_ref(g: &quick_xml::events::BytesRef<'_>) -> Result<char, XmlError> {
+    if g.is_char_ref() {
+        return match g.resolve_char_ref() {
+            Ok(Some(c)) => Ok(c),
+            _ => Err(XmlError::Entity(g.to_string())),
+        };
+    }
+    match &**g {
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "amp" => Ok('&'),
+        "apos" => Ok('\''),
+        "quot" => Ok('"'),
+        other => Err(XmlError::Entity(other.to_owned())),
+    }
+}

@@ -1,0 +1,153 @@
+use super::*;
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+#[test]
+fn matches_namespaces_not_prefixes() {
+    let doc = br#"<?xml version="1.0"?><urn:A xmlns:urn="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0" xmlns:q="urn:x"><urn:B id="1"/><q:B/><B xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0">t&amp;x&#65;<![CDATA[<c>]]></B></urn:A>"#;
+    let mut r = Reader::new(doc, &limits()).unwrap();
+    let root = r.root().unwrap();
+    assert!(root.is(ns::RIM, "A"));
+    let b1 = r.child(&root).unwrap().unwrap();
+    assert!(b1.is(ns::RIM, "B"));
+    assert_eq!(b1.attr("id"), Some("1"));
+    let b2 = r.child(&root).unwrap().unwrap();
+    assert!(!b2.is(ns::RIM, "B"));
+    assert_eq!(b2.ns.uri(), "urn:x");
+    let b3 = r.child(&root).unwrap().unwrap();
+    assert!(b3.is(ns::RIM, "B"));
+    assert_eq!(r.text(&b3).unwrap(), "t&xA<c>");
+    assert!(r.child(&root).unwrap().is_none());
+}
+
+#[test]
+fn unconsumed_children_are_skipped() {
+    let doc = b"<a><b><c><d/></c></b><e>x</e></a>";
+    let mut r = Reader::new(doc, &limits()).unwrap();
+    let a = r.root().unwrap();
+    let b = r.child(&a).unwrap().unwrap();
+    assert_eq!(b.local, "b");
+    let e = r.child(&a).unwrap().unwrap();
+    assert_eq!(e.local, "e");
+    assert_eq!(r.text(&e).unwrap(), "x");
+    assert!(r.child(&a).unwrap().is_none());
+}
+
+#[test]
+fn refuses_dtd_and_undefined_entities() {
+    let xxe =
+        br#"<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>"#;
+    assert_eq!(
+        Reader::new(xxe, &limits()).unwrap().root().unwrap_err(),
+        XmlError::Dtd
+    );
+    let undefined = b"<a>&x;</a>";
+    let mut r = Reader::new(undefined, &limits()).unwrap();
+    let a = r.root().unwrap();
+    assert_eq!(r.text(&a).unwrap_err(), XmlError::Entity("x".into()));
+    let in_attr = br#"<a b="&x;"/>"#;
+    assert_eq!(
+        Reader::new(in_attr, &limits()).unwrap().root().unwrap_err(),
+        XmlError::Entity("x".into())
+    );
+}
+
+#[test]
+fn bounds_depth_elements_and_size() {
+    let deep = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
+    let mut r = Reader::new(deep.as_bytes(), &limits()).unwrap();
+    let root = r.root().unwrap();
+    assert_eq!(r.skip(&root).unwrap_err(), XmlError::TooDeep(64));
+    let many = format!("<a>{}</a>", "<b/>".repeat(100));
+    let l = Limits {
+        max_elements: 50,
+        ..limits()
+    };
+    let mut r = Reader::new(many.as_bytes(), &l).unwrap();
+    let root = r.root().unwrap();
+    assert_eq!(r.skip(&root).unwrap_err(), XmlError::TooManyElements(50));
+    let l = Limits {
+        max_bytes: 10,
+        ..limits()
+    };
+    assert!(matches!(
+        Reader::new(b"<a>01234567890</a>", &l),
+        Err(XmlError::TooLarge(10))
+    ));
+}
+
+#[test]
+fn malformed_is_an_error_not_a_panic() {
+    for doc in [
+        &b"<a><b></a>"[..],
+        b"<a",
+        b"",
+        b"<a></a><b/>",
+        b"\xff\xfe<a/>",
+        b"<a x='1' x='2'/>",
+        b"<a>&#xFFFFFFFF;</a>",
+    ] {
+        let r = Reader::new(doc, &limits());
+        let res = r.and_then(|mut r| {
+            let root = r.root()?;
+            r.skip(&root)?;
+            let _ = r.text(&root)?;
+            Ok(())
+        });
+        let _ = res; // any Ok/Err is fine; the point is no panic
+    }
+    let mut r = Reader::new(b"<a><b></a>", &limits()).unwrap();
+    let a = r.root().unwrap();
+    assert!(matches!(r.skip(&a), Err(XmlError::Syntax { .. })));
+}
+
+#[test]
+fn raw_fragment_carries_inherited_namespaces() {
+    let doc = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsse="urn:wsse" xmlns:S="urn:undeclared-elsewhere"><s:Header><wsse:Security S:mustUnderstand="1" xmlns:x="urn:x"><x:t>1</x:t></wsse:Security></s:Header></s:Envelope>"#;
+    let mut r = Reader::new(doc, &limits()).unwrap();
+    let env = r.root().unwrap();
+    let hdr = r.child(&env).unwrap().unwrap();
+    let sec = r.child(&hdr).unwrap().unwrap();
+    let frag = r.raw_fragment(&sec).unwrap();
+    assert!(frag.starts_with("<wsse:Security xmlns:"), "{frag}");
+    assert!(frag.contains(r#"xmlns:wsse="urn:wsse""#));
+    assert!(frag.contains(r#"xmlns:S="urn:undeclared-elsewhere""#));
+    assert!(frag.ends_with("</wsse:Security>"));
+    // the fragment parses on its own
+    let mut r2 = Reader::new(frag.as_bytes(), &limits()).unwrap();
+    let s2 = r2.root().unwrap();
+    assert_eq!(s2.ns.uri(), "urn:wsse");
+    assert_eq!(
+        s2.attr_ns("urn:undeclared-elsewhere", "mustUnderstand"),
+        Some("1")
+    );
+    assert!(r.child(&hdr).unwrap().is_none());
+}
+
+#[test]
+fn undeclared_attribute_prefix_is_tolerated() {
+    let doc = br#"<a><b foo:bar="1">x</b></a>"#;
+    let mut r = Reader::new(doc, &limits()).unwrap();
+    let a = r.root().unwrap();
+    let b = r.child(&a).unwrap().unwrap();
+    assert_eq!(b.attrs[0].ns, Ns::Undeclared);
+    assert_eq!(r.text(&b).unwrap(), "x");
+}
+
+#[test]
+fn writer_escapes_and_shortens() {
+    let mut w = Writer::new();
+    w.decl()
+        .start("a:x")
+        .attr("xmlns:a", "urn:a")
+        .attr("v", "<\"&>");
+    w.start("a:y").end();
+    w.leaf("a:z", "1 < 2 & 3");
+    let s = w.finish();
+    assert_eq!(
+        s,
+        r#"<?xml version="1.0" encoding="UTF-8"?><a:x xmlns:a="urn:a" v="&lt;&quot;&amp;&gt;"><a:y/><a:z>1 &lt; 2 &amp; 3</a:z></a:x>"#
+    );
+}
