@@ -10,5 +10,6 @@
 pub mod config;
 pub mod ihe;
 pub mod model;
+pub mod timeline;
 pub mod tls;
 pub mod xml;
