@@ -10,6 +10,7 @@
 pub mod config;
 pub mod ihe;
 pub mod model;
+pub mod server;
 pub mod timeline;
 pub mod tls;
 pub mod xml;

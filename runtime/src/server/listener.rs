@@ -1,0 +1,97 @@
+//! The mutual-TLS accept loop: every connection is TLS-terminated with the *current* server
+//! configuration (so a rotated certificate or trust bundle applies to new connections without dropping
+//! open ones), the client's certificate is attached to each request as a [`PeerCertificate`], and
+//! shutdown is graceful (open requests finish).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// The verified client certificate chain of the connection a request came in on (leaf first).
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<Vec<CertificateDer<'static>>>);
+
+impl PeerCertificate {
+    /// The leaf certificate, DER.
+    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.0.first()
+    }
+}
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open requests may run after shutdown was asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` over mutual TLS on `listener` until `shutdown` is cancelled, then drains.
+///
+/// `tls` always holds the configuration to use for the next handshake.
+pub async fn serve_tls(listener: TcpListener, tls: watch::Receiver<Arc<ServerConfig>>, router: Router, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = stream.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+            let peer = PeerCertificate(Arc::new(peer));
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                req.extensions_mut().insert(RemoteAddr(remote));
+                router.clone().oneshot(req)
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("open connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}
+
+/// The remote socket address of a request's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Serves `router` over plain HTTP (the ops listener: health and metrics) until `shutdown`.
+pub async fn serve_plain(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let _ = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+}

@@ -1,0 +1,145 @@
+//! Prometheus metrics of the gateway (served on the ops listener at `/metrics`).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a call to one community.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommunityLabels {
+    /// homeCommunityId (`urn:oid:...`) or `local`.
+    pub community: String,
+    /// Transaction sent, e.g. `ITI-38`.
+    pub transaction: String,
+}
+
+/// Labels of a failed call to one community.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommunityErrorLabels {
+    /// homeCommunityId or `local`.
+    pub community: String,
+    /// Transaction sent.
+    pub transaction: String,
+    /// Error code reported (XDSUnavailableCommunity, XDSRegistryError ...).
+    pub code: String,
+}
+
+/// Labels of an inbound request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route or transaction, e.g. `ITI-38` or `timeline`.
+    pub endpoint: String,
+    /// Overall outcome: `Success`, `PartialSuccess`, `Failure`, `fault`.
+    pub outcome: String,
+}
+
+/// Labels of a consent decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsentLabels {
+    /// Permit, Deny, NotApplicable, Indeterminate.
+    pub decision: String,
+    /// mitz, cache, failure, permitAll.
+    pub source: String,
+}
+
+/// Localisation mode as a label value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ModeValue {
+    /// Mitz open question.
+    Mitz,
+    /// Every configured community.
+    AllCommunities,
+}
+
+/// Labels of the localisation mode gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    /// The mode.
+    pub mode: ModeValue,
+}
+
+/// Labels of config reloads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `rejected`.
+    pub result: String,
+}
+
+/// All gateway metrics and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    /// `duo_community_request_duration_seconds{community,transaction}`: latency per community call.
+    pub community_latency: Family<CommunityLabels, Histogram>,
+    /// `duo_community_errors_total{community,transaction,code}`.
+    pub community_errors: Family<CommunityErrorLabels, Counter>,
+    /// `duo_fanout_size`: communities asked per initiating query.
+    pub fanout_size: Histogram,
+    /// `duo_requests_total{endpoint,outcome}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `duo_consent_decisions_total{decision,source}`.
+    pub consent_decisions: Family<ConsentLabels, Counter>,
+    /// `duo_localization_mode{mode}`: 1 for the configured mode.
+    pub localization_mode: Family<ModeLabels, Gauge>,
+    /// `duo_disclosures_total`: responses that disclosed data after a Permit.
+    pub disclosures: Counter,
+    /// `duo_config_reloads_total{result}`.
+    pub config_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `duo` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("duo");
+        let community_latency =
+            Family::<CommunityLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.002, 2.0, 14)));
+        registry.register("community_request_duration_seconds", "Latency of calls to a community", community_latency.clone());
+        let community_errors = Family::<CommunityErrorLabels, Counter>::default();
+        registry.register("community_errors", "Failed calls to a community by error code", community_errors.clone());
+        let fanout_size = Histogram::new([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 50.0].into_iter());
+        registry.register("fanout_size", "Communities asked per initiating query", fanout_size.clone());
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Inbound requests by endpoint and outcome", requests.clone());
+        let consent_decisions = Family::<ConsentLabels, Counter>::default();
+        registry.register("consent_decisions", "Consent decisions by decision and source", consent_decisions.clone());
+        let localization_mode = Family::<ModeLabels, Gauge>::default();
+        registry.register("localization_mode", "Configured localisation mode (1 = active)", localization_mode.clone());
+        let disclosures = Counter::default();
+        registry.register("disclosures", "Responses that disclosed data after a Permit", disclosures.clone());
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("config_reloads", "Configuration and certificate reloads", config_reloads.clone());
+        Metrics {
+            registry,
+            community_latency,
+            community_errors,
+            fanout_size,
+            requests,
+            consent_decisions,
+            localization_mode,
+            disclosures,
+            config_reloads,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // encoding into a String cannot fail
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records the configured localisation mode (exactly one mode is 1).
+    pub fn set_localization_mode(&self, mitz: bool) {
+        self.localization_mode.get_or_create(&ModeLabels { mode: ModeValue::Mitz }).set(i64::from(mitz));
+        self.localization_mode.get_or_create(&ModeLabels { mode: ModeValue::AllCommunities }).set(i64::from(!mitz));
+    }
+}

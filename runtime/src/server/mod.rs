@@ -1,0 +1,4 @@
+//! Outermost layer: listeners, TLS termination, tower layers, metrics. Holds no business rules.
+
+pub mod listener;
+pub mod metrics;
