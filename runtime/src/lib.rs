@@ -7,6 +7,7 @@
 //! operator renders. [`sim`] holds the simulators of parts with no public implementation (XDS-I.b
 //! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
 
+pub mod backend;
 pub mod config;
 pub mod ihe;
 pub mod model;

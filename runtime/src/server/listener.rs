@@ -37,7 +37,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves `router` over mutual TLS on `listener` until `shutdown` is cancelled, then drains.
 ///
 /// `tls` always holds the configuration to use for the next handshake.
-pub async fn serve_tls(listener: TcpListener, tls: watch::Receiver<Arc<ServerConfig>>, router: Router, shutdown: CancellationToken) {
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<ServerConfig>>,
+    router: Router,
+    shutdown: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, remote) = tokio::select! {
@@ -67,13 +72,20 @@ pub async fn serve_tls(listener: TcpListener, tls: watch::Receiver<Arc<ServerCon
                     return;
                 }
             };
-            let peer = stream.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
             let peer = PeerCertificate(Arc::new(peer));
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                req.extensions_mut().insert(RemoteAddr(remote));
-                router.clone().oneshot(req)
-            });
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req.extensions_mut().insert(RemoteAddr(remote));
+                    router.clone().oneshot(req)
+                },
+            );
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -82,7 +94,10 @@ pub async fn serve_tls(listener: TcpListener, tls: watch::Receiver<Arc<ServerCon
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("open connections did not finish within {DRAIN_TIMEOUT:?}");
     }
 }
@@ -93,5 +108,7 @@ pub struct RemoteAddr(pub SocketAddr);
 
 /// Serves `router` over plain HTTP (the ops listener: health and metrics) until `shutdown`.
 pub async fn serve_plain(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let _ = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
 }

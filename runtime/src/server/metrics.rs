@@ -99,23 +99,57 @@ impl Metrics {
     /// Registers every metric under the `duo` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("duo");
-        let community_latency =
-            Family::<CommunityLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.002, 2.0, 14)));
-        registry.register("community_request_duration_seconds", "Latency of calls to a community", community_latency.clone());
+        let community_latency = Family::<CommunityLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.002, 2.0, 14))
+        });
+        registry.register(
+            "community_request_duration_seconds",
+            "Latency of calls to a community",
+            community_latency.clone(),
+        );
         let community_errors = Family::<CommunityErrorLabels, Counter>::default();
-        registry.register("community_errors", "Failed calls to a community by error code", community_errors.clone());
-        let fanout_size = Histogram::new([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 50.0].into_iter());
-        registry.register("fanout_size", "Communities asked per initiating query", fanout_size.clone());
+        registry.register(
+            "community_errors",
+            "Failed calls to a community by error code",
+            community_errors.clone(),
+        );
+        let fanout_size =
+            Histogram::new([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 50.0].into_iter());
+        registry.register(
+            "fanout_size",
+            "Communities asked per initiating query",
+            fanout_size.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Inbound requests by endpoint and outcome", requests.clone());
+        registry.register(
+            "requests",
+            "Inbound requests by endpoint and outcome",
+            requests.clone(),
+        );
         let consent_decisions = Family::<ConsentLabels, Counter>::default();
-        registry.register("consent_decisions", "Consent decisions by decision and source", consent_decisions.clone());
+        registry.register(
+            "consent_decisions",
+            "Consent decisions by decision and source",
+            consent_decisions.clone(),
+        );
         let localization_mode = Family::<ModeLabels, Gauge>::default();
-        registry.register("localization_mode", "Configured localisation mode (1 = active)", localization_mode.clone());
+        registry.register(
+            "localization_mode",
+            "Configured localisation mode (1 = active)",
+            localization_mode.clone(),
+        );
         let disclosures = Counter::default();
-        registry.register("disclosures", "Responses that disclosed data after a Permit", disclosures.clone());
+        registry.register(
+            "disclosures",
+            "Responses that disclosed data after a Permit",
+            disclosures.clone(),
+        );
         let config_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("config_reloads", "Configuration and certificate reloads", config_reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration and certificate reloads",
+            config_reloads.clone(),
+        );
         Metrics {
             registry,
             community_latency,
@@ -139,7 +173,15 @@ impl Metrics {
 
     /// Records the configured localisation mode (exactly one mode is 1).
     pub fn set_localization_mode(&self, mitz: bool) {
-        self.localization_mode.get_or_create(&ModeLabels { mode: ModeValue::Mitz }).set(i64::from(mitz));
-        self.localization_mode.get_or_create(&ModeLabels { mode: ModeValue::AllCommunities }).set(i64::from(!mitz));
+        self.localization_mode
+            .get_or_create(&ModeLabels {
+                mode: ModeValue::Mitz,
+            })
+            .set(i64::from(mitz));
+        self.localization_mode
+            .get_or_create(&ModeLabels {
+                mode: ModeValue::AllCommunities,
+            })
+            .set(i64::from(!mitz));
     }
 }

@@ -135,7 +135,11 @@ pub fn merge(results: &[CommunityResult]) -> (Vec<TimelineEntry>, Vec<Report>) {
     let mut reports: Vec<Report> = Vec::new();
 
     for cr in results {
-        let Some(home) = cr.home_community_id.clone().or_else(|| cr.entries.first().and_then(|e| e.home_community_id.clone())) else {
+        let Some(home) = cr
+            .home_community_id
+            .clone()
+            .or_else(|| cr.entries.first().and_then(|e| e.home_community_id.clone()))
+        else {
             continue;
         };
         for e in &cr.entries {
@@ -153,7 +157,11 @@ pub fn merge(results: &[CommunityResult]) -> (Vec<TimelineEntry>, Vec<Report>) {
                     let uid = e
                         .study_instance_uid()
                         .map(str::to_owned)
-                        .or_else(|| manifest.map(|m| m.study_instance_uid.clone()).filter(|s| !s.is_empty()))
+                        .or_else(|| {
+                            manifest
+                                .map(|m| m.study_instance_uid.clone())
+                                .filter(|s| !s.is_empty())
+                        })
                         .unwrap_or_else(|| e.unique_id.clone());
                     let entry = studies.entry(uid.clone()).or_insert_with(|| TimelineEntry {
                         study_instance_uid: uid,
@@ -173,7 +181,11 @@ pub fn merge(results: &[CommunityResult]) -> (Vec<TimelineEntry>, Vec<Report>) {
                 DocumentKind::Report => reports.push(Report {
                     title: e.title.clone(),
                     mime_type: e.mime_type.clone(),
-                    format_code: e.format_code.as_ref().map(|c| c.code.clone()).unwrap_or_default(),
+                    format_code: e
+                        .format_code
+                        .as_ref()
+                        .map(|c| c.code.clone())
+                        .unwrap_or_default(),
                     accession_number: e.accession_number().unwrap_or("").to_owned(),
                     creation_time: e.creation_time.clone(),
                     source,
@@ -188,7 +200,9 @@ pub fn merge(results: &[CommunityResult]) -> (Vec<TimelineEntry>, Vec<Report>) {
         let target = if r.accession_number.is_empty() {
             None
         } else {
-            studies.values_mut().find(|s| s.accession_number == r.accession_number)
+            studies
+                .values_mut()
+                .find(|s| s.accession_number == r.accession_number)
         };
         match target {
             Some(s) => {
@@ -204,9 +218,14 @@ pub fn merge(results: &[CommunityResult]) -> (Vec<TimelineEntry>, Vec<Report>) {
     for e in &mut list {
         e.modalities.sort();
         e.modalities.dedup();
-        e.sources.sort_by(|a, b| a.home_community_id.cmp(&b.home_community_id));
+        e.sources
+            .sort_by(|a, b| a.home_community_id.cmp(&b.home_community_id));
     }
-    list.sort_by(|a, b| normalize_dtm(&b.date).cmp(&normalize_dtm(&a.date)).then_with(|| a.study_instance_uid.cmp(&b.study_instance_uid)));
+    list.sort_by(|a, b| {
+        normalize_dtm(&b.date)
+            .cmp(&normalize_dtm(&a.date))
+            .then_with(|| a.study_instance_uid.cmp(&b.study_instance_uid))
+    });
     (list, unmatched)
 }
 
@@ -216,13 +235,22 @@ fn organization_of(e: &DocumentEntry, cr: &CommunityResult) -> Option<Organizati
             ura: ura.clone(),
             name: a.name.clone(),
             facility_type: None,
-            home_community_id: e.home_community_id.clone().or_else(|| cr.home_community_id.clone()),
+            home_community_id: e
+                .home_community_id
+                .clone()
+                .or_else(|| cr.home_community_id.clone()),
         })
     });
     from_author.or_else(|| cr.organization.clone())
 }
 
-fn absorb(t: &mut TimelineEntry, e: &DocumentEntry, manifest: Option<&ImagingStudy>, source: Source, home: HomeCommunityId) {
+fn absorb(
+    t: &mut TimelineEntry,
+    e: &DocumentEntry,
+    manifest: Option<&ImagingStudy>,
+    source: Source,
+    home: HomeCommunityId,
+) {
     let fill = |field: &mut String, v: &str| {
         if field.is_empty() && !v.trim().is_empty() {
             *field = v.trim().to_owned();
@@ -236,7 +264,14 @@ fn absorb(t: &mut TimelineEntry, e: &DocumentEntry, manifest: Option<&ImagingStu
         t.modalities.push(m.to_owned());
     }
     if let Some(m) = manifest {
-        fill(&mut t.date, &format!("{}{}", m.study_date, m.study_time.split('.').next().unwrap_or("")));
+        fill(
+            &mut t.date,
+            &format!(
+                "{}{}",
+                m.study_date,
+                m.study_time.split('.').next().unwrap_or("")
+            ),
+        );
         fill(&mut t.accession_number, &m.accession_number);
         fill(&mut t.description, &m.description);
         fill(&mut t.body_part, &m.body_part);
@@ -246,7 +281,9 @@ fn absorb(t: &mut TimelineEntry, e: &DocumentEntry, manifest: Option<&ImagingStu
             }
         }
         // counts: the largest manifest wins (a community may hold a subset)
-        if t.number_of_instances.is_none_or(|n| n < m.number_of_instances()) {
+        if t.number_of_instances
+            .is_none_or(|n| n < m.number_of_instances())
+        {
             t.number_of_series = Some(m.number_of_series());
             t.number_of_instances = Some(m.number_of_instances());
         }
@@ -264,7 +301,11 @@ fn absorb(t: &mut TimelineEntry, e: &DocumentEntry, manifest: Option<&ImagingStu
                         } else {
                             s.retrieve_location_uid.clone()
                         },
-                        sop_instance_uids: s.instances.iter().map(|i| i.sop_instance_uid.clone()).collect(),
+                        sop_instance_uids: s
+                            .instances
+                            .iter()
+                            .map(|i| i.sop_instance_uid.clone())
+                            .collect(),
                     })
                     .collect(),
             });
@@ -277,7 +318,11 @@ fn absorb(t: &mut TimelineEntry, e: &DocumentEntry, manifest: Option<&ImagingStu
 
 /// DTM normalised for ordering: digits only, padded to 14 so `2024` sorts before `20240101`.
 fn normalize_dtm(s: &str) -> String {
-    let mut d: String = s.chars().take_while(|c| c.is_ascii_digit()).take(14).collect();
+    let mut d: String = s
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .take(14)
+        .collect();
     while d.len() < 14 {
         d.push('0');
     }

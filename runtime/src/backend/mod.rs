@@ -1,0 +1,3 @@
+//! Community backends.
+
+pub mod qido;
