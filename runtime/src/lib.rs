@@ -12,6 +12,7 @@ pub mod config;
 pub mod ihe;
 pub mod model;
 pub mod server;
+pub mod sim;
 pub mod timeline;
 pub mod tls;
 pub mod xml;

@@ -1,0 +1,5 @@
+//! Simulators of the parts with no public implementation: an XDS-I.b affinity domain (registry,
+//! repository, imaging document source), a TLB node (XCA-I responding gateway) and Mitz. They follow the
+//! published wire formats exactly and are used by the demo and the tests.
+
+pub mod store;
