@@ -3,7 +3,10 @@ use crate::ihe::ebrim::{ErrorCode, RegistryError, ResponseStatus};
 use crate::ihe::retrieve::DocumentResponse;
 use futures::executor::block_on;
 
-fn chunks(data: &[u8], size: usize) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
+fn chunks(
+    data: &[u8],
+    size: usize,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
     let v: Vec<Result<Bytes, std::io::Error>> = data
         .chunks(size.max(1))
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -11,7 +14,11 @@ fn chunks(data: &[u8], size: usize) -> impl Stream<Item = Result<Bytes, std::io:
     futures::stream::iter(v)
 }
 
-fn scan_all(boundary: &str, data: &[u8], step: usize) -> Result<Vec<(PartHeaders, Vec<u8>)>, MtomError> {
+fn scan_all(
+    boundary: &str,
+    data: &[u8],
+    step: usize,
+) -> Result<Vec<(PartHeaders, Vec<u8>)>, MtomError> {
     let mut sc = Scanner::new(boundary, &MtomLimits::default());
     let mut out: Vec<(PartHeaders, Vec<u8>)> = Vec::new();
     let mut pos = 0;
@@ -29,7 +36,10 @@ fn scan_all(boundary: &str, data: &[u8], step: usize) -> Result<Vec<(PartHeaders
             ScanEvent::PartStart(h) => out.push((h, Vec::new())),
             ScanEvent::Data(d) => {
                 assert!(!d.is_empty());
-                out.last_mut().expect("data inside a part").1.extend_from_slice(&d);
+                out.last_mut()
+                    .expect("data inside a part")
+                    .1
+                    .extend_from_slice(&d);
             }
             ScanEvent::PartEnd => {}
             ScanEvent::Done => return Ok(out),
@@ -53,14 +63,19 @@ fn scans_at_every_chunk_size_with_crlf_and_lf() {
     }
     for data in [MSG.to_vec(), lf] {
         for step in 1..data.len() + 1 {
-            let parts = scan_all("b+x=1", &data, step).unwrap_or_else(|e| panic!("step {step}: {e}"));
+            let parts =
+                scan_all("b+x=1", &data, step).unwrap_or_else(|e| panic!("step {step}: {e}"));
             assert_eq!(parts.len(), 3, "step {step}");
             assert_eq!(parts[0].0.content_id(), Some("root@x"));
             assert_eq!(parts[0].1, b"<a/>");
             assert_eq!(parts[1].0.content_id(), Some("p1@x"));
             assert_eq!(parts[1].0.content_type(), Some("application/dicom"));
             // the part body contains a near-boundary and binary bytes; only the final CRLF/LF is delimiter
-            let nl: &[u8] = if data.len() == MSG.len() { b"\r\n" } else { b"\n" };
+            let nl: &[u8] = if data.len() == MSG.len() {
+                b"\r\n"
+            } else {
+                b"\n"
+            };
             let expected = [nl, b"--b+x", nl, b"\x00\xff", nl].concat();
             assert_eq!(parts[1].1, expected, "step {step}");
             assert_eq!(parts[2].1, b"");
@@ -70,7 +85,10 @@ fn scans_at_every_chunk_size_with_crlf_and_lf() {
 
 #[test]
 fn every_truncation_is_an_error_not_a_panic() {
-    let close = MSG.windows(9).position(|w| w == b"--b+x=1--").expect("closing boundary");
+    let close = MSG
+        .windows(9)
+        .position(|w| w == b"--b+x=1--")
+        .expect("closing boundary");
     for cut in 0..close + 2 {
         let r = scan_all("b+x=1", &MSG[..cut], 7);
         assert!(r.is_err(), "cut at {cut} must fail, got {r:?}");
@@ -83,7 +101,10 @@ fn hostile_framing_is_bounded() {
     // a header block that never ends
     let mut big = b"--b\r\nX-A: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 100_000));
-    assert_eq!(scan_all("b", &big, 4096).unwrap_err(), MtomError::HeaderTooLarge(16 * 1024));
+    assert_eq!(
+        scan_all("b", &big, 4096).unwrap_err(),
+        MtomError::HeaderTooLarge(16 * 1024)
+    );
     // thousands of empty parts beyond the part limit
     let limits = MtomLimits {
         max_parts: 10,
@@ -144,7 +165,10 @@ fn content_types_of_real_peers() {
         .unwrap();
     let ct = ContentType::parse(value).unwrap();
     assert!(ct.is_multipart_related());
-    assert_eq!(ct.boundary().unwrap(), "uuid:898b3ded-c057-48c5-9f07-43a15680b58d+id=5");
+    assert_eq!(
+        ct.boundary().unwrap(),
+        "uuid:898b3ded-c057-48c5-9f07-43a15680b58d+id=5"
+    );
     assert_eq!(ct.start(), Some("http://tempuri.org/0"));
     assert_eq!(ct.param("type"), Some("application/xop+xml"));
     assert_eq!(ct.param("START-INFO"), Some("application/soap+xml"));
@@ -157,10 +181,18 @@ fn content_types_of_real_peers() {
         Some(r#"application/soap+xml;action="urn:ihe:iti:2007:RetrieveDocumentSet""#)
     );
     // unquoted boundary with '=' and a trailing space (Axis2 capture)
-    let ct = ContentType::parse("Multipart/Related; boundary=MIMEBoundary_a=b; type=\"application/xop+xml\" ").unwrap();
+    let ct = ContentType::parse(
+        "Multipart/Related; boundary=MIMEBoundary_a=b; type=\"application/xop+xml\" ",
+    )
+    .unwrap();
     assert_eq!(ct.boundary().unwrap(), "MIMEBoundary_a=b");
     assert!(ContentType::parse("multipart/related; boundary=\"x").is_err());
-    assert!(ContentType::parse("multipart/related").unwrap().boundary().is_err());
+    assert!(
+        ContentType::parse("multipart/related")
+            .unwrap()
+            .boundary()
+            .is_err()
+    );
 }
 
 fn sample_response(n: usize, size: usize) -> RetrieveDocumentSetResponse {
@@ -179,7 +211,9 @@ fn sample_response(n: usize, size: usize) -> RetrieveDocumentSetResponse {
                     ..Default::default()
                 },
                 content: Content::Inline(Bytes::from(
-                    (0..size).map(|j| (i * 31 + j * 7) as u8).collect::<Vec<_>>(),
+                    (0..size)
+                        .map(|j| (i * 31 + j * 7) as u8)
+                        .collect::<Vec<_>>(),
                 )),
             })
             .collect(),
@@ -193,9 +227,14 @@ fn streaming_writer_and_reader_round_trip() {
     let (ct, body) = RetrieveResponseWriter::write_all(&header, &resp).unwrap();
     for step in [1usize, 13, 4096, body.len()] {
         let (h, back) = block_on(async {
-            let mut r = RetrieveResponseReader::open(&ct, None, chunks(&body, step), &MtomLimits::default())
-                .await
-                .unwrap();
+            let mut r = RetrieveResponseReader::open(
+                &ct,
+                None,
+                chunks(&body, step),
+                &MtomLimits::default(),
+            )
+            .await
+            .unwrap();
             assert_eq!(r.registry_response().status, ResponseStatus::PartialSuccess);
             let metas = r.documents().to_vec();
             let mut docs = vec![Vec::new(); metas.len()];
@@ -210,7 +249,11 @@ fn streaming_writer_and_reader_round_trip() {
         assert_eq!(h.action, header.action);
         for (i, d) in resp.documents.iter().enumerate() {
             assert_eq!(back.0[i], d.meta);
-            assert_eq!(Content::Inline(Bytes::from(back.1[i].clone())), d.content, "doc {i} step {step}");
+            assert_eq!(
+                Content::Inline(Bytes::from(back.1[i].clone())),
+                d.content,
+                "doc {i} step {step}"
+            );
         }
     }
 }
@@ -221,9 +264,14 @@ fn relay_pipes_reader_into_writer() {
     let header = SoapHeader::request(crate::ihe::Transaction::Rad75.response_action(), None);
     let (ct, body) = RetrieveResponseWriter::write_all(&header, &resp).unwrap();
     let (ct2, body2) = block_on(async {
-        let r = RetrieveResponseReader::open(&ct, Some(body.len() as u64), chunks(&body, 500), &MtomLimits::default())
-            .await
-            .unwrap();
+        let r = RetrieveResponseReader::open(
+            &ct,
+            Some(body.len() as u64),
+            chunks(&body, 500),
+            &MtomLimits::default(),
+        )
+        .await
+        .unwrap();
         let w = RetrieveResponseWriter::new(r.header(), r.registry_response(), r.documents());
         let ct2 = w.content_type();
         let out: Vec<Result<Bytes, MtomError>> = w.into_body(r.into_items()).collect().await;
@@ -233,7 +281,8 @@ fn relay_pipes_reader_into_writer() {
         }
         (ct2, body2)
     });
-    let (_, back) = read_retrieve_response(&ct2, Bytes::from(body2), &MtomLimits::default()).unwrap();
+    let (_, back) =
+        read_retrieve_response(&ct2, Bytes::from(body2), &MtomLimits::default()).unwrap();
     assert_eq!(back, resp);
 }
 
@@ -242,16 +291,28 @@ fn plain_soap_and_base64_inside_mtom_are_read() {
     let resp = sample_response(2, 1000);
     let header = SoapHeader::request(crate::ihe::Transaction::Iti43.response_action(), None);
     let plain = crate::ihe::write_soap(&header, &resp);
-    let (_, back) = read_retrieve_response("application/soap+xml; charset=UTF-8", Bytes::from(plain.clone()), &MtomLimits::default()).unwrap();
+    let (_, back) = read_retrieve_response(
+        "application/soap+xml; charset=UTF-8",
+        Bytes::from(plain.clone()),
+        &MtomLimits::default(),
+    )
+    .unwrap();
     assert_eq!(back, resp);
     // the same envelope as the root part of an MTOM message (base64 inside MTOM)
     let (ct, body) = wrap_root(&plain, &header.action);
-    let (_, back) = read_retrieve_response(&ct, Bytes::from(body.clone()), &MtomLimits::default()).unwrap();
+    let (_, back) =
+        read_retrieve_response(&ct, Bytes::from(body.clone()), &MtomLimits::default()).unwrap();
     assert_eq!(back, resp);
     // and streaming, in both forms
-    for (ct, body) in [("application/soap+xml".to_owned(), plain.into_bytes()), (ct, body)] {
+    for (ct, body) in [
+        ("application/soap+xml".to_owned(), plain.into_bytes()),
+        (ct, body),
+    ] {
         let got = block_on(async {
-            let mut r = RetrieveResponseReader::open(&ct, None, chunks(&body, 64), &MtomLimits::default()).await.unwrap();
+            let mut r =
+                RetrieveResponseReader::open(&ct, None, chunks(&body, 64), &MtomLimits::default())
+                    .await
+                    .unwrap();
             let mut n = 0;
             while let Some(i) = r.next_document().await.unwrap() {
                 let mut d = Vec::new();
@@ -269,9 +330,11 @@ fn plain_soap_and_base64_inside_mtom_are_read() {
 
 #[test]
 fn declared_size_is_refused_before_reading() {
-    let never = futures::stream::poll_fn(|_| -> std::task::Poll<Option<Result<Bytes, std::io::Error>>> {
-        panic!("the body must not be read")
-    });
+    let never = futures::stream::poll_fn(
+        |_| -> std::task::Poll<Option<Result<Bytes, std::io::Error>>> {
+            panic!("the body must not be read")
+        },
+    );
     let e = block_on(collect_body(Some(1 << 30), never, 10 * 1024 * 1024)).unwrap_err();
     assert_eq!(
         e,
@@ -280,12 +343,19 @@ fn declared_size_is_refused_before_reading() {
             limit: 10 * 1024 * 1024
         }
     );
-    let never = futures::stream::poll_fn(|_| -> std::task::Poll<Option<Result<Bytes, std::io::Error>>> {
-        panic!("the body must not be read")
-    });
-    let e = block_on(RetrieveResponseReader::open("application/soap+xml", Some(1 << 30), never, &MtomLimits::default()))
-        .err()
-        .unwrap();
+    let never = futures::stream::poll_fn(
+        |_| -> std::task::Poll<Option<Result<Bytes, std::io::Error>>> {
+            panic!("the body must not be read")
+        },
+    );
+    let e = block_on(RetrieveResponseReader::open(
+        "application/soap+xml",
+        Some(1 << 30),
+        never,
+        &MtomLimits::default(),
+    ))
+    .err()
+    .unwrap();
     assert!(matches!(e, MtomError::DeclaredTooLarge { .. }), "{e}");
     // an undeclared body is cut off at the limit
     let e = block_on(collect_body(None, chunks(&[b'x'; 5000], 100), 1000)).unwrap_err();
@@ -299,7 +369,11 @@ fn missing_and_unreferenced_parts() {
     let (ct, body) = RetrieveResponseWriter::write_all(&header, &resp).unwrap();
     // drop the last attachment part: the reader names the missing cid
     let text = body.clone();
-    let boundary = ContentType::parse(&ct).unwrap().boundary().unwrap().to_owned();
+    let boundary = ContentType::parse(&ct)
+        .unwrap()
+        .boundary()
+        .unwrap()
+        .to_owned();
     let delim = format!("\r\n--{boundary}");
     let positions: Vec<usize> = text
         .windows(delim.len())
@@ -308,9 +382,14 @@ fn missing_and_unreferenced_parts() {
         .map(|(i, _)| i)
         .collect();
     let mut cut = text[..positions[1]].to_vec();
-    cut.extend_from_slice(format!("\r\n--{boundary}\r\nContent-ID: <other@x>\r\n\r\nxyz\r\n--{boundary}--\r\n").as_bytes());
+    cut.extend_from_slice(
+        format!("\r\n--{boundary}\r\nContent-ID: <other@x>\r\n\r\nxyz\r\n--{boundary}--\r\n")
+            .as_bytes(),
+    );
     let e = block_on(async {
-        let mut r = RetrieveResponseReader::open(&ct, None, chunks(&cut, 100), &MtomLimits::default()).await?;
+        let mut r =
+            RetrieveResponseReader::open(&ct, None, chunks(&cut, 100), &MtomLimits::default())
+                .await?;
         while r.next_document().await?.is_some() {}
         Ok::<(), MtomError>(())
     })
@@ -318,7 +397,13 @@ fn missing_and_unreferenced_parts() {
     assert!(matches!(e, MtomError::MissingPart(_)), "{e}");
     // a truncated stream
     let e = block_on(async {
-        let mut r = RetrieveResponseReader::open(&ct, None, chunks(&body[..body.len() - 40], 100), &MtomLimits::default()).await?;
+        let mut r = RetrieveResponseReader::open(
+            &ct,
+            None,
+            chunks(&body[..body.len() - 40], 100),
+            &MtomLimits::default(),
+        )
+        .await?;
         while r.next_document().await?.is_some() {
             while r.chunk().await?.is_some() {}
         }
@@ -341,11 +426,32 @@ fn writer_refuses_items_out_of_order() {
             .find_map(Result::err)
     };
     use RetrieveItem::*;
-    assert!(matches!(run(vec![Chunk(Bytes::from_static(b"x"))]), Some(MtomError::Sequence(_))));
-    assert!(matches!(run(vec![Document(0), End]), Some(MtomError::Sequence(_))));
-    assert!(matches!(run(vec![Document(0), End, Document(0)]), Some(MtomError::Sequence(_))));
-    assert!(matches!(run(vec![Document(7)]), Some(MtomError::Sequence(_))));
-    assert_eq!(run(vec![Document(1), End, Document(0), Chunk(Bytes::from_static(b"a")), End]), None);
+    assert!(matches!(
+        run(vec![Chunk(Bytes::from_static(b"x"))]),
+        Some(MtomError::Sequence(_))
+    ));
+    assert!(matches!(
+        run(vec![Document(0), End]),
+        Some(MtomError::Sequence(_))
+    ));
+    assert!(matches!(
+        run(vec![Document(0), End, Document(0)]),
+        Some(MtomError::Sequence(_))
+    ));
+    assert!(matches!(
+        run(vec![Document(7)]),
+        Some(MtomError::Sequence(_))
+    ));
+    assert_eq!(
+        run(vec![
+            Document(1),
+            End,
+            Document(0),
+            Chunk(Bytes::from_static(b"a")),
+            End
+        ]),
+        None
+    );
 }
 
 #[test]
@@ -355,7 +461,8 @@ fn base64_transfer_encoded_part() {
     let parts = read_multipart(&ct, body.as_bytes(), &MtomLimits::default()).unwrap();
     assert_eq!(parts[1].body, Bytes::from_static(b"hello world"));
     let got = block_on(async {
-        let mut r = MultipartReader::new(&ct, chunks(body.as_bytes(), 3), &MtomLimits::default()).unwrap();
+        let mut r =
+            MultipartReader::new(&ct, chunks(body.as_bytes(), 3), &MtomLimits::default()).unwrap();
         r.next_part().await.unwrap();
         r.next_part().await.unwrap();
         r.collect_part(100).await.unwrap()
