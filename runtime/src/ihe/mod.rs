@@ -1,7 +1,92 @@
-//! IHE wire layer: SOAP 1.2 + WS-Addressing envelopes ([`soap`]), and (in the modules beside it) ebRIM 3.0
-//! stored queries, XDS.b / XDS-I.b retrieves, MTOM/XOP, and the transforms to and from [`crate::model`].
+//! IHE wire layer: SOAP 1.2 + WS-Addressing envelopes ([`soap`]), ebRIM 3.0 objects and registry
+//! responses ([`ebrim`]), ITI-18 / ITI-38 stored queries ([`query`]), ITI-39 / ITI-43 / RAD-69 / RAD-75
+//! retrieves ([`retrieve`]), MTOM/XOP framing with streaming retrieve responses ([`mtom`]), and the
+//! transforms to and from [`crate::model`] ([`transform`]).
 //!
 //! Reading matches namespace URIs, never prefixes, and tolerates what real peers send; writing is
 //! canonical and validates against the IHE schemas in `testdata/ihe/schema`.
+//!
+//! Every body type implements [`Message`]; [`read_soap`] / [`write_soap`] put it in a SOAP envelope,
+//! [`read_bare`] / [`write_bare`] read and write the body element alone (the NIST testkit form).
 
+pub mod ebrim;
+pub mod mtom;
+pub mod query;
+pub mod retrieve;
 pub mod soap;
+pub mod transform;
+
+use crate::config::LimitsConfig;
+use crate::xml::{Elem, Limits, Reader, Writer, XmlError};
+
+pub use ebrim::{ErrorCode, RegistryError, ResponseStatus, Severity};
+pub use soap::{Fault, FaultCode, SoapError, SoapHeader, Transaction};
+
+/// A SOAP body payload: one IHE request or response element.
+pub trait Message: Sized {
+    /// Namespace URI and local name of the body element, e.g. `(ns::QUERY, "AdhocQueryRequest")`.
+    const ELEMENT: (&'static str, &'static str);
+
+    /// Decodes the body element `el` (already matched against [`Message::ELEMENT`]) and everything in it.
+    fn read_body<'i>(r: &mut Reader<'i>, el: Elem<'i>) -> Result<Self, XmlError>;
+
+    /// Encodes the body element, declaring every namespace prefix it uses on itself.
+    fn write_body(&self, w: &mut Writer);
+}
+
+fn check_element<T: Message>(el: &Elem<'_>) -> Result<(), XmlError> {
+    let (ns, local) = T::ELEMENT;
+    if el.is(ns, local) {
+        Ok(())
+    } else {
+        Err(XmlError::Unexpected {
+            expected: format!("{{{ns}}}{local}"),
+            found: el.qualified(),
+        })
+    }
+}
+
+/// Reads a SOAP 1.2 envelope whose body is a `T` (ITI TF-2 Appendix V).
+///
+/// Errors: [`SoapError`] for envelope problems, a SOAP fault in the body, or XML problems in the payload
+/// (including [`XmlError::Unexpected`] when the body holds another element).
+pub fn read_soap<T: Message>(input: &[u8], limits: &Limits) -> Result<(SoapHeader, T), SoapError> {
+    soap::read_envelope(input, limits, |r, el| {
+        check_element::<T>(&el)?;
+        T::read_body(r, el)
+    })
+}
+
+/// Writes `body` in a SOAP 1.2 envelope with the WS-Addressing headers of `header`.
+pub fn write_soap<T: Message>(header: &SoapHeader, body: &T) -> String {
+    soap::write_envelope(header, |w| body.write_body(w))
+}
+
+/// Reads a document whose root is the body element itself (as in the NIST testkit `*.xml` files).
+pub fn read_bare<T: Message>(input: &[u8], limits: &Limits) -> Result<T, XmlError> {
+    let mut r = Reader::new(input, limits)?;
+    let root = r.root()?;
+    check_element::<T>(&root)?;
+    T::read_body(&mut r, root)
+}
+
+/// Writes the body element alone as a document (with XML declaration), e.g. for schema validation.
+pub fn write_bare<T: Message>(body: &T) -> String {
+    let mut w = Writer::with_capacity(4096);
+    w.decl();
+    body.write_body(&mut w);
+    w.finish()
+}
+
+impl From<&LimitsConfig> for Limits {
+    /// The XML reader limits of the runtime configuration: `maxBodyBytes`, `maxXmlDepth`,
+    /// `maxXmlElements` (namespace bindings keep their default).
+    fn from(c: &LimitsConfig) -> Limits {
+        Limits {
+            max_bytes: usize::try_from(c.max_body_bytes).unwrap_or(usize::MAX),
+            max_depth: c.max_xml_depth,
+            max_elements: c.max_xml_elements,
+            ..Limits::default()
+        }
+    }
+}

@@ -402,6 +402,66 @@ impl<'i> Reader<'i> {
         }
     }
 
+    /// Mixed content: the text of `el` (as [`Reader::text`]) while each child element is handed to
+    /// `on_child`, which consumes it or leaves it to be skipped. Used where content is either text or an
+    /// element, e.g. an XDS.b `Document` holding base64 text or an `xop:Include`.
+    pub fn mixed(
+        &mut self,
+        el: &Elem<'i>,
+        mut on_child: impl FnMut(&mut Self, Elem<'i>) -> Result<(), XmlError>,
+    ) -> Result<Cow<'i, str>, XmlError> {
+        if el.empty || self.depth != el.depth {
+            return Ok(Cow::Borrowed(""));
+        }
+        let mut out: Option<Cow<'i, str>> = None;
+        let push = |out: &mut Option<Cow<'i, str>>, s: Cow<'i, str>| match out {
+            None => *out = Some(s),
+            Some(o) => o.to_mut().push_str(&s),
+        };
+        loop {
+            let (ev, pos) = self.next()?;
+            match ev {
+                Event::Text(t) => push(&mut out, t.xml10_content()),
+                Event::CData(c) => {
+                    let s = c.xml10_content().into_owned();
+                    push(&mut out, Cow::Owned(s));
+                }
+                Event::GeneralRef(g) => {
+                    let c = resolve_ref(&g)?;
+                    push(&mut out, Cow::Owned(c.to_string()));
+                }
+                Event::Start(e) => {
+                    self.depth += 1;
+                    let d = self.depth;
+                    let child = self.make_elem(&e, false, pos, d)?;
+                    on_child(self, child)?;
+                    // whatever the callback left of the child is skipped
+                    while self.depth >= d {
+                        self.skip_current()?;
+                    }
+                }
+                Event::Empty(e) => {
+                    let d = self.depth + 1;
+                    let child = self.make_elem(&e, true, pos, d)?;
+                    self.pop_decls();
+                    on_child(self, child)?;
+                }
+                Event::End(_) => {
+                    self.depth -= 1;
+                    self.pop_decls();
+                    return Ok(out.unwrap_or(Cow::Borrowed("")));
+                }
+                Event::Eof => {
+                    return Err(XmlError::Syntax {
+                        pos: pos as u64,
+                        msg: "unexpected end of document".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Consumes `el` and everything in it.
     pub fn skip(&mut self, el: &Elem<'i>) -> Result<(), XmlError> {
         if el.empty || self.depth < el.depth {
