@@ -8,5 +8,6 @@
 //! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
 
 pub mod config;
+pub mod dicom;
 pub mod model;
 
