@@ -75,12 +75,16 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan, DicomError> {
         )));
     } else {
         return Err(DicomError::NotPart10(
-            "no DICM prefix at offset 128 or 0 (raw data set without File Meta Information?)".into(),
+            "no DICM prefix at offset 128 or 0 (raw data set without File Meta Information?)"
+                .into(),
         ));
     };
 
     // File Meta Information: always explicit VR little endian, group 0002 (PS3.10 7.1).
-    let meta = Coding { explicit: true, endian: Endian::Little };
+    let meta = Coding {
+        explicit: true,
+        endian: Endian::Little,
+    };
     let mut transfer_syntax = None;
     let mut meta_elements = 0;
     while pos + 4 <= bytes.len() && read_u16(bytes, pos, Endian::Little) == 0x0002 {
@@ -102,24 +106,46 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan, DicomError> {
         meta_elements += 1;
     }
     if meta_elements == 0 {
-        return Err(DicomError::Malformed("DICM prefix without File Meta Information (group 0002)".into()));
+        return Err(DicomError::Malformed(
+            "DICM prefix without File Meta Information (group 0002)".into(),
+        ));
     }
     let transfer_syntax = match transfer_syntax {
         Some(t) if !t.is_empty() => t,
-        _ => return Err(DicomError::MissingAttribute("Transfer Syntax UID (0002,0010) in File Meta Information")),
+        _ => {
+            return Err(DicomError::MissingAttribute(
+                "Transfer Syntax UID (0002,0010) in File Meta Information",
+            ));
+        }
     };
     let coding = match transfer_syntax.as_str() {
-        ts::IMPLICIT_VR_LITTLE_ENDIAN => Coding { explicit: false, endian: Endian::Little },
-        ts::EXPLICIT_VR_BIG_ENDIAN => Coding { explicit: true, endian: Endian::Big },
+        ts::IMPLICIT_VR_LITTLE_ENDIAN => Coding {
+            explicit: false,
+            endian: Endian::Little,
+        },
+        ts::EXPLICIT_VR_BIG_ENDIAN => Coding {
+            explicit: true,
+            endian: Endian::Big,
+        },
         // Deflated data sets cannot be scanned (nor decoded: no deflate codec is built in).
-        ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205" => {
-            return Err(DicomError::UnsupportedTransferSyntax(format!("{transfer_syntax} (deflated data set)")));
+        ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+        | "1.2.840.10008.1.2.4.95"
+        | "1.2.840.10008.1.2.4.205" => {
+            return Err(DicomError::UnsupportedTransferSyntax(format!(
+                "{transfer_syntax} (deflated data set)"
+            )));
         }
         // Explicit VR little endian and every encapsulated (compressed) transfer syntax.
-        _ => Coding { explicit: true, endian: Endian::Little },
+        _ => Coding {
+            explicit: true,
+            endian: Endian::Little,
+        },
     };
-    walk(bytes, pos, coding)?;
-    Ok(Scan { preamble, transfer_syntax })
+    walk(bytes, pos, coding, &transfer_syntax)?;
+    Ok(Scan {
+        preamble,
+        transfer_syntax,
+    })
 }
 
 struct Header {
@@ -151,7 +177,8 @@ fn tag_text(t: Tag) -> String {
 
 /// Reads the element header at `pos` and checks that a defined length fits before `limit`.
 fn header(b: &[u8], pos: usize, c: Coding, limit: usize) -> Result<Header, DicomError> {
-    let short = |what: &str| DicomError::Malformed(format!("data ends inside {what} at offset {pos}"));
+    let short =
+        |what: &str| DicomError::Malformed(format!("data ends inside {what} at offset {pos}"));
     if pos + 8 > limit {
         return Err(short("an element header"));
     }
@@ -181,21 +208,60 @@ fn header(b: &[u8], pos: usize, c: Coding, limit: usize) -> Result<Header, Dicom
             )));
         }
     }
-    Ok(Header { tag, vr, len, header_len })
+    Ok(Header {
+        tag,
+        vr,
+        len,
+        header_len,
+    })
 }
 
 /// VRs with a 16-bit length field in explicit VR (PS3.5 Table 7.1-2).
 fn short_length_vr(vr: VR) -> bool {
     use VR::*;
-    matches!(vr, AE | AS | AT | CS | DA | DS | DT | FL | FD | IS | LO | LT | PN | SH | SL | SS | ST | TM | UI | UL | US)
+    matches!(
+        vr,
+        AE | AS
+            | AT
+            | CS
+            | DA
+            | DS
+            | DT
+            | FL
+            | FD
+            | IS
+            | LO
+            | LT
+            | PN
+            | SH
+            | SL
+            | SS
+            | ST
+            | TM
+            | UI
+            | UL
+            | US
+    )
 }
 
 fn dictionary_says_sequence(tag: Tag) -> bool {
-    StandardDataDictionary.by_tag(tag).map(|e| matches!(e.vr(), VirtualVr::Exact(VR::SQ))).unwrap_or(false)
+    StandardDataDictionary
+        .by_tag(tag)
+        .map(|e| matches!(e.vr(), VirtualVr::Exact(VR::SQ)))
+        .unwrap_or(false)
 }
 
-fn walk(b: &[u8], mut pos: usize, top: Coding) -> Result<(), DicomError> {
+fn walk(b: &[u8], mut pos: usize, top: Coding, transfer_syntax: &str) -> Result<(), DicomError> {
     let mut stack: Vec<Frame> = Vec::new();
+    // A data set whose first element has no VR letters where explicit VR puts them was written in implicit VR
+    // despite its transfer syntax (a known writer bug that pydicom tolerates): name that, rather than the
+    // absurd length that follows from misreading it.
+    if top.explicit && pos + 6 <= b.len() && !b[pos + 4..pos + 6].iter().all(u8::is_ascii_uppercase)
+    {
+        return Err(DicomError::Malformed(format!(
+            "the data set is encoded in implicit VR although its transfer syntax {transfer_syntax} is explicit VR"
+        )));
+    }
     loop {
         // Close containers whose defined length ends here.
         while let Some(f) = stack.last() {
@@ -218,7 +284,9 @@ fn walk(b: &[u8], mut pos: usize, top: Coding) -> Result<(), DicomError> {
                     FrameKind::Item => "an item",
                     FrameKind::Fragments => "encapsulated pixel data",
                 };
-                return Err(DicomError::Malformed(format!("data ends inside {what} (no delimiter)")));
+                return Err(DicomError::Malformed(format!(
+                    "data ends inside {what} (no delimiter)"
+                )));
             }
             return Ok(());
         }
@@ -227,7 +295,10 @@ fn walk(b: &[u8], mut pos: usize, top: Coding) -> Result<(), DicomError> {
             Some(f) => (f.implicit, Some(f.kind)),
             None => (!top.explicit, None),
         };
-        let coding = Coding { explicit: !implicit, endian: top.endian };
+        let coding = Coding {
+            explicit: !implicit,
+            endian: top.endian,
+        };
         let h = header(b, pos, coding, limit)?;
         let body = pos + h.header_len;
         match (h.tag, kind) {
@@ -241,15 +312,31 @@ fn walk(b: &[u8], mut pos: usize, top: Coding) -> Result<(), DicomError> {
             }
             (Tag(0xFFFE, 0xE000), Some(FrameKind::Seq)) => {
                 let end = (h.len != UNDEFINED).then(|| body + h.len as usize);
-                push(&mut stack, Frame { kind: FrameKind::Item, end, implicit })?;
+                push(
+                    &mut stack,
+                    Frame {
+                        kind: FrameKind::Item,
+                        end,
+                        implicit,
+                    },
+                )?;
                 pos = body;
             }
             (Tag(0xFFFE, 0xE000), _) => {
-                return Err(DicomError::Malformed(format!("item tag outside a sequence at offset {pos}")));
+                return Err(DicomError::Malformed(format!(
+                    "item tag outside a sequence at offset {pos}"
+                )));
             }
             (Tag(0xFFFE, 0xE00D), _) => {
                 // Item delimiter: closes an undefined-length item; a stray one is skipped as the parser does.
-                if matches!(stack.last(), Some(Frame { kind: FrameKind::Item, end: None, .. })) {
+                if matches!(
+                    stack.last(),
+                    Some(Frame {
+                        kind: FrameKind::Item,
+                        end: None,
+                        ..
+                    })
+                ) {
                     stack.pop();
                 }
                 pos = body;
@@ -257,10 +344,24 @@ fn walk(b: &[u8], mut pos: usize, top: Coding) -> Result<(), DicomError> {
             (Tag(0xFFFE, 0xE0DD), _) => {
                 // Sequence delimiter: closes an undefined-length sequence (or fragment list), first closing
                 // an undefined-length item whose delimiter is missing.
-                if matches!(stack.last(), Some(Frame { kind: FrameKind::Item, end: None, .. })) {
+                if matches!(
+                    stack.last(),
+                    Some(Frame {
+                        kind: FrameKind::Item,
+                        end: None,
+                        ..
+                    })
+                ) {
                     stack.pop();
                 }
-                if matches!(stack.last(), Some(Frame { kind: FrameKind::Seq | FrameKind::Fragments, end: None, .. })) {
+                if matches!(
+                    stack.last(),
+                    Some(Frame {
+                        kind: FrameKind::Seq | FrameKind::Fragments,
+                        end: None,
+                        ..
+                    })
+                ) {
                     stack.pop();
                 }
                 pos = body;
@@ -277,14 +378,40 @@ fn walk(b: &[u8], mut pos: usize, top: Coding) -> Result<(), DicomError> {
                     Some(_) => false,
                     None => h.len == UNDEFINED || dictionary_says_sequence(h.tag),
                 };
+                if h.len == UNDEFINED && h.vr == Some(VR::UN) {
+                    // PS3.5 6.2.2: an undefined-length UN is a sequence in implicit VR little endian; the dicom-rs
+                    // reader would read it with the file's explicit VR coding and misframe everything after.
+                    return Err(DicomError::UnsupportedEncoding(format!(
+                        "element {} at offset {pos} has VR UN with undefined length (an implicit VR sequence, PS3.5 6.2.2)",
+                        tag_text(h.tag)
+                    )));
+                }
                 if h.len == UNDEFINED {
                     // As the dicom-rs reader does: undefined-length Pixel Data is a fragment list, any other
                     // undefined-length element a sequence read with the current coding.
-                    let kind = if h.tag == Tag(0x7FE0, 0x0010) { FrameKind::Fragments } else { FrameKind::Seq };
-                    push(&mut stack, Frame { kind, end: None, implicit })?;
+                    let kind = if h.tag == Tag(0x7FE0, 0x0010) {
+                        FrameKind::Fragments
+                    } else {
+                        FrameKind::Seq
+                    };
+                    push(
+                        &mut stack,
+                        Frame {
+                            kind,
+                            end: None,
+                            implicit,
+                        },
+                    )?;
                     pos = body;
                 } else if is_seq {
-                    push(&mut stack, Frame { kind: FrameKind::Seq, end: Some(body + h.len as usize), implicit })?;
+                    push(
+                        &mut stack,
+                        Frame {
+                            kind: FrameKind::Seq,
+                            end: Some(body + h.len as usize),
+                            implicit,
+                        },
+                    )?;
                     pos = body;
                 } else {
                     pos = body + h.len as usize;
@@ -296,7 +423,9 @@ fn walk(b: &[u8], mut pos: usize, top: Coding) -> Result<(), DicomError> {
 
 fn push(stack: &mut Vec<Frame>, f: Frame) -> Result<(), DicomError> {
     if stack.len() >= MAX_DEPTH * 2 {
-        return Err(DicomError::Malformed(format!("sequences nested deeper than {MAX_DEPTH} levels")));
+        return Err(DicomError::Malformed(format!(
+            "sequences nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     stack.push(f);
     Ok(())
@@ -347,9 +476,14 @@ mod tests {
     fn rejects_a_length_past_the_end() {
         let mut f = meta(ts::EXPLICIT_VR_LITTLE_ENDIAN);
         // OB with a declared length of 0xFFFFFFF0: the parser would zero-fill 4 GiB before reading.
-        f.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF]);
+        f.extend_from_slice(&[
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF,
+        ]);
         let e = scan(&f).unwrap_err();
-        assert!(matches!(e, DicomError::Malformed(ref m) if m.contains("(7FE0,0010)") && m.contains("remain")), "{e}");
+        assert!(
+            matches!(e, DicomError::Malformed(ref m) if m.contains("(7FE0,0010)") && m.contains("remain")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -357,7 +491,9 @@ mod tests {
         let mut f = meta(ts::EXPLICIT_VR_LITTLE_ENDIAN);
         for _ in 0..200 {
             // SQ undefined length followed by an undefined-length item, never closed
-            f.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            f.extend_from_slice(&[
+                0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]);
             f.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         }
         let e = scan(&f).unwrap_err();
@@ -367,14 +503,18 @@ mod tests {
     #[test]
     fn rejects_unclosed_sequence_and_missing_meta_ts() {
         let mut f = meta(ts::EXPLICIT_VR_LITTLE_ENDIAN);
-        f.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        f.extend_from_slice(&[
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
         assert!(scan(&f).unwrap_err().to_string().contains("no delimiter"));
 
         let mut g = b"DICM".to_vec();
         g.extend(explicit_el((0x0002, 0x0002), b"UI", b"1.2.3\0"));
         assert_eq!(
             scan(&g).unwrap_err(),
-            DicomError::MissingAttribute("Transfer Syntax UID (0002,0010) in File Meta Information")
+            DicomError::MissingAttribute(
+                "Transfer Syntax UID (0002,0010) in File Meta Information"
+            )
         );
         assert!(matches!(scan(b"hello"), Err(DicomError::NotPart10(_))));
         assert!(matches!(scan(&[0u8; 400]), Err(DicomError::NotPart10(_))));

@@ -7,6 +7,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use dicom_core::Tag;
+use dicom_core::value::{PrimitiveValue, Value};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
@@ -101,7 +102,10 @@ pub fn read_instance_header(bytes: &[u8]) -> Result<InstanceInfo, DicomError> {
 
 /// Parses a Part 10 file into a dicom-rs object after the structural scan; `stop_before_pixel_data` reads
 /// only up to Pixel Data.
-pub(crate) fn open(bytes: &[u8], stop_before_pixel_data: bool) -> Result<DefaultDicomObject, DicomError> {
+pub(crate) fn open(
+    bytes: &[u8],
+    stop_before_pixel_data: bool,
+) -> Result<DefaultDicomObject, DicomError> {
     let scan = guard::scan(bytes)?;
     let mut options = OpenFileOptions::new().read_preamble(if scan.preamble {
         ReadPreamble::Always
@@ -118,12 +122,17 @@ pub(crate) fn open(bytes: &[u8], stop_before_pixel_data: bool) -> Result<Default
         Ok(Err(e)) => {
             let msg = error_chain(&e);
             if msg.contains("nsupported") || msg.contains("nrecognized transfer syntax") {
-                Err(DicomError::UnsupportedTransferSyntax(format!("{}: {msg}", scan.transfer_syntax)))
+                Err(DicomError::UnsupportedTransferSyntax(format!(
+                    "{}: {msg}",
+                    scan.transfer_syntax
+                )))
             } else {
                 Err(DicomError::Malformed(msg))
             }
         }
-        Err(_) => Err(DicomError::Malformed("the DICOM parser failed on this input".into())),
+        Err(_) => Err(DicomError::Malformed(
+            "the DICOM parser failed on this input".into(),
+        )),
     }
 }
 
@@ -132,13 +141,25 @@ impl InstanceInfo {
     /// from the File Meta Information when the data set lacks it), Study and Series Instance UID.
     pub(crate) fn from_object(obj: &DefaultDicomObject) -> Result<InstanceInfo, DicomError> {
         let meta = obj.meta();
-        let sop_class_uid = non_empty(text(obj, tags::SOP_CLASS_UID), meta.media_storage_sop_class_uid());
-        let sop_instance_uid = non_empty(text(obj, tags::SOP_INSTANCE_UID), meta.media_storage_sop_instance_uid());
+        let sop_class_uid = non_empty(
+            text(obj, tags::SOP_CLASS_UID),
+            meta.media_storage_sop_class_uid(),
+        );
+        let sop_instance_uid = non_empty(
+            text(obj, tags::SOP_INSTANCE_UID),
+            meta.media_storage_sop_instance_uid(),
+        );
         let info = InstanceInfo {
             sop_class_uid: required(sop_class_uid, "SOP Class UID (0008,0016)")?,
             sop_instance_uid: required(sop_instance_uid, "SOP Instance UID (0008,0018)")?,
-            study_instance_uid: required(text(obj, tags::STUDY_INSTANCE_UID), "Study Instance UID (0020,000D)")?,
-            series_instance_uid: required(text(obj, tags::SERIES_INSTANCE_UID), "Series Instance UID (0020,000E)")?,
+            study_instance_uid: required(
+                text(obj, tags::STUDY_INSTANCE_UID),
+                "Study Instance UID (0020,000D)",
+            )?,
+            series_instance_uid: required(
+                text(obj, tags::SERIES_INSTANCE_UID),
+                "Series Instance UID (0020,000E)",
+            )?,
             transfer_syntax_uid: meta.transfer_syntax().to_owned(),
             patient_id: text(obj, tags::PATIENT_ID),
             issuer_of_patient_id: text(obj, tags::ISSUER_OF_PATIENT_ID),
@@ -157,7 +178,11 @@ impl InstanceInfo {
             study_description: text(obj, tags::STUDY_DESCRIPTION),
             series_description: text(obj, tags::SERIES_DESCRIPTION),
             accession_number: text(obj, tags::ACCESSION_NUMBER),
-            accession_authority: item_text(obj, tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE, tags::UNIVERSAL_ENTITY_ID),
+            accession_authority: item_text(
+                obj,
+                tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE,
+                tags::UNIVERSAL_ENTITY_ID,
+            ),
             referring_physician_name: text(obj, tags::REFERRING_PHYSICIAN_NAME),
             study_id: text(obj, tags::STUDY_ID),
             body_part: text(obj, tags::BODY_PART_EXAMINED),
@@ -175,15 +200,27 @@ fn non_empty(a: String, b: &str) -> String {
 }
 
 fn required(v: String, name: &'static str) -> Result<String, DicomError> {
-    if v.is_empty() { Err(DicomError::MissingAttribute(name)) } else { Ok(v) }
+    if v.is_empty() {
+        Err(DicomError::MissingAttribute(name))
+    } else {
+        Ok(v)
+    }
 }
 
 /// The text of an element, trimmed of DICOM padding (spaces, NULs); empty when absent or not text.
+///
+/// An element written with VR UN (some converters write every element so, PS3.5 6.2.2) holds the raw
+/// bytes of its value: they are decoded as text, as pydicom does for attributes it knows to be text.
 pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     match obj.get(tag) {
-        Some(e) => match e.to_str() {
-            Ok(s) => trim(&s).to_owned(),
-            Err(_) => String::new(),
+        Some(e) => match e.value() {
+            Value::Primitive(PrimitiveValue::U8(raw)) => {
+                trim(&String::from_utf8_lossy(raw)).to_owned()
+            }
+            _ => match e.to_str() {
+                Ok(s) => trim(&s).to_owned(),
+                Err(_) => String::new(),
+            },
         },
         None => String::new(),
     }
@@ -196,7 +233,11 @@ pub(crate) fn trim(s: &str) -> &str {
 
 /// The text of `inner` in the first item of sequence `seq`.
 pub(crate) fn item_text(obj: &InMemDicomObject, seq: Tag, inner: Tag) -> String {
-    obj.get(seq).and_then(|e| e.items()).and_then(|items| items.first()).map(|i| text(i, inner)).unwrap_or_default()
+    obj.get(seq)
+        .and_then(|e| e.items())
+        .and_then(|items| items.first())
+        .map(|i| text(i, inner))
+        .unwrap_or_default()
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
@@ -205,7 +246,9 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
         return None;
     }
     // IS may hold several values; the first is the one that counts here.
-    s.split('\\').next().and_then(|v| trim(v).parse::<i32>().ok())
+    s.split('\\')
+        .next()
+        .and_then(|v| trim(v).parse::<i32>().ok())
 }
 
 #[cfg(test)]
@@ -239,14 +282,23 @@ mod tests {
     fn truncated_input_is_an_error_at_every_length() {
         let bytes = sample();
         // Pixel Data is the last element: (7FE0,0010) OW.
-        let pixel = bytes.windows(6).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W']).unwrap();
+        let pixel = bytes
+            .windows(6)
+            .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W'])
+            .unwrap();
         let mut accepted = 0;
         for cut in 0..bytes.len() {
             match read_instance(&bytes[..cut]) {
                 // A cut exactly between two elements before Pixel Data is a shorter valid file.
                 Ok(info) => {
-                    assert!(cut <= pixel, "prefix of {cut} bytes (inside Pixel Data at {pixel}) accepted");
-                    assert_eq!(info.sop_instance_uid, read_instance(&bytes).unwrap().sop_instance_uid);
+                    assert!(
+                        cut <= pixel,
+                        "prefix of {cut} bytes (inside Pixel Data at {pixel}) accepted"
+                    );
+                    assert_eq!(
+                        info.sop_instance_uid,
+                        read_instance(&bytes).unwrap().sop_instance_uid
+                    );
                     accepted += 1;
                 }
                 Err(e) => assert!(!e.to_string().is_empty()),
@@ -260,7 +312,10 @@ mod tests {
     #[test]
     fn garbage_and_hostile_input_never_panics() {
         assert!(matches!(read_instance(b""), Err(DicomError::NotPart10(_))));
-        assert!(matches!(read_instance(&[0xAB; 1000]), Err(DicomError::NotPart10(_))));
+        assert!(matches!(
+            read_instance(&[0xAB; 1000]),
+            Err(DicomError::NotPart10(_))
+        ));
         // deterministic mutations of a valid file: flip bytes in the header region
         let bytes = sample();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -289,10 +344,18 @@ mod tests {
             DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "2.25.1"),
             DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, "2.25.2"),
         ]);
-        let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1")).unwrap();
+        let file = obj
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
+            .unwrap();
         let mut out = Vec::new();
         file.write_all(&mut out).unwrap();
-        assert_eq!(read_instance(&out).unwrap_err(), DicomError::MissingAttribute("Study Instance UID (0020,000D)"));
-        assert_eq!(read_instance(&out).unwrap_err().to_string(), "missing Study Instance UID (0020,000D)");
+        assert_eq!(
+            read_instance(&out).unwrap_err(),
+            DicomError::MissingAttribute("Study Instance UID (0020,000D)")
+        );
+        assert_eq!(
+            read_instance(&out).unwrap_err().to_string(),
+            "missing Study Instance UID (0020,000D)"
+        );
     }
 }

@@ -134,7 +134,9 @@ pub struct Kos {
 /// Errors: [`DicomError::Inconsistent`] for an empty set or instances of more than one study;
 /// [`DicomError::InvalidOption`] without a retrieve location; [`DicomError::Encode`] if writing fails.
 pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, DicomError> {
-    let first = instances.first().ok_or_else(|| DicomError::Inconsistent("no instances for the manifest".into()))?;
+    let first = instances
+        .first()
+        .ok_or_else(|| DicomError::Inconsistent("no instances for the manifest".into()))?;
     let study_uid = first.study_instance_uid.clone();
     if let Some(other) = instances.iter().find(|i| i.study_instance_uid != study_uid) {
         return Err(DicomError::Inconsistent(format!(
@@ -143,22 +145,36 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
         )));
     }
     if opts.retrieve_location_uid.trim().is_empty() {
-        return Err(DicomError::InvalidOption("retrieve_location_uid is empty".into()));
+        return Err(DicomError::InvalidOption(
+            "retrieve_location_uid is empty".into(),
+        ));
     }
     let study = study_from_instances(instances, &opts.retrieve_location_uid);
     let key = format!("{study_uid}|{}", opts.retrieve_location_uid);
-    let sop_uid = opts.sop_instance_uid.clone().unwrap_or_else(|| derived_uid("duo-kos-sop", &key));
-    let series_uid = opts.series_instance_uid.clone().unwrap_or_else(|| derived_uid("duo-kos-series", &key));
+    let sop_uid = opts
+        .sop_instance_uid
+        .clone()
+        .unwrap_or_else(|| derived_uid("duo-kos-sop", &key));
+    let series_uid = opts
+        .series_instance_uid
+        .clone()
+        .unwrap_or_else(|| derived_uid("duo-kos-series", &key));
     let (content_date, content_time) = match &opts.content_date_time {
         Some((d, t)) => (d.clone(), t.clone()),
-        None if !first.study_date.is_empty() => (first.study_date.clone(), first.study_time.clone()),
+        None if !first.study_date.is_empty() => {
+            (first.study_date.clone(), first.study_time.clone())
+        }
         None => {
             let now = jiff::Zoned::now();
             (super::synth::da(now.date()), super::synth::tm(now.time()))
         }
     };
-    let accession_authority =
-        instances.iter().map(|i| i.accession_authority.as_str()).find(|a| !a.is_empty()).unwrap_or("").to_owned();
+    let accession_authority = instances
+        .iter()
+        .map(|i| i.accession_authority.as_str())
+        .find(|a| !a.is_empty())
+        .unwrap_or("")
+        .to_owned();
 
     let mut o = InMemDicomObject::new_empty();
     // SOP Common (C.12.1)
@@ -168,7 +184,12 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
     put_str(&mut o, tags::INSTANCE_CREATION_DATE, VR::DA, &content_date);
     put_str(&mut o, tags::INSTANCE_CREATION_TIME, VR::TM, &content_time);
     if !first.timezone_offset.is_empty() {
-        put_str(&mut o, tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, &first.timezone_offset);
+        put_str(
+            &mut o,
+            tags::TIMEZONE_OFFSET_FROM_UTC,
+            VR::SH,
+            &first.timezone_offset,
+        );
     }
 
     // Patient (C.7.1.1), from the instances or the affinity domain identity
@@ -192,15 +213,29 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
         put_str(&mut o, tags::ISSUER_OF_PATIENT_ID, VR::LO, &issuer);
     }
     if !authority.is_empty() {
-        put_seq(&mut o, tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE, vec![issuer_item(&authority)]);
+        put_seq(
+            &mut o,
+            tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE,
+            vec![issuer_item(&authority)],
+        );
     }
-    put_str(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, &first.patient_birth_date);
+    put_str(
+        &mut o,
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        &first.patient_birth_date,
+    );
     put_str(&mut o, tags::PATIENT_SEX, VR::CS, &first.patient_sex);
     if opts.patient.is_some() && !first.patient_id.is_empty() && first.patient_id != pid {
         let mut other = InMemDicomObject::new_empty();
         put_str(&mut other, tags::PATIENT_ID, VR::LO, &first.patient_id);
         if !first.issuer_of_patient_id.is_empty() {
-            put_str(&mut other, tags::ISSUER_OF_PATIENT_ID, VR::LO, &first.issuer_of_patient_id);
+            put_str(
+                &mut other,
+                tags::ISSUER_OF_PATIENT_ID,
+                VR::LO,
+                &first.issuer_of_patient_id,
+            );
         }
         put_str(&mut other, tags::TYPE_OF_PATIENT_ID, VR::CS, "TEXT");
         put_seq(&mut o, tags::OTHER_PATIENT_I_DS_SEQUENCE, vec![other]);
@@ -210,30 +245,60 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
     put_str(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &study_uid);
     put_str(&mut o, tags::STUDY_DATE, VR::DA, &first.study_date);
     put_str(&mut o, tags::STUDY_TIME, VR::TM, &first.study_time);
-    put_str(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, &first.referring_physician_name);
+    put_str(
+        &mut o,
+        tags::REFERRING_PHYSICIAN_NAME,
+        VR::PN,
+        &first.referring_physician_name,
+    );
     put_str(&mut o, tags::STUDY_ID, VR::SH, &first.study_id);
-    put_str(&mut o, tags::ACCESSION_NUMBER, VR::SH, &first.accession_number);
+    put_str(
+        &mut o,
+        tags::ACCESSION_NUMBER,
+        VR::SH,
+        &first.accession_number,
+    );
     if !accession_authority.is_empty() {
-        put_seq(&mut o, tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE, vec![issuer_item(&accession_authority)]);
+        put_seq(
+            &mut o,
+            tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE,
+            vec![issuer_item(&accession_authority)],
+        );
     }
     if !first.study_description.is_empty() {
-        put_str(&mut o, tags::STUDY_DESCRIPTION, VR::LO, &first.study_description);
+        put_str(
+            &mut o,
+            tags::STUDY_DESCRIPTION,
+            VR::LO,
+            &first.study_description,
+        );
     }
 
     // Key Object Document Series (C.17.6.1)
     put_str(&mut o, tags::MODALITY, VR::CS, "KO");
     put_str(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &series_uid);
     put_str(&mut o, tags::SERIES_NUMBER, VR::IS, "1");
-    put_seq(&mut o, tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, Vec::new());
+    put_seq(
+        &mut o,
+        tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+        Vec::new(),
+    );
 
     // General Equipment (C.7.5.1)
     put_str(
         &mut o,
         tags::MANUFACTURER,
         VR::LO,
-        if opts.manufacturer.is_empty() { "DUO" } else { &opts.manufacturer },
+        if opts.manufacturer.is_empty() {
+            "DUO"
+        } else {
+            &opts.manufacturer
+        },
     );
-    let institution = opts.institution_name.clone().unwrap_or_else(|| first.institution_name.clone());
+    let institution = opts
+        .institution_name
+        .clone()
+        .unwrap_or_else(|| first.institution_name.clone());
     if !institution.is_empty() {
         put_str(&mut o, tags::INSTITUTION_NAME, VR::LO, &institution);
     }
@@ -246,15 +311,43 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
         let mut req = InMemDicomObject::new_empty();
         put_str(&mut req, tags::STUDY_INSTANCE_UID, VR::UI, &study_uid);
         put_seq(&mut req, tags::REFERENCED_STUDY_SEQUENCE, Vec::new());
-        put_str(&mut req, tags::ACCESSION_NUMBER, VR::SH, &first.accession_number);
+        put_str(
+            &mut req,
+            tags::ACCESSION_NUMBER,
+            VR::SH,
+            &first.accession_number,
+        );
         if !accession_authority.is_empty() {
-            put_seq(&mut req, tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE, vec![issuer_item(&accession_authority)]);
+            put_seq(
+                &mut req,
+                tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE,
+                vec![issuer_item(&accession_authority)],
+            );
         }
-        put_str(&mut req, tags::PLACER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST, VR::LO, "");
-        put_str(&mut req, tags::FILLER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST, VR::LO, "");
+        put_str(
+            &mut req,
+            tags::PLACER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST,
+            VR::LO,
+            "",
+        );
+        put_str(
+            &mut req,
+            tags::FILLER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST,
+            VR::LO,
+            "",
+        );
         put_str(&mut req, tags::REQUESTED_PROCEDURE_ID, VR::SH, "");
-        put_str(&mut req, tags::REQUESTED_PROCEDURE_DESCRIPTION, VR::LO, &first.study_description);
-        put_seq(&mut req, tags::REQUESTED_PROCEDURE_CODE_SEQUENCE, Vec::new());
+        put_str(
+            &mut req,
+            tags::REQUESTED_PROCEDURE_DESCRIPTION,
+            VR::LO,
+            &first.study_description,
+        );
+        put_seq(
+            &mut req,
+            tags::REQUESTED_PROCEDURE_CODE_SEQUENCE,
+            Vec::new(),
+        );
         put_seq(&mut o, tags::REFERENCED_REQUEST_SEQUENCE, vec![req]);
     }
     let mut series_items = Vec::new();
@@ -263,20 +356,37 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
         let mut t = InMemDicomObject::new_empty();
         put_str(&mut t, tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS");
         put_str(&mut t, tags::VALUE_TYPE, VR::CS, "TEXT");
-        put_seq(&mut t, tags::CONCEPT_NAME_CODE_SEQUENCE, vec![code_item("113012", "DCM", "Key Object Description")]);
+        put_seq(
+            &mut t,
+            tags::CONCEPT_NAME_CODE_SEQUENCE,
+            vec![code_item("113012", "DCM", "Key Object Description")],
+        );
         put_str(&mut t, tags::TEXT_VALUE, VR::UT, d);
         content_items.push(t);
     }
-    let images: std::collections::HashSet<&str> =
-        instances.iter().filter(|i| i.is_image).map(|i| i.sop_instance_uid.as_str()).collect();
+    let images: std::collections::HashSet<&str> = instances
+        .iter()
+        .filter(|i| i.is_image)
+        .map(|i| i.sop_instance_uid.as_str())
+        .collect();
     let series_meta = |uid: &str| instances.iter().find(|i| i.series_instance_uid == uid);
     for s in &study.series {
         let mut item = InMemDicomObject::new_empty();
-        put_str(&mut item, tags::SERIES_INSTANCE_UID, VR::UI, &s.series_instance_uid);
+        put_str(
+            &mut item,
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &s.series_instance_uid,
+        );
         if let Some(ae) = &opts.retrieve_ae_title {
             put_str(&mut item, tags::RETRIEVE_AE_TITLE, VR::AE, ae);
         }
-        put_str(&mut item, tags::RETRIEVE_LOCATION_UID, VR::UI, &s.retrieve_location_uid);
+        put_str(
+            &mut item,
+            tags::RETRIEVE_LOCATION_UID,
+            VR::UI,
+            &s.retrieve_location_uid,
+        );
         if let Some(m) = series_meta(&s.series_instance_uid) {
             if !m.modality.is_empty() {
                 put_str(&mut item, tags::MODALITY, VR::CS, &m.modality);
@@ -285,7 +395,12 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
                 put_str(&mut item, tags::SERIES_NUMBER, VR::IS, &n.to_string());
             }
             if !m.series_description.is_empty() {
-                put_str(&mut item, tags::SERIES_DESCRIPTION, VR::LO, &m.series_description);
+                put_str(
+                    &mut item,
+                    tags::SERIES_DESCRIPTION,
+                    VR::LO,
+                    &m.series_description,
+                );
             }
         }
         let mut refs = Vec::new();
@@ -293,9 +408,17 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
             refs.push(sop_ref(&i.sop_class_uid, &i.sop_instance_uid));
             let mut c = InMemDicomObject::new_empty();
             put_str(&mut c, tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS");
-            let value_type = if images.contains(i.sop_instance_uid.as_str()) { "IMAGE" } else { "COMPOSITE" };
+            let value_type = if images.contains(i.sop_instance_uid.as_str()) {
+                "IMAGE"
+            } else {
+                "COMPOSITE"
+            };
             put_str(&mut c, tags::VALUE_TYPE, VR::CS, value_type);
-            put_seq(&mut c, tags::REFERENCED_SOP_SEQUENCE, vec![sop_ref(&i.sop_class_uid, &i.sop_instance_uid)]);
+            put_seq(
+                &mut c,
+                tags::REFERENCED_SOP_SEQUENCE,
+                vec![sop_ref(&i.sop_class_uid, &i.sop_instance_uid)],
+            );
             content_items.push(c);
         }
         put_seq(&mut item, tags::REFERENCED_SOP_SEQUENCE, refs);
@@ -303,13 +426,25 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
     }
     let mut evidence = InMemDicomObject::new_empty();
     put_str(&mut evidence, tags::STUDY_INSTANCE_UID, VR::UI, &study_uid);
-    put_seq(&mut evidence, tags::REFERENCED_SERIES_SEQUENCE, series_items);
-    put_seq(&mut o, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, vec![evidence]);
+    put_seq(
+        &mut evidence,
+        tags::REFERENCED_SERIES_SEQUENCE,
+        series_items,
+    );
+    put_seq(
+        &mut o,
+        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+        vec![evidence],
+    );
 
     // SR Document Content (C.17.3), TID 2010 root container
     put_str(&mut o, tags::VALUE_TYPE, VR::CS, "CONTAINER");
     let (code, scheme, meaning) = MANIFEST_TITLE;
-    put_seq(&mut o, tags::CONCEPT_NAME_CODE_SEQUENCE, vec![code_item(code, scheme, meaning)]);
+    put_seq(
+        &mut o,
+        tags::CONCEPT_NAME_CODE_SEQUENCE,
+        vec![code_item(code, scheme, meaning)],
+    );
     put_str(&mut o, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
     let mut template = InMemDicomObject::new_empty();
     put_str(&mut template, tags::MAPPING_RESOURCE, VR::CS, "DCMR");
@@ -336,11 +471,24 @@ fn sop_ref(class: &str, instance: &str) -> InMemDicomObject {
 /// The study the instances make up (all assumed to be of one study: the first one's facts are used),
 /// every series retrievable at `retrieve_location_uid`. Series are ordered by Series Number then UID,
 /// instances by Instance Number then UID; a SOP Instance UID appears once.
-pub fn study_from_instances(instances: &[InstanceInfo], retrieve_location_uid: &str) -> ImagingStudy {
+pub fn study_from_instances(
+    instances: &[InstanceInfo],
+    retrieve_location_uid: &str,
+) -> ImagingStudy {
     let mut sorted: Vec<&InstanceInfo> = instances.iter().collect();
     sorted.sort_by(|a, b| {
-        (a.series_number.unwrap_or(i32::MAX), &a.series_instance_uid, a.instance_number.unwrap_or(i32::MAX), &a.sop_instance_uid)
-            .cmp(&(b.series_number.unwrap_or(i32::MAX), &b.series_instance_uid, b.instance_number.unwrap_or(i32::MAX), &b.sop_instance_uid))
+        (
+            a.series_number.unwrap_or(i32::MAX),
+            &a.series_instance_uid,
+            a.instance_number.unwrap_or(i32::MAX),
+            &a.sop_instance_uid,
+        )
+            .cmp(&(
+                b.series_number.unwrap_or(i32::MAX),
+                &b.series_instance_uid,
+                b.instance_number.unwrap_or(i32::MAX),
+                &b.sop_instance_uid,
+            ))
     });
     let mut seen = std::collections::HashSet::new();
     let mut series: Vec<ImagingSeries> = Vec::new();
@@ -348,7 +496,10 @@ pub fn study_from_instances(instances: &[InstanceInfo], retrieve_location_uid: &
         if !seen.insert(i.sop_instance_uid.as_str()) {
             continue;
         }
-        let inst = ImagingInstance { sop_instance_uid: i.sop_instance_uid.clone(), sop_class_uid: i.sop_class_uid.clone() };
+        let inst = ImagingInstance {
+            sop_instance_uid: i.sop_instance_uid.clone(),
+            sop_class_uid: i.sop_class_uid.clone(),
+        };
         match series.last_mut() {
             Some(s) if s.series_instance_uid == i.series_instance_uid => s.instances.push(inst),
             _ => series.push(ImagingSeries {
@@ -367,14 +518,27 @@ pub fn study_from_instances(instances: &[InstanceInfo], retrieve_location_uid: &
         study_date: f(|i| &i.study_date),
         study_time: f(|i| &i.study_time),
         description: f(|i| &i.study_description),
-        body_part: instances.iter().map(|i| i.body_part.as_str()).find(|b| !b.is_empty()).unwrap_or("").to_owned(),
+        body_part: instances
+            .iter()
+            .map(|i| i.body_part.as_str())
+            .find(|b| !b.is_empty())
+            .unwrap_or("")
+            .to_owned(),
         series,
     }
 }
 
-fn required_text(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<String, DicomError> {
+fn required_text(
+    obj: &InMemDicomObject,
+    tag: Tag,
+    name: &'static str,
+) -> Result<String, DicomError> {
     let v = text(obj, tag);
-    if v.is_empty() { Err(DicomError::MissingAttribute(name)) } else { Ok(v) }
+    if v.is_empty() {
+        Err(DicomError::MissingAttribute(name))
+    } else {
+        Ok(v)
+    }
 }
 
 fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
@@ -389,7 +553,11 @@ fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
 pub fn parse_kos(bytes: &[u8]) -> Result<KosManifest, DicomError> {
     let obj = super::instance::open(bytes, false)?;
     let sop_class = text(&obj, tags::SOP_CLASS_UID);
-    let sop_class = if sop_class.is_empty() { obj.meta().media_storage_sop_class_uid().to_owned() } else { sop_class };
+    let sop_class = if sop_class.is_empty() {
+        obj.meta().media_storage_sop_class_uid().to_owned()
+    } else {
+        sop_class
+    };
     if sop_class != KOS_SOP_CLASS {
         return Err(DicomError::NotKos(sop_class));
     }
@@ -397,22 +565,40 @@ pub fn parse_kos(bytes: &[u8]) -> Result<KosManifest, DicomError> {
     let evidence = obj
         .get(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
         .and_then(|e| e.items())
-        .ok_or(DicomError::MissingAttribute("Current Requested Procedure Evidence Sequence (0040,A375)"))?;
+        .ok_or(DicomError::MissingAttribute(
+            "Current Requested Procedure Evidence Sequence (0040,A375)",
+        ))?;
     let requests = items(&obj, tags::REFERENCED_REQUEST_SEQUENCE);
     let mut studies = Vec::new();
     for st in evidence {
-        let study_uid = required_text(st, tags::STUDY_INSTANCE_UID, "Study Instance UID (0020,000D) in evidence")?;
+        let study_uid = required_text(
+            st,
+            tags::STUDY_INSTANCE_UID,
+            "Study Instance UID (0020,000D) in evidence",
+        )?;
         let mut series = Vec::new();
         for se in items(st, tags::REFERENCED_SERIES_SEQUENCE) {
             let mut instances = Vec::new();
             for r in items(se, tags::REFERENCED_SOP_SEQUENCE) {
                 instances.push(ImagingInstance {
-                    sop_instance_uid: required_text(r, tags::REFERENCED_SOP_INSTANCE_UID, "Referenced SOP Instance UID (0008,1155)")?,
-                    sop_class_uid: required_text(r, tags::REFERENCED_SOP_CLASS_UID, "Referenced SOP Class UID (0008,1150)")?,
+                    sop_instance_uid: required_text(
+                        r,
+                        tags::REFERENCED_SOP_INSTANCE_UID,
+                        "Referenced SOP Instance UID (0008,1155)",
+                    )?,
+                    sop_class_uid: required_text(
+                        r,
+                        tags::REFERENCED_SOP_CLASS_UID,
+                        "Referenced SOP Class UID (0008,1150)",
+                    )?,
                 });
             }
             series.push(ImagingSeries {
-                series_instance_uid: required_text(se, tags::SERIES_INSTANCE_UID, "Series Instance UID (0020,000E) in evidence")?,
+                series_instance_uid: required_text(
+                    se,
+                    tags::SERIES_INSTANCE_UID,
+                    "Series Instance UID (0020,000E) in evidence",
+                )?,
                 modality: text(se, tags::MODALITY),
                 retrieve_location_uid: text(se, tags::RETRIEVE_LOCATION_UID),
                 instances,
@@ -431,30 +617,64 @@ pub fn parse_kos(bytes: &[u8]) -> Result<KosManifest, DicomError> {
         let study = ImagingStudy {
             study_instance_uid: study_uid,
             accession_number: accession,
-            study_date: if own { text(&obj, tags::STUDY_DATE) } else { String::new() },
-            study_time: if own { text(&obj, tags::STUDY_TIME) } else { String::new() },
-            description: if own { text(&obj, tags::STUDY_DESCRIPTION) } else { String::new() },
+            study_date: if own {
+                text(&obj, tags::STUDY_DATE)
+            } else {
+                String::new()
+            },
+            study_time: if own {
+                text(&obj, tags::STUDY_TIME)
+            } else {
+                String::new()
+            },
+            description: if own {
+                text(&obj, tags::STUDY_DESCRIPTION)
+            } else {
+                String::new()
+            },
             body_part: String::new(),
             series,
         };
-        if own { studies.insert(0, study) } else { studies.push(study) }
+        if own {
+            studies.insert(0, study)
+        } else {
+            studies.push(study)
+        }
     }
     let title = items(&obj, tags::CONCEPT_NAME_CODE_SEQUENCE)
         .first()
-        .map(|c| Code::new(&text(c, tags::CODE_VALUE), &text(c, tags::CODING_SCHEME_DESIGNATOR), &text(c, tags::CODE_MEANING)))
+        .map(|c| {
+            Code::new(
+                &text(c, tags::CODE_VALUE),
+                &text(c, tags::CODING_SCHEME_DESIGNATOR),
+                &text(c, tags::CODE_MEANING),
+            )
+        })
         .unwrap_or_default();
     Ok(KosManifest {
-        sop_instance_uid: required_text(&obj, tags::SOP_INSTANCE_UID, "SOP Instance UID (0008,0018)")?,
+        sop_instance_uid: required_text(
+            &obj,
+            tags::SOP_INSTANCE_UID,
+            "SOP Instance UID (0008,0018)",
+        )?,
         series_instance_uid: text(&obj, tags::SERIES_INSTANCE_UID),
         title,
         patient_id: text(&obj, tags::PATIENT_ID),
         issuer_of_patient_id: text(&obj, tags::ISSUER_OF_PATIENT_ID),
-        patient_id_authority: item_text(&obj, tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE, tags::UNIVERSAL_ENTITY_ID),
+        patient_id_authority: item_text(
+            &obj,
+            tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE,
+            tags::UNIVERSAL_ENTITY_ID,
+        ),
         patient_name: text(&obj, tags::PATIENT_NAME),
         content_date: text(&obj, tags::CONTENT_DATE),
         content_time: text(&obj, tags::CONTENT_TIME),
         timezone_offset: text(&obj, tags::TIMEZONE_OFFSET_FROM_UTC),
-        accession_authority: item_text(&obj, tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE, tags::UNIVERSAL_ENTITY_ID),
+        accession_authority: item_text(
+            &obj,
+            tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE,
+            tags::UNIVERSAL_ENTITY_ID,
+        ),
         studies,
     })
 }
@@ -465,7 +685,10 @@ mod tests {
     use crate::dicom::synth::{SynthConfig, SynthPatient, generate_study};
 
     fn opts() -> KosOptions {
-        KosOptions { retrieve_location_uid: "1.3.6.1.4.1.21367.13.80.110".into(), ..Default::default() }
+        KosOptions {
+            retrieve_location_uid: "1.3.6.1.4.1.21367.13.80.110".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -514,9 +737,15 @@ mod tests {
         let k = build_kos(&infos, &o).unwrap();
         assert_eq!(k.manifest.patient_id, "999911120");
         let obj = crate::dicom::instance::open(&k.bytes, false).unwrap();
-        assert_eq!(item_text(&obj, tags::OTHER_PATIENT_I_DS_SEQUENCE, tags::PATIENT_ID), "LOCAL-17");
+        assert_eq!(
+            item_text(&obj, tags::OTHER_PATIENT_I_DS_SEQUENCE, tags::PATIENT_ID),
+            "LOCAL-17"
+        );
         // the description item is not a reference: the instance set is unchanged
-        assert_eq!(k.manifest.studies[0].number_of_instances(), s.instances.len());
+        assert_eq!(
+            k.manifest.studies[0].number_of_instances(),
+            s.instances.len()
+        );
     }
 
     #[test]
@@ -526,11 +755,23 @@ mod tests {
         let b = generate_study(&SynthConfig::default(), &p, 2).unwrap();
         let mut mixed = a.infos();
         mixed.extend(b.infos());
-        assert!(matches!(build_kos(&mixed, &opts()), Err(DicomError::Inconsistent(_))));
-        assert!(matches!(build_kos(&[], &opts()), Err(DicomError::Inconsistent(_))));
-        assert!(matches!(build_kos(&a.infos(), &KosOptions::default()), Err(DicomError::InvalidOption(_))));
+        assert!(matches!(
+            build_kos(&mixed, &opts()),
+            Err(DicomError::Inconsistent(_))
+        ));
+        assert!(matches!(
+            build_kos(&[], &opts()),
+            Err(DicomError::Inconsistent(_))
+        ));
+        assert!(matches!(
+            build_kos(&a.infos(), &KosOptions::default()),
+            Err(DicomError::InvalidOption(_))
+        ));
         let e = parse_kos(&a.instances[0].bytes).unwrap_err();
-        assert!(matches!(e, DicomError::NotKos(ref c) if c == a.modality.sop_class_uid()), "{e}");
+        assert!(
+            matches!(e, DicomError::NotKos(ref c) if c == a.modality.sop_class_uid()),
+            "{e}"
+        );
         assert!(parse_kos(b"not dicom").is_err());
     }
 
@@ -545,7 +786,18 @@ mod tests {
             // truncated manifest can never silently lose images.
             if let Ok(m) = parse_kos(&kos.bytes[..cut]) {
                 accepted += 1;
-                assert_eq!(m.studies, kos.manifest.studies.iter().cloned().map(|mut s| { s.body_part.clear(); s }).collect::<Vec<_>>());
+                assert_eq!(
+                    m.studies,
+                    kos.manifest
+                        .studies
+                        .iter()
+                        .cloned()
+                        .map(|mut s| {
+                            s.body_part.clear();
+                            s
+                        })
+                        .collect::<Vec<_>>()
+                );
             }
         }
         assert!(accepted <= 2, "{accepted} truncated manifests accepted");

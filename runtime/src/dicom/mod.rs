@@ -68,6 +68,9 @@ pub enum DicomError {
     /// The transfer syntax cannot be decoded here (e.g. deflate, or an unknown private UID).
     #[error("unsupported transfer syntax {0}")]
     UnsupportedTransferSyntax(String),
+    /// A valid but rare encoding the DICOM parser cannot read (named in the message).
+    #[error("unsupported encoding: {0}")]
+    UnsupportedEncoding(String),
     /// A required attribute is absent or empty.
     #[error("missing {0}")]
     MissingAttribute(&'static str),

@@ -93,7 +93,9 @@ impl RadiologyReport {
         institution: AuthorInstitution,
         seed: u64,
     ) -> Result<RadiologyReport, DicomError> {
-        let first = instances.first().ok_or_else(|| DicomError::Inconsistent("no instances to report on".into()))?;
+        let first = instances
+            .first()
+            .ok_or_else(|| DicomError::Inconsistent("no instances to report on".into()))?;
         let study = study_from_instances(instances, "");
         let mut modalities: Vec<String> = Vec::new();
         for i in instances {
@@ -101,8 +103,10 @@ impl RadiologyReport {
                 modalities.push(i.modality.clone());
             }
         }
-        let accession_authority =
-            instances.iter().map(|i| i.accession_authority.clone()).find(|a| !a.is_empty());
+        let accession_authority = instances
+            .iter()
+            .map(|i| i.accession_authority.clone())
+            .find(|a| !a.is_empty());
         let patient = ReportPatient {
             bsn,
             name: first.patient_name.clone(),
@@ -111,13 +115,25 @@ impl RadiologyReport {
         };
         let timezone_offset = first.timezone_offset.as_str();
         let findings = match study.body_part.as_str() {
-            "CHEST" => "Normale grootte van hart en mediastinum. Geen infiltratieve afwijkingen. Geen pleuravocht, geen pneumothorax.",
-            "ABDOMEN" => "Lever, milt, pancreas en beide nieren zonder afwijkingen. Geen vrij vocht. Geen vergrote lymfeklieren.",
-            "HEAD" | "BRAIN" => "Geen aanwijzingen voor een intracraniële bloeding of een recent infarct. Ventrikels en sulci normaal van grootte.",
-            "KNEE" => "Intacte voorste en achterste kruisband. Geen meniscusscheur. Geringe hydrops, verder geen afwijkingen.",
-            "LSPINE" => "Normale uitlijning. Discusdegeneratie L4-L5 met geringe uitpuiling, zonder compressie van zenuwwortels.",
+            "CHEST" => {
+                "Normale grootte van hart en mediastinum. Geen infiltratieve afwijkingen. Geen pleuravocht, geen pneumothorax."
+            }
+            "ABDOMEN" => {
+                "Lever, milt, pancreas en beide nieren zonder afwijkingen. Geen vrij vocht. Geen vergrote lymfeklieren."
+            }
+            "HEAD" | "BRAIN" => {
+                "Geen aanwijzingen voor een intracraniële bloeding of een recent infarct. Ventrikels en sulci normaal van grootte."
+            }
+            "KNEE" => {
+                "Intacte voorste en achterste kruisband. Geen meniscusscheur. Geringe hydrops, verder geen afwijkingen."
+            }
+            "LSPINE" => {
+                "Normale uitlijning. Discusdegeneratie L4-L5 met geringe uitpuiling, zonder compressie van zenuwwortels."
+            }
             "HAND" => "Geen fractuur, geen luxatie. Normale gewrichtsspleten.",
-            "NECK" => "Schildklier normaal van grootte en echostructuur, zonder noduli. Geen pathologische lymfeklieren.",
+            "NECK" => {
+                "Schildklier normaal van grootte en echostructuur, zonder noduli. Geen pathologische lymfeklieren."
+            }
             _ => "Het onderzoek is beoordeeld; er zijn geen bijzonderheden.",
         };
         let conclusions = [
@@ -125,10 +141,14 @@ impl RadiologyReport {
             "Geen acute pathologie. Controle niet nodig.",
             "Bevindingen passend bij de klinische vraagstelling; vergelijking met eerder onderzoek aanbevolen.",
         ];
-        let conclusion = conclusions[(super::synth::splitmix64(seed) % conclusions.len() as u64) as usize];
+        let conclusion =
+            conclusions[(super::synth::splitmix64(seed) % conclusions.len() as u64) as usize];
         let (report_date, report_time) = later_same_day(&study.study_date, &study.study_time, 2);
         Ok(RadiologyReport {
-            document_uid: derived_uid("duo-report", &format!("{}|{seed}", study.study_instance_uid)),
+            document_uid: derived_uid(
+                "duo-report",
+                &format!("{}|{seed}", study.study_instance_uid),
+            ),
             study_instance_uid: study.study_instance_uid.clone(),
             accession_number: study.accession_number.clone(),
             accession_authority,
@@ -169,7 +189,14 @@ impl RadiologyReport {
         l.push(kv("Accessionnummer", &self.accession_number));
         l.push(kv("Onderzoek", &self.study_description));
         l.push(kv("Modaliteit", &self.modalities.join(", ")));
-        l.push(kv("Onderzoeksdatum", &format!("{} {}", da_display(&self.study_date), tm_display(&self.study_time))));
+        l.push(kv(
+            "Onderzoeksdatum",
+            &format!(
+                "{} {}",
+                da_display(&self.study_date),
+                tm_display(&self.study_time)
+            ),
+        ));
         l.push(kv("Study Instance UID", &self.study_instance_uid));
         l.push((Style::Plain, String::new()));
         l.push((Style::Heading, "Bevindingen".into()));
@@ -207,7 +234,11 @@ fn later_same_day(date: &str, time: &str, hours: u32) -> (String, String) {
     let h: u32 = time.get(0..2).and_then(|s| s.parse().ok()).unwrap_or(12);
     let rest = time.get(2..6).unwrap_or("0000");
     let h2 = (h + hours).min(23);
-    let t = if h + hours > 23 { "235959".to_owned() } else { format!("{h2:02}{rest}") };
+    let t = if h + hours > 23 {
+        "235959".to_owned()
+    } else {
+        format!("{h2:02}{rest}")
+    };
     (date.to_owned(), t)
 }
 
@@ -215,15 +246,28 @@ fn pn_display(pn: &str) -> String {
     // Family^Given^Middle^Prefix^Suffix → "Prefix Given Middle Family Suffix"
     let p: Vec<&str> = pn.split('=').next().unwrap_or("").split('^').collect();
     let get = |i: usize| p.get(i).copied().unwrap_or("").trim();
-    [get(3), get(1), get(2), get(0), get(4)].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ")
+    [get(3), get(1), get(2), get(0), get(4)]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn da_display(d: &str) -> String {
-    if d.len() == 8 { format!("{}-{}-{}", &d[6..8], &d[4..6], &d[0..4]) } else { d.to_owned() }
+    if d.len() == 8 {
+        format!("{}-{}-{}", &d[6..8], &d[4..6], &d[0..4])
+    } else {
+        d.to_owned()
+    }
 }
 
 fn tm_display(t: &str) -> String {
-    if t.len() >= 4 && t.is_char_boundary(4) { format!("{}:{}", &t[0..2], &t[2..4]) } else { t.to_owned() }
+    if t.len() >= 4 && t.is_char_boundary(4) {
+        format!("{}:{}", &t[0..2], &t[2..4])
+    } else {
+        t.to_owned()
+    }
 }
 
 fn wrap(text: &str, width: usize) -> Vec<String> {
@@ -285,18 +329,43 @@ pub fn pdf(report: &RadiologyReport) -> Vec<u8> {
     let page_obj = |i: usize| 6 + 2 * i;
     let mut objects: Vec<Vec<u8>> = Vec::new();
     objects.push(b"<< /Type /Catalog /Pages 2 0 R >>".to_vec());
-    let kids: Vec<String> = (0..n_pages).map(|i| format!("{} 0 R", page_obj(i))).collect();
-    objects.push(format!("<< /Type /Pages /Kids [{}] /Count {n_pages} >>", kids.join(" ")).into_bytes());
-    objects.push(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec());
-    objects.push(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>".to_vec());
+    let kids: Vec<String> = (0..n_pages)
+        .map(|i| format!("{} 0 R", page_obj(i)))
+        .collect();
+    objects.push(
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {n_pages} >>",
+            kids.join(" ")
+        )
+        .into_bytes(),
+    );
+    objects.push(
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_vec(),
+    );
+    objects.push(
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>"
+            .to_vec(),
+    );
     let mut info = b"<< /Title ".to_vec();
     info.extend(pdf_string(&report.title()));
     info.extend(b" /Author ");
-    info.extend(pdf_string(&format!("{}, {}", pn_display(&report.author.name), report.institution.name)));
+    info.extend(pdf_string(&format!(
+        "{}, {}",
+        pn_display(&report.author.name),
+        report.institution.name
+    )));
     info.extend(b" /Subject ");
-    info.extend(pdf_string(&format!("Accession {}", report.accession_number)));
+    info.extend(pdf_string(&format!(
+        "Accession {}",
+        report.accession_number
+    )));
     info.extend(b" /Producer (DUO gateway) /CreationDate ");
-    info.extend(pdf_string(&pdf_date(&report.report_date, &report.report_time, &report.timezone_offset)));
+    info.extend(pdf_string(&pdf_date(
+        &report.report_date,
+        &report.report_time,
+        &report.timezone_offset,
+    )));
     info.extend(b" >>");
     objects.push(info);
     for (i, page) in pages.iter().enumerate() {
@@ -318,7 +387,13 @@ pub fn pdf(report: &RadiologyReport) -> Vec<u8> {
             content.extend(pdf_string(text));
             content.extend(format!(" Tj\n0 -{lead} Td\n").into_bytes());
         }
-        content.extend(format!("ET\nBT /F1 8 Tf 50 30 Td (Pagina {} van {n_pages}) Tj ET\n", i + 1).into_bytes());
+        content.extend(
+            format!(
+                "ET\nBT /F1 8 Tf 50 30 Td (Pagina {} van {n_pages}) Tj ET\n",
+                i + 1
+            )
+            .into_bytes(),
+        );
         let mut stream = format!("<< /Length {} >>\nstream\n", content.len()).into_bytes();
         stream.extend(content);
         stream.extend(b"\nendstream");
@@ -342,7 +417,9 @@ pub fn pdf(report: &RadiologyReport) -> Vec<u8> {
     }
     out.extend(table.into_bytes());
     let id = &report.document_uid;
-    let id_hex: String = super::uid::derived_uuid(&[id.as_bytes()]).simple().to_string();
+    let id_hex: String = super::uid::derived_uuid(&[id.as_bytes()])
+        .simple()
+        .to_string();
     out.extend(
         format!(
             "trailer\n<< /Size {} /Root 1 0 R /Info 5 0 R /ID [<{id_hex}> <{id_hex}>] >>\nstartxref\n{xref}\n%%EOF\n",
@@ -383,14 +460,27 @@ pub fn cda(report: &RadiologyReport) -> Vec<u8> {
     let bsn_oid = Bsn::OID;
     let ura_oid = crate::model::Ura::OID;
     let (family, given) = {
-        let p: Vec<&str> = r.patient.name.split('=').next().unwrap_or("").split('^').collect();
-        (p.first().copied().unwrap_or("").to_owned(), p.get(1).copied().unwrap_or("").to_owned())
+        let p: Vec<&str> = r
+            .patient
+            .name
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .split('^')
+            .collect();
+        (
+            p.first().copied().unwrap_or("").to_owned(),
+            p.get(1).copied().unwrap_or("").to_owned(),
+        )
     };
     let effective = ts(&r.report_date, &r.report_time, &r.timezone_offset);
     let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(s, r#"<ClinicalDocument xmlns="urn:hl7-org:v3">"#);
     let _ = writeln!(s, r#"  <realmCode code="NL"/>"#);
-    let _ = writeln!(s, r#"  <typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>"#);
+    let _ = writeln!(
+        s,
+        r#"  <typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>"#
+    );
     let _ = writeln!(s, r#"  <id root="{}"/>"#, x(&r.document_uid));
     let _ = writeln!(
         s,
@@ -398,12 +488,24 @@ pub fn cda(report: &RadiologyReport) -> Vec<u8> {
     );
     let _ = writeln!(s, "  <title>{}</title>", x(&r.title()));
     let _ = writeln!(s, r#"  <effectiveTime value="{}"/>"#, x(&effective));
-    let _ = writeln!(s, r#"  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>"#);
+    let _ = writeln!(
+        s,
+        r#"  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>"#
+    );
     let _ = writeln!(s, r#"  <languageCode code="nl-NL"/>"#);
     let _ = writeln!(s, "  <recordTarget>\n    <patientRole>");
-    let _ = writeln!(s, r#"      <id root="{bsn_oid}" extension="{}"/>"#, x(r.patient.bsn.as_str()));
+    let _ = writeln!(
+        s,
+        r#"      <id root="{bsn_oid}" extension="{}"/>"#,
+        x(r.patient.bsn.as_str())
+    );
     let _ = writeln!(s, "      <patient>");
-    let _ = writeln!(s, "        <name><given>{}</given><family>{}</family></name>", x(&given), x(&family));
+    let _ = writeln!(
+        s,
+        "        <name><given>{}</given><family>{}</family></name>",
+        x(&given),
+        x(&family)
+    );
     match r.patient.sex.as_str() {
         "M" | "F" => {
             let _ = writeln!(
@@ -425,7 +527,11 @@ pub fn cda(report: &RadiologyReport) -> Vec<u8> {
     if r.patient.birth_date.is_empty() {
         let _ = writeln!(s, r#"        <birthTime nullFlavor="UNK"/>"#);
     } else {
-        let _ = writeln!(s, r#"        <birthTime value="{}"/>"#, x(&r.patient.birth_date));
+        let _ = writeln!(
+            s,
+            r#"        <birthTime value="{}"/>"#,
+            x(&r.patient.birth_date)
+        );
     }
     let _ = writeln!(s, "      </patient>\n    </patientRole>\n  </recordTarget>");
     let org_id = match &r.institution.ura {
@@ -437,13 +543,20 @@ pub fn cda(report: &RadiologyReport) -> Vec<u8> {
     let _ = writeln!(s, "    <assignedAuthor>");
     match &r.author.uzi {
         Some(u) => {
-            let _ = writeln!(s, r#"      <id root="2.16.528.1.1007.3.1" extension="{u}"/>"#);
+            let _ = writeln!(
+                s,
+                r#"      <id root="2.16.528.1.1007.3.1" extension="{u}"/>"#
+            );
         }
         None => {
             let _ = writeln!(s, r#"      <id nullFlavor="UNK"/>"#);
         }
     }
-    let _ = writeln!(s, "      <assignedPerson><name>{}</name></assignedPerson>", x(&pn_display(&r.author.name)));
+    let _ = writeln!(
+        s,
+        "      <assignedPerson><name>{}</name></assignedPerson>",
+        x(&pn_display(&r.author.name))
+    );
     let _ = writeln!(
         s,
         "      <representedOrganization>{org_id}<name>{}</name></representedOrganization>",
@@ -475,7 +588,11 @@ pub fn cda(report: &RadiologyReport) -> Vec<u8> {
             x(&r.study_description)
         );
     }
-    let _ = writeln!(s, r#"      <effectiveTime value="{}"/>"#, x(&ts(&r.study_date, &r.study_time, &r.timezone_offset)));
+    let _ = writeln!(
+        s,
+        r#"      <effectiveTime value="{}"/>"#,
+        x(&ts(&r.study_date, &r.study_time, &r.timezone_offset))
+    );
     let _ = writeln!(s, "    </serviceEvent>\n  </documentationOf>");
     let _ = writeln!(s, "  <component>\n    <structuredBody>");
     for (code, meaning, title, text) in [
@@ -492,9 +609,15 @@ pub fn cda(report: &RadiologyReport) -> Vec<u8> {
         for p in text.split("\n\n") {
             let _ = writeln!(s, "            <paragraph>{}</paragraph>", x(p.trim()));
         }
-        let _ = writeln!(s, "          </text>\n        </section>\n      </component>");
+        let _ = writeln!(
+            s,
+            "          </text>\n        </section>\n      </component>"
+        );
     }
-    let _ = writeln!(s, "    </structuredBody>\n  </component>\n</ClinicalDocument>");
+    let _ = writeln!(
+        s,
+        "    </structuredBody>\n  </component>\n</ClinicalDocument>"
+    );
     s.into_bytes()
 }
 
@@ -511,8 +634,14 @@ mod tests {
         RadiologyReport::for_study(
             &s.infos(),
             p.bsn,
-            ReportAuthor { name: "de Boer^Pieter".into(), uzi: Some("123456789".parse().unwrap()) },
-            AuthorInstitution { name: "Ziekenhuis \"A&B\" <Noord>".into(), ura: Some("12345678".parse().unwrap()) },
+            ReportAuthor {
+                name: "de Boer^Pieter".into(),
+                uzi: Some("123456789".parse().unwrap()),
+            },
+            AuthorInstitution {
+                name: "Ziekenhuis \"A&B\" <Noord>".into(),
+                ura: Some("12345678".parse().unwrap()),
+            },
             21,
         )
         .unwrap()
@@ -542,7 +671,10 @@ mod tests {
             let e = &pdf[first_entry + 20 * i..first_entry + 20 * (i + 1)];
             assert_eq!(&e[10..20], b" 00000 n\r\n");
             let off = number_at(e);
-            assert!(pdf[off..].starts_with(format!("{i} 0 obj\n").as_bytes()), "object {i} not at {off}");
+            assert!(
+                pdf[off..].starts_with(format!("{i} 0 obj\n").as_bytes()),
+                "object {i} not at {off}"
+            );
         }
         assert!(pdf[first_entry + 20 * count..].starts_with(b"trailer\n"));
         let mut at = 0;
@@ -551,7 +683,10 @@ mod tests {
             let i = at + i;
             let len = number_at(&pdf[i + 8..]);
             let start = i + find(&pdf[i..], b"stream\n").unwrap() + 7;
-            assert!(pdf[start + len..].starts_with(b"\nendstream"), "stream length {len} wrong");
+            assert!(
+                pdf[start + len..].starts_with(b"\nendstream"),
+                "stream length {len} wrong"
+            );
             at = start + len;
             streams += 1;
         }
@@ -564,7 +699,10 @@ mod tests {
         let pdf = pdf(&r);
         check_pdf_structure(&pdf);
         let text = String::from_utf8_lossy(&pdf);
-        assert!(text.contains(&format!("({})", r.accession_number)) || text.contains(&r.accession_number));
+        assert!(
+            text.contains(&format!("({})", r.accession_number))
+                || text.contains(&r.accession_number)
+        );
         // a long report spans several pages and stays exact
         let mut long = r.clone();
         long.findings = "Lange tekst met (haakjes) en \\backslash. ".repeat(400);
@@ -573,7 +711,10 @@ mod tests {
         let pages = long.lines().len().div_ceil(LINES_PER_PAGE);
         assert!(pages > 1);
         let t = String::from_utf8_lossy(&p);
-        assert!(t.contains(&format!("/Count {pages} ")), "page tree counts {pages} pages");
+        assert!(
+            t.contains(&format!("/Count {pages} ")),
+            "page tree counts {pages} pages"
+        );
         assert_eq!(t.matches("/Type /Page ").count(), pages);
     }
 
@@ -587,12 +728,21 @@ mod tests {
         let script = "import sys, pypdf\nr = pypdf.PdfReader(sys.argv[1], strict=True)\nprint(len(r.pages))\nprint(r.metadata.title)\nprint(''.join(p.extract_text() for p in r.pages))";
         let (ok, out, err) = run(Command::new(py).arg("-c").arg(script).arg(&path));
         assert!(ok, "pypdf failed: {err}");
-        assert!(!err.contains("Warning") && !err.contains("warn"), "pypdf warned: {err}");
+        assert!(
+            !err.contains("Warning") && !err.contains("warn"),
+            "pypdf warned: {err}"
+        );
         let mut lines = out.lines();
         assert_eq!(lines.next(), Some("1"));
         assert_eq!(lines.next(), Some(r.title().as_str()));
-        assert!(out.contains(&format!("Accessionnummer: {}", r.accession_number)), "{out}");
-        assert!(out.contains("Patiënt: Eline Jansen-de Vries"), "WinAnsi ë decoded: {out}");
+        assert!(
+            out.contains(&format!("Accessionnummer: {}", r.accession_number)),
+            "{out}"
+        );
+        assert!(
+            out.contains("Patiënt: Eline Jansen-de Vries"),
+            "WinAnsi ë decoded: {out}"
+        );
         assert!(out.contains(&r.conclusion), "{out}");
     }
 
@@ -602,8 +752,13 @@ mod tests {
         let doc = cda(&r);
         let text = String::from_utf8(doc.clone()).unwrap();
         assert!(text.contains(r#"<ClinicalDocument xmlns="urn:hl7-org:v3">"#));
-        assert!(text.contains("&quot;A&amp;B&quot; &lt;Noord&gt;"), "escaped institution name");
-        let Some(xmllint) = tool("xmllint") else { return };
+        assert!(
+            text.contains("&quot;A&amp;B&quot; &lt;Noord&gt;"),
+            "escaped institution name"
+        );
+        let Some(xmllint) = tool("xmllint") else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.xml");
         std::fs::write(&path, &doc).unwrap();
@@ -616,19 +771,27 @@ mod tests {
         };
         let ns = "/*[local-name()='ClinicalDocument' and namespace-uri()='urn:hl7-org:v3']";
         assert_eq!(
-            q(&format!("string({ns}/*[local-name()='inFulfillmentOf']/*[local-name()='order']/*[local-name()='id']/@extension)")),
+            q(&format!(
+                "string({ns}/*[local-name()='inFulfillmentOf']/*[local-name()='order']/*[local-name()='id']/@extension)"
+            )),
             r.accession_number
         );
         assert_eq!(
-            q(&format!("string({ns}/*[local-name()='inFulfillmentOf']/*[local-name()='order']/*[local-name()='id']/@root)")),
+            q(&format!(
+                "string({ns}/*[local-name()='inFulfillmentOf']/*[local-name()='order']/*[local-name()='id']/@root)"
+            )),
             r.accession_authority.clone().unwrap()
         );
         assert_eq!(
-            q(&format!("string({ns}/*[local-name()='documentationOf']/*[local-name()='serviceEvent']/*[local-name()='id']/@root)")),
+            q(&format!(
+                "string({ns}/*[local-name()='documentationOf']/*[local-name()='serviceEvent']/*[local-name()='id']/@root)"
+            )),
             r.study_instance_uid
         );
         assert_eq!(
-            q(&format!("string({ns}/*[local-name()='recordTarget']//*[local-name()='id']/@extension)")),
+            q(&format!(
+                "string({ns}/*[local-name()='recordTarget']//*[local-name()='id']/@extension)"
+            )),
             "999911120"
         );
     }
@@ -637,9 +800,18 @@ mod tests {
     fn helpers() {
         assert_eq!(pn_display("Jansen-de Vries^Eline"), "Eline Jansen-de Vries");
         assert_eq!(pn_display("Boer^Pieter^^dr."), "dr. Pieter Boer");
-        assert_eq!(later_same_day("20200101", "223000", 2), ("20200101".into(), "235959".into()));
-        assert_eq!(later_same_day("20200101", "093000", 2), ("20200101".into(), "113000".into()));
-        assert_eq!(pdf_date("20200101", "0930", "+0100"), "D:20200101093000+01'00'");
+        assert_eq!(
+            later_same_day("20200101", "223000", 2),
+            ("20200101".into(), "235959".into())
+        );
+        assert_eq!(
+            later_same_day("20200101", "093000", 2),
+            ("20200101".into(), "113000".into())
+        );
+        assert_eq!(
+            pdf_date("20200101", "0930", "+0100"),
+            "D:20200101093000+01'00'"
+        );
         assert_eq!(pdf_string("a(b)\\ë€☃"), b"(a\\(b\\)\\\\\xEB\x80?)".to_vec());
         assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
     }

@@ -34,14 +34,23 @@ impl StoredInstance {
     /// An instance with one encoding.
     pub fn new(info: InstanceInfo, bytes: Bytes) -> StoredInstance {
         let transfer_syntax_uid = info.transfer_syntax_uid.clone();
-        StoredInstance { info, encodings: vec![Encoding { transfer_syntax_uid, bytes }] }
+        StoredInstance {
+            info,
+            encodings: vec![Encoding {
+                transfer_syntax_uid,
+                bytes,
+            }],
+        }
     }
 
     /// The first encoding whose transfer syntax is in `requested` (order of preference: the request's order).
     ///
     /// Errors: [`LookupError::NoTransferSyntax`] naming the SOP Instance UID, the requested and the
     /// available syntaxes.
-    pub fn select_encoding<S: AsRef<str>>(&self, requested: &[S]) -> Result<&Encoding, LookupError> {
+    pub fn select_encoding<S: AsRef<str>>(
+        &self,
+        requested: &[S],
+    ) -> Result<&Encoding, LookupError> {
         for r in requested {
             let r = r.as_ref().trim();
             if let Some(e) = self.encodings.iter().find(|e| e.transfer_syntax_uid == r) {
@@ -50,14 +59,23 @@ impl StoredInstance {
         }
         Err(LookupError::NoTransferSyntax {
             sop_instance_uid: self.info.sop_instance_uid.clone(),
-            requested: requested.iter().map(|s| s.as_ref().trim().to_owned()).collect(),
-            available: self.encodings.iter().map(|e| e.transfer_syntax_uid.clone()).collect(),
+            requested: requested
+                .iter()
+                .map(|s| s.as_ref().trim().to_owned())
+                .collect(),
+            available: self
+                .encodings
+                .iter()
+                .map(|e| e.transfer_syntax_uid.clone())
+                .collect(),
         })
     }
 
     /// Transfer syntaxes this instance is available in.
     pub fn transfer_syntaxes(&self) -> impl Iterator<Item = &str> {
-        self.encodings.iter().map(|e| e.transfer_syntax_uid.as_str())
+        self.encodings
+            .iter()
+            .map(|e| e.transfer_syntax_uid.as_str())
     }
 }
 
@@ -71,7 +89,9 @@ impl From<SyntheticInstance> for StoredInstance {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     /// No instance with this SOP Instance UID in this study and series (RAD-69: XDSDocumentUniqueIdError).
-    #[error("unknown SOP instance {sop_instance_uid} in study {study_instance_uid}, series {series_instance_uid}")]
+    #[error(
+        "unknown SOP instance {sop_instance_uid} in study {study_instance_uid}, series {series_instance_uid}"
+    )]
     UnknownInstance {
         /// The requested Study Instance UID.
         study_instance_uid: String,
@@ -139,21 +159,45 @@ impl InstanceStore {
             {
                 return Err(InsertError::Conflict(info.sop_instance_uid));
             }
-            if held.encodings.iter().any(|e| e.transfer_syntax_uid == info.transfer_syntax_uid) {
-                return Err(InsertError::Duplicate(info.sop_instance_uid, info.transfer_syntax_uid));
+            if held
+                .encodings
+                .iter()
+                .any(|e| e.transfer_syntax_uid == info.transfer_syntax_uid)
+            {
+                return Err(InsertError::Duplicate(
+                    info.sop_instance_uid,
+                    info.transfer_syntax_uid,
+                ));
             }
-            held.encodings.push(Encoding { transfer_syntax_uid: info.transfer_syntax_uid, bytes });
+            held.encodings.push(Encoding {
+                transfer_syntax_uid: info.transfer_syntax_uid,
+                bytes,
+            });
             return Ok(Inserted::AlternateEncoding);
         }
-        self.by_sop.insert(info.sop_instance_uid.clone(), self.instances.len());
+        self.by_sop
+            .insert(info.sop_instance_uid.clone(), self.instances.len());
         self.instances.push(StoredInstance::new(info, bytes));
         Ok(Inserted::New)
     }
 
     /// The instance a RAD-69 / RAD-75 DocumentRequest names: its SOP Instance UID must be held under the
     /// given study and series.
-    pub fn get(&self, study_uid: &str, series_uid: &str, sop_uid: &str) -> Result<&StoredInstance, LookupError> {
-        find_in(self.by_sop.get(sop_uid).map(|&i| std::slice::from_ref(&self.instances[i])).unwrap_or(&[]), study_uid, series_uid, sop_uid)
+    pub fn get(
+        &self,
+        study_uid: &str,
+        series_uid: &str,
+        sop_uid: &str,
+    ) -> Result<&StoredInstance, LookupError> {
+        find_in(
+            self.by_sop
+                .get(sop_uid)
+                .map(|&i| std::slice::from_ref(&self.instances[i]))
+                .unwrap_or(&[]),
+            study_uid,
+            series_uid,
+            sop_uid,
+        )
     }
 
     /// Every instance, in insertion order.
@@ -163,7 +207,10 @@ impl InstanceStore {
 
     /// The instances of one study, in insertion order.
     pub fn study(&self, study_uid: &str) -> Vec<&StoredInstance> {
-        self.instances.iter().filter(|i| i.info.study_instance_uid == study_uid).collect()
+        self.instances
+            .iter()
+            .filter(|i| i.info.study_instance_uid == study_uid)
+            .collect()
     }
 
     /// Number of instances.
@@ -216,27 +263,67 @@ mod tests {
     #[test]
     fn lookup_by_study_series_sop() {
         let mut s = InstanceStore::new();
-        assert_eq!(s.insert(info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.1"), Bytes::from_static(b"a")), Ok(Inserted::New));
-        assert_eq!(s.insert(info("1", "1.1", "1.1.2", "1.2.840.10008.1.2.1"), Bytes::from_static(b"b")), Ok(Inserted::New));
-        assert_eq!(s.get("1", "1.1", "1.1.2").unwrap().encodings[0].bytes, Bytes::from_static(b"b"));
+        assert_eq!(
+            s.insert(
+                info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.1"),
+                Bytes::from_static(b"a")
+            ),
+            Ok(Inserted::New)
+        );
+        assert_eq!(
+            s.insert(
+                info("1", "1.1", "1.1.2", "1.2.840.10008.1.2.1"),
+                Bytes::from_static(b"b")
+            ),
+            Ok(Inserted::New)
+        );
+        assert_eq!(
+            s.get("1", "1.1", "1.1.2").unwrap().encodings[0].bytes,
+            Bytes::from_static(b"b")
+        );
         // right SOP UID, wrong series or study: unknown (RAD-69 XDSDocumentUniqueIdError)
-        assert!(matches!(s.get("1", "9.9", "1.1.2"), Err(LookupError::UnknownInstance { .. })));
-        assert!(matches!(s.get("2", "1.1", "1.1.2"), Err(LookupError::UnknownInstance { .. })));
-        assert!(matches!(s.get("1", "1.1", "1.1.3"), Err(LookupError::UnknownInstance { .. })));
+        assert!(matches!(
+            s.get("1", "9.9", "1.1.2"),
+            Err(LookupError::UnknownInstance { .. })
+        ));
+        assert!(matches!(
+            s.get("2", "1.1", "1.1.2"),
+            Err(LookupError::UnknownInstance { .. })
+        ));
+        assert!(matches!(
+            s.get("1", "1.1", "1.1.3"),
+            Err(LookupError::UnknownInstance { .. })
+        ));
         assert_eq!(s.study("1").len(), 2);
-        assert_eq!(find_in(s.instances(), "1", "1.1", " 1.1.1 ").unwrap().info.sop_instance_uid, "1.1.1");
+        assert_eq!(
+            find_in(s.instances(), "1", "1.1", " 1.1.1 ")
+                .unwrap()
+                .info
+                .sop_instance_uid,
+            "1.1.1"
+        );
     }
 
     #[test]
     fn transfer_syntax_selection_and_alternates() {
         let mut s = InstanceStore::new();
-        s.insert(info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.1"), Bytes::from_static(b"explicit")).unwrap();
+        s.insert(
+            info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.1"),
+            Bytes::from_static(b"explicit"),
+        )
+        .unwrap();
         assert_eq!(
-            s.insert(info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.5"), Bytes::from_static(b"rle")),
+            s.insert(
+                info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.5"),
+                Bytes::from_static(b"rle")
+            ),
             Ok(Inserted::AlternateEncoding)
         );
         assert!(matches!(
-            s.insert(info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.5"), Bytes::new()),
+            s.insert(
+                info("1", "1.1", "1.1.1", "1.2.840.10008.1.2.5"),
+                Bytes::new()
+            ),
             Err(InsertError::Duplicate(..))
         ));
         assert!(matches!(
@@ -244,10 +331,22 @@ mod tests {
             Err(InsertError::Conflict(..))
         ));
         let i = s.get("1", "1.1", "1.1.1").unwrap();
-        assert_eq!(i.select_encoding(&["1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1"]).unwrap().bytes, Bytes::from_static(b"rle"));
-        assert_eq!(i.select_encoding(&["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"]).unwrap().bytes, Bytes::from_static(b"explicit"));
+        assert_eq!(
+            i.select_encoding(&["1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1"])
+                .unwrap()
+                .bytes,
+            Bytes::from_static(b"rle")
+        );
+        assert_eq!(
+            i.select_encoding(&["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"])
+                .unwrap()
+                .bytes,
+            Bytes::from_static(b"explicit")
+        );
         let e = i.select_encoding(&["1.2.840.10008.1.2.4.50"]).unwrap_err();
-        assert!(matches!(&e, LookupError::NoTransferSyntax { sop_instance_uid, .. } if sop_instance_uid == "1.1.1"));
+        assert!(
+            matches!(&e, LookupError::NoTransferSyntax { sop_instance_uid, .. } if sop_instance_uid == "1.1.1")
+        );
         assert!(e.to_string().contains("1.2.840.10008.1.2.4.50"), "{e}");
         assert!(i.select_encoding::<&str>(&[]).is_err());
         assert_eq!(i.transfer_syntaxes().count(), 2);

@@ -17,7 +17,9 @@ use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 
 use super::uid::{UidGenerator, UidRoot};
-use super::{DicomError, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, InstanceInfo, error_chain};
+use super::{
+    DicomError, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, InstanceInfo, error_chain,
+};
 use crate::model::{Bsn, ImagingInstance, ImagingSeries, ImagingStudy};
 
 /// SplitMix64 step (Steele, Lea, Flood 2014): a tiny, fixed PRNG so that a seed gives the same study in every
@@ -65,7 +67,13 @@ pub enum Modality {
 
 impl Modality {
     /// Every modality, in a fixed order.
-    pub const ALL: [Modality; 5] = [Modality::Ct, Modality::Mr, Modality::Cr, Modality::Dx, Modality::Us];
+    pub const ALL: [Modality; 5] = [
+        Modality::Ct,
+        Modality::Mr,
+        Modality::Cr,
+        Modality::Dx,
+        Modality::Us,
+    ];
 
     /// The DICOM Modality (0008,0060) code (CID 29).
     pub fn code(self) -> &'static str {
@@ -103,7 +111,10 @@ impl Modality {
                 ("MRI lumbale wervelkolom", "LSPINE", ""),
             ],
             Modality::Cr => &[("X-thorax PA", "CHEST", ""), ("X-hand rechts", "HAND", "R")],
-            Modality::Dx => &[("X-thorax staand", "CHEST", ""), ("X-knie rechts", "KNEE", "R")],
+            Modality::Dx => &[
+                ("X-thorax staand", "CHEST", ""),
+                ("X-knie rechts", "KNEE", "R"),
+            ],
             Modality::Us => &[("Echo abdomen", "ABDOMEN", ""), ("Echo hals", "NECK", "")],
         }
     }
@@ -199,7 +210,9 @@ impl SynthPatient {
     /// A fixed test patient (BSN 999911120, a test BSN that passes the 11-check).
     pub fn example() -> SynthPatient {
         SynthPatient {
-            bsn: "999911120".parse().unwrap_or_else(|_| unreachable!("constant BSN passes the 11-check")),
+            bsn: "999911120"
+                .parse()
+                .unwrap_or_else(|_| unreachable!("constant BSN passes the 11-check")),
             name: "Jansen-de Vries^Eline".into(),
             birth_date: "19700312".into(),
             sex: "F".into(),
@@ -255,7 +268,10 @@ impl SyntheticStudy {
                 sop_instance_uid: i.info.sop_instance_uid.clone(),
                 sop_class_uid: i.info.sop_class_uid.clone(),
             };
-            match series.iter_mut().find(|s| s.series_instance_uid == i.info.series_instance_uid) {
+            match series
+                .iter_mut()
+                .find(|s| s.series_instance_uid == i.info.series_instance_uid)
+            {
                 Some(s) => s.instances.push(inst),
                 None => series.push(ImagingSeries {
                     series_instance_uid: i.info.series_instance_uid.clone(),
@@ -287,17 +303,27 @@ impl SyntheticStudy {
 /// The same configuration, patient and seed always give byte-identical files; different seeds (or
 /// patients) give different UIDs. Errors: [`DicomError::InvalidOption`] for an empty modality list, image
 /// sizes outside 8..=4096, an inverted date range or a UID root that is too long.
-pub fn generate_study(cfg: &SynthConfig, patient: &SynthPatient, seed: u64) -> Result<SyntheticStudy, DicomError> {
+pub fn generate_study(
+    cfg: &SynthConfig,
+    patient: &SynthPatient,
+    seed: u64,
+) -> Result<SyntheticStudy, DicomError> {
     if cfg.modalities.is_empty() {
-        return Err(DicomError::InvalidOption("no modalities to choose from".into()));
+        return Err(DicomError::InvalidOption(
+            "no modalities to choose from".into(),
+        ));
     }
     for (name, v) in [("rows", cfg.rows), ("columns", cfg.columns)] {
         if !(8..=4096).contains(&v) {
-            return Err(DicomError::InvalidOption(format!("{name} = {v}: expected 8..=4096")));
+            return Err(DicomError::InvalidOption(format!(
+                "{name} = {v}: expected 8..=4096"
+            )));
         }
     }
     if cfg.last_date < cfg.first_date {
-        return Err(DicomError::InvalidOption("last_date is before first_date".into()));
+        return Err(DicomError::InvalidOption(
+            "last_date is before first_date".into(),
+        ));
     }
     // One stream per (seed, patient): the same seed for two patients gives two different studies.
     let mut mix = seed;
@@ -309,14 +335,24 @@ pub fn generate_study(cfg: &SynthConfig, patient: &SynthPatient, seed: u64) -> R
 
     let modality = *rng.pick(&cfg.modalities);
     let (description, body_part, laterality) = *rng.pick(modality.exams());
-    let days = cfg.first_date.until(cfg.last_date).map(|s| s.get_days()).unwrap_or(0).max(0) as u32;
+    let days = cfg
+        .first_date
+        .until(cfg.last_date)
+        .map(|s| s.get_days())
+        .unwrap_or(0)
+        .max(0) as u32;
     let date = cfg
         .first_date
         .checked_add(jiff::Span::new().days(i64::from(rng.range(0, days))))
         .map_err(|e| DicomError::InvalidOption(e.to_string()))?;
     let minute = rng.range(7 * 60 + 30, 18 * 60);
-    let time = Time::new((minute / 60) as i8, (minute % 60) as i8, rng.range(0, 59) as i8, 0)
-        .map_err(|e| DicomError::InvalidOption(e.to_string()))?;
+    let time = Time::new(
+        (minute / 60) as i8,
+        (minute % 60) as i8,
+        rng.range(0, 59) as i8,
+        0,
+    )
+    .map_err(|e| DicomError::InvalidOption(e.to_string()))?;
     let start = DateTime::from_parts(date, time);
     let timezone_offset = offset_text(&cfg.time_zone, start);
     let accession_number = format!("{}{:08}", cfg.accession_prefix, rng.next() % 100_000_000);
@@ -347,16 +383,23 @@ pub fn generate_study(cfg: &SynthConfig, patient: &SynthPatient, seed: u64) -> R
             uid: uids.next_uid(),
             frame_of_reference_uid: uids.next_uid(),
             number: (s + 1) as i32,
-            description: modality.series_descriptions()[s as usize % modality.series_descriptions().len()],
+            description: modality.series_descriptions()
+                [s as usize % modality.series_descriptions().len()],
             texture: rng.range(0, 3),
         };
-        let n = rng.range(cfg.instances_per_series.0.max(1), cfg.instances_per_series.1.max(1));
+        let n = rng.range(
+            cfg.instances_per_series.0.max(1),
+            cfg.instances_per_series.1.max(1),
+        );
         for k in 0..n {
             let sop_uid = uids.next_uid();
             let obj = instance_object(&study, &series, k, n, &sop_uid, &mut rng);
             let bytes = encode(obj)?;
             let info = super::read_instance(&bytes)?;
-            instances.push(SyntheticInstance { info, bytes: Bytes::from(bytes) });
+            instances.push(SyntheticInstance {
+                info,
+                bytes: Bytes::from(bytes),
+            });
         }
     }
     Ok(SyntheticStudy {
@@ -380,7 +423,9 @@ pub fn generate_studies(
     seed: u64,
     count: usize,
 ) -> Result<Vec<SyntheticStudy>, DicomError> {
-    (0..count as u64).map(|i| generate_study(cfg, patient, seed.wrapping_add(i))).collect()
+    (0..count as u64)
+        .map(|i| generate_study(cfg, patient, seed.wrapping_add(i)))
+        .collect()
 }
 
 struct StudyCtx<'a> {
@@ -415,7 +460,11 @@ pub(crate) fn tm(t: Time) -> String {
 
 /// `+HHMM` offset of `local` in `tz` (DICOM Timezone Offset From UTC, PS3.3 C.12.1.1.8).
 pub(crate) fn offset_text(tz: &TimeZone, local: DateTime) -> String {
-    let secs = tz.to_ambiguous_zoned(local).compatible().map(|z| z.offset().seconds()).unwrap_or(0);
+    let secs = tz
+        .to_ambiguous_zoned(local)
+        .compatible()
+        .map(|z| z.offset().seconds())
+        .unwrap_or(0);
     let sign = if secs < 0 { '-' } else { '+' };
     let m = secs.unsigned_abs() / 60;
     format!("{sign}{:02}{:02}", m / 60, m % 60)
@@ -452,9 +501,12 @@ pub(crate) fn encode(obj: InMemDicomObject) -> Result<Vec<u8>, DicomError> {
         .transfer_syntax(super::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN)
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-    let file = obj.with_meta(meta).map_err(|e| DicomError::Encode(error_chain(&e)))?;
+    let file = obj
+        .with_meta(meta)
+        .map_err(|e| DicomError::Encode(error_chain(&e)))?;
     let mut out = Vec::new();
-    file.write_all(&mut out).map_err(|e| DicomError::Encode(error_chain(&e)))?;
+    file.write_all(&mut out)
+        .map_err(|e| DicomError::Encode(error_chain(&e)))?;
     Ok(out)
 }
 
@@ -462,7 +514,11 @@ fn ds(v: f64) -> String {
     // DS is at most 16 characters; three decimals is plenty for mm and ms.
     let s = format!("{v:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" { "0".into() } else { s.to_owned() }
+    if s.is_empty() || s == "-" {
+        "0".into()
+    } else {
+        s.to_owned()
+    }
 }
 
 fn instance_object(
@@ -476,7 +532,10 @@ fn instance_object(
     let cfg = st.cfg;
     let m = st.modality;
     let mut o = InMemDicomObject::new_empty();
-    let content = st.start + jiff::Span::new().minutes(i64::from(se.number)).seconds(i64::from(k) * 2);
+    let content = st.start
+        + jiff::Span::new()
+            .minutes(i64::from(se.number))
+            .seconds(i64::from(k) * 2);
     let (content_date, content_time) = (da(content.date()), tm(content.time()));
 
     // SOP Common (C.12.1)
@@ -485,25 +544,48 @@ fn instance_object(
     put_str(&mut o, tags::SOP_INSTANCE_UID, VR::UI, sop_uid);
     put_str(&mut o, tags::INSTANCE_CREATION_DATE, VR::DA, &content_date);
     put_str(&mut o, tags::INSTANCE_CREATION_TIME, VR::TM, &content_time);
-    put_str(&mut o, tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, &st.timezone_offset);
+    put_str(
+        &mut o,
+        tags::TIMEZONE_OFFSET_FROM_UTC,
+        VR::SH,
+        &st.timezone_offset,
+    );
 
     // Patient (C.7.1.1)
     put_str(&mut o, tags::PATIENT_NAME, VR::PN, &st.patient.name);
     put_str(&mut o, tags::PATIENT_ID, VR::LO, st.patient.bsn.as_str());
     put_str(&mut o, tags::ISSUER_OF_PATIENT_ID, VR::LO, "NLMINBIZA");
-    put_seq(&mut o, tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE, vec![issuer_item(Bsn::OID)]);
-    put_str(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, &st.patient.birth_date);
+    put_seq(
+        &mut o,
+        tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE,
+        vec![issuer_item(Bsn::OID)],
+    );
+    put_str(
+        &mut o,
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        &st.patient.birth_date,
+    );
     put_str(&mut o, tags::PATIENT_SEX, VR::CS, &st.patient.sex);
 
     // General Study (C.7.2.1)
     put_str(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &st.study_uid);
     put_str(&mut o, tags::STUDY_DATE, VR::DA, &da(st.start.date()));
     put_str(&mut o, tags::STUDY_TIME, VR::TM, &tm(st.start.time()));
-    put_str(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, &cfg.referring_physician);
+    put_str(
+        &mut o,
+        tags::REFERRING_PHYSICIAN_NAME,
+        VR::PN,
+        &cfg.referring_physician,
+    );
     put_str(&mut o, tags::STUDY_ID, VR::SH, &st.study_id);
     put_str(&mut o, tags::ACCESSION_NUMBER, VR::SH, &st.accession_number);
     if let Some(auth) = &cfg.accession_authority {
-        put_seq(&mut o, tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE, vec![issuer_item(auth)]);
+        put_seq(
+            &mut o,
+            tags::ISSUER_OF_ACCESSION_NUMBER_SEQUENCE,
+            vec![issuer_item(auth)],
+        );
     }
     put_str(&mut o, tags::STUDY_DESCRIPTION, VR::LO, st.description);
 
@@ -524,16 +606,31 @@ fn instance_object(
 
     // Frame of Reference (C.7.4.1)
     if m.cross_sectional() {
-        put_str(&mut o, tags::FRAME_OF_REFERENCE_UID, VR::UI, &se.frame_of_reference_uid);
+        put_str(
+            &mut o,
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &se.frame_of_reference_uid,
+        );
         put_str(&mut o, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
     }
 
     // General Equipment (C.7.5.1)
     put_str(&mut o, tags::MANUFACTURER, VR::LO, &cfg.manufacturer);
-    put_str(&mut o, tags::INSTITUTION_NAME, VR::LO, &cfg.institution_name);
+    put_str(
+        &mut o,
+        tags::INSTITUTION_NAME,
+        VR::LO,
+        &cfg.institution_name,
+    );
     put_str(&mut o, tags::STATION_NAME, VR::SH, &cfg.station_name);
     put_str(&mut o, tags::MANUFACTURER_MODEL_NAME, VR::LO, "DUO phantom");
-    put_str(&mut o, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
+    put_str(
+        &mut o,
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        env!("CARGO_PKG_VERSION"),
+    );
 
     // General Image (C.7.6.1)
     put_str(&mut o, tags::INSTANCE_NUMBER, VR::IS, &(k + 1).to_string());
@@ -552,8 +649,18 @@ fn instance_object(
         let spacing = 350.0 / f64::from(cols.max(rows));
         let thickness = if m == Modality::Ct { 5.0 } else { 4.0 };
         let z = f64::from(k) * thickness;
-        put_str(&mut o, tags::PIXEL_SPACING, VR::DS, &format!("{}\\{}", ds(spacing), ds(spacing)));
-        put_str(&mut o, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0");
+        put_str(
+            &mut o,
+            tags::PIXEL_SPACING,
+            VR::DS,
+            &format!("{}\\{}", ds(spacing), ds(spacing)),
+        );
+        put_str(
+            &mut o,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            "1\\0\\0\\0\\1\\0",
+        );
         put_str(
             &mut o,
             tags::IMAGE_POSITION_PATIENT,
@@ -590,21 +697,48 @@ fn instance_object(
         }
         Modality::Cr => {
             put_str(&mut o, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY");
-            put_str(&mut o, tags::VIEW_POSITION, VR::CS, if se.number == 1 { "PA" } else { "LL" });
+            put_str(
+                &mut o,
+                tags::VIEW_POSITION,
+                VR::CS,
+                if se.number == 1 { "PA" } else { "LL" },
+            );
             put_str(&mut o, tags::KVP, VR::DS, "110");
         }
         Modality::Dx => {
             put_str(&mut o, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY");
-            put_str(&mut o, tags::PRESENTATION_INTENT_TYPE, VR::CS, "FOR PRESENTATION");
-            put_str(&mut o, tags::IMAGE_LATERALITY, VR::CS, if st.laterality.is_empty() { "U" } else { st.laterality });
+            put_str(
+                &mut o,
+                tags::PRESENTATION_INTENT_TYPE,
+                VR::CS,
+                "FOR PRESENTATION",
+            );
+            put_str(
+                &mut o,
+                tags::IMAGE_LATERALITY,
+                VR::CS,
+                if st.laterality.is_empty() {
+                    "U"
+                } else {
+                    st.laterality
+                },
+            );
             // CID 4009 "DX Anatomy Imaged"
             let region = match st.body_part {
                 "KNEE" => ("72696002", "Knee"),
                 _ => ("43799004", "Chest"),
             };
-            put_seq(&mut o, tags::ANATOMIC_REGION_SEQUENCE, vec![code_item(region.0, "SCT", region.1)]);
+            put_seq(
+                &mut o,
+                tags::ANATOMIC_REGION_SEQUENCE,
+                vec![code_item(region.0, "SCT", region.1)],
+            );
             put_str(&mut o, tags::PIXEL_INTENSITY_RELATIONSHIP, VR::CS, "LIN");
-            o.put(DataElement::new(tags::PIXEL_INTENSITY_RELATIONSHIP_SIGN, VR::SS, dicom_value!(I16, [1])));
+            o.put(DataElement::new(
+                tags::PIXEL_INTENSITY_RELATIONSHIP_SIGN,
+                VR::SS,
+                dicom_value!(I16, [1]),
+            ));
             put_str(&mut o, tags::RESCALE_INTERCEPT, VR::DS, "0");
             put_str(&mut o, tags::RESCALE_SLOPE, VR::DS, "1");
             put_str(&mut o, tags::RESCALE_TYPE, VR::LO, "US");
@@ -621,24 +755,66 @@ fn instance_object(
                 ("LL", "399173006", "left lateral")
             };
             put_str(&mut o, tags::VIEW_POSITION, VR::CS, view.0);
-            put_seq(&mut o, tags::VIEW_CODE_SEQUENCE, vec![code_item(view.1, "SCT", view.2)]);
+            put_seq(
+                &mut o,
+                tags::VIEW_CODE_SEQUENCE,
+                vec![code_item(view.1, "SCT", view.2)],
+            );
             put_str(&mut o, tags::KVP, VR::DS, "110");
         }
         Modality::Us => {
-            put_str(&mut o, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\ABDOMINAL");
+            put_str(
+                &mut o,
+                tags::IMAGE_TYPE,
+                VR::CS,
+                "ORIGINAL\\PRIMARY\\ABDOMINAL",
+            );
         }
     }
 
     // Image Pixel (C.7.6.3) and VOI LUT (C.11.2)
     let bits_stored: u16 = if eight_bit { 8 } else { 12 };
-    o.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, dicom_value!(U16, [1])));
-    put_str(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
-    o.put(DataElement::new(tags::ROWS, VR::US, dicom_value!(U16, [rows])));
-    o.put(DataElement::new(tags::COLUMNS, VR::US, dicom_value!(U16, [cols])));
-    o.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, dicom_value!(U16, [if eight_bit { 8 } else { 16 }])));
-    o.put(DataElement::new(tags::BITS_STORED, VR::US, dicom_value!(U16, [bits_stored])));
-    o.put(DataElement::new(tags::HIGH_BIT, VR::US, dicom_value!(U16, [bits_stored - 1])));
-    o.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, dicom_value!(U16, [0])));
+    o.put(DataElement::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        dicom_value!(U16, [1]),
+    ));
+    put_str(
+        &mut o,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    );
+    o.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        dicom_value!(U16, [rows]),
+    ));
+    o.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        dicom_value!(U16, [cols]),
+    ));
+    o.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        dicom_value!(U16, [if eight_bit { 8 } else { 16 }]),
+    ));
+    o.put(DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        dicom_value!(U16, [bits_stored]),
+    ));
+    o.put(DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        dicom_value!(U16, [bits_stored - 1]),
+    ));
+    o.put(DataElement::new(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        dicom_value!(U16, [0]),
+    ));
     let (center, width) = match m {
         Modality::Ct => ("40", "400"),
         Modality::Us => ("128", "256"),
@@ -650,16 +826,32 @@ fn instance_object(
     let pixels = phantom(m, rows, cols, k, n, se.texture, rng);
     if eight_bit {
         let v: Vec<u8> = pixels.iter().map(|&p| (p >> 4) as u8).collect();
-        o.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(v.into())));
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PrimitiveValue::U8(v.into()),
+        ));
     } else {
-        o.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())));
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(pixels.into()),
+        ));
     }
     o
 }
 
 /// A 12-bit phantom: air/background, an elliptic body, a disc that grows and shrinks across the instances
 /// of a series (a sphere cut in slices), a texture chosen per series, and a little deterministic noise.
-fn phantom(m: Modality, rows: u16, cols: u16, k: u32, n: u32, texture: u32, rng: &mut Rng) -> Vec<u16> {
+fn phantom(
+    m: Modality,
+    rows: u16,
+    cols: u16,
+    k: u32,
+    n: u32,
+    texture: u32,
+    rng: &mut Rng,
+) -> Vec<u16> {
     let (r, c) = (f64::from(rows), f64::from(cols));
     // CT values are stored as HU + 1024: air 24, soft tissue ~1064, bone ~1724.
     let (air, tissue, dense) = match m {
@@ -668,7 +860,11 @@ fn phantom(m: Modality, rows: u16, cols: u16, k: u32, n: u32, texture: u32, rng:
         Modality::Cr | Modality::Dx => (3800.0, 1900.0, 600.0),
         Modality::Us => (0.0, 1600.0, 3600.0),
     };
-    let phase = if n > 1 { f64::from(k) / f64::from(n - 1) } else { 0.5 };
+    let phase = if n > 1 {
+        f64::from(k) / f64::from(n - 1)
+    } else {
+        0.5
+    };
     let disc_r = 0.08 + 0.17 * (std::f64::consts::PI * phase).sin();
     let mut out = Vec::with_capacity(usize::from(rows) * usize::from(cols));
     for y in 0..rows {
@@ -715,7 +911,10 @@ mod tests {
         assert_ne!(a.study_instance_uid, c.study_instance_uid);
         let mut other = p.clone();
         other.bsn = "111222333".parse().unwrap();
-        assert_ne!(generate_study(&cfg, &other, 11).unwrap().study_instance_uid, a.study_instance_uid);
+        assert_ne!(
+            generate_study(&cfg, &other, 11).unwrap().study_instance_uid,
+            a.study_instance_uid
+        );
     }
 
     #[test]
@@ -736,7 +935,10 @@ mod tests {
                 assert_eq!(i.info.sop_class_uid, s.modality.sop_class_uid());
                 assert_eq!(i.info.patient_name, p.name);
                 assert_eq!(i.info.study_date, s.study_date);
-                assert!(i.info.study_date.as_str() >= "20150101" && i.info.study_date.as_str() <= "20251231");
+                assert!(
+                    i.info.study_date.as_str() >= "20150101"
+                        && i.info.study_date.as_str() <= "20251231"
+                );
                 assert!(sop.insert(i.info.sop_instance_uid.clone()));
                 // 128 preamble + meta + header + 64*64 pixels of 1 or 2 bytes
                 assert!(i.bytes.len() > 64 * 64, "{}", i.bytes.len());
@@ -745,18 +947,27 @@ mod tests {
             assert_eq!(study.number_of_instances(), s.instances.len());
         }
         for m in Modality::ALL {
-            assert!(seen.contains(&m), "modality {m:?} never chosen in 40 studies");
+            assert!(
+                seen.contains(&m),
+                "modality {m:?} never chosen in 40 studies"
+            );
         }
     }
 
     #[test]
     fn pixel_data_has_a_visible_pattern() {
-        let cfg = SynthConfig { modalities: vec![Modality::Ct], ..SynthConfig::default() };
+        let cfg = SynthConfig {
+            modalities: vec![Modality::Ct],
+            ..SynthConfig::default()
+        };
         let s = generate_study(&cfg, &SynthPatient::example(), 3).unwrap();
         let obj = crate::dicom::instance::open(&s.instances[0].bytes, false).unwrap();
         let px = obj.get(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
         assert_eq!(px.len(), 64 * 64 * 2);
-        let vals: Vec<u16> = px.chunks(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+        let vals: Vec<u16> = px
+            .chunks(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
         let centre = vals[32 * 64 + 32];
         let corner = vals[0];
         assert!(corner < 100, "air in the corner: {corner}");
@@ -767,11 +978,33 @@ mod tests {
     #[test]
     fn bad_options_are_named() {
         let p = SynthPatient::example();
-        let cfg = SynthConfig { modalities: vec![], ..SynthConfig::default() };
-        assert!(matches!(generate_study(&cfg, &p, 1), Err(DicomError::InvalidOption(_))));
-        let cfg = SynthConfig { rows: 2, ..SynthConfig::default() };
-        assert!(generate_study(&cfg, &p, 1).unwrap_err().to_string().contains("rows"));
-        let cfg = SynthConfig { accession_prefix: "A-VERY-LONG-PREFIX".into(), ..SynthConfig::default() };
-        assert!(generate_study(&cfg, &p, 1).unwrap_err().to_string().contains("16"));
+        let cfg = SynthConfig {
+            modalities: vec![],
+            ..SynthConfig::default()
+        };
+        assert!(matches!(
+            generate_study(&cfg, &p, 1),
+            Err(DicomError::InvalidOption(_))
+        ));
+        let cfg = SynthConfig {
+            rows: 2,
+            ..SynthConfig::default()
+        };
+        assert!(
+            generate_study(&cfg, &p, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("rows")
+        );
+        let cfg = SynthConfig {
+            accession_prefix: "A-VERY-LONG-PREFIX".into(),
+            ..SynthConfig::default()
+        };
+        assert!(
+            generate_study(&cfg, &p, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("16")
+        );
     }
 }

@@ -11,13 +11,19 @@ use super::kos::{KosOptions, build_kos};
 use super::synth::{Modality, SynthConfig, SynthPatient, generate_study};
 
 fn tools_required() -> bool {
-    let ci = std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false);
-    ci || std::env::var("DUO_REQUIRE_TOOLS").map(|v| v == "1").unwrap_or(false)
+    let ci = std::env::var("CI")
+        .map(|v| !v.is_empty() && v != "false" && v != "0")
+        .unwrap_or(false);
+    ci || std::env::var("DUO_REQUIRE_TOOLS")
+        .map(|v| v == "1")
+        .unwrap_or(false)
 }
 
 fn missing(what: &str) -> Option<PathBuf> {
     if tools_required() {
-        panic!("{what} is required (CI or DUO_REQUIRE_TOOLS=1 is set); install it with scripts/setup.sh");
+        panic!(
+            "{what} is required (CI or DUO_REQUIRE_TOOLS=1 is set); install it with scripts/setup.sh"
+        );
     }
     eprintln!("SKIP: {what} not available (run scripts/setup.sh and `source .tools/env`)");
     None
@@ -45,7 +51,9 @@ pub(crate) fn python() -> Option<PathBuf> {
 
 /// Runs a command; returns (exit success, stdout, stderr).
 pub(crate) fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -53,20 +61,36 @@ pub(crate) fn run(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
-/// A sample of synthetic studies covering every modality, written to `dir`; returns (instance files,
-/// manifest files, expected (path, SOP Instance UID, Study Instance UID) triples).
-fn write_samples(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>, Vec<(PathBuf, String, String)>) {
+/// Files written by [`write_samples`].
+struct Samples {
+    instances: Vec<PathBuf>,
+    manifests: Vec<PathBuf>,
+    /// (path, SOP Instance UID, Study Instance UID) of every file.
+    expected: Vec<(PathBuf, String, String)>,
+}
+
+/// A sample of synthetic studies covering every modality, with their manifests, written to `dir`.
+fn write_samples(dir: &Path) -> Samples {
     let patient = SynthPatient::example();
     let mut instances = Vec::new();
     let mut manifests = Vec::new();
     let mut expected = Vec::new();
     for (n, m) in Modality::ALL.iter().enumerate() {
-        let cfg = SynthConfig { modalities: vec![*m], series_per_study: (2, 2), instances_per_series: (2, 2), ..Default::default() };
+        let cfg = SynthConfig {
+            modalities: vec![*m],
+            series_per_study: (2, 2),
+            instances_per_series: (2, 2),
+            ..Default::default()
+        };
         let s = generate_study(&cfg, &patient, 100 + n as u64).unwrap();
         for (k, i) in s.instances.iter().enumerate() {
             let p = dir.join(format!("{}-{k}.dcm", m.code()));
             std::fs::write(&p, &i.bytes).unwrap();
-            expected.push((p.clone(), i.info.sop_instance_uid.clone(), i.info.study_instance_uid.clone()));
+            expected.push((
+                p.clone(),
+                i.info.sop_instance_uid.clone(),
+                i.info.study_instance_uid.clone(),
+            ));
             instances.push(p);
         }
         let opts = KosOptions {
@@ -77,42 +101,79 @@ fn write_samples(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>, Vec<(PathBuf, Strin
         let kos = build_kos(&s.infos(), &opts).unwrap();
         let p = dir.join(format!("{}-kos.dcm", m.code()));
         std::fs::write(&p, &kos.bytes).unwrap();
-        expected.push((p.clone(), kos.manifest.sop_instance_uid.clone(), s.study_instance_uid.clone()));
+        expected.push((
+            p.clone(),
+            kos.manifest.sop_instance_uid.clone(),
+            s.study_instance_uid.clone(),
+        ));
         manifests.push(p);
     }
-    (instances, manifests, expected)
+    Samples {
+        instances,
+        manifests,
+        expected,
+    }
 }
 
 #[test]
 fn dcmdump_reads_every_instance_and_manifest() {
-    let Some(dcmdump) = tool("dcmdump") else { return };
+    let Some(dcmdump) = tool("dcmdump") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (instances, manifests, _) = write_samples(dir.path());
+    let Samples {
+        instances,
+        manifests,
+        ..
+    } = write_samples(dir.path());
     for p in instances.iter().chain(&manifests) {
         // +E: print parser errors; -q would hide warnings we want to see in the failure message
         let (ok, out, err) = run(Command::new(&dcmdump).arg("-dc").arg("+E").arg(p));
         assert!(ok, "dcmdump failed on {}: {err}", p.display());
-        assert!(!err.contains("E: ") && !err.contains("W: "), "dcmdump complained about {}: {err}", p.display());
-        assert!(out.contains("(0020,000d)"), "no Study Instance UID in dump of {}", p.display());
+        assert!(
+            !err.contains("E: ") && !err.contains("W: "),
+            "dcmdump complained about {}: {err}",
+            p.display()
+        );
+        assert!(
+            out.contains("(0020,000d)"),
+            "no Study Instance UID in dump of {}",
+            p.display()
+        );
     }
     // the manifest structure as dcmtk sees it
     let (_, out, _) = run(Command::new(&dcmdump).arg(&manifests[0]));
-    for needle in ["=KeyObjectSelectionDocumentStorage", "(0040,a375)", "(0040,e011)", "(0040,a370)", "113030"] {
+    for needle in [
+        "=KeyObjectSelectionDocumentStorage",
+        "(0040,a375)",
+        "(0040,e011)",
+        "(0040,a370)",
+        "113030",
+    ] {
         assert!(out.contains(needle), "KOS dump lacks {needle}:\n{out}");
     }
 }
 
 #[test]
 fn dsrdump_reads_the_manifest_content_tree() {
-    let Some(dsrdump) = tool("dsrdump") else { return };
+    let Some(dsrdump) = tool("dsrdump") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (_, manifests, _) = write_samples(dir.path());
+    let Samples { manifests, .. } = write_samples(dir.path());
     for p in &manifests {
         let (ok, out, err) = run(Command::new(&dsrdump).arg("-Ee").arg(p));
         assert!(ok, "dsrdump failed on {}: {err}", p.display());
-        assert!(err.lines().all(|l| !l.starts_with("E:")), "dsrdump errors on {}: {err}", p.display());
+        assert!(
+            err.lines().all(|l| !l.starts_with("E:")),
+            "dsrdump errors on {}: {err}",
+            p.display()
+        );
         assert!(out.starts_with("Key Object Selection Document"), "{out}");
-        assert!(out.contains("<CONTAINER:(,,\"Manifest\")=SEPARATE>"), "{out}");
+        assert!(
+            out.contains("<CONTAINER:(,,\"Manifest\")=SEPARATE>"),
+            "{out}"
+        );
         // write_samples makes 2 series x 2 instances per study, all images
         assert_eq!(out.matches("<contains IMAGE:").count(), 4, "{out}");
     }
@@ -120,9 +181,15 @@ fn dsrdump_reads_the_manifest_content_tree() {
 
 #[test]
 fn dciodvfy_finds_no_iod_errors() {
-    let Some(dciodvfy) = tool("dciodvfy") else { return };
+    let Some(dciodvfy) = tool("dciodvfy") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (instances, manifests, _) = write_samples(dir.path());
+    let Samples {
+        instances,
+        manifests,
+        ..
+    } = write_samples(dir.path());
     let mut failures = Vec::new();
     for p in instances.iter().chain(&manifests) {
         let (_, out, err) = run(Command::new(&dciodvfy).arg(p));
@@ -132,14 +199,18 @@ fn dciodvfy_finds_no_iod_errors() {
             failures.push(format!("{}:\n  {}", p.display(), errors.join("\n  ")));
         }
     }
-    assert!(failures.is_empty(), "dciodvfy errors:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "dciodvfy errors:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn pydicom_reads_the_same_uids() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (_, _, expected) = write_samples(dir.path());
+    let Samples { expected, .. } = write_samples(dir.path());
     let script = r#"
 import sys, pydicom
 for path in sys.argv[1:]:
@@ -163,7 +234,9 @@ for path in sys.argv[1:]:
         assert_eq!(f[1], sop);
         assert_eq!(f[2], study);
         assert_eq!(f[3], "1.2.840.10008.1.2.1");
-        assert_eq!(f[4], "Jansen-de Vries^Eline", "the UTF-8 name decoded by pydicom");
+        assert_eq!(
+            f[4], "Jansen-de Vries^Eline",
+            "the UTF-8 name decoded by pydicom"
+        );
     }
 }
-

@@ -43,7 +43,11 @@ impl UidGenerator {
                 MAX_UID_LEN - 33
             )));
         }
-        Ok(UidGenerator { root, seed, counter: 0 })
+        Ok(UidGenerator {
+            root,
+            seed,
+            counter: 0,
+        })
     }
 
     /// The next UID.
@@ -111,7 +115,10 @@ mod tests {
         assert_eq!(g.next_uid(), "1.2.3.4.7.1");
         assert_eq!(g.next_uid(), "1.2.3.4.7.2");
         let long: Oid = "1.2.840.113619.2.55.3.604688119.9999.12".parse().unwrap();
-        assert!(matches!(UidGenerator::new(UidRoot::Org(long), 1), Err(DicomError::InvalidOption(_))));
+        assert!(matches!(
+            UidGenerator::new(UidRoot::Org(long), 1),
+            Err(DicomError::InvalidOption(_))
+        ));
         let max: Oid = "1.2.3.4.5.6.7.8.9.10.11.12.1345".parse().unwrap();
         assert_eq!(max.as_str().len(), 31);
         let mut g = UidGenerator::new(UidRoot::Org(max), u64::MAX).unwrap();
@@ -123,7 +130,10 @@ mod tests {
     fn derived_uids_depend_on_both_parts() {
         assert_eq!(derived_uid("kos", "1.2.3"), derived_uid("kos", "1.2.3"));
         assert_ne!(derived_uid("kos", "1.2.3"), derived_uid("kos", "1.2.4"));
-        assert_ne!(derived_uid("kos", "1.2.3"), derived_uid("kos-series", "1.2.3"));
+        assert_ne!(
+            derived_uid("kos", "1.2.3"),
+            derived_uid("kos-series", "1.2.3")
+        );
         assert!(is_valid_uid(&derived_uid("a", "b")));
         assert!(!is_valid_uid("1.02.3"));
         assert!(!is_valid_uid(&"1.".repeat(40)));
