@@ -85,8 +85,22 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan, DicomError> {
         explicit: true,
         endian: Endian::Little,
     };
+    // The parser reads the group by its declared length (0002,0000), which must come first: require the
+    // declared length to match the elements, so that the data set starts where both readers think it does.
+    let group_length = {
+        let h = header(bytes, pos, meta, bytes.len())?;
+        if h.tag != Tag(0x0002, 0x0000) || h.len != 4 {
+            return Err(DicomError::Malformed(format!(
+                "File Meta Information starts with {} instead of its Group Length (0002,0000)",
+                tag_text(h.tag)
+            )));
+        }
+        let v = read_u32(bytes, pos + h.header_len, Endian::Little) as usize;
+        pos += h.header_len + 4;
+        v
+    };
+    let meta_start = pos;
     let mut transfer_syntax = None;
-    let mut meta_elements = 0;
     while pos + 4 <= bytes.len() && read_u16(bytes, pos, Endian::Little) == 0x0002 {
         let h = header(bytes, pos, meta, bytes.len())?;
         if h.len == UNDEFINED {
@@ -103,12 +117,12 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan, DicomError> {
             transfer_syntax = Some(text.trim_end_matches(['\0', ' ']).trim().to_owned());
         }
         pos = end;
-        meta_elements += 1;
     }
-    if meta_elements == 0 {
-        return Err(DicomError::Malformed(
-            "DICM prefix without File Meta Information (group 0002)".into(),
-        ));
+    if pos - meta_start != group_length {
+        return Err(DicomError::Malformed(format!(
+            "File Meta Information Group Length (0002,0000) is {group_length} but the group holds {} bytes",
+            pos - meta_start
+        )));
     }
     let transfer_syntax = match transfer_syntax {
         Some(t) if !t.is_empty() => t,
@@ -437,14 +451,21 @@ mod tests {
 
     /// A minimal Part 10 header (no preamble) with the given transfer syntax.
     fn meta(ts_uid: &str) -> Vec<u8> {
-        let mut v = b"DICM".to_vec();
         let mut uid = ts_uid.as_bytes().to_vec();
         if uid.len() % 2 == 1 {
             uid.push(0);
         }
-        v.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        v.extend_from_slice(&(uid.len() as u16).to_le_bytes());
-        v.extend_from_slice(&uid);
+        with_group_length(explicit_el((0x0002, 0x0010), b"UI", &uid))
+    }
+
+    fn with_group_length(group: Vec<u8>) -> Vec<u8> {
+        let mut v = b"DICM".to_vec();
+        v.extend(explicit_el(
+            (0x0002, 0x0000),
+            b"UL",
+            &(group.len() as u32).to_le_bytes(),
+        ));
+        v.extend(group);
         v
     }
 
@@ -508,8 +529,7 @@ mod tests {
         ]);
         assert!(scan(&f).unwrap_err().to_string().contains("no delimiter"));
 
-        let mut g = b"DICM".to_vec();
-        g.extend(explicit_el((0x0002, 0x0002), b"UI", b"1.2.3\0"));
+        let g = with_group_length(explicit_el((0x0002, 0x0002), b"UI", b"1.2.3\0"));
         assert_eq!(
             scan(&g).unwrap_err(),
             DicomError::MissingAttribute(
@@ -518,6 +538,24 @@ mod tests {
         );
         assert!(matches!(scan(b"hello"), Err(DicomError::NotPart10(_))));
         assert!(matches!(scan(&[0u8; 400]), Err(DicomError::NotPart10(_))));
+    }
+
+    #[test]
+    fn group_length_must_match_the_meta_elements() {
+        // A declared group length shorter than the elements would make the parser read the rest of group
+        // 0002 as data set (in implicit VR: "UI" and a 16-bit length become one 32-bit length).
+        let mut f = meta(ts::IMPLICIT_VR_LITTLE_ENDIAN);
+        f.extend(explicit_el((0x0002, 0x0013), b"SH", b"HOSTILE "));
+        let e = scan(&f).unwrap_err();
+        assert!(e.to_string().contains("Group Length (0002,0000)"), "{e}");
+        let mut no_length = b"DICM".to_vec();
+        no_length.extend(explicit_el((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2\0"));
+        assert!(
+            scan(&no_length)
+                .unwrap_err()
+                .to_string()
+                .contains("instead of its Group Length")
+        );
     }
 
     #[test]
