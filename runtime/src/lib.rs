@@ -6,9 +6,11 @@
 //! [`audit`] records every query, retrieve and consent decision; [`config`] is the configuration file the
 //! operator renders. [`sim`] holds the simulators of parts with no public implementation (XDS-I.b
 //! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
+//! [`dicom`] reads, generates and publishes DICOM: instances, KOS manifests, reports and their XDS metadata.
 
 pub mod backend;
 pub mod config;
+pub mod dicom;
 pub mod ihe;
 pub mod model;
 pub mod server;
