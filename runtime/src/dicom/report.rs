@@ -255,18 +255,17 @@ fn pn_display(pn: &str) -> String {
 }
 
 fn da_display(d: &str) -> String {
-    if d.len() == 8 {
-        format!("{}-{}-{}", &d[6..8], &d[4..6], &d[0..4])
-    } else {
-        d.to_owned()
+    // Input comes from DICOM files: slice only when all parts are there (never panic on odd text).
+    match (d.get(0..4), d.get(4..6), d.get(6..8)) {
+        (Some(y), Some(m), Some(day)) if d.len() == 8 => format!("{day}-{m}-{y}"),
+        _ => d.to_owned(),
     }
 }
 
 fn tm_display(t: &str) -> String {
-    if t.len() >= 4 && t.is_char_boundary(4) {
-        format!("{}:{}", &t[0..2], &t[2..4])
-    } else {
-        t.to_owned()
+    match (t.get(0..2), t.get(2..4)) {
+        (Some(h), Some(m)) => format!("{h}:{m}"),
+        _ => t.to_owned(),
     }
 }
 
@@ -814,5 +813,9 @@ mod tests {
         );
         assert_eq!(pdf_string("a(b)\\ë€☃"), b"(a\\(b\\)\\\\\xEB\x80?)".to_vec());
         assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
+        assert_eq!(da_display("20240131"), "31-01-2024");
+        assert_eq!(da_display("2€01010"), "2€01010");
+        assert_eq!(tm_display("0930"), "09:30");
+        assert_eq!(tm_display("0€"), "0€");
     }
 }
