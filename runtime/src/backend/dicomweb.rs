@@ -1,0 +1,1 @@
+//! DICOMweb PACS backend (QIDO-RS / WADO-RS) presented as an XDS-I.b source.
