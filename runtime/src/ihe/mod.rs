@@ -5,3 +5,4 @@
 //! canonical and validates against the IHE schemas in `testdata/ihe/schema`.
 
 pub mod soap;
+pub mod xua;
