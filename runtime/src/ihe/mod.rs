@@ -15,6 +15,7 @@ pub mod query;
 pub mod retrieve;
 pub mod soap;
 pub mod transform;
+pub mod xua;
 
 use crate::config::LimitsConfig;
 use crate::xml::{Elem, Limits, Reader, Writer, XmlError};
