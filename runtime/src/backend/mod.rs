@@ -26,7 +26,10 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::ihe::mtom::{MtomError, RetrieveItem, RetrieveResponseReader};
 use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse};
-use crate::ihe::retrieve::{DocumentResponseMeta, RegistryResponse, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest};
+use crate::ihe::retrieve::{
+    DocumentResponseMeta, RegistryResponse, RetrieveDocumentSetRequest,
+    RetrieveImagingDocumentSetRequest,
+};
 use crate::ihe::{ErrorCode, Fault, RegistryError, Transaction};
 
 /// A boxed future, the return type of [`Community`] methods.
@@ -76,7 +79,9 @@ impl BackendError {
     /// registry/repository error of the transaction when it answered wrongly (ITI TF-2b 3.38.4.1.3).
     pub fn to_registry_error(&self, tx: Transaction, community: &str) -> RegistryError {
         let code = match self {
-            BackendError::Timeout(_) | BackendError::Transport(_) | BackendError::Http { .. } => ErrorCode::XDSUnavailableCommunity,
+            BackendError::Timeout(_) | BackendError::Transport(_) | BackendError::Http { .. } => {
+                ErrorCode::XDSUnavailableCommunity
+            }
             BackendError::Unsupported(_) => ErrorCode::XDSUnknownStoredQuery,
             BackendError::Fault(_) | BackendError::Protocol(_) => match tx {
                 Transaction::Iti18 | Transaction::Iti38 => ErrorCode::XDSRegistryError,
@@ -112,19 +117,30 @@ pub struct RetrieveStream {
 
 impl std::fmt::Debug for RetrieveStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RetrieveStream").field("response", &self.response).field("documents", &self.documents.len()).finish()
+        f.debug_struct("RetrieveStream")
+            .field("response", &self.response)
+            .field("documents", &self.documents.len())
+            .finish()
     }
 }
 
 impl RetrieveStream {
     /// A stream from a response being read from a peer.
     pub fn from_reader(r: RetrieveResponseReader) -> RetrieveStream {
-        RetrieveStream { response: r.registry_response().clone(), documents: r.documents().to_vec(), items: r.into_items().boxed() }
+        RetrieveStream {
+            response: r.registry_response().clone(),
+            documents: r.documents().to_vec(),
+            items: r.into_items().boxed(),
+        }
     }
 
     /// No documents, only errors (status derived: Failure when there is an Error).
     pub fn errors(errors: Vec<RegistryError>) -> RetrieveStream {
-        RetrieveStream { response: RegistryResponse::derive(errors, 0), documents: Vec::new(), items: stream::empty().boxed() }
+        RetrieveStream {
+            response: RegistryResponse::derive(errors, 0),
+            documents: Vec::new(),
+            items: stream::empty().boxed(),
+        }
     }
 
     /// Concatenates several answers into one (documents re-indexed, contents in order, errors joined,
@@ -144,7 +160,11 @@ impl RetrieveStream {
             }));
         }
         let n = documents.len();
-        RetrieveStream { response: RegistryResponse::derive(errors, n), documents, items: stream::iter(streams).flatten().boxed() }
+        RetrieveStream {
+            response: RegistryResponse::derive(errors, n),
+            documents,
+            items: stream::iter(streams).flatten().boxed(),
+        }
     }
 }
 
@@ -152,13 +172,25 @@ impl RetrieveStream {
 pub trait Community: Send + Sync {
     /// A stored query (ITI-18 semantics; sent as ITI-38 to a remote gateway). The answer's objects carry
     /// `home` when the community sets it.
-    fn query(&self, ctx: CallContext, req: AdhocQueryRequest) -> BoxFut<'_, Result<AdhocQueryResponse, BackendError>>;
+    fn query(
+        &self,
+        ctx: CallContext,
+        req: AdhocQueryRequest,
+    ) -> BoxFut<'_, Result<AdhocQueryResponse, BackendError>>;
 
     /// Retrieve Document Set (ITI-43 semantics; ITI-39 to a remote gateway), streamed.
-    fn retrieve(&self, ctx: CallContext, req: RetrieveDocumentSetRequest) -> BoxFut<'_, Result<RetrieveStream, BackendError>>;
+    fn retrieve(
+        &self,
+        ctx: CallContext,
+        req: RetrieveDocumentSetRequest,
+    ) -> BoxFut<'_, Result<RetrieveStream, BackendError>>;
 
     /// Retrieve Imaging Document Set (RAD-69 semantics; RAD-75 to a remote gateway), streamed.
-    fn retrieve_images(&self, ctx: CallContext, req: RetrieveImagingDocumentSetRequest) -> BoxFut<'_, Result<RetrieveStream, BackendError>>;
+    fn retrieve_images(
+        &self,
+        ctx: CallContext,
+        req: RetrieveImagingDocumentSetRequest,
+    ) -> BoxFut<'_, Result<RetrieveStream, BackendError>>;
 }
 
 #[cfg(test)]
@@ -167,24 +199,39 @@ mod tests {
     use bytes::Bytes;
 
     fn part(docs: &[&str], errors: Vec<RegistryError>) -> RetrieveStream {
-        let documents: Vec<DocumentResponseMeta> =
-            docs.iter().map(|d| DocumentResponseMeta { document_unique_id: (*d).into(), ..Default::default() }).collect();
+        let documents: Vec<DocumentResponseMeta> = docs
+            .iter()
+            .map(|d| DocumentResponseMeta {
+                document_unique_id: (*d).into(),
+                ..Default::default()
+            })
+            .collect();
         let mut items = Vec::new();
         for (i, d) in docs.iter().enumerate() {
             items.push(Ok(RetrieveItem::Document(i)));
             items.push(Ok(RetrieveItem::Chunk(Bytes::from(d.to_string()))));
             items.push(Ok(RetrieveItem::End));
         }
-        RetrieveStream { response: RegistryResponse::derive(errors.clone(), docs.len()), documents, items: stream::iter(items).boxed() }
+        RetrieveStream {
+            response: RegistryResponse::derive(errors.clone(), docs.len()),
+            documents,
+            items: stream::iter(items).boxed(),
+        }
     }
 
     #[tokio::test]
     async fn combine_reindexes_and_derives_status() {
         let a = part(&["a1", "a2"], vec![]);
-        let b = part(&["b1"], vec![RegistryError::new(ErrorCode::XDSDocumentUniqueIdError, "x")]);
+        let b = part(
+            &["b1"],
+            vec![RegistryError::new(ErrorCode::XDSDocumentUniqueIdError, "x")],
+        );
         let c = RetrieveStream::combine(vec![a, b], vec![]);
         assert_eq!(c.documents.len(), 3);
-        assert_eq!(c.response.status, crate::ihe::ResponseStatus::PartialSuccess);
+        assert_eq!(
+            c.response.status,
+            crate::ihe::ResponseStatus::PartialSuccess
+        );
         let items: Vec<_> = c.items.collect().await;
         let docs: Vec<usize> = items
             .iter()
@@ -194,13 +241,17 @@ mod tests {
             })
             .collect();
         assert_eq!(docs, vec![0, 1, 2]);
-        let none = RetrieveStream::combine(vec![], vec![RegistryError::new(ErrorCode::XDSUnknownCommunity, "y")]);
+        let none = RetrieveStream::combine(
+            vec![],
+            vec![RegistryError::new(ErrorCode::XDSUnknownCommunity, "y")],
+        );
         assert_eq!(none.response.status, crate::ihe::ResponseStatus::Failure);
     }
 
     #[test]
     fn unavailable_community_code() {
-        let e = BackendError::Timeout(Duration::from_millis(5)).to_registry_error(Transaction::Iti38, "urn:oid:1.2");
+        let e = BackendError::Timeout(Duration::from_millis(5))
+            .to_registry_error(Transaction::Iti38, "urn:oid:1.2");
         assert_eq!(e.error_code, ErrorCode::XDSUnavailableCommunity);
         assert_eq!(e.location.as_deref(), Some("urn:oid:1.2"));
     }

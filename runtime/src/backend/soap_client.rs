@@ -52,61 +52,127 @@ fn mtom_error(e: mtom::MtomError) -> BackendError {
 impl SoapClient {
     /// A client with these limits on what answers may make it buffer, and the deadline used when the
     /// call context names none.
-    pub fn new(http: reqwest::Client, limits: MtomLimits, default_deadline: Duration) -> SoapClient {
-        SoapClient { http, limits, default_deadline }
+    pub fn new(
+        http: reqwest::Client,
+        limits: MtomLimits,
+        default_deadline: Duration,
+    ) -> SoapClient {
+        SoapClient {
+            http,
+            limits,
+            default_deadline,
+        }
     }
 
-    fn envelope<Req: Message>(&self, url: &str, tx: Transaction, ctx: &CallContext, body: &Req) -> String {
+    fn envelope<Req: Message>(
+        &self,
+        url: &str,
+        tx: Transaction,
+        ctx: &CallContext,
+        body: &Req,
+    ) -> String {
         let mut h = SoapHeader::request(tx.request_action(), Some(url));
         h.other = ctx.header_blocks.as_ref().clone();
         write_soap(&h, body)
     }
 
-    async fn send(&self, url: &str, tx: Transaction, xml: String, mtom_request: bool) -> Result<reqwest::Response, BackendError> {
+    async fn send(
+        &self,
+        url: &str,
+        tx: Transaction,
+        xml: String,
+        mtom_request: bool,
+    ) -> Result<reqwest::Response, BackendError> {
         let req = if mtom_request {
             // ITI-43 / RAD-69 repositories may insist on MTOM requests (ITI TF-2 V.3.6)
             let (ct, body) = mtom::wrap_root(&xml, tx.request_action());
-            self.http.post(url).header(http::header::CONTENT_TYPE, ct).body(body)
+            self.http
+                .post(url)
+                .header(http::header::CONTENT_TYPE, ct)
+                .body(body)
         } else {
-            let ct = format!("application/soap+xml; charset=UTF-8; action=\"{}\"", tx.request_action());
-            self.http.post(url).header(http::header::CONTENT_TYPE, ct).body(xml)
+            let ct = format!(
+                "application/soap+xml; charset=UTF-8; action=\"{}\"",
+                tx.request_action()
+            );
+            self.http
+                .post(url)
+                .header(http::header::CONTENT_TYPE, ct)
+                .body(xml)
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         // SOAP 1.2 faults come with HTTP 400/500: read them as faults, not as bare HTTP errors
-        let ct = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-        if status.is_success() || (ct.contains("soap") || ct.contains("xop") || ct.contains("multipart")) {
+        let ct = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if status.is_success()
+            || (ct.contains("soap") || ct.contains("xop") || ct.contains("multipart"))
+        {
             if !status.is_success() {
                 let body = resp.bytes().await.map_err(transport)?;
-                let (root, _) = mtom::soap_envelope(&ct, body.clone(), &self.limits).map_err(mtom_error)?;
-                let e = read_soap::<crate::ihe::retrieve::RetrieveDocumentSetResponse>(&root, &self.limits.xml).err();
+                let (root, _) =
+                    mtom::soap_envelope(&ct, body.clone(), &self.limits).map_err(mtom_error)?;
+                let e = read_soap::<crate::ihe::retrieve::RetrieveDocumentSetResponse>(
+                    &root,
+                    &self.limits.xml,
+                )
+                .err();
                 return Err(match e {
                     Some(SoapError::Fault(f)) => BackendError::Fault(f),
-                    _ => BackendError::Http { status: status.as_u16(), reason: quote(&body) },
+                    _ => BackendError::Http {
+                        status: status.as_u16(),
+                        reason: quote(&body),
+                    },
                 });
             }
             return Ok(resp);
         }
         let body = resp.bytes().await.unwrap_or_default();
-        Err(BackendError::Http { status: status.as_u16(), reason: quote(&body) })
+        Err(BackendError::Http {
+            status: status.as_u16(),
+            reason: quote(&body),
+        })
     }
 
     /// Sends `body` as transaction `tx` and reads the whole answer as `Resp` (queries: answers are
     /// bounded by the limits). The deadline covers connecting, sending and reading.
-    pub async fn call<Req: Message, Resp: Message>(&self, url: &str, tx: Transaction, ctx: &CallContext, body: &Req) -> Result<Resp, BackendError> {
+    pub async fn call<Req: Message, Resp: Message>(
+        &self,
+        url: &str,
+        tx: Transaction,
+        ctx: &CallContext,
+        body: &Req,
+    ) -> Result<Resp, BackendError> {
         let deadline = ctx.deadline.unwrap_or(self.default_deadline);
         let xml = self.envelope(url, tx, ctx, body);
         let fut = async {
             let resp = self.send(url, tx, xml, false).await?;
-            let ct = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            mtom::check_declared_length(resp.content_length(), self.limits.max_buffered_bytes as u64).map_err(mtom_error)?;
+            let ct = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            mtom::check_declared_length(
+                resp.content_length(),
+                self.limits.max_buffered_bytes as u64,
+            )
+            .map_err(mtom_error)?;
             let len = resp.content_length();
-            let body = mtom::collect_body(len, resp.bytes_stream(), self.limits.max_buffered_bytes).await.map_err(mtom_error)?;
+            let body = mtom::collect_body(len, resp.bytes_stream(), self.limits.max_buffered_bytes)
+                .await
+                .map_err(mtom_error)?;
             let (root, _) = mtom::soap_envelope(&ct, body, &self.limits).map_err(mtom_error)?;
             let (_h, msg) = read_soap::<Resp>(&root, &self.limits.xml).map_err(soap_error)?;
             Ok(msg)
         };
-        tokio::time::timeout(deadline, fut).await.map_err(|_| BackendError::Timeout(deadline))?
+        tokio::time::timeout(deadline, fut)
+            .await
+            .map_err(|_| BackendError::Timeout(deadline))?
     }
 
     /// Sends a retrieve request and opens the answer as a stream (MTOM, plain SOAP with base64, or
@@ -124,29 +190,56 @@ impl SoapClient {
         let xml = self.envelope(url, tx, ctx, body);
         let fut = async {
             let resp = self.send(url, tx, xml, mtom_request).await?;
-            let ct = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let ct = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
             let len = resp.content_length();
-            let stream = resp.bytes_stream().map_err(|e| -> mtom::BoxError { Box::new(e) });
-            let reader = RetrieveResponseReader::open(&ct, len, stream, &self.limits).await.map_err(mtom_error)?;
+            let stream = resp
+                .bytes_stream()
+                .map_err(|e| -> mtom::BoxError { Box::new(e) });
+            let reader = RetrieveResponseReader::open(&ct, len, stream, &self.limits)
+                .await
+                .map_err(mtom_error)?;
             Ok(RetrieveStream::from_reader(reader))
         };
-        tokio::time::timeout(deadline, fut).await.map_err(|_| BackendError::Timeout(deadline))?
+        tokio::time::timeout(deadline, fut)
+            .await
+            .map_err(|_| BackendError::Timeout(deadline))?
     }
 
     /// A plain HTTP GET (DICOMweb), returning status, content type and the response for streaming.
-    pub async fn get(&self, url: &str, accept: &str, deadline: Option<Duration>) -> Result<reqwest::Response, BackendError> {
+    pub async fn get(
+        &self,
+        url: &str,
+        accept: &str,
+        deadline: Option<Duration>,
+    ) -> Result<reqwest::Response, BackendError> {
         let deadline = deadline.unwrap_or(self.default_deadline);
         let fut = async {
-            let resp = self.http.get(url).header(http::header::ACCEPT, accept).send().await.map_err(transport)?;
+            let resp = self
+                .http
+                .get(url)
+                .header(http::header::ACCEPT, accept)
+                .send()
+                .await
+                .map_err(transport)?;
             let status = resp.status();
             if status.is_success() {
                 Ok(resp)
             } else {
                 let body = resp.bytes().await.unwrap_or_default();
-                Err(BackendError::Http { status: status.as_u16(), reason: quote(&body) })
+                Err(BackendError::Http {
+                    status: status.as_u16(),
+                    reason: quote(&body),
+                })
             }
         };
-        tokio::time::timeout(deadline, fut).await.map_err(|_| BackendError::Timeout(deadline))?
+        tokio::time::timeout(deadline, fut)
+            .await
+            .map_err(|_| BackendError::Timeout(deadline))?
     }
 
     /// The limits answers are read with.

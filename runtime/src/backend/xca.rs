@@ -41,24 +41,46 @@ impl XcaCommunity {
 }
 
 impl Community for XcaCommunity {
-    fn query(&self, ctx: CallContext, mut req: AdhocQueryRequest) -> BoxFut<'_, Result<AdhocQueryResponse, BackendError>> {
+    fn query(
+        &self,
+        ctx: CallContext,
+        mut req: AdhocQueryRequest,
+    ) -> BoxFut<'_, Result<AdhocQueryResponse, BackendError>> {
         Box::pin(async move {
             // ITI TF-2b 3.38.4.1.2: the initiating gateway names the community it asks
             req.query.home = Some(self.endpoints.home_community_id.clone());
-            self.client.call(&self.endpoints.query_url, Transaction::Iti38, &ctx, &req).await
+            self.client
+                .call(&self.endpoints.query_url, Transaction::Iti38, &ctx, &req)
+                .await
         })
     }
 
-    fn retrieve(&self, ctx: CallContext, mut req: RetrieveDocumentSetRequest) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
+    fn retrieve(
+        &self,
+        ctx: CallContext,
+        mut req: RetrieveDocumentSetRequest,
+    ) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
         Box::pin(async move {
             for d in &mut req.documents {
                 d.home_community_id = Some(self.endpoints.home_community_id.clone());
             }
-            self.client.retrieve(&self.endpoints.retrieve_url, Transaction::Iti39, &ctx, &req, true).await
+            self.client
+                .retrieve(
+                    &self.endpoints.retrieve_url,
+                    Transaction::Iti39,
+                    &ctx,
+                    &req,
+                    true,
+                )
+                .await
         })
     }
 
-    fn retrieve_images(&self, ctx: CallContext, mut req: RetrieveImagingDocumentSetRequest) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
+    fn retrieve_images(
+        &self,
+        ctx: CallContext,
+        mut req: RetrieveImagingDocumentSetRequest,
+    ) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
         Box::pin(async move {
             for st in &mut req.studies {
                 for se in &mut st.series {
@@ -67,7 +89,15 @@ impl Community for XcaCommunity {
                     }
                 }
             }
-            self.client.retrieve(&self.endpoints.imaging_retrieve_url, Transaction::Rad75, &ctx, &req, true).await
+            self.client
+                .retrieve(
+                    &self.endpoints.imaging_retrieve_url,
+                    Transaction::Rad75,
+                    &ctx,
+                    &req,
+                    true,
+                )
+                .await
         })
     }
 }

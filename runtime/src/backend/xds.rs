@@ -8,7 +8,9 @@ use super::soap_client::SoapClient;
 use super::{BackendError, BoxFut, CallContext, Community, RetrieveStream};
 use crate::config::Endpoint;
 use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse};
-use crate::ihe::retrieve::{RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest};
+use crate::ihe::retrieve::{
+    RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest,
+};
 use crate::ihe::{ErrorCode, RegistryError, Transaction};
 
 /// See the module documentation.
@@ -22,38 +24,67 @@ pub struct XdsCommunity {
 
 impl XdsCommunity {
     /// An affinity domain with these endpoints, reached through `client`.
-    pub fn new(registry_url: &str, repositories: &[Endpoint], sources: &[Endpoint], client: SoapClient) -> XdsCommunity {
+    pub fn new(
+        registry_url: &str,
+        repositories: &[Endpoint],
+        sources: &[Endpoint],
+        client: SoapClient,
+    ) -> XdsCommunity {
         XdsCommunity {
             registry_url: registry_url.to_owned(),
-            repositories: repositories.iter().map(|e| (e.unique_id.clone(), e.url.clone())).collect(),
-            sources: sources.iter().map(|e| (e.unique_id.clone(), e.url.clone())).collect(),
+            repositories: repositories
+                .iter()
+                .map(|e| (e.unique_id.clone(), e.url.clone()))
+                .collect(),
+            sources: sources
+                .iter()
+                .map(|e| (e.unique_id.clone(), e.url.clone()))
+                .collect(),
             client,
         }
     }
 }
 
 /// Splits an imaging request by RepositoryUniqueId, keeping each study/series structure.
-pub fn split_imaging_request(req: &RetrieveImagingDocumentSetRequest) -> BTreeMap<String, RetrieveImagingDocumentSetRequest> {
+pub fn split_imaging_request(
+    req: &RetrieveImagingDocumentSetRequest,
+) -> BTreeMap<String, RetrieveImagingDocumentSetRequest> {
     let mut out: BTreeMap<String, RetrieveImagingDocumentSetRequest> = BTreeMap::new();
     for st in &req.studies {
         for se in &st.series {
             for d in &se.documents {
-                let sub = out.entry(d.repository_unique_id.clone()).or_insert_with(|| RetrieveImagingDocumentSetRequest {
-                    studies: Vec::new(),
-                    transfer_syntaxes: req.transfer_syntaxes.clone(),
-                });
-                let sti = match sub.studies.iter().position(|s| s.study_instance_uid == st.study_instance_uid) {
+                let sub = out
+                    .entry(d.repository_unique_id.clone())
+                    .or_insert_with(|| RetrieveImagingDocumentSetRequest {
+                        studies: Vec::new(),
+                        transfer_syntaxes: req.transfer_syntaxes.clone(),
+                    });
+                let sti = match sub
+                    .studies
+                    .iter()
+                    .position(|s| s.study_instance_uid == st.study_instance_uid)
+                {
                     Some(i) => i,
                     None => {
-                        sub.studies.push(StudyRequest { study_instance_uid: st.study_instance_uid.clone(), series: Vec::new() });
+                        sub.studies.push(StudyRequest {
+                            study_instance_uid: st.study_instance_uid.clone(),
+                            series: Vec::new(),
+                        });
                         sub.studies.len() - 1
                     }
                 };
                 let study = &mut sub.studies[sti];
-                let sei = match study.series.iter().position(|s| s.series_instance_uid == se.series_instance_uid) {
+                let sei = match study
+                    .series
+                    .iter()
+                    .position(|s| s.series_instance_uid == se.series_instance_uid)
+                {
                     Some(i) => i,
                     None => {
-                        study.series.push(SeriesRequest { series_instance_uid: se.series_instance_uid.clone(), documents: Vec::new() });
+                        study.series.push(SeriesRequest {
+                            series_instance_uid: se.series_instance_uid.clone(),
+                            documents: Vec::new(),
+                        });
                         study.series.len() - 1
                     }
                 };
@@ -65,15 +96,25 @@ pub fn split_imaging_request(req: &RetrieveImagingDocumentSetRequest) -> BTreeMa
 }
 
 impl Community for XdsCommunity {
-    fn query(&self, ctx: CallContext, mut req: AdhocQueryRequest) -> BoxFut<'_, Result<AdhocQueryResponse, BackendError>> {
+    fn query(
+        &self,
+        ctx: CallContext,
+        mut req: AdhocQueryRequest,
+    ) -> BoxFut<'_, Result<AdhocQueryResponse, BackendError>> {
         Box::pin(async move {
             // a registry inside the affinity domain does not know homeCommunityIds
             req.query.home = None;
-            self.client.call(&self.registry_url, Transaction::Iti18, &ctx, &req).await
+            self.client
+                .call(&self.registry_url, Transaction::Iti18, &ctx, &req)
+                .await
         })
     }
 
-    fn retrieve(&self, ctx: CallContext, req: RetrieveDocumentSetRequest) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
+    fn retrieve(
+        &self,
+        ctx: CallContext,
+        req: RetrieveDocumentSetRequest,
+    ) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
         Box::pin(async move {
             let mut by_repo: BTreeMap<String, RetrieveDocumentSetRequest> = BTreeMap::new();
             let mut errors = Vec::new();
@@ -81,18 +122,32 @@ impl Community for XdsCommunity {
                 if self.repositories.contains_key(&d.repository_unique_id) {
                     let mut d = d;
                     d.home_community_id = None;
-                    by_repo.entry(d.repository_unique_id.clone()).or_default().documents.push(d);
+                    by_repo
+                        .entry(d.repository_unique_id.clone())
+                        .or_default()
+                        .documents
+                        .push(d);
                 } else {
                     errors.push(
-                        RegistryError::new(ErrorCode::XDSUnknownRepositoryId, format!("unknown repository {}", d.repository_unique_id))
-                            .at(d.repository_unique_id.clone()),
+                        RegistryError::new(
+                            ErrorCode::XDSUnknownRepositoryId,
+                            format!("unknown repository {}", d.repository_unique_id),
+                        )
+                        .at(d.repository_unique_id.clone()),
                     );
                 }
             }
             let calls = by_repo.into_iter().map(|(repo, sub)| {
                 let url = self.repositories[&repo].clone();
                 let ctx = ctx.clone();
-                async move { (repo, self.client.retrieve(&url, Transaction::Iti43, &ctx, &sub, true).await) }
+                async move {
+                    (
+                        repo,
+                        self.client
+                            .retrieve(&url, Transaction::Iti43, &ctx, &sub, true)
+                            .await,
+                    )
+                }
             });
             let mut parts = Vec::new();
             for (repo, res) in futures::future::join_all(calls).await {
@@ -105,7 +160,11 @@ impl Community for XdsCommunity {
         })
     }
 
-    fn retrieve_images(&self, ctx: CallContext, req: RetrieveImagingDocumentSetRequest) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
+    fn retrieve_images(
+        &self,
+        ctx: CallContext,
+        req: RetrieveImagingDocumentSetRequest,
+    ) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
         Box::pin(async move {
             let mut errors = Vec::new();
             let mut calls = Vec::new();
@@ -113,8 +172,11 @@ impl Community for XdsCommunity {
                 let Some(url) = self.sources.get(&ids).cloned() else {
                     for (_, _, d) in sub.documents() {
                         errors.push(
-                            RegistryError::new(ErrorCode::XDSIUnknownIdsUid, format!("unknown imaging document source {ids}"))
-                                .at(d.document_unique_id.clone()),
+                            RegistryError::new(
+                                ErrorCode::XDSIUnknownIdsUid,
+                                format!("unknown imaging document source {ids}"),
+                            )
+                            .at(d.document_unique_id.clone()),
                         );
                     }
                     continue;
@@ -127,7 +189,14 @@ impl Community for XdsCommunity {
                     }
                 }
                 let ctx = ctx.clone();
-                calls.push(async move { (ids, self.client.retrieve(&url, Transaction::Rad69, &ctx, &sub, true).await) });
+                calls.push(async move {
+                    (
+                        ids,
+                        self.client
+                            .retrieve(&url, Transaction::Rad69, &ctx, &sub, true)
+                            .await,
+                    )
+                });
             }
             let mut parts = Vec::new();
             for (ids, res) in futures::future::join_all(calls).await {

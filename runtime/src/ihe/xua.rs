@@ -33,7 +33,9 @@ use std::fmt;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::ihe::soap::SoapHeader;
-use crate::model::{DataCategory, FacilityType, PurposeOfUse, Requester, RoleCode, Ura, UziNumber};
+use crate::model::{
+    Bsn, DataCategory, FacilityType, PurposeOfUse, Requester, RoleCode, Ura, UziNumber,
+};
 use crate::xml::{Limits, Reader, Writer, XmlError, ns};
 
 /// SAML attribute names of the XUA assertion (see the module documentation).
@@ -55,6 +57,10 @@ pub mod attr {
     pub const EVENT_CODE: &str = "urn:ihe:iti:appc:2016:document-entry:event-code";
     /// Plain-text name of the professional (IHE XUA subject-id, optional).
     pub const SUBJECT_ID: &str = "urn:oasis:names:tc:xspa:1.0:subject:subject-id";
+    /// The patient the request is about (IHE XUA Patient ID option, ITI TF-2b 3.40.4.1.2; an II with the
+    /// BSN root). A responding gateway needs it to ask Mitz about ITI-39 / RAD-75 retrieves, whose
+    /// requests name no patient.
+    pub const RESOURCE_ID: &str = "urn:oasis:names:tc:xacml:2.0:resource:resource-id";
 }
 
 /// Audience of assertions sent to Mitz (DOMAIN.md "Open question").
@@ -193,6 +199,8 @@ pub struct XuaAssertion {
     pub mandated: Option<UziNumber>,
     /// `urn:ihe:iti:appc:2016:document-entry:event-code`: data categories, optional.
     pub event_codes: Vec<DataCategory>,
+    /// `urn:oasis:names:tc:xacml:2.0:resource:resource-id`: the patient (BSN), optional.
+    pub patient: Option<Bsn>,
 }
 
 /// How a received assertion is checked.
@@ -263,6 +271,7 @@ impl XuaAssertion {
             requester,
             mandated: None,
             event_codes: Vec::new(),
+            patient: None,
         }
     }
 
@@ -351,6 +360,11 @@ impl XuaAssertion {
                 None,
             )
         });
+        if let Some(p) = &self.patient {
+            attribute(&mut w, attr::RESOURCE_ID, |w| {
+                ii(w, "InstanceIdentifier", Bsn::OID, p.as_str(), None)
+            });
+        }
         if !self.event_codes.is_empty() {
             attribute(&mut w, attr::EVENT_CODE, |w| {
                 for c in &self.event_codes {
@@ -553,6 +567,7 @@ pub fn parse_assertion(
         },
         mandated: a.mandated,
         event_codes: a.event_codes,
+        patient: a.patient,
     })
 }
 
@@ -566,6 +581,7 @@ struct Attrs {
     mandated: Option<UziNumber>,
     event_codes: Vec<DataCategory>,
     name: Option<String>,
+    patient: Option<Bsn>,
 }
 
 struct Parsed {
@@ -751,6 +767,9 @@ fn apply_attribute(a: &mut Attrs, name: &str, v: &Value) -> Result<(), XuaError>
                 code_value(name, v, DataCategory::CODE_SYSTEM)?,
             )?);
         }
+        attr::RESOURCE_ID => {
+            a.patient = Some(parse(name, ii_value(name, v, Bsn::OID)?)?);
+        }
         attr::SUBJECT_ID => {
             if !v.text.is_empty() {
                 a.name = Some(v.text.clone());
@@ -786,6 +805,7 @@ mod tests {
         let mut a = XuaAssertion::new(requester(), "urn:oid:1.2.3", MITZ_AUDIENCE, now);
         a.mandated = Some("123456782".parse().unwrap());
         a.event_codes = vec!["GGC002".parse().unwrap()];
+        a.patient = Some("900186021".parse().unwrap());
         assert_eq!(a.not_on_or_after, t("2025-03-01T10:10:00Z"));
         let block = a.security_header(&UnsignedAssertions).unwrap();
         // the block survives an envelope round trip as a raw header block
