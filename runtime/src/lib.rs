@@ -9,4 +9,4 @@
 
 pub mod config;
 pub mod model;
-
+pub mod pki;

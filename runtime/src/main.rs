@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "duo-gateway", version, about = "DUO imaging gateway (XCA-I, Mitz consent, imaging timeline)")]
+#[command(
+    name = "duo-gateway",
+    version,
+    about = "DUO imaging gateway (XCA-I, Mitz consent, imaging timeline)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -412,7 +412,10 @@ fn default_audit_sink() -> String {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { sink: default_audit_sink(), syslog: None }
+        AuditConfig {
+            sink: default_audit_sink(),
+            syslog: None,
+        }
     }
 }
 

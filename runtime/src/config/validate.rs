@@ -18,7 +18,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error for `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { field: field.into(), message: message.into() }
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// Turns a YAML/serde error into one line. serde-saphyr reports the position; serde's message names
@@ -39,7 +42,11 @@ impl ConfigError {
             None => first,
         };
         // serde_path_to_error reports "." for the root
-        let field = if path == "." { String::new() } else { path.to_owned() };
+        let field = if path == "." {
+            String::new()
+        } else {
+            path.to_owned()
+        };
         ConfigError { field, message }
     }
 }
@@ -62,11 +69,17 @@ fn check_url(field: &str, url: &str, allow_http: bool) -> Result<(), ConfigError
         r
     } else if let Some(r) = lower.strip_prefix("http://") {
         if !allow_http {
-            return Err(ConfigError::new(field, format!("{url:?} is plain http; use https or set allowPlainHttp: true")));
+            return Err(ConfigError::new(
+                field,
+                format!("{url:?} is plain http; use https or set allowPlainHttp: true"),
+            ));
         }
         r
     } else {
-        return Err(ConfigError::new(field, format!("{url:?} is not an http(s) URL")));
+        return Err(ConfigError::new(
+            field,
+            format!("{url:?} is not an http(s) URL"),
+        ));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {
@@ -79,12 +92,19 @@ fn check_oid(field: &str, v: &str) -> Result<(), ConfigError> {
     if Oid::is_valid(v) {
         Ok(())
     } else {
-        Err(ConfigError::new(field, format!("{v:?} is not an OID (dotted decimal)")))
+        Err(ConfigError::new(
+            field,
+            format!("{v:?} is not an OID (dotted decimal)"),
+        ))
     }
 }
 
 fn check_positive(field: &str, v: u64) -> Result<(), ConfigError> {
-    if v == 0 { Err(ConfigError::new(field, "must be greater than 0")) } else { Ok(()) }
+    if v == 0 {
+        Err(ConfigError::new(field, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
 }
 
 pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
@@ -96,10 +116,19 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     check_positive("server.limits.maxBodyBytes", l.max_body_bytes)?;
     check_positive("server.limits.maxXmlDepth", l.max_xml_depth as u64)?;
     check_positive("server.limits.maxXmlElements", l.max_xml_elements as u64)?;
-    check_positive("server.limits.requestTimeoutSeconds", l.request_timeout_seconds)?;
-    check_positive("server.reloadIntervalSeconds", c.server.reload_interval_seconds)?;
+    check_positive(
+        "server.limits.requestTimeoutSeconds",
+        l.request_timeout_seconds,
+    )?;
+    check_positive(
+        "server.reloadIntervalSeconds",
+        c.server.reload_interval_seconds,
+    )?;
     if c.server.listen == c.server.ops_listen {
-        return Err(ConfigError::new("server.opsListen", "must differ from server.listen"));
+        return Err(ConfigError::new(
+            "server.opsListen",
+            "must differ from server.listen",
+        ));
     }
     check_positive("local.deadlineMs", c.local.deadline_ms())?;
     match &c.local {
@@ -110,15 +139,28 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
                 check_oid(&format!("local.repositories[{i}].uniqueId"), &r.unique_id)?;
                 check_url(&format!("local.repositories[{i}].url"), &r.url, http)?;
                 if !seen.insert(&r.unique_id) {
-                    return Err(ConfigError::new(format!("local.repositories[{i}].uniqueId"), "duplicate"));
+                    return Err(ConfigError::new(
+                        format!("local.repositories[{i}].uniqueId"),
+                        "duplicate",
+                    ));
                 }
             }
             let mut seen = HashSet::new();
             for (i, r) in x.imaging_document_sources.iter().enumerate() {
-                check_oid(&format!("local.imagingDocumentSources[{i}].uniqueId"), &r.unique_id)?;
-                check_url(&format!("local.imagingDocumentSources[{i}].url"), &r.url, http)?;
+                check_oid(
+                    &format!("local.imagingDocumentSources[{i}].uniqueId"),
+                    &r.unique_id,
+                )?;
+                check_url(
+                    &format!("local.imagingDocumentSources[{i}].url"),
+                    &r.url,
+                    http,
+                )?;
                 if !seen.insert(&r.unique_id) {
-                    return Err(ConfigError::new(format!("local.imagingDocumentSources[{i}].uniqueId"), "duplicate"));
+                    return Err(ConfigError::new(
+                        format!("local.imagingDocumentSources[{i}].uniqueId"),
+                        "duplicate",
+                    ));
                 }
             }
         }
@@ -139,17 +181,24 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     for (i, rc) in c.communities.iter().enumerate() {
         let f = |n: &str| format!("communities[{i}].{n}");
         if !seen.insert(&rc.home_community_id) {
-            return Err(ConfigError::new(f("homeCommunityId"), format!("duplicate {}", rc.home_community_id)));
+            return Err(ConfigError::new(
+                f("homeCommunityId"),
+                format!("duplicate {}", rc.home_community_id),
+            ));
         }
         if rc.home_community_id == c.organization.home_community_id {
-            return Err(ConfigError::new(f("homeCommunityId"), "is this gateway's own homeCommunityId"));
+            return Err(ConfigError::new(
+                f("homeCommunityId"),
+                "is this gateway's own homeCommunityId",
+            ));
         }
         check_url(&f("queryUrl"), &rc.query_url, http)?;
         check_url(&f("retrieveUrl"), &rc.retrieve_url, http)?;
         check_url(&f("imagingRetrieveUrl"), &rc.imaging_retrieve_url, http)?;
         check_positive(&f("deadlineMs"), rc.deadline_ms)?;
     }
-    let needs_mitz = c.consent.mode == ConsentMode::Mitz || c.initiating.localization == LocalizationMode::Mitz;
+    let needs_mitz =
+        c.consent.mode == ConsentMode::Mitz || c.initiating.localization == LocalizationMode::Mitz;
     match &c.mitz {
         None if needs_mitz => {
             return Err(ConfigError::new(
@@ -162,7 +211,10 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             match &m.open_question_url {
                 Some(u) => check_url("mitz.openQuestionUrl", u, http)?,
                 None if c.initiating.localization == LocalizationMode::Mitz => {
-                    return Err(ConfigError::new("mitz.openQuestionUrl", "required when initiating.localization is mitz"));
+                    return Err(ConfigError::new(
+                        "mitz.openQuestionUrl",
+                        "required when initiating.localization is mitz",
+                    ));
                 }
                 None => {}
             }
@@ -174,12 +226,21 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         None => {}
     }
     if c.audit.sink.trim().is_empty() {
-        return Err(ConfigError::new("audit.sink", "must be stdout or a file path"));
+        return Err(ConfigError::new(
+            "audit.sink",
+            "must be stdout or a file path",
+        ));
     }
     if let Some(s) = &c.audit.syslog
-        && s.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
+        && s.address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
     {
-        return Err(ConfigError::new("audit.syslog.address", format!("{:?} is not host:port", s.address)));
+        return Err(ConfigError::new(
+            "audit.syslog.address",
+            format!("{:?} is not host:port", s.address),
+        ));
     }
     Ok(())
 }

@@ -22,7 +22,11 @@ pub struct Code {
 impl Code {
     /// A code with scheme and display name.
     pub fn new(code: &str, scheme: &str, display: &str) -> Code {
-        Code { code: code.into(), scheme: scheme.into(), display: display.into() }
+        Code {
+            code: code.into(),
+            scheme: scheme.into(),
+            display: display.into(),
+        }
     }
 }
 
@@ -62,12 +66,19 @@ impl ReferenceId {
         if id.is_empty() || id_type.is_empty() {
             return None;
         }
-        Some(ReferenceId { id: id.into(), assigning_authority: authority.into(), id_type: id_type.into() })
+        Some(ReferenceId {
+            id: id.into(),
+            assigning_authority: authority.into(),
+            id_type: id_type.into(),
+        })
     }
 
     /// The CXi text: `id^^^authority^type`.
     pub fn to_cxi(&self) -> String {
-        format!("{}^^^{}^{}", self.id, self.assigning_authority, self.id_type)
+        format!(
+            "{}^^^{}^{}",
+            self.id, self.assigning_authority, self.id_type
+        )
     }
 }
 
@@ -113,7 +124,11 @@ impl AuthorInstitution {
         let name = parts.first().copied().unwrap_or("").to_owned();
         let authority = parts.get(5).copied().unwrap_or("");
         let id = parts.get(9).copied().unwrap_or("");
-        let ura = if authority.contains(Ura::OID) { id.parse().ok() } else { None };
+        let ura = if authority.contains(Ura::OID) {
+            id.parse().ok()
+        } else {
+            None
+        };
         AuthorInstitution { name, ura }
     }
 
@@ -218,12 +233,18 @@ impl DocumentEntry {
     }
 
     fn reference(&self, t: &str) -> Option<&str> {
-        self.reference_ids.iter().find(|r| r.id_type == t).map(|r| r.id.as_str())
+        self.reference_ids
+            .iter()
+            .find(|r| r.id_type == t)
+            .map(|r| r.id.as_str())
     }
 
     /// Modalities: eventCodeList entries with coding scheme `DCM` (DICOM CID 29).
     pub fn modalities(&self) -> impl Iterator<Item = &str> {
-        self.event_codes.iter().filter(|c| c.scheme == "DCM" || c.scheme == "1.2.840.10008.2.16.4").map(|c| c.code.as_str())
+        self.event_codes
+            .iter()
+            .filter(|c| c.scheme == "DCM" || c.scheme == "1.2.840.10008.2.16.4")
+            .map(|c| c.code.as_str())
     }
 
     /// Classifies the entry as imaging manifest, radiology report or other.
@@ -232,14 +253,33 @@ impl DocumentEntry {
     /// Twiin report classCode/typeCode, the `urn:ihe:rad:PDF` formatCode, or is a PDF/CDA that carries an
     /// accession number but no Study Instance UID of its own.
     pub fn kind(&self) -> DocumentKind {
-        let format = self.format_code.as_ref().map(|c| c.code.as_str()).unwrap_or("");
+        let format = self
+            .format_code
+            .as_ref()
+            .map(|c| c.code.as_str())
+            .unwrap_or("");
         if format == KOS_SOP_CLASS || self.mime_type == "application/dicom" {
             return DocumentKind::ImagingManifest;
         }
-        let class = self.class_code.as_ref().map(|c| c.code.as_str()).unwrap_or("");
-        let typ = self.type_code.as_ref().map(|c| c.code.as_str()).unwrap_or("");
-        let pdf_or_cda = matches!(self.mime_type.as_str(), "application/pdf" | "text/xml" | "application/xml" | "application/hl7-v3+xml");
-        if class == REPORT_CLASS_CODE || typ == REPORT_TYPE_CODE || format == PDF_FORMAT_CODE || (pdf_or_cda && self.accession_number().is_some()) {
+        let class = self
+            .class_code
+            .as_ref()
+            .map(|c| c.code.as_str())
+            .unwrap_or("");
+        let typ = self
+            .type_code
+            .as_ref()
+            .map(|c| c.code.as_str())
+            .unwrap_or("");
+        let pdf_or_cda = matches!(
+            self.mime_type.as_str(),
+            "application/pdf" | "text/xml" | "application/xml" | "application/hl7-v3+xml"
+        );
+        if class == REPORT_CLASS_CODE
+            || typ == REPORT_TYPE_CODE
+            || format == PDF_FORMAT_CODE
+            || (pdf_or_cda && self.accession_number().is_some())
+        {
             return DocumentKind::Report;
         }
         DocumentKind::Other
@@ -335,7 +375,10 @@ mod tests {
         let r = ReferenceId::parse_cxi("1.2.3.4^^^^urn:ihe:iti:xds:2016:studyInstanceUID").unwrap();
         assert_eq!(r.id, "1.2.3.4");
         assert_eq!(r.assigning_authority, "");
-        assert_eq!(r.to_cxi(), "1.2.3.4^^^^urn:ihe:iti:xds:2016:studyInstanceUID");
+        assert_eq!(
+            r.to_cxi(),
+            "1.2.3.4^^^^urn:ihe:iti:xds:2016:studyInstanceUID"
+        );
         let a = ReferenceId::parse_cxi("ACC1^^^&1.2.3&ISO^urn:ihe:iti:xds:2013:accession").unwrap();
         assert_eq!(a.assigning_authority, "&1.2.3&ISO");
         assert!(ReferenceId::parse_cxi("^^^^x").is_none());
@@ -344,7 +387,8 @@ mod tests {
 
     #[test]
     fn xon_with_ura() {
-        let a = AuthorInstitution::parse_xon("Ziekenhuis A^^^^^&2.16.528.1.1007.3.3&ISO^^^^12345678");
+        let a =
+            AuthorInstitution::parse_xon("Ziekenhuis A^^^^^&2.16.528.1.1007.3.3&ISO^^^^12345678");
         assert_eq!(a.name, "Ziekenhuis A");
         assert_eq!(a.ura.as_ref().map(|u| u.as_str()), Some("12345678"));
         assert_eq!(AuthorInstitution::parse_xon(&a.to_xon()), a);
@@ -353,11 +397,18 @@ mod tests {
 
     #[test]
     fn kinds() {
-        let mut d = DocumentEntry { mime_type: "application/dicom".into(), ..Default::default() };
+        let mut d = DocumentEntry {
+            mime_type: "application/dicom".into(),
+            ..Default::default()
+        };
         assert_eq!(d.kind(), DocumentKind::ImagingManifest);
         d.mime_type = "application/pdf".into();
         assert_eq!(d.kind(), DocumentKind::Other);
-        d.reference_ids.push(ReferenceId { id: "A1".into(), assigning_authority: String::new(), id_type: reference_type::ACCESSION.into() });
+        d.reference_ids.push(ReferenceId {
+            id: "A1".into(),
+            assigning_authority: String::new(),
+            id_type: reference_type::ACCESSION.into(),
+        });
         assert_eq!(d.kind(), DocumentKind::Report);
         assert_eq!(d.accession_number(), Some("A1"));
     }

@@ -324,7 +324,9 @@ macro_rules! code_newtype {
 }
 
 fn is_simple_code(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 code_newtype!(
@@ -395,7 +397,13 @@ mod tests {
         assert_eq!(b.to_cx(), "900186021^^^&2.16.840.1.113883.2.4.6.3&ISO");
         assert_eq!(Bsn::from_cx(&b.to_cx()), Some(b));
         assert_eq!(Bsn::from_cx("900186021^^^&1.2.3&ISO"), None);
-        assert!(!format!("{:?}", Bsn::from_cx("900186021^^^&2.16.840.1.113883.2.4.6.3&ISO").unwrap()).contains("900186"));
+        assert!(
+            !format!(
+                "{:?}",
+                Bsn::from_cx("900186021^^^&2.16.840.1.113883.2.4.6.3&ISO").unwrap()
+            )
+            .contains("900186")
+        );
     }
 
     #[test]
