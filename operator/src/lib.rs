@@ -1,1 +1,26 @@
-//! operator
+//! `duo-operator`: reconciles DuoGateway, DuoCommunity and MitzConnection resources into running DUO
+//! gateways.
+//!
+//! Pipeline per DuoGateway (ARCHITECTURE.md "The operator"): **fetch** the resource and what it
+//! references ([`reconcile`]) → **validate** certificates and references ([`validate`]) → **build** the
+//! runtime config and child objects with pure functions ([`build`]) → **apply** with server-side apply
+//! under one field manager → **status** with conditions Ready / Progressing / Degraded.
+
+pub mod build;
+pub mod crd;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
+pub mod validate;
+
+/// Every CRD the operator serves, in a stable order (`duo-operator crd` writes one file per CRD).
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        crd::DuoGateway::crd(),
+        crd::DuoCommunity::crd(),
+        crd::MitzConnection::crd(),
+    ]
+}

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dicom;
 pub mod ihe;
 pub mod model;
+pub mod pki;
 pub mod server;
 pub mod sim;
 pub mod timeline;

@@ -1,0 +1,1050 @@
+//! Pure builders: from a DuoGateway and what it references to the runtime configuration and every child
+//! object (ConfigMap, Deployment, Service, PodDisruptionBudget, NetworkPolicy, ServiceAccount, published
+//! DuoCommunity). No I/O: the reconciler fetches, these functions decide, the reconciler applies.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use duo_runtime::config::{
+    self as rc, AuditConfig, Config, ConsentConfig, InitiatingConfig, LimitsConfig, LocalBackend,
+    MitzConfig, OrganizationConfig, RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd,
+};
+use duo_runtime::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{
+    CommunityEndpoints, CommunityOrganization, CommunityTrust, ConsentMode, DuoCommunity,
+    DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL, TrustBundleRef,
+};
+
+/// Container port of every SOAP and API route (HTTPS, mutual TLS).
+pub const HTTPS_PORT: i32 = 8443;
+/// Container port of `/healthz`, `/readyz` and `/metrics` (plain HTTP).
+pub const OPS_PORT: i32 = 8080;
+/// Where the runtime configuration is mounted, and the file the pod's `--config` names.
+pub const CONFIG_DIR: &str = "/etc/duo/config";
+/// Key of the configuration in the ConfigMap.
+pub const CONFIG_KEY: &str = "config.yaml";
+/// Mount folder of the hospital's `kubernetes.io/tls` Secret.
+pub const TLS_DIR: &str = "/etc/duo/tls";
+/// Mount folder of the hospital's trust bundle (file `ca.crt`).
+pub const TRUST_DIR: &str = "/etc/duo/trust";
+/// Mount folder of the Mitz client certificate Secret.
+pub const MITZ_DIR: &str = "/etc/duo/mitz";
+/// Mount folder of the Mitz trust bundle (file `ca.crt`).
+pub const MITZ_TRUST_DIR: &str = "/etc/duo/mitz-trust";
+/// Pod-template annotation holding [`checksum`]: a change rolls the pods.
+pub const CHECKSUM_ANNOTATION: &str = "duo.beeldbeschikbaarheid.nl/checksum";
+/// The only field manager the operator applies with.
+pub const FIELD_MANAGER: &str = "duo-operator";
+/// User and group id the gateway runs as (distroless `nonroot`).
+pub const RUN_AS: i64 = 65532;
+
+/// Routes of the runtime on [`HTTPS_PORT`] that a published DuoCommunity points at.
+pub const ITI38_PATH: &str = "/xca/iti38";
+/// ITI-39 route.
+pub const ITI39_PATH: &str = "/xca/iti39";
+/// RAD-75 route.
+pub const RAD75_PATH: &str = "/xcai/rad75";
+
+/// Why a spec cannot be turned into a runtime configuration. `field` is the spec path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BuildError {
+    /// Field of the DuoGateway (or referenced resource) at fault, e.g. `spec.organization.ura`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(field: impl Into<String>, message: impl std::fmt::Display) -> BuildError {
+    BuildError {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+/// Name of the Deployment, Service, ServiceAccount, PodDisruptionBudget and NetworkPolicy of a gateway.
+pub fn child_name(gw: &DuoGateway) -> String {
+    format!("duo-{}", gw.name_any())
+}
+
+/// Name of the gateway's ConfigMap.
+pub fn config_map_name(gw: &DuoGateway) -> String {
+    format!("duo-{}-config", gw.name_any())
+}
+
+/// Labels that select the gateway's pods.
+pub fn selector_labels(gw: &DuoGateway) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "duo-gateway".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), gw.name_any()),
+    ])
+}
+
+/// Labels on every child: the selector labels plus managed-by and part-of.
+pub fn labels(gw: &DuoGateway) -> BTreeMap<String, String> {
+    let mut l = selector_labels(gw);
+    l.insert("app.kubernetes.io/managed-by".into(), "duo-operator".into());
+    l.insert("app.kubernetes.io/part-of".into(), "duo".into());
+    l
+}
+
+fn meta(gw: &DuoGateway, name: String, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: gw.namespace(),
+        labels: Some(labels(gw)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The runtime configuration for `gw`, with `communities` (already selected; the gateway's own
+/// homeCommunityId is skipped) and its MitzConnection. Errors name the offending field; the result has
+/// passed [`Config::validate`].
+pub fn runtime_config(
+    gw: &DuoGateway,
+    communities: &[DuoCommunity],
+    mitz: Option<&MitzConnection>,
+) -> Result<Config, BuildError> {
+    let s = &gw.spec;
+    let ura: Ura = s
+        .organization
+        .ura
+        .parse()
+        .map_err(|e| bad("spec.organization.ura", e))?;
+    let home: HomeCommunityId = s
+        .organization
+        .home_community_id
+        .parse()
+        .map_err(|e| bad("spec.organization.homeCommunityId", e))?;
+    let facility: FacilityType = s
+        .organization
+        .facility_type
+        .parse()
+        .map_err(|e| bad("spec.organization.facilityType", e))?;
+    let local = match (&s.connection.xds, &s.connection.tlb) {
+        (Some(x), None) => LocalBackend::Xds(rc::XdsBackendConfig {
+            registry_url: x.registry_url.clone(),
+            repositories: x
+                .repositories
+                .iter()
+                .map(|r| rc::Endpoint {
+                    unique_id: r.unique_id.clone(),
+                    url: r.url.clone(),
+                })
+                .collect(),
+            imaging_document_sources: x
+                .imaging_document_sources
+                .iter()
+                .map(|r| rc::Endpoint {
+                    unique_id: r.unique_id.clone(),
+                    url: r.url.clone(),
+                })
+                .collect(),
+            deadline_ms: positive("spec.connection.xds.deadlineMs", x.deadline_ms)?,
+        }),
+        (None, Some(t)) => LocalBackend::Xca(rc::XcaBackendConfig {
+            home_community_id: t
+                .home_community_id
+                .parse()
+                .map_err(|e| bad("spec.connection.tlb.homeCommunityId", e))?,
+            query_url: t.query_url.clone(),
+            retrieve_url: t.retrieve_url.clone(),
+            imaging_retrieve_url: t.imaging_retrieve_url.clone(),
+            dicomweb_url: t.dicomweb_url.clone(),
+            deadline_ms: positive("spec.connection.tlb.deadlineMs", t.deadline_ms)?,
+        }),
+        _ => return Err(bad("spec.connection", "set exactly one of xds or tlb")),
+    };
+    let mut remote = Vec::new();
+    for c in communities {
+        let f = |n: &str| {
+            format!(
+                "DuoCommunity {}/{}: spec.{n}",
+                c.namespace().unwrap_or_default(),
+                c.name_any()
+            )
+        };
+        let hcid: HomeCommunityId = c
+            .spec
+            .home_community_id
+            .parse()
+            .map_err(|e| bad(f("homeCommunityId"), e))?;
+        if hcid == home {
+            continue;
+        }
+        let mut organizations = Vec::new();
+        for (i, o) in c.spec.organizations.iter().enumerate() {
+            organizations.push(rc::CommunityOrganization {
+                ura: o
+                    .ura
+                    .parse()
+                    .map_err(|e| bad(f(&format!("organizations[{i}].ura")), e))?,
+                name: o.name.clone(),
+            });
+        }
+        let certificate_ura = match &c.spec.trust.certificate_ura {
+            Some(u) => Some(u.parse().map_err(|e| bad(f("trust.certificateUra"), e))?),
+            None => None,
+        };
+        remote.push(RemoteCommunity {
+            home_community_id: hcid,
+            name: c.spec.name.clone(),
+            organizations,
+            query_url: c.spec.endpoints.query_url.clone(),
+            retrieve_url: c.spec.endpoints.retrieve_url.clone(),
+            imaging_retrieve_url: c.spec.endpoints.imaging_retrieve_url.clone(),
+            certificate_ura,
+            deadline_ms: positive(&f("deadlineMs"), c.spec.deadline_ms)?,
+        });
+    }
+    let mitz = match (&s.mitz, mitz) {
+        (None, _) => None,
+        (Some(r), None) => {
+            return Err(bad(
+                "spec.mitz.connectionName",
+                format!("MitzConnection {:?} not found", r.connection_name),
+            ));
+        }
+        (Some(_), Some(m)) => Some(MitzConfig {
+            closed_question_url: m.spec.closed_question_url.clone(),
+            open_question_url: m.spec.open_question_url.clone(),
+            subscription_url: m.spec.subscription_url.clone(),
+            tls: TlsConfig {
+                cert_file: format!("{MITZ_DIR}/tls.crt").into(),
+                key_file: format!("{MITZ_DIR}/tls.key").into(),
+                trust_bundle_file: format!("{MITZ_TRUST_DIR}/ca.crt").into(),
+            },
+            deadline_ms: positive("MitzConnection spec.deadlineMs", m.spec.deadline_ms)?,
+            cache_seconds: u64::try_from(m.spec.cache_seconds)
+                .map_err(|_| bad("MitzConnection spec.cacheSeconds", "must not be negative"))?,
+        }),
+    };
+    let category: DataCategory = s
+        .consent
+        .category
+        .parse()
+        .map_err(|e| bad("spec.consent.category", e))?;
+    let config = Config {
+        organization: OrganizationConfig {
+            ura,
+            name: s.organization.name.clone(),
+            facility_type: facility,
+            home_community_id: home,
+        },
+        server: ServerConfig {
+            listen: ([0, 0, 0, 0], HTTPS_PORT as u16).into(),
+            ops_listen: ([0, 0, 0, 0], OPS_PORT as u16).into(),
+            tls: TlsConfig {
+                cert_file: format!("{TLS_DIR}/tls.crt").into(),
+                key_file: format!("{TLS_DIR}/tls.key").into(),
+                trust_bundle_file: format!("{TRUST_DIR}/ca.crt").into(),
+            },
+            limits: LimitsConfig::default(),
+            reload_interval_seconds: 5,
+        },
+        local,
+        communities: remote,
+        initiating: InitiatingConfig {
+            localization: match s.localization {
+                Localization::Mitz => rc::LocalizationMode::Mitz,
+                Localization::AllCommunities => rc::LocalizationMode::AllCommunities,
+            },
+            include_local: true,
+            manifest_details: true,
+            trusted_front_end: TrustedFrontEnd::default(),
+        },
+        consent: ConsentConfig {
+            mode: match s.consent.mode {
+                ConsentMode::Mitz => rc::ConsentMode::Mitz,
+                ConsentMode::PermitAll => rc::ConsentMode::PermitAll,
+            },
+            category,
+            default_purpose_of_use: PurposeOfUse::default(),
+        },
+        mitz,
+        audit: AuditConfig::default(),
+        allow_plain_http: s.allow_plain_http,
+    };
+    config
+        .validate()
+        .map_err(|e| bad(format!("runtime config {}", e.field), e.message))?;
+    Ok(config)
+}
+
+fn positive(field: &str, v: i64) -> Result<u64, BuildError> {
+    u64::try_from(v)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| bad(field, "must be greater than 0"))
+}
+
+/// SHA-256 (hex) of the rendered configuration and the certificate material the pods mount, in a fixed
+/// order. `material` is `(name, bytes)` pairs; a change in any of them changes the checksum.
+pub fn checksum(config_yaml: &str, material: &[(&str, &[u8])]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"config\0");
+    h.update((config_yaml.len() as u64).to_be_bytes());
+    h.update(config_yaml.as_bytes());
+    for (name, bytes) in material {
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The ConfigMap holding `config.yaml`.
+pub fn config_map(gw: &DuoGateway, owner: &OwnerReference, config_yaml: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(gw, config_map_name(gw), owner),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_owned(),
+            config_yaml.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The ServiceAccount of the pods (no token mounted: the gateway never talks to the API server).
+pub fn service_account(gw: &DuoGateway, owner: &OwnerReference) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(gw, child_name(gw), owner),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
+fn trust_volume(name: &str, r: &TrustBundleRef) -> Volume {
+    let items = |key: &str| {
+        Some(vec![KeyToPath {
+            key: key.to_owned(),
+            path: "ca.crt".into(),
+            mode: None,
+        }])
+    };
+    match (&r.config_map, &r.secret) {
+        (Some(cm), _) => Volume {
+            name: name.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.name.clone(),
+                items: items(&cm.key),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
+        (None, Some(s)) => Volume {
+            name: name.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s.name.clone()),
+                items: items(&s.key),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
+        // excluded by the CEL rule and by validation before build; an empty dir keeps the builder total
+        (None, None) => Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    }
+}
+
+fn tls_secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![
+                KeyToPath {
+                    key: "tls.crt".into(),
+                    path: "tls.crt".into(),
+                    mode: None,
+                },
+                KeyToPath {
+                    key: "tls.key".into(),
+                    path: "tls.key".into(),
+                    mode: None,
+                },
+            ]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("ops".into()),
+            scheme: Some("HTTP".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// The gateway Deployment: restricted pod security, config and certificates mounted read-only, probes
+/// on the ops port, and the `checksum` annotation on the pod template so that a change rolls the pods.
+/// Rolling updates never take a pod away before its replacement is ready (maxUnavailable 0).
+pub fn deployment(
+    gw: &DuoGateway,
+    owner: &OwnerReference,
+    mitz: Option<&MitzConnection>,
+    image: &str,
+    checksum: &str,
+) -> Deployment {
+    let s = &gw.spec;
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(gw),
+                items: Some(vec![KeyToPath {
+                    key: CONFIG_KEY.into(),
+                    path: CONFIG_KEY.into(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
+        tls_secret_volume("tls", &s.tls.secret_name),
+        trust_volume("trust", &s.tls.trust_bundle),
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR),
+        mount("tls", TLS_DIR),
+        mount("trust", TRUST_DIR),
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    if let (Some(_), Some(m)) = (&s.mitz, mitz) {
+        volumes.push(tls_secret_volume(
+            "mitz",
+            &m.spec.client_certificate_secret_name,
+        ));
+        volumes.push(trust_volume("mitz-trust", &m.spec.trust_bundle));
+        mounts.push(mount("mitz", MITZ_DIR));
+        mounts.push(mount("mitz-trust", MITZ_TRUST_DIR));
+    }
+    let container = Container {
+        name: "duo-gateway".into(),
+        image: Some(s.image.clone().unwrap_or_else(|| image.to_owned())),
+        command: Some(vec!["duo-gateway".into()]),
+        args: Some(vec![
+            "serve".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("https".into()),
+                container_port: HTTPS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("ops".into()),
+                container_port: OPS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        liveness_probe: Some(probe("/healthz", 10, 6)),
+        resources: s.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let mut template_labels = labels(gw);
+    template_labels.extend(selector_labels(gw));
+    Deployment {
+        metadata: meta(gw, child_name(gw), owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(s.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(gw)),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CHECKSUM_ANNOTATION.to_owned(),
+                        checksum.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    service_account_name: Some(child_name(gw)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Service: `https` 8443 (peers and local consumers) and `ops` 8080 (metrics scraping).
+pub fn service(gw: &DuoGateway, owner: &OwnerReference) -> Service {
+    Service {
+        metadata: meta(gw, child_name(gw), owner),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(gw)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("https".into()),
+                    port: HTTPS_PORT,
+                    target_port: Some(IntOrString::String("https".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("ops".into()),
+                    port: OPS_PORT,
+                    target_port: Some(IntOrString::String("ops".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+            ]),
+            type_: Some("ClusterIP".into()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A PodDisruptionBudget allowing one pod down at a time, only when more than one replica runs
+/// (with one replica a PDB would block node drains).
+pub fn pod_disruption_budget(
+    gw: &DuoGateway,
+    owner: &OwnerReference,
+) -> Option<PodDisruptionBudget> {
+    (gw.spec.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta(gw, child_name(gw), owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(gw)),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// TCP ports of every endpoint in `config` (scheme default when the URL names none), sorted.
+pub fn egress_ports(config: &Config) -> BTreeSet<u16> {
+    let mut urls: Vec<&str> = Vec::new();
+    match &config.local {
+        LocalBackend::Xds(x) => {
+            urls.push(&x.registry_url);
+            urls.extend(x.repositories.iter().map(|r| r.url.as_str()));
+            urls.extend(x.imaging_document_sources.iter().map(|r| r.url.as_str()));
+        }
+        LocalBackend::Xca(x) => {
+            urls.extend([
+                x.query_url.as_str(),
+                x.retrieve_url.as_str(),
+                x.imaging_retrieve_url.as_str(),
+            ]);
+            urls.extend(x.dicomweb_url.as_deref());
+        }
+        LocalBackend::Dicomweb(d) => urls.push(&d.base_url),
+    }
+    for c in &config.communities {
+        urls.extend([
+            c.query_url.as_str(),
+            c.retrieve_url.as_str(),
+            c.imaging_retrieve_url.as_str(),
+        ]);
+    }
+    if let Some(m) = &config.mitz {
+        urls.push(&m.closed_question_url);
+        urls.extend(m.open_question_url.as_deref());
+        urls.extend(m.subscription_url.as_deref());
+    }
+    urls.into_iter().filter_map(url_port).collect()
+}
+
+fn url_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // an IPv6 literal keeps its colons inside brackets
+    let after_host = host_port.rsplit_once(']').map_or(host_port, |(_, p)| p);
+    match after_host.rsplit_once(':') {
+        Some((_, p)) if !p.is_empty() => p.parse().ok(),
+        _ => match scheme.to_ascii_lowercase().as_str() {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        },
+    }
+}
+
+/// The NetworkPolicy: inbound only on the two container ports; outbound only DNS and the TCP ports of
+/// the configured endpoints (backends, communities, Mitz).
+pub fn network_policy(gw: &DuoGateway, owner: &OwnerReference, config: &Config) -> NetworkPolicy {
+    let tcp = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        end_port: None,
+    };
+    let mut egress_ports = vec![
+        NetworkPolicyPort {
+            port: Some(IntOrString::Int(53)),
+            protocol: Some("UDP".into()),
+            end_port: None,
+        },
+        tcp(53),
+    ];
+    egress_ports.extend(egress_ports_of(config).map(tcp));
+    NetworkPolicy {
+        metadata: meta(gw, child_name(gw), owner),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(gw)),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: None,
+                ports: Some(vec![tcp(HTTPS_PORT), tcp(OPS_PORT)]),
+            }]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: None,
+                ports: Some(egress_ports),
+            }]),
+        }),
+    }
+}
+
+fn egress_ports_of(config: &Config) -> impl Iterator<Item = i32> {
+    egress_ports(config).into_iter().map(i32::from)
+}
+
+/// The DuoCommunity that publishes `gw` to other gateways in the cluster: same name and namespace,
+/// endpoints on the gateway's Service, the organisation's URA as the certificate URA, and the labels of
+/// `spec.publish.labels` plus [`PUBLISHED_BY_LABEL`]. `None` when publishing is disabled.
+pub fn published_community(gw: &DuoGateway, owner: &OwnerReference) -> Option<DuoCommunity> {
+    if !gw.spec.publish.enabled {
+        return None;
+    }
+    let ns = gw.namespace().unwrap_or_else(|| "default".into());
+    let base = format!("https://{}.{ns}.svc:{HTTPS_PORT}", child_name(gw));
+    let mut labels = gw.spec.publish.labels.clone();
+    labels.insert(PUBLISHED_BY_LABEL.into(), gw.name_any());
+    labels.insert("app.kubernetes.io/managed-by".into(), "duo-operator".into());
+    let mut c = DuoCommunity::new(
+        &gw.name_any(),
+        DuoCommunitySpec {
+            home_community_id: gw.spec.organization.home_community_id.clone(),
+            name: gw.spec.organization.name.clone(),
+            organizations: vec![CommunityOrganization {
+                ura: gw.spec.organization.ura.clone(),
+                name: gw.spec.organization.name.clone(),
+            }],
+            endpoints: CommunityEndpoints {
+                query_url: format!("{base}{ITI38_PATH}"),
+                retrieve_url: format!("{base}{ITI39_PATH}"),
+                imaging_retrieve_url: format!("{base}{RAD75_PATH}"),
+            },
+            trust: CommunityTrust {
+                certificate_ura: Some(gw.spec.organization.ura.clone()),
+            },
+            deadline_ms: 10_000,
+        },
+    );
+    c.metadata.namespace = Some(ns);
+    c.metadata.labels = Some(labels);
+    c.metadata.owner_references = Some(vec![owner.clone()]);
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    pub(crate) fn gateway() -> DuoGateway {
+        let mut gw = DuoGateway::new(
+            "oost",
+            DuoGatewaySpec {
+                organization: GatewayOrganization {
+                    ura: "12345678".into(),
+                    name: "Ziekenhuis Oost".into(),
+                    facility_type: "V6".into(),
+                    home_community_id: "urn:oid:2.16.528.1.1007.3.3.12345678.1".into(),
+                },
+                connection: Connection {
+                    xds: Some(XdsConnection {
+                        registry_url: "https://registry.oost.example/iti18".into(),
+                        repositories: vec![UniqueEndpoint {
+                            unique_id: "1.2.3.4.1".into(),
+                            url: "https://repo.oost.example:8443/iti43".into(),
+                        }],
+                        imaging_document_sources: vec![UniqueEndpoint {
+                            unique_id: "1.2.3.4.2".into(),
+                            url: "https://ids.oost.example/rad69".into(),
+                        }],
+                        deadline_ms: 10_000,
+                    }),
+                    tlb: None,
+                },
+                mitz: Some(MitzRef {
+                    connection_name: "mitz".into(),
+                }),
+                consent: Consent::default(),
+                localization: Localization::Mitz,
+                tls: GatewayTls {
+                    secret_name: "oost-tls".into(),
+                    trust_bundle: TrustBundleRef {
+                        config_map: Some(KeyRef {
+                            name: "duo-trust".into(),
+                            key: "ca.crt".into(),
+                        }),
+                        secret: None,
+                    },
+                },
+                communities: Some(CommunitySelection {
+                    selector: LabelSelector::default(),
+                    namespaces: None,
+                }),
+                publish: Publish::default(),
+                replicas: 2,
+                resources: None,
+                image: None,
+                allow_plain_http: false,
+            },
+        );
+        gw.metadata.namespace = Some("hospitals".into());
+        gw.metadata.uid = Some("uid-1".into());
+        gw
+    }
+
+    pub(crate) fn mitz() -> MitzConnection {
+        let mut m = MitzConnection::new(
+            "mitz",
+            MitzConnectionSpec {
+                closed_question_url: "https://mitz.example/geslotenautorisatievraag/xacml3".into(),
+                open_question_url: Some("https://mitz.example/openautorisatievraag".into()),
+                subscription_url: None,
+                client_certificate_secret_name: "mitz-client".into(),
+                trust_bundle: TrustBundleRef {
+                    config_map: None,
+                    secret: Some(KeyRef {
+                        name: "mitz-ca".into(),
+                        key: "ca.crt".into(),
+                    }),
+                },
+                deadline_ms: 3000,
+                cache_seconds: 60,
+            },
+        );
+        m.metadata.namespace = Some("hospitals".into());
+        m
+    }
+
+    fn community(name: &str, hcid: &str) -> DuoCommunity {
+        let mut c = DuoCommunity::new(
+            name,
+            DuoCommunitySpec {
+                home_community_id: hcid.into(),
+                name: name.into(),
+                organizations: vec![CommunityOrganization {
+                    ura: "87654321".into(),
+                    name: "West".into(),
+                }],
+                endpoints: CommunityEndpoints {
+                    query_url: "https://duo.west.example/xca/iti38".into(),
+                    retrieve_url: "https://duo.west.example/xca/iti39".into(),
+                    imaging_retrieve_url: "https://duo.west.example/xcai/rad75".into(),
+                },
+                trust: CommunityTrust::default(),
+                deadline_ms: 5000,
+            },
+        );
+        c.metadata.namespace = Some("hospitals".into());
+        c
+    }
+
+    fn owner(gw: &DuoGateway) -> OwnerReference {
+        use kube::Resource;
+        gw.controller_owner_ref(&()).unwrap()
+    }
+
+    #[test]
+    fn config_renders_the_runtime_type_and_round_trips() {
+        let gw = gateway();
+        let west = community("west", "urn:oid:2.16.528.1.1007.3.3.87654321.1");
+        let own = community("oost", "urn:oid:2.16.528.1.1007.3.3.12345678.1");
+        let c = runtime_config(&gw, &[west, own], Some(&mitz())).unwrap();
+        assert_eq!(c.communities.len(), 1, "own homeCommunityId skipped");
+        assert_eq!(
+            c.server.tls.cert_file.to_str(),
+            Some("/etc/duo/tls/tls.crt")
+        );
+        assert_eq!(
+            c.server.tls.trust_bundle_file.to_str(),
+            Some("/etc/duo/trust/ca.crt")
+        );
+        let m = c.mitz.as_ref().unwrap();
+        assert_eq!(
+            m.tls.trust_bundle_file.to_str(),
+            Some("/etc/duo/mitz-trust/ca.crt")
+        );
+        assert_eq!(m.tls.key_file.to_str(), Some("/etc/duo/mitz/tls.key"));
+        let yaml = c.to_yaml();
+        assert_eq!(Config::parse(&yaml).unwrap(), c);
+        assert!(yaml.contains("localization: mitz"), "{yaml}");
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let mut gw = gateway();
+        gw.spec.organization.ura = "1234567".into();
+        assert_eq!(
+            runtime_config(&gw, &[], Some(&mitz())).unwrap_err().field,
+            "spec.organization.ura"
+        );
+        let gw = gateway();
+        let e = runtime_config(&gw, &[], None).unwrap_err();
+        assert_eq!(e.field, "spec.mitz.connectionName");
+        let mut gw = gateway();
+        gw.spec.connection.xds.as_mut().unwrap().registry_url = "http://registry/iti18".into();
+        let e = runtime_config(&gw, &[], Some(&mitz())).unwrap_err();
+        assert!(e.to_string().contains("local.registryUrl"), "{e}");
+        let mut gw = gateway();
+        gw.spec.localization = Localization::AllCommunities;
+        gw.spec.consent.mode = ConsentMode::PermitAll;
+        gw.spec.mitz = None;
+        assert!(runtime_config(&gw, &[], None).unwrap().mitz.is_none());
+    }
+
+    #[test]
+    fn deployment_is_restricted_and_mounts_what_the_config_names() {
+        let gw = gateway();
+        let d = deployment(&gw, &owner(&gw), Some(&mitz()), "duo/duo-gateway:1", "abc");
+        let spec = d.spec.unwrap();
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let c = &pod.containers[0];
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            c.args.as_deref().unwrap(),
+            ["serve", "--config", "/etc/duo/config/config.yaml"]
+        );
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+        assert_eq!(
+            c.liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/healthz")
+        );
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                "/etc/duo/config",
+                "/etc/duo/tls",
+                "/etc/duo/trust",
+                "/tmp",
+                "/etc/duo/mitz",
+                "/etc/duo/mitz-trust"
+            ]
+        );
+        let annotations = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[CHECKSUM_ANNOTATION], "abc");
+        assert_eq!(c.image.as_deref(), Some("duo/duo-gateway:1"));
+        let trust = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "mitz-trust")
+            .unwrap();
+        assert_eq!(
+            trust.secret.as_ref().unwrap().items.as_ref().unwrap()[0].path,
+            "ca.crt"
+        );
+    }
+
+    #[test]
+    fn checksum_changes_with_config_or_material_only() {
+        let a = checksum("x: 1", &[("tls.crt", b"A")]);
+        assert_eq!(a, checksum("x: 1", &[("tls.crt", b"A")]));
+        assert_ne!(a, checksum("x: 2", &[("tls.crt", b"A")]));
+        assert_ne!(a, checksum("x: 1", &[("tls.crt", b"B")]));
+        // boundaries are length-prefixed: moving bytes between fields changes the sum
+        assert_ne!(checksum("", &[("a", b"bc")]), checksum("", &[("ab", b"c")]));
+    }
+
+    #[test]
+    fn pdb_only_with_several_replicas_and_egress_from_urls() {
+        let mut gw = gateway();
+        assert!(pod_disruption_budget(&gw, &owner(&gw)).is_some());
+        gw.spec.replicas = 1;
+        assert!(pod_disruption_budget(&gw, &owner(&gw)).is_none());
+        let c = runtime_config(
+            &gw,
+            &[community("west", "urn:oid:2.16.528.1.1007.3.3.87654321.1")],
+            Some(&mitz()),
+        )
+        .unwrap();
+        assert_eq!(
+            egress_ports(&c).into_iter().collect::<Vec<_>>(),
+            vec![443, 8443]
+        );
+        let np = network_policy(&gw, &owner(&gw), &c);
+        let spec = np.spec.unwrap();
+        assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
+        assert_eq!(url_port("https://[::1]:9443/x"), Some(9443));
+        assert_eq!(url_port("http://h/x"), Some(80));
+    }
+
+    #[test]
+    fn published_community_points_at_the_service() {
+        let mut gw = gateway();
+        gw.spec
+            .publish
+            .labels
+            .insert("duo.example/network".into(), "oost-west".into());
+        let c = published_community(&gw, &owner(&gw)).unwrap();
+        assert_eq!(
+            c.spec.endpoints.query_url,
+            "https://duo-oost.hospitals.svc:8443/xca/iti38"
+        );
+        assert_eq!(
+            c.spec.endpoints.imaging_retrieve_url,
+            "https://duo-oost.hospitals.svc:8443/xcai/rad75"
+        );
+        assert_eq!(
+            c.metadata.labels.as_ref().unwrap()[PUBLISHED_BY_LABEL],
+            "oost"
+        );
+        assert_eq!(
+            c.metadata.labels.as_ref().unwrap()["duo.example/network"],
+            "oost-west"
+        );
+        gw.spec.publish.enabled = false;
+        assert!(published_community(&gw, &owner(&gw)).is_none());
+    }
+}

@@ -1,0 +1,663 @@
+//! The custom resources: `DuoGateway`, `DuoCommunity` and `MitzConnection` (group
+//! `duo.beeldbeschikbaarheid.nl`, version `v1alpha1`).
+//!
+//! Field values are plain strings in the Rust types: the API server checks their shape with CEL rules
+//! (URA 8 digits, `urn:oid:` homeCommunityIds, http(s) URLs, enums), and the operator's validate step
+//! parses them into the runtime's domain types. An object that slipped past the schema therefore still
+//! deserialises, and the operator can say in its status what is wrong instead of failing to read it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every DUO resource.
+pub const GROUP: &str = "duo.beeldbeschikbaarheid.nl";
+/// Annotation that pauses reconciliation of a DuoGateway while it is `"true"`: children stay as they are.
+pub const PAUSED_ANNOTATION: &str = "duo.beeldbeschikbaarheid.nl/paused";
+/// Label on a DuoCommunity that the operator published for a DuoGateway (value: the gateway's name).
+pub const PUBLISHED_BY_LABEL: &str = "duo.beeldbeschikbaarheid.nl/published-by";
+
+// --- schema helpers: CEL rules the API server enforces -------------------------------------------
+
+fn ura_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 8,
+        "x-kubernetes-validations": [
+            {"rule": "self.matches('^[0-9]{8}$')", "message": "must be a URA: exactly 8 digits"}
+        ]
+    })
+}
+
+fn home_community_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 64,
+        "x-kubernetes-validations": [
+            {"rule": "self.matches('^urn:oid:[0-2](\\\\.(0|[1-9][0-9]*))+$')",
+             "message": "must be a homeCommunityId: urn:oid: followed by a dotted-decimal OID, at most 64 characters"}
+        ]
+    })
+}
+
+fn oid_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 128,
+        "x-kubernetes-validations": [
+            {"rule": "self.matches('^[0-2](\\\\.(0|[1-9][0-9]*))+$')", "message": "must be a dotted-decimal OID"}
+        ]
+    })
+}
+
+fn url_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 2048,
+        "x-kubernetes-validations": [
+            {"rule": "isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",
+             "message": "must be an absolute https:// URL (http:// only with allowPlainHttp)"}
+        ]
+    })
+}
+
+fn opt_url_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    url_schema(g)
+}
+
+fn code_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 32,
+        "x-kubernetes-validations": [
+            {"rule": "self.matches('^[A-Za-z0-9._-]+$')", "message": "must be a code: letters, digits, '.', '-' or '_'"}
+        ]
+    })
+}
+
+fn name_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "minLength": 1, "maxLength": 253})
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+fn default_deadline_ms() -> i64 {
+    10_000
+}
+fn default_mitz_deadline_ms() -> i64 {
+    3_000
+}
+fn default_cache_seconds() -> i64 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+// --- DuoGateway -----------------------------------------------------------------------------------
+
+/// One hospital connection: the organisation, its local infrastructure (XDS-I.b affinity domain or TLB
+/// node), consent and localisation via Mitz, its TLS identity, and which communities it may query. The
+/// operator runs a `duo-gateway` Deployment for it and publishes it as a DuoCommunity.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "duo.beeldbeschikbaarheid.nl",
+    version = "v1alpha1",
+    kind = "DuoGateway",
+    plural = "duogateways",
+    singular = "duogateway",
+    shortname = "dgw",
+    namespaced,
+    status = "DuoGatewayStatus",
+    category = "duo",
+    printcolumn = r#"{"name":"URA","type":"string","jsonPath":".spec.organization.ura","description":"URA of the hospital"}"#,
+    printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".status.connectionKind","description":"Local infrastructure: xds or tlb"}"#,
+    printcolumn = r#"{"name":"Localization","type":"string","jsonPath":".spec.localization","priority":1,"description":"mitz or allCommunities"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 50").message("metadata.name must be at most 50 characters (child names add a suffix)"),
+)]
+#[x_kube(
+    validation = kube::core::Rule::new("(has(self.allowPlainHttp) && self.allowPlainHttp) || !has(self.connection.xds) || (self.connection.xds.registryUrl.startsWith('https://') && (!has(self.connection.xds.repositories) || self.connection.xds.repositories.all(r, r.url.startsWith('https://'))) && (!has(self.connection.xds.imagingDocumentSources) || self.connection.xds.imagingDocumentSources.all(r, r.url.startsWith('https://'))))").message("connection.xds endpoints must be https:// unless allowPlainHttp is true"),
+    validation = kube::core::Rule::new("(has(self.allowPlainHttp) && self.allowPlainHttp) || !has(self.connection.tlb) || (self.connection.tlb.queryUrl.startsWith('https://') && self.connection.tlb.retrieveUrl.startsWith('https://') && self.connection.tlb.imagingRetrieveUrl.startsWith('https://') && (!has(self.connection.tlb.dicomwebUrl) || self.connection.tlb.dicomwebUrl.startsWith('https://')))").message("connection.tlb endpoints must be https:// unless allowPlainHttp is true"),
+    validation = kube::core::Rule::new("has(self.mitz) || (has(self.consent) && has(self.consent.mode) && self.consent.mode == 'permitAll' && has(self.localization) && self.localization == 'allCommunities')").message("mitz is required unless consent.mode is permitAll and localization is allCommunities"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DuoGatewaySpec {
+    /// The hospital this gateway acts for (data holder and requester).
+    pub organization: GatewayOrganization,
+    /// The hospital's own community: exactly one of `xds` (an XDS-I.b affinity domain) or `tlb` (a TLB
+    /// node reached over XCA-I).
+    pub connection: Connection,
+    /// Mitz connection used for the closed question (consent) and the open question (localisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mitz: Option<MitzRef>,
+    /// Consent enforcement at the responding side.
+    #[serde(default)]
+    pub consent: Consent,
+    /// How the initiating side chooses which communities to ask: `mitz` asks Mitz's open question and
+    /// queries only the communities it names (the Twiin rule); `allCommunities` asks every selected
+    /// community (the proof-of-concept mode). Shown in status and in the operator's metrics.
+    #[serde(default)]
+    pub localization: Localization,
+    /// The hospital's TLS identity (UZI server certificate) and the CAs its peers' certificates chain to.
+    pub tls: GatewayTls,
+    /// Which DuoCommunity resources this gateway may query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communities: Option<CommunitySelection>,
+    /// How this gateway is published as a DuoCommunity for other gateways in the cluster.
+    #[serde(default)]
+    pub publish: Publish,
+    /// Number of gateway pods (default 2). A PodDisruptionBudget is created when greater than 1.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 50))]
+    pub replicas: i32,
+    /// Compute resources of the gateway container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Container image override (default: the operator's `--gateway-image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+/// The organisation a gateway serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayOrganization {
+    /// URA (UZI register subscriber number, 8 digits). Must equal the URA in the TLS certificate.
+    #[schemars(schema_with = "ura_schema")]
+    pub ura: String,
+    /// Display name of the hospital.
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    /// Zorgaanbiedercategorie (code system 2.16.840.1.113883.2.4.15.1060), e.g. `V6` general hospital.
+    #[schemars(schema_with = "code_schema")]
+    pub facility_type: String,
+    /// homeCommunityId this gateway answers as, `urn:oid:<OID>`.
+    #[schemars(schema_with = "home_community_id_schema")]
+    pub home_community_id: String,
+}
+
+/// The local infrastructure: set exactly one of `xds` or `tlb`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = kube::core::Rule::new("has(self.xds) != has(self.tlb)").message("set exactly one of connection.xds or connection.tlb"))]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    /// An XDS-I.b affinity domain: registry (ITI-18), repositories (ITI-43), imaging document sources (RAD-69).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xds: Option<XdsConnection>,
+    /// A TLB node (Twiin) reached over XCA-I: ITI-38, ITI-39, RAD-75, optionally DICOMweb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlb: Option<TlbConnection>,
+}
+
+/// Which kind of local infrastructure a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionKind {
+    /// XDS-I.b affinity domain.
+    Xds,
+    /// TLB node.
+    Tlb,
+}
+
+impl ConnectionKind {
+    /// `xds` or `tlb`, as shown in status and printer columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Xds => "xds",
+            ConnectionKind::Tlb => "tlb",
+        }
+    }
+}
+
+impl Connection {
+    /// The kind set, `None` when neither or both are set (the CEL rule forbids both cases).
+    pub fn kind(&self) -> Option<ConnectionKind> {
+        match (&self.xds, &self.tlb) {
+            (Some(_), None) => Some(ConnectionKind::Xds),
+            (None, Some(_)) => Some(ConnectionKind::Tlb),
+            _ => None,
+        }
+    }
+}
+
+/// Endpoints of an XDS-I.b affinity domain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsConnection {
+    /// Registry Stored Query endpoint (ITI-18).
+    #[schemars(schema_with = "url_schema")]
+    pub registry_url: String,
+    /// Document repositories (ITI-43), by repositoryUniqueId.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub repositories: Vec<UniqueEndpoint>,
+    /// Imaging document sources (RAD-69), by their unique id.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub imaging_document_sources: Vec<UniqueEndpoint>,
+    /// Milliseconds to wait for this infrastructure per call (default 10000).
+    #[serde(default = "default_deadline_ms")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub deadline_ms: i64,
+}
+
+/// A unique id (OID) and its SOAP endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UniqueEndpoint {
+    /// repositoryUniqueId or imaging document source id (dotted-decimal OID).
+    #[schemars(schema_with = "oid_schema")]
+    pub unique_id: String,
+    /// SOAP endpoint URL.
+    #[schemars(schema_with = "url_schema")]
+    pub url: String,
+}
+
+/// Endpoints of a TLB node (remote XCA-I responding gateway).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlbConnection {
+    /// The TLB node's homeCommunityId, `urn:oid:<OID>`.
+    #[schemars(schema_with = "home_community_id_schema")]
+    pub home_community_id: String,
+    /// ITI-38 Cross Gateway Query endpoint.
+    #[schemars(schema_with = "url_schema")]
+    pub query_url: String,
+    /// ITI-39 Cross Gateway Retrieve endpoint.
+    #[schemars(schema_with = "url_schema")]
+    pub retrieve_url: String,
+    /// RAD-75 Cross Gateway Retrieve Imaging Document Set endpoint.
+    #[schemars(schema_with = "url_schema")]
+    pub imaging_retrieve_url: String,
+    /// Optional DICOMweb base URL (QIDO-RS / WADO-RS) of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_url_schema")]
+    pub dicomweb_url: Option<String>,
+    /// Milliseconds to wait for the node per call (default 10000).
+    #[serde(default = "default_deadline_ms")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub deadline_ms: i64,
+}
+
+/// Reference to a MitzConnection in the gateway's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MitzRef {
+    /// Name of the MitzConnection.
+    #[schemars(schema_with = "name_schema")]
+    pub connection_name: String,
+}
+
+/// Consent enforcement (Mitz closed question) at the responding side.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Consent {
+    /// `mitz` (default): ask the closed question and disclose only on Permit. `permitAll`: no check, for
+    /// test environments only; visible in status, metrics and every audit record.
+    #[serde(default)]
+    pub mode: ConsentMode,
+    /// Mitz data category (gegevenscategorie, code system 2.16.840.1.113883.2.4.3.111.5.10.1) asked for,
+    /// default `GGC002`. Which category imaging needs is not public.
+    #[serde(default = "default_category")]
+    #[schemars(schema_with = "code_schema")]
+    pub category: String,
+}
+
+fn default_category() -> String {
+    "GGC002".into()
+}
+
+impl Default for Consent {
+    fn default() -> Self {
+        Consent {
+            mode: ConsentMode::default(),
+            category: default_category(),
+        }
+    }
+}
+
+/// See [`Consent::mode`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsentMode {
+    /// Mitz closed question; fail closed.
+    #[default]
+    Mitz,
+    /// No consent check (test environments only).
+    PermitAll,
+}
+
+/// See [`DuoGatewaySpec::localization`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Localization {
+    /// Mitz open question; query only the communities Mitz names; no broadcast when Mitz cannot answer.
+    #[default]
+    Mitz,
+    /// Query every selected community.
+    AllCommunities,
+}
+
+impl Localization {
+    /// `mitz` or `allCommunities`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Localization::Mitz => "mitz",
+            Localization::AllCommunities => "allCommunities",
+        }
+    }
+}
+
+/// TLS identity and trust of a gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTls {
+    /// Name of a `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) holding the hospital's UZI server
+    /// certificate chain and key. The certificate's URA must equal `organization.ura`.
+    #[schemars(schema_with = "name_schema")]
+    pub secret_name: String,
+    /// CA certificates (PEM) that peers' certificates must chain to.
+    pub trust_bundle: TrustBundleRef,
+}
+
+/// A PEM bundle of CA certificates in a ConfigMap or a Secret: set exactly one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("has(self.configMap) != has(self.secret)").message("set exactly one of configMap or secret"))]
+#[serde(rename_all = "camelCase")]
+pub struct TrustBundleRef {
+    /// A key of a ConfigMap in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<KeyRef>,
+    /// A key of a Secret in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<KeyRef>,
+}
+
+/// A key in a ConfigMap or Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Name of the ConfigMap or Secret.
+    #[schemars(schema_with = "name_schema")]
+    pub name: String,
+    /// Key holding the PEM bundle (default `ca.crt`).
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Which DuoCommunity resources a gateway may query.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunitySelection {
+    /// Label selector over DuoCommunity resources; an empty selector selects all of them.
+    pub selector: LabelSelector,
+    /// Namespaces to look in (default: the gateway's own namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// How a gateway is published as a DuoCommunity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Publish {
+    /// Publish this gateway as a DuoCommunity named like the gateway (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Labels put on the published DuoCommunity, so that other gateways' selectors can match it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            enabled: true,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Observed state of a DuoGateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DuoGatewayStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (children applied from the current spec and the Deployment available), `Progressing`
+    /// (a rollout is under way), `Degraded` (the current spec cannot be applied; the last good children
+    /// keep running), and `CertificateExpiring` (30 days or less left).
+    #[serde(default)]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// `xds` or `tlb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_kind: Option<String>,
+    /// The localisation mode in force (`mitz` or `allCommunities`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localization: Option<String>,
+    /// The consent mode in force (`mitz` or `permitAll`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_mode: Option<String>,
+    /// Pods of the Deployment that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Number of DuoCommunity resources resolved into the runtime configuration.
+    #[serde(default)]
+    pub communities: i32,
+    /// The TLS certificate in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+    /// SHA-256 of the applied configuration and certificates (the pod template's checksum annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_checksum: Option<String>,
+}
+
+/// What the operator read from a certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// End of validity, RFC 3339.
+    pub not_after: String,
+    /// URA found in the certificate (UZI server certificate), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ura: Option<String>,
+    /// Subject distinguished name.
+    #[serde(default)]
+    pub subject: String,
+}
+
+// --- DuoCommunity ---------------------------------------------------------------------------------
+
+/// A remote community that gateways may query: another DUO gateway (in or outside the cluster) or a TLB
+/// node. The operator also creates one for every DuoGateway (label `duo.beeldbeschikbaarheid.nl/published-by`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "duo.beeldbeschikbaarheid.nl",
+    version = "v1alpha1",
+    kind = "DuoCommunity",
+    plural = "duocommunities",
+    singular = "duocommunity",
+    shortname = "dcom",
+    namespaced,
+    category = "duo",
+    printcolumn = r#"{"name":"Community","type":"string","jsonPath":".spec.homeCommunityId"}"#,
+    printcolumn = r#"{"name":"Name","type":"string","jsonPath":".spec.name"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DuoCommunitySpec {
+    /// The community's homeCommunityId, `urn:oid:<OID>`.
+    #[schemars(schema_with = "home_community_id_schema")]
+    pub home_community_id: String,
+    /// Display name.
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    /// Organisations whose data this community holds and for which its gateway may speak as requester.
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub organizations: Vec<CommunityOrganization>,
+    /// Endpoints of the community's responding gateway.
+    pub endpoints: CommunityEndpoints,
+    /// How this community's gateway is recognised when it calls.
+    #[serde(default)]
+    pub trust: CommunityTrust,
+    /// Milliseconds to wait for this community per call (default 10000).
+    #[serde(default = "default_deadline_ms")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub deadline_ms: i64,
+}
+
+/// An organisation served by a community.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunityOrganization {
+    /// URA (8 digits).
+    #[schemars(schema_with = "ura_schema")]
+    pub ura: String,
+    /// Display name.
+    #[serde(default)]
+    #[schemars(length(max = 200))]
+    pub name: String,
+}
+
+/// The responding gateway's endpoints.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunityEndpoints {
+    /// ITI-38 Cross Gateway Query.
+    #[schemars(schema_with = "url_schema")]
+    pub query_url: String,
+    /// ITI-39 Cross Gateway Retrieve.
+    #[schemars(schema_with = "url_schema")]
+    pub retrieve_url: String,
+    /// RAD-75 Cross Gateway Retrieve Imaging Document Set.
+    #[schemars(schema_with = "url_schema")]
+    pub imaging_retrieve_url: String,
+}
+
+/// Identity of the community's gateway. Its certificate must chain to the querying gateway's trust bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunityTrust {
+    /// URA in the community gateway's UZI server certificate, used to recognise it when it calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_ura_schema")]
+    pub certificate_ura: Option<String>,
+}
+
+fn opt_ura_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    ura_schema(g)
+}
+
+// --- MitzConnection -------------------------------------------------------------------------------
+
+/// Connection to Mitz, the national consent register: closed question (consent), open question
+/// (localisation) and subscription endpoints, the client certificate and the trust for Mitz's server.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "duo.beeldbeschikbaarheid.nl",
+    version = "v1alpha1",
+    kind = "MitzConnection",
+    plural = "mitzconnections",
+    singular = "mitzconnection",
+    shortname = "mitz",
+    namespaced,
+    category = "duo",
+    status = "MitzConnectionStatus",
+    printcolumn = r#"{"name":"Closed question","type":"string","jsonPath":".spec.closedQuestionUrl","priority":1}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MitzConnectionSpec {
+    /// Closed question endpoint, `{base}/geslotenautorisatievraag/xacml3`.
+    #[schemars(schema_with = "url_schema")]
+    pub closed_question_url: String,
+    /// Open question endpoint, `{base}/openautorisatievraag` (required for localization `mitz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_url_schema")]
+    pub open_question_url: Option<String>,
+    /// Subscription endpoint, `{base}/abonnementen/fhir/Subscription`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_url_schema")]
+    pub subscription_url: Option<String>,
+    /// Name of a `kubernetes.io/tls` Secret with the client certificate (PKIoverheid or GZN) and key.
+    #[schemars(schema_with = "name_schema")]
+    pub client_certificate_secret_name: String,
+    /// CA certificates (PEM) Mitz's server certificate must chain to.
+    pub trust_bundle: TrustBundleRef,
+    /// Milliseconds to wait for an answer (default 3000); no answer in time means no consent.
+    #[serde(default = "default_mitz_deadline_ms")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub deadline_ms: i64,
+    /// Seconds a Permit or Deny is cached per (patient, requester organisation, role, category);
+    /// 0 disables the cache (default 60).
+    #[serde(default = "default_cache_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub cache_seconds: i64,
+}
+
+/// Observed state of a MitzConnection.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MitzConnectionStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: the client certificate Secret and trust bundle are present and valid.
+    #[serde(default)]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The client certificate in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn conditions_are_a_map_keyed_by_type() {
+        let crd = serde_json::to_value(DuoGateway::crd()).unwrap();
+        let cond = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["conditions"];
+        assert_eq!(cond["x-kubernetes-list-type"], "map", "{cond}");
+        assert_eq!(cond["x-kubernetes-list-map-keys"][0], "type");
+    }
+
+    #[test]
+    fn schema_carries_cel_rules_and_descriptions() {
+        let text = serde_json::to_string(&DuoGateway::crd()).unwrap();
+        assert!(text.contains("must be a URA: exactly 8 digits"));
+        assert!(text.contains("set exactly one of connection.xds or connection.tlb"));
+        let crd = serde_json::to_value(DuoGateway::crd()).unwrap();
+        let ura = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["organization"]["properties"]["ura"];
+        assert!(
+            ura["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("8 digits"),
+            "{ura}"
+        );
+    }
+}

@@ -1,0 +1,1151 @@
+//! The reconcilers: fetch → validate → build → apply → status for DuoGateway, and a status-only
+//! reconciler for MitzConnection.
+//!
+//! A spec that cannot be applied (missing Secret, bad certificate, URA mismatch, invalid configuration)
+//! sets `Degraded=True` / `Ready=False` with the reason and applies nothing, so the last good children
+//! keep running. Status is written with server-side apply only when it changed, and the controller
+//! ignores events that change neither generation, annotations nor finalizers, so the operator's own
+//! status writes cause no work.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duo_runtime::pki::CertificateInfo;
+use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::build::{self, FIELD_MANAGER};
+use crate::crd::{
+    CertificateStatus, DuoCommunity, DuoGateway, DuoGatewayStatus, MitzConnection,
+    MitzConnectionStatus, PAUSED_ANNOTATION, TrustBundleRef,
+};
+use crate::metrics::{Metrics, ModeLabels};
+use crate::validate::{self, CertProblem};
+
+/// Finalizer on every DuoGateway: its children are deleted before the gateway goes.
+pub const FINALIZER: &str = "duo.beeldbeschikbaarheid.nl/cleanup";
+
+/// Errors that make a reconciliation retry (API failures). Spec problems are not errors: they are
+/// reported in status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The finalizer helper failed (adding/removing the finalizer or the cleanup).
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    /// The object lacks namespace or uid (never for objects read from the API server).
+    #[error("object without {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// Short class for the error metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Incomplete(_) => "incomplete",
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Default gateway image (`--gateway-image`).
+    pub gateway_image: String,
+    /// Every DuoCommunity the operator sees (reflector store).
+    pub communities: Store<DuoCommunity>,
+    /// Every MitzConnection the operator sees (reflector store).
+    pub mitz: Store<MitzConnection>,
+}
+
+/// A spec problem: condition reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase reason (`SecretMissing`, `CertificateExpired`, `InvalidSpec`, ...).
+    pub reason: String,
+    /// One line for people.
+    pub message: String,
+}
+
+fn problem(reason: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+/// Everything built from a valid spec, ready to apply.
+struct Prepared {
+    config_yaml: String,
+    config: duo_runtime::config::Config,
+    checksum: String,
+    mitz: Option<MitzConnection>,
+    certificate: CertificateInfo,
+    communities: usize,
+}
+
+/// What a reconciliation did, for the status.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Children applied from the current spec.
+    Applied {
+        /// The hospital's certificate.
+        certificate: CertificateInfo,
+        /// Communities in the rendered configuration.
+        communities: i32,
+        /// Checksum on the pod template.
+        checksum: String,
+    },
+    /// The spec cannot be applied; nothing was changed.
+    Degraded(Problem),
+    /// Reconciliation is paused by annotation.
+    Paused,
+}
+
+async fn secret_key(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+    what: &str,
+) -> Result<Result<Vec<u8>, Problem>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(Err(problem(
+            "SecretMissing",
+            format!("{what}: Secret {name:?} not found"),
+        )));
+    };
+    match secret.data.as_ref().and_then(|d| d.get(key)) {
+        Some(v) if !v.0.is_empty() => Ok(Ok(v.0.clone())),
+        _ => Ok(Err(problem(
+            "SecretMissing",
+            format!("{what}: Secret {name:?} has no key {key:?}"),
+        ))),
+    }
+}
+
+async fn trust_bundle(
+    client: &Client,
+    ns: &str,
+    r: &TrustBundleRef,
+    what: &str,
+) -> Result<Result<Vec<u8>, Problem>, Error> {
+    let bytes = match (&r.config_map, &r.secret) {
+        (Some(cm), None) => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            let Some(map) = api.get_opt(&cm.name).await? else {
+                return Ok(Err(problem(
+                    "TrustBundleMissing",
+                    format!("{what}: ConfigMap {:?} not found", cm.name),
+                )));
+            };
+            match map.data.as_ref().and_then(|d| d.get(&cm.key)) {
+                Some(v) => v.as_bytes().to_vec(),
+                None => {
+                    return Ok(Err(problem(
+                        "TrustBundleMissing",
+                        format!("{what}: ConfigMap {:?} has no key {:?}", cm.name, cm.key),
+                    )));
+                }
+            }
+        }
+        (None, Some(s)) => match secret_key(client, ns, &s.name, &s.key, what).await? {
+            Ok(b) => b,
+            Err(p) => return Ok(Err(problem("TrustBundleMissing", p.message))),
+        },
+        _ => {
+            return Ok(Err(problem(
+                "InvalidSpec",
+                format!("{what}: set exactly one of configMap or secret"),
+            )));
+        }
+    };
+    Ok(validate::check_trust_bundle(&bytes)
+        .map(|_| bytes)
+        .map_err(|e| problem("TrustBundleInvalid", format!("{what}: {e}"))))
+}
+
+macro_rules! try_problem {
+    ($e:expr) => {
+        match $e? {
+            Ok(v) => v,
+            Err(p) => return Ok(Err(p)),
+        }
+    };
+}
+
+fn cert_problem(what: &str, e: CertProblem) -> Problem {
+    problem(e.reason(), format!("{what}: {e}"))
+}
+
+/// The DuoCommunities `gw` selects, sorted by namespace and name.
+pub fn selected_communities(
+    gw: &DuoGateway,
+    all: &[Arc<DuoCommunity>],
+) -> Result<Vec<DuoCommunity>, Problem> {
+    let Some(sel) = &gw.spec.communities else {
+        return Ok(Vec::new());
+    };
+    let selector: Selector = sel
+        .selector
+        .clone()
+        .try_into()
+        .map_err(|e| problem("InvalidSpec", format!("spec.communities.selector: {e}")))?;
+    let own_ns = gw.namespace().unwrap_or_default();
+    let namespaces = sel.namespaces.clone().unwrap_or_else(|| vec![own_ns]);
+    let mut out: Vec<DuoCommunity> = all
+        .iter()
+        .filter(|c| c.meta().deletion_timestamp.is_none())
+        .filter(|c| c.namespace().is_some_and(|ns| namespaces.contains(&ns)))
+        .filter(|c| selector.matches(c.labels()))
+        .map(|c| (**c).clone())
+        .collect();
+    out.sort_by_key(|c| (c.namespace(), c.name_any()));
+    Ok(out)
+}
+
+/// Fetch and validate everything `gw` references, and build its configuration.
+async fn prepare(
+    gw: &DuoGateway,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Result<Prepared, Problem>, Error> {
+    let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let c = &ctx.client;
+    let s = &gw.spec;
+    if s.connection.kind().is_none() {
+        return Ok(Err(problem(
+            "InvalidSpec",
+            "spec.connection: set exactly one of xds or tlb",
+        )));
+    }
+    let what = format!("spec.tls.secretName ({})", s.tls.secret_name);
+    let cert = try_problem!(secret_key(c, &ns, &s.tls.secret_name, "tls.crt", &what).await);
+    let key = try_problem!(secret_key(c, &ns, &s.tls.secret_name, "tls.key", &what).await);
+    let certificate = match validate::check_certificate(&cert, &key, Some(&s.organization.ura), now)
+    {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(cert_problem(&what, e))),
+    };
+    let trust =
+        try_problem!(trust_bundle(c, &ns, &s.tls.trust_bundle, "spec.tls.trustBundle").await);
+    let mut material: Vec<(&str, Vec<u8>)> =
+        vec![("tls.crt", cert), ("tls.key", key), ("trust", trust)];
+    let mitz = match &s.mitz {
+        None => None,
+        Some(r) => {
+            let Some(m) = ctx
+                .mitz
+                .get(&ObjectRef::new(&r.connection_name).within(&ns))
+            else {
+                return Ok(Err(problem(
+                    "MitzConnectionMissing",
+                    format!(
+                        "spec.mitz.connectionName: MitzConnection {:?} not found",
+                        r.connection_name
+                    ),
+                )));
+            };
+            let what = format!(
+                "MitzConnection {}: clientCertificateSecretName ({})",
+                r.connection_name, m.spec.client_certificate_secret_name
+            );
+            let mcert = try_problem!(
+                secret_key(
+                    c,
+                    &ns,
+                    &m.spec.client_certificate_secret_name,
+                    "tls.crt",
+                    &what
+                )
+                .await
+            );
+            let mkey = try_problem!(
+                secret_key(
+                    c,
+                    &ns,
+                    &m.spec.client_certificate_secret_name,
+                    "tls.key",
+                    &what
+                )
+                .await
+            );
+            if let Err(e) = validate::check_certificate(&mcert, &mkey, None, now) {
+                return Ok(Err(cert_problem(&what, e)));
+            }
+            let what = format!("MitzConnection {}: trustBundle", r.connection_name);
+            let mtrust = try_problem!(trust_bundle(c, &ns, &m.spec.trust_bundle, &what).await);
+            material.extend([
+                ("mitz.crt", mcert),
+                ("mitz.key", mkey),
+                ("mitz-trust", mtrust),
+            ]);
+            Some((*m).clone())
+        }
+    };
+    ctx.communities.wait_until_ready().await.ok();
+    let communities = match selected_communities(gw, &ctx.communities.state()) {
+        Ok(c) => c,
+        Err(p) => return Ok(Err(p)),
+    };
+    let config = match build::runtime_config(gw, &communities, mitz.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(problem("InvalidSpec", e.to_string()))),
+    };
+    let config_yaml = config.to_yaml();
+    let refs: Vec<(&str, &[u8])> = material.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    let checksum = build::checksum(&config_yaml, &refs);
+    Ok(Ok(Prepared {
+        communities: config.communities.len(),
+        config_yaml,
+        config,
+        checksum,
+        mitz,
+        certificate,
+    }))
+}
+
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().ok_or(Error::Incomplete("name"))?;
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+async fn delete_if_present<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies every child of `gw` and deletes the ones the spec no longer asks for. Returns the Deployment
+/// as the API server has it (with its status).
+async fn apply_children(gw: &DuoGateway, ctx: &Context, p: &Prepared) -> Result<Deployment, Error> {
+    let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let owner = gw
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
+    let c = &ctx.client;
+    apply(c, &ns, &build::service_account(gw, &owner)).await?;
+    apply(c, &ns, &build::config_map(gw, &owner, &p.config_yaml)).await?;
+    apply(c, &ns, &build::service(gw, &owner)).await?;
+    let deployment = apply(
+        c,
+        &ns,
+        &build::deployment(gw, &owner, p.mitz.as_ref(), &ctx.gateway_image, &p.checksum),
+    )
+    .await?;
+    match build::pod_disruption_budget(gw, &owner) {
+        Some(pdb) => {
+            apply(c, &ns, &pdb).await?;
+        }
+        None => delete_if_present::<PodDisruptionBudget>(c, &ns, &build::child_name(gw)).await?,
+    }
+    apply(c, &ns, &build::network_policy(gw, &owner, &p.config)).await?;
+    match build::published_community(gw, &owner) {
+        Some(community) => {
+            apply(c, &ns, &community).await?;
+        }
+        None => delete_published(c, &ns, gw).await?,
+    }
+    Ok(deployment)
+}
+
+/// Deletes the published DuoCommunity of `gw`, but only one the operator published for it.
+async fn delete_published(c: &Client, ns: &str, gw: &DuoGateway) -> Result<(), Error> {
+    let api: Api<DuoCommunity> = Api::namespaced(c.clone(), ns);
+    if let Some(existing) = api.get_opt(&gw.name_any()).await?
+        && existing.labels().get(crate::crd::PUBLISHED_BY_LABEL) == Some(&gw.name_any())
+    {
+        delete_if_present::<DuoCommunity>(c, ns, &gw.name_any()).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every child of `gw` (finalizer cleanup; envtest-style clusters have no garbage collector).
+async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
+    let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let c = &ctx.client;
+    let name = build::child_name(gw);
+    delete_if_present::<Deployment>(c, &ns, &name).await?;
+    delete_if_present::<Service>(c, &ns, &name).await?;
+    delete_if_present::<PodDisruptionBudget>(c, &ns, &name).await?;
+    delete_if_present::<NetworkPolicy>(c, &ns, &name).await?;
+    delete_if_present::<ServiceAccount>(c, &ns, &name).await?;
+    delete_if_present::<ConfigMap>(c, &ns, &build::config_map_name(gw)).await?;
+    delete_published(c, &ns, gw).await?;
+    ctx.metrics
+        .set_gateway_modes(&format!("{ns}/{}", gw.name_any()), None);
+    Ok(Action::await_change())
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: last,
+    }
+}
+
+/// Whether a Deployment has rolled out its current spec to `replicas` available pods.
+fn rollout(deployment: Option<&Deployment>, replicas: i32) -> (bool, i32, String) {
+    let Some(d) = deployment else {
+        return (false, 0, "the Deployment does not exist yet".into());
+    };
+    let st = d.status.clone().unwrap_or_default();
+    let ready = st.ready_replicas.unwrap_or(0);
+    let current = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let updated = st.updated_replicas.unwrap_or(0);
+    let available = st.available_replicas.unwrap_or(0);
+    let done = current
+        && updated >= replicas
+        && available >= replicas
+        && st.replicas.unwrap_or(0) <= replicas.max(updated);
+    let msg = if done {
+        format!("{available}/{replicas} pods available")
+    } else {
+        format!("rollout in progress: {updated}/{replicas} updated, {available} available")
+    };
+    (done, ready, msg)
+}
+
+/// The status for `gw` after `outcome`, given its Deployment (as applied or as found). Pure.
+pub fn gateway_status(
+    gw: &DuoGateway,
+    outcome: &Outcome,
+    deployment: Option<&Deployment>,
+    now: Timestamp,
+) -> DuoGatewayStatus {
+    let prev = gw.status.clone().unwrap_or_default();
+    let gen_ = gw.meta().generation;
+    let pc = &prev.conditions;
+    let mut st = DuoGatewayStatus {
+        observed_generation: gen_,
+        conditions: Vec::new(),
+        connection_kind: gw.spec.connection.kind().map(|k| k.as_str().to_owned()),
+        localization: Some(gw.spec.localization.as_str().to_owned()),
+        consent_mode: Some(match gw.spec.consent.mode {
+            crate::crd::ConsentMode::Mitz => "mitz".to_owned(),
+            crate::crd::ConsentMode::PermitAll => "permitAll".to_owned(),
+        }),
+        ready_replicas: 0,
+        communities: prev.communities,
+        certificate: prev.certificate.clone(),
+        applied_checksum: prev.applied_checksum.clone(),
+    };
+    let (done, ready, rollout_msg) = rollout(deployment, gw.spec.replicas);
+    st.ready_replicas = ready;
+    match outcome {
+        Outcome::Applied {
+            certificate,
+            communities,
+            checksum,
+        } => {
+            st.communities = *communities;
+            st.applied_checksum = Some(checksum.clone());
+            st.certificate = Some(CertificateStatus {
+                not_after: certificate.not_after.to_string(),
+                ura: certificate.ura.as_ref().map(|u| u.as_str().to_owned()),
+                subject: certificate.subject.clone(),
+            });
+            let (ready_reason, progressing_reason) = if done {
+                ("Available", "Complete")
+            } else {
+                ("RollingOut", "RollingOut")
+            };
+            st.conditions.push(condition(
+                "Ready",
+                done,
+                ready_reason,
+                &rollout_msg,
+                gen_,
+                pc,
+                now,
+            ));
+            st.conditions.push(condition(
+                "Progressing",
+                !done,
+                progressing_reason,
+                &rollout_msg,
+                gen_,
+                pc,
+                now,
+            ));
+            st.conditions.push(condition(
+                "Degraded",
+                false,
+                "Reconciled",
+                "the current spec is applied",
+                gen_,
+                pc,
+                now,
+            ));
+            let soon = validate::expires_soon(certificate, now);
+            let msg = format!("the TLS certificate expires at {}", certificate.not_after);
+            let reason = if soon {
+                "CertificateExpiresSoon"
+            } else {
+                "CertificateValid"
+            };
+            st.conditions.push(condition(
+                "CertificateExpiring",
+                soon,
+                reason,
+                &msg,
+                gen_,
+                pc,
+                now,
+            ));
+        }
+        Outcome::Degraded(p) => {
+            let kept = if deployment.is_some() {
+                "; the last applied configuration keeps running"
+            } else {
+                ""
+            };
+            let msg = format!("{}{kept}", p.message);
+            st.conditions
+                .push(condition("Ready", false, &p.reason, &msg, gen_, pc, now));
+            st.conditions.push(condition(
+                "Progressing",
+                false,
+                &p.reason,
+                &msg,
+                gen_,
+                pc,
+                now,
+            ));
+            st.conditions.push(condition(
+                "Degraded", true, &p.reason, &p.message, gen_, pc, now,
+            ));
+            if let Some(c) = pc.iter().find(|c| c.type_ == "CertificateExpiring") {
+                st.conditions.push(c.clone());
+            }
+        }
+        Outcome::Paused => {
+            for c in pc.iter().filter(|c| c.type_ != "Progressing") {
+                st.conditions.push(c.clone());
+            }
+            let msg = format!("reconciliation paused by annotation {PAUSED_ANNOTATION}");
+            st.conditions.push(condition(
+                "Progressing",
+                false,
+                "Paused",
+                &msg,
+                gen_,
+                pc,
+                now,
+            ));
+            st.observed_generation = prev.observed_generation;
+        }
+    }
+    st
+}
+
+fn status_changed(old: &DuoGatewayStatus, new: &DuoGatewayStatus) -> bool {
+    old != new
+}
+
+async fn write_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish_event(
+    ctx: &Context,
+    gw: &DuoGateway,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &gw.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+fn condition_true(st: &DuoGatewayStatus, type_: &str) -> bool {
+    st.conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Reconciles one DuoGateway (with its finalizer).
+pub async fn reconcile_gateway(gw: Arc<DuoGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api: Api<DuoGateway> = Api::namespaced(ctx.client.clone(), &ns);
+    let label = std::sync::Mutex::new("deleted");
+    let result = finalizer(&api, FINALIZER, gw, |event| async {
+        match event {
+            FinalizerEvent::Apply(gw) => {
+                let (action, l) = apply_gateway(&gw, &ctx).await?;
+                if let Ok(mut g) = label.lock() {
+                    *g = l;
+                }
+                Ok(action)
+            }
+            FinalizerEvent::Cleanup(gw) => cleanup(&gw, &ctx).await,
+        }
+    })
+    .await;
+    match result {
+        Ok(action) => {
+            let outcome = label.lock().map(|g| *g).unwrap_or("applied");
+            ctx.metrics
+                .reconciled("DuoGateway", outcome, started.elapsed());
+            Ok(action)
+        }
+        Err(
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e),
+        ) => {
+            ctx.metrics
+                .reconciled("DuoGateway", "error", started.elapsed());
+            Err(e)
+        }
+        Err(e) => {
+            ctx.metrics
+                .reconciled("DuoGateway", "error", started.elapsed());
+            Err(Error::Finalizer(e.to_string()))
+        }
+    }
+}
+
+async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'static str), Error> {
+    let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let name = gw.name_any();
+    let api: Api<DuoGateway> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = Timestamp::now();
+    let consent = match gw.spec.consent.mode {
+        crate::crd::ConsentMode::Mitz => "mitz",
+        crate::crd::ConsentMode::PermitAll => "permitAll",
+    };
+    ctx.metrics.set_gateway_modes(
+        &format!("{ns}/{name}"),
+        Some(ModeLabels {
+            localization: gw.spec.localization.as_str().into(),
+            consent: consent.into(),
+        }),
+    );
+    let paused = gw
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let (outcome, deployment, label) = if paused {
+        let d = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&build::child_name(gw))
+            .await?;
+        (Outcome::Paused, d, "paused")
+    } else {
+        match prepare(gw, ctx, now).await? {
+            Ok(p) => {
+                let d = apply_children(gw, ctx, &p).await?;
+                let o = Outcome::Applied {
+                    certificate: p.certificate.clone(),
+                    communities: i32::try_from(p.communities).unwrap_or(i32::MAX),
+                    checksum: p.checksum.clone(),
+                };
+                (o, Some(d), "applied")
+            }
+            Err(p) => {
+                tracing::info!(gateway = %format!("{ns}/{name}"), reason = %p.reason, message = %p.message, "not applied");
+                let d = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(&build::child_name(gw))
+                    .await?;
+                (Outcome::Degraded(p), d, "degraded")
+            }
+        }
+    };
+    let old = gw.status.clone().unwrap_or_default();
+    let new = gateway_status(gw, &outcome, deployment.as_ref(), now);
+    if status_changed(&old, &new) {
+        write_status(&api, &name, &new).await?;
+    }
+    if condition_true(&new, "CertificateExpiring") && !condition_true(&old, "CertificateExpiring") {
+        let note = new
+            .certificate
+            .as_ref()
+            .map(|c| format!("TLS certificate expires at {}", c.not_after))
+            .unwrap_or_default();
+        publish_event(ctx, gw, EventType::Warning, "CertificateExpiresSoon", note).await;
+    }
+    if let Outcome::Degraded(p) = &outcome {
+        let was = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+            .map(|c| c.reason.clone());
+        if was.as_deref() != Some(p.reason.as_str()) {
+            publish_event(ctx, gw, EventType::Warning, &p.reason, p.message.clone()).await;
+        }
+    }
+    let requeue = match outcome {
+        Outcome::Degraded(_) => Duration::from_secs(300),
+        _ => Duration::from_secs(3600),
+    };
+    Ok((Action::requeue(requeue), label))
+}
+
+/// Retry policy: API errors retry after 10 s.
+pub fn gateway_error_policy(_gw: Arc<DuoGateway>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, "DuoGateway reconciliation failed");
+    ctx.metrics.error("DuoGateway", error.metric_reason());
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Reconciles one MitzConnection: checks its client certificate and trust bundle, writes `Ready`.
+pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = m.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let now = Timestamp::now();
+    let c = &ctx.client;
+    let what = format!(
+        "spec.clientCertificateSecretName ({})",
+        m.spec.client_certificate_secret_name
+    );
+    let checked: Result<CertificateInfo, Problem> = async {
+        let cert = match secret_key(
+            c,
+            &ns,
+            &m.spec.client_certificate_secret_name,
+            "tls.crt",
+            &what,
+        )
+        .await?
+        {
+            Ok(v) => v,
+            Err(p) => return Ok::<_, Error>(Err(p)),
+        };
+        let key = match secret_key(
+            c,
+            &ns,
+            &m.spec.client_certificate_secret_name,
+            "tls.key",
+            &what,
+        )
+        .await?
+        {
+            Ok(v) => v,
+            Err(p) => return Ok(Err(p)),
+        };
+        let info = match validate::check_certificate(&cert, &key, None, now) {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(cert_problem(&what, e))),
+        };
+        if let Err(p) = trust_bundle(c, &ns, &m.spec.trust_bundle, "spec.trustBundle").await? {
+            return Ok(Err(p));
+        }
+        Ok(Ok(info))
+    }
+    .await?;
+    let prev = m.status.clone().unwrap_or_default();
+    let gen_ = m.meta().generation;
+    let mut st = MitzConnectionStatus {
+        observed_generation: gen_,
+        conditions: Vec::new(),
+        certificate: prev.certificate.clone(),
+    };
+    let outcome = match &checked {
+        Ok(info) => {
+            st.certificate = Some(CertificateStatus {
+                not_after: info.not_after.to_string(),
+                ura: info.ura.as_ref().map(|u| u.as_str().to_owned()),
+                subject: info.subject.clone(),
+            });
+            st.conditions.push(condition(
+                "Ready",
+                true,
+                "CertificateValid",
+                "client certificate and trust bundle are valid",
+                gen_,
+                &prev.conditions,
+                now,
+            ));
+            "applied"
+        }
+        Err(p) => {
+            st.conditions.push(condition(
+                "Ready",
+                false,
+                &p.reason,
+                &p.message,
+                gen_,
+                &prev.conditions,
+                now,
+            ));
+            "degraded"
+        }
+    };
+    if st != prev {
+        write_status(
+            &Api::<MitzConnection>::namespaced(c.clone(), &ns),
+            &m.name_any(),
+            &st,
+        )
+        .await?;
+    }
+    ctx.metrics
+        .reconciled("MitzConnection", outcome, started.elapsed());
+    Ok(Action::requeue(Duration::from_secs(if checked.is_ok() {
+        3600
+    } else {
+        300
+    })))
+}
+
+/// Retry policy of the MitzConnection reconciler.
+pub fn mitz_error_policy(_m: Arc<MitzConnection>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, "MitzConnection reconciliation failed");
+    ctx.metrics.error("MitzConnection", error.metric_reason());
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Gateways that reference Secret or ConfigMap `name` in `ns` (TLS Secret, trust bundles, Mitz client
+/// certificate through their MitzConnection).
+pub fn gateways_referencing(
+    gateways: &[Arc<DuoGateway>],
+    mitz: &Store<MitzConnection>,
+    ns: &str,
+    name: &str,
+    is_secret: bool,
+) -> Vec<ObjectRef<DuoGateway>> {
+    let refers = |t: &TrustBundleRef| {
+        if is_secret {
+            t.secret.as_ref().is_some_and(|k| k.name == name)
+        } else {
+            t.config_map.as_ref().is_some_and(|k| k.name == name)
+        }
+    };
+    gateways
+        .iter()
+        .filter(|g| g.namespace().as_deref() == Some(ns))
+        .filter(|g| {
+            let s = &g.spec;
+            (is_secret && s.tls.secret_name == name)
+                || refers(&s.tls.trust_bundle)
+                || s.mitz.as_ref().is_some_and(|r| {
+                    mitz.get(&ObjectRef::new(&r.connection_name).within(ns))
+                        .is_some_and(|m| {
+                            (is_secret && m.spec.client_certificate_secret_name == name)
+                                || refers(&m.spec.trust_bundle)
+                        })
+                })
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// Gateways whose community selection matches `community` (namespace and labels).
+pub fn gateways_selecting(
+    gateways: &[Arc<DuoGateway>],
+    community: &DuoCommunity,
+) -> Vec<ObjectRef<DuoGateway>> {
+    let cns = community.namespace().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let labels = community.metadata.labels.as_ref().unwrap_or(&empty);
+    gateways
+        .iter()
+        .filter(|g| {
+            let Some(sel) = &g.spec.communities else {
+                return false;
+            };
+            let in_ns = match &sel.namespaces {
+                Some(list) => list.contains(&cns),
+                None => g.namespace().as_deref() == Some(cns.as_str()),
+            };
+            in_ns && Selector::try_from(sel.selector.clone()).is_ok_and(|s| s.matches(labels))
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::*;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn gw() -> DuoGateway {
+        let mut g = DuoGateway::new(
+            "oost",
+            DuoGatewaySpec {
+                organization: GatewayOrganization {
+                    ura: "12345678".into(),
+                    name: "Oost".into(),
+                    facility_type: "V6".into(),
+                    home_community_id: "urn:oid:1.2.3".into(),
+                },
+                connection: Connection {
+                    xds: None,
+                    tlb: None,
+                },
+                mitz: None,
+                consent: Consent::default(),
+                localization: Localization::AllCommunities,
+                tls: GatewayTls {
+                    secret_name: "tls".into(),
+                    trust_bundle: TrustBundleRef {
+                        config_map: Some(KeyRef {
+                            name: "trust".into(),
+                            key: "ca.crt".into(),
+                        }),
+                        secret: None,
+                    },
+                },
+                communities: Some(CommunitySelection {
+                    selector: LabelSelector {
+                        match_labels: Some([("net".to_owned(), "a".to_owned())].into()),
+                        match_expressions: None,
+                    },
+                    namespaces: None,
+                }),
+                publish: Publish::default(),
+                replicas: 2,
+                resources: None,
+                image: None,
+                allow_plain_http: false,
+            },
+        );
+        g.metadata.namespace = Some("h".into());
+        g.metadata.generation = Some(3);
+        g
+    }
+
+    fn cert() -> CertificateInfo {
+        CertificateInfo {
+            not_before: Timestamp::UNIX_EPOCH,
+            not_after: Timestamp::now() + jiff::SignedDuration::from_hours(24 * 90),
+            subject: "CN=x".into(),
+            dns_names: vec![],
+            ura: Some("12345678".parse().unwrap()),
+            uzi: None,
+        }
+    }
+
+    fn deployment(available: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(1);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(2),
+            updated_replicas: Some(2),
+            ready_replicas: Some(available),
+            available_replicas: Some(available),
+            ..DeploymentStatus::default()
+        });
+        d
+    }
+
+    fn get<'a>(st: &'a DuoGatewayStatus, t: &str) -> &'a Condition {
+        st.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn applied_and_available_is_ready() {
+        let g = gw();
+        let o = Outcome::Applied {
+            certificate: cert(),
+            communities: 4,
+            checksum: "c".into(),
+        };
+        let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
+        assert_eq!(get(&st, "Ready").status, "True");
+        assert_eq!(get(&st, "Progressing").status, "False");
+        assert_eq!(get(&st, "Degraded").status, "False");
+        assert_eq!(get(&st, "CertificateExpiring").status, "False");
+        assert_eq!(st.observed_generation, Some(3));
+        assert_eq!(st.communities, 4);
+        assert_eq!(st.ready_replicas, 2);
+        assert_eq!(st.localization.as_deref(), Some("allCommunities"));
+        let st = gateway_status(&g, &o, Some(&deployment(1)), Timestamp::now());
+        assert_eq!(get(&st, "Ready").status, "False");
+        assert_eq!(get(&st, "Progressing").reason, "RollingOut");
+    }
+
+    #[test]
+    fn degraded_keeps_last_applied_checksum_and_says_why() {
+        let mut g = gw();
+        let o = Outcome::Applied {
+            certificate: cert(),
+            communities: 1,
+            checksum: "good".into(),
+        };
+        g.status = Some(gateway_status(
+            &g,
+            &o,
+            Some(&deployment(2)),
+            Timestamp::now(),
+        ));
+        let p = problem(
+            "SecretMissing",
+            "spec.tls.secretName (tls): Secret \"tls\" not found",
+        );
+        let st = gateway_status(
+            &g,
+            &Outcome::Degraded(p),
+            Some(&deployment(2)),
+            Timestamp::now(),
+        );
+        assert_eq!(st.applied_checksum.as_deref(), Some("good"));
+        assert_eq!(get(&st, "Degraded").status, "True");
+        assert_eq!(get(&st, "Degraded").reason, "SecretMissing");
+        assert_eq!(get(&st, "Ready").status, "False");
+        assert!(get(&st, "Ready").message.contains("keeps running"));
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_holds() {
+        let mut g = gw();
+        let t0 = Timestamp::from_second(1_000_000).unwrap();
+        let o = Outcome::Applied {
+            certificate: cert(),
+            communities: 1,
+            checksum: "c".into(),
+        };
+        g.status = Some(gateway_status(&g, &o, Some(&deployment(2)), t0));
+        let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
+        assert_eq!(get(&st, "Ready").last_transition_time.0, t0);
+        assert!(
+            !status_changed(g.status.as_ref().unwrap(), &st),
+            "an unchanged status is not rewritten"
+        );
+    }
+
+    #[test]
+    fn expiring_certificate_sets_condition() {
+        let g = gw();
+        let mut c = cert();
+        c.not_after = Timestamp::now() + jiff::SignedDuration::from_hours(24 * 10);
+        let st = gateway_status(
+            &g,
+            &Outcome::Applied {
+                certificate: c,
+                communities: 0,
+                checksum: "c".into(),
+            },
+            None,
+            Timestamp::now(),
+        );
+        assert_eq!(get(&st, "CertificateExpiring").status, "True");
+        assert_eq!(get(&st, "Ready").status, "False", "no Deployment yet");
+    }
+
+    #[test]
+    fn community_selection_by_label_and_namespace() {
+        let g = Arc::new(gw());
+        let mk = |ns: &str, net: &str| {
+            let mut c = DuoCommunity::new(
+                "c",
+                DuoCommunitySpec {
+                    home_community_id: "urn:oid:1.2.4".into(),
+                    name: "c".into(),
+                    organizations: vec![],
+                    endpoints: CommunityEndpoints {
+                        query_url: "https://a/1".into(),
+                        retrieve_url: "https://a/2".into(),
+                        imaging_retrieve_url: "https://a/3".into(),
+                    },
+                    trust: CommunityTrust::default(),
+                    deadline_ms: 1000,
+                },
+            );
+            c.metadata.namespace = Some(ns.into());
+            c.metadata.labels = Some([("net".to_owned(), net.to_owned())].into());
+            c
+        };
+        assert_eq!(gateways_selecting(&[g.clone()], &mk("h", "a")).len(), 1);
+        assert_eq!(gateways_selecting(&[g.clone()], &mk("h", "b")).len(), 0);
+        assert_eq!(gateways_selecting(&[g.clone()], &mk("other", "a")).len(), 0);
+        let all = vec![
+            Arc::new(mk("h", "a")),
+            Arc::new(mk("h", "b")),
+            Arc::new(mk("x", "a")),
+        ];
+        assert_eq!(selected_communities(&g, &all).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,423 @@
+//! `duo-operator run`: the controllers, leader election over a Lease, the metrics/health listener, JSON
+//! logs and graceful shutdown.
+//!
+//! Only the replica holding the Lease reconciles; the others wait. On SIGTERM / SIGINT the controllers
+//! finish the reconciliations in flight, the Lease is released, and the process exits 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::Predicate;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, predicates};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::crd::{DuoCommunity, DuoGateway, MitzConnection};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context};
+
+/// Settings of `duo-operator run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listener for `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: SocketAddr,
+    /// Default gateway image.
+    pub gateway_image: String,
+    /// Namespace of the leader-election Lease.
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease (the pod name).
+    pub identity: String,
+    /// Seconds a Lease stays valid without renewal.
+    pub lease_seconds: u64,
+    /// Most reconciliations in parallel.
+    pub concurrency: u16,
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve_ops(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let r = ready.clone();
+                async move {
+                    if r.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let mut stop = stop;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Runs the DuoGateway and MitzConnection controllers until `stop` turns true.
+pub async fn run_controllers(
+    client: Client,
+    ctx: Arc<Context>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    concurrency: u16,
+    writers: Writers,
+) {
+    let Writers {
+        community_writer,
+        mitz_writer,
+    } = writers;
+    let gateways: Api<DuoGateway> = Api::all(client.clone());
+    let (gw_store, gw_writer) = reflector::store::<DuoGateway>();
+    // status writes change neither generation, annotations (pause) nor finalizers: filtered out here
+    let gw_stream = watcher(gateways, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(gw_writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            Default::default(),
+        );
+    let community_stream = watcher(
+        Api::<DuoCommunity>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(community_writer)
+    .touched_objects()
+    .predicate_filter(
+        predicates::generation.combine(predicates::labels),
+        Default::default(),
+    );
+    let mitz_stream = watcher(
+        Api::<MitzConnection>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(mitz_writer)
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(predicates::resource_version, Default::default());
+    let config_maps = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        // the operator's own rendered ConfigMaps never hold a trust bundle
+        watcher::Config::default()
+            .labels("app.kubernetes.io/managed-by!=duo-operator")
+            .any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(predicates::resource_version, Default::default());
+
+    let (s1, s2, s3, s4) = (
+        gw_store.clone(),
+        gw_store.clone(),
+        gw_store.clone(),
+        gw_store.clone(),
+    );
+    let (m1, m2) = (ctx.mitz.clone(), ctx.mitz.clone());
+    let config = ControllerConfig::default()
+        .concurrency(concurrency)
+        .debounce(Duration::from_millis(300));
+    let gateway_controller = Controller::for_stream(gw_stream, gw_store)
+        .with_config(config.clone())
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default()
+                .labels("app.kubernetes.io/managed-by=duo-operator")
+                .any_semantic(),
+        )
+        .watches_stream(community_stream, move |c: DuoCommunity| {
+            reconcile::gateways_selecting(&s1.state(), &c)
+        })
+        .watches_stream(mitz_stream, move |m: MitzConnection| {
+            let ns = m.namespace().unwrap_or_default();
+            let name = m.name_any();
+            s2.state()
+                .iter()
+                .filter(|g| {
+                    g.namespace().as_deref() == Some(ns.as_str())
+                        && g.spec
+                            .mitz
+                            .as_ref()
+                            .is_some_and(|r| r.connection_name == name)
+                })
+                .map(|g| ObjectRef::from_obj(g.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(secrets, move |s| {
+            reconcile::gateways_referencing(
+                &s3.state(),
+                &m1,
+                &s.namespace().unwrap_or_default(),
+                &s.name_any(),
+                true,
+            )
+        })
+        .watches_stream(config_maps, move |c| {
+            reconcile::gateways_referencing(
+                &s4.state(),
+                &m2,
+                &c.namespace().unwrap_or_default(),
+                &c.name_any(),
+                false,
+            )
+        });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_all = async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    };
+    let stop_gw = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let stop_mitz = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let gateway_task = gateway_controller
+        .graceful_shutdown_on(stop_gw)
+        .run(
+            reconcile::reconcile_gateway,
+            reconcile::gateway_error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "DuoGateway controller");
+            }
+        });
+    let mitz_secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(predicates::resource_version, Default::default());
+    let mitz_controller = Controller::new(
+        Api::<MitzConnection>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(config)
+    .watches_stream(mitz_secrets, {
+        let m = ctx.mitz.clone();
+        move |s| {
+            let ns = s.namespace().unwrap_or_default();
+            let name = s.name_any();
+            m.state()
+                .iter()
+                .filter(|c| {
+                    c.namespace().as_deref() == Some(ns.as_str())
+                        && (c.spec.client_certificate_secret_name == name
+                            || c.spec
+                                .trust_bundle
+                                .secret
+                                .as_ref()
+                                .is_some_and(|k| k.name == name))
+                })
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    })
+    .graceful_shutdown_on(stop_mitz)
+    .run(reconcile::reconcile_mitz, reconcile::mitz_error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "MitzConnection controller");
+        }
+    });
+    tokio::join!(stop_all, gateway_task, mitz_controller);
+}
+
+/// Reflector writers whose stores live in the [`Context`].
+pub struct Writers {
+    /// Feeds [`Context::communities`].
+    pub community_writer: reflector::store::Writer<DuoCommunity>,
+    /// Feeds [`Context::mitz`].
+    pub mitz_writer: reflector::store::Writer<MitzConnection>,
+}
+
+/// A context and the writers that fill its stores.
+pub fn context(
+    client: Client,
+    metrics: Arc<Metrics>,
+    gateway_image: String,
+    identity: &str,
+) -> (Arc<Context>, Writers) {
+    let (communities, community_writer) = reflector::store::<DuoCommunity>();
+    let (mitz, mitz_writer) = reflector::store::<MitzConnection>();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "duo-operator".into(),
+            instance: Some(identity.to_owned()),
+        },
+    );
+    let ctx = Context {
+        client,
+        metrics,
+        recorder,
+        gateway_image,
+        communities,
+        mitz,
+    };
+    (
+        Arc::new(ctx),
+        Writers {
+            community_writer,
+            mitz_writer,
+        },
+    )
+}
+
+/// Runs the operator: ops listener, leader election, controllers while leader; returns on SIGTERM/SIGINT.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (ops_stop_tx, ops_stop_rx) = watch::channel(false);
+    let ops = tokio::spawn(serve_ops(
+        settings.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        ops_stop_rx,
+    ));
+
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.lease_name)
+            .with_namespace(&settings.lease_namespace)
+            .with_identity(&settings.identity)
+            .with_duration(settings.lease_seconds)
+            .with_grace((settings.lease_seconds / 3).max(1))
+            .build()
+            .await?;
+    let (mut leader, lease_task) = manager.watch().await;
+    ready.store(true, Ordering::Relaxed);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "waiting for leadership");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = leader.wait_for(|l| *l) => { if r.is_err() { anyhow::bail!("leader election stopped"); } }
+        }
+        tracing::info!("leader: starting controllers");
+        metrics.leader.set(1);
+        let (ctx, writers) = context(
+            client.clone(),
+            metrics.clone(),
+            settings.gateway_image.clone(),
+            &settings.identity,
+        );
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let controllers = tokio::spawn(run_controllers(
+            client.clone(),
+            ctx,
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+            settings.concurrency,
+            writers,
+        ));
+        tokio::pin!(controllers);
+        let mut shutting_down = false;
+        tokio::select! {
+            _ = &mut shutdown => { shutting_down = true; }
+            _ = leader.wait_for(|l| !*l) => { tracing::warn!("leadership lost: stopping controllers"); }
+            _ = &mut controllers => { tracing::error!("controllers stopped unexpectedly"); }
+        }
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
+        metrics.leader.set(0);
+        if shutting_down {
+            break;
+        }
+    }
+    tracing::info!("shutting down: releasing the Lease");
+    drop(leader);
+    match lease_task.await {
+        Ok(Ok(manager)) => {
+            if let Err(e) = manager.release().await {
+                tracing::warn!(error = %e, "cannot release the Lease");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "lease manager failed"),
+        Err(e) => tracing::warn!(error = %e, "lease manager task failed"),
+    }
+    let _ = ops_stop_tx.send(true);
+    let _ = ops.await;
+    Ok(())
+}

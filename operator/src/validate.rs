@@ -1,0 +1,190 @@
+//! Deep checks that CEL cannot do (ARCHITECTURE.md "validate"): the TLS certificate parses, its key
+//! matches, it is valid now, and the URA it carries is the one in the spec; trust bundles hold at least
+//! one CA certificate. Pure functions over the PEM bytes the reconciler fetched.
+
+use duo_runtime::pki::{self, CertificateInfo};
+use jiff::{SignedDuration, Timestamp};
+
+/// Days before `notAfter` from which the operator warns (event and `CertificateExpiring` condition).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Why a certificate cannot be used. [`CertProblem::reason`] is the condition reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertProblem {
+    /// The Secret lacks `tls.crt` / `tls.key`, or they do not parse.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The private key does not belong to the certificate.
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
+    /// `notAfter` has passed.
+    #[error("the certificate expired at {0}")]
+    Expired(Timestamp),
+    /// `notBefore` is in the future.
+    #[error("the certificate is not valid before {0}")]
+    NotYetValid(Timestamp),
+    /// The certificate's URA differs from `spec.organization.ura` (or it carries none).
+    #[error("the certificate's URA is {found}, but spec.organization.ura is {expected}")]
+    UraMismatch {
+        /// URA of the spec.
+        expected: String,
+        /// URA in the certificate, or `none`.
+        found: String,
+    },
+}
+
+impl CertProblem {
+    /// CamelCase condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CertProblem::Unreadable(_) => "CertificateInvalid",
+            CertProblem::KeyMismatch => "CertificateKeyMismatch",
+            CertProblem::Expired(_) => "CertificateExpired",
+            CertProblem::NotYetValid(_) => "CertificateNotYetValid",
+            CertProblem::UraMismatch { .. } => "CertificateUraMismatch",
+        }
+    }
+}
+
+/// Checks a certificate chain and key (PEM) at `now`; with `expected_ura`, also that the leaf is a UZI
+/// server certificate for that URA. Returns what the leaf says.
+pub fn check_certificate(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    expected_ura: Option<&str>,
+    now: Timestamp,
+) -> Result<CertificateInfo, CertProblem> {
+    let certs = pki::parse_certificates(cert_pem)
+        .map_err(|e| CertProblem::Unreadable(format!("tls.crt: {e}")))?;
+    let key = pki::parse_private_key(key_pem)
+        .map_err(|e| CertProblem::Unreadable(format!("tls.key: {e}")))?;
+    let info = pki::certificate_info(certs[0].as_ref())
+        .map_err(|e| CertProblem::Unreadable(format!("tls.crt: {e}")))?;
+    match pki::key_matches_certificate(certs[0].as_ref(), &key) {
+        Ok(true) => {}
+        Ok(false) => return Err(CertProblem::KeyMismatch),
+        Err(e) => return Err(CertProblem::Unreadable(format!("tls.key: {e}"))),
+    }
+    if now >= info.not_after {
+        return Err(CertProblem::Expired(info.not_after));
+    }
+    if now < info.not_before {
+        return Err(CertProblem::NotYetValid(info.not_before));
+    }
+    if let Some(expected) = expected_ura {
+        let found = info.ura.as_ref().map(|u| u.as_str().to_owned());
+        if found.as_deref() != Some(expected) {
+            return Err(CertProblem::UraMismatch {
+                expected: expected.to_owned(),
+                found: found.unwrap_or_else(|| "none (not a UZI server certificate)".into()),
+            });
+        }
+    }
+    Ok(info)
+}
+
+/// Whether `info` expires within [`EXPIRY_WARNING_DAYS`] of `now`.
+pub fn expires_soon(info: &CertificateInfo, now: Timestamp) -> bool {
+    info.not_after - SignedDuration::from_hours(24 * EXPIRY_WARNING_DAYS) <= now
+}
+
+/// Checks that a trust bundle holds at least one parseable certificate; returns how many.
+pub fn check_trust_bundle(pem: &[u8]) -> Result<usize, String> {
+    let certs = pki::parse_certificates(pem).map_err(|e| e.to_string())?;
+    for (i, c) in certs.iter().enumerate() {
+        pki::certificate_info(c.as_ref()).map_err(|e| format!("certificate {}: {e}", i + 1))?;
+    }
+    Ok(certs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duo_runtime::pki::generate::{Ca, ServerCertSpec};
+
+    fn spec(ura: &str, days: i64) -> ServerCertSpec {
+        ServerCertSpec::uzi(ura.parse().unwrap(), "Oost", &["duo.oost.example"], days)
+    }
+
+    #[test]
+    fn good_certificate_passes_and_reports_expiry() {
+        let ca = Ca::new("ca").unwrap();
+        let c = ca.issue(&spec("12345678", 90)).unwrap();
+        let now = Timestamp::now();
+        let info = check_certificate(
+            c.cert_pem.as_bytes(),
+            c.key_pem.as_bytes(),
+            Some("12345678"),
+            now,
+        )
+        .unwrap();
+        assert!(!expires_soon(&info, now));
+        let c = ca.issue(&spec("12345678", 20)).unwrap();
+        let info = check_certificate(
+            c.cert_pem.as_bytes(),
+            c.key_pem.as_bytes(),
+            Some("12345678"),
+            now,
+        )
+        .unwrap();
+        assert!(expires_soon(&info, now));
+    }
+
+    #[test]
+    fn each_problem_has_its_reason() {
+        let ca = Ca::new("ca").unwrap();
+        let now = Timestamp::now();
+        let a = ca.issue(&spec("12345678", 90)).unwrap();
+        let b = ca.issue(&spec("12345678", 90)).unwrap();
+        let e = check_certificate(
+            a.cert_pem.as_bytes(),
+            a.key_pem.as_bytes(),
+            Some("87654321"),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "CertificateUraMismatch");
+        assert!(
+            e.to_string().contains("12345678") && e.to_string().contains("87654321"),
+            "{e}"
+        );
+        let e = check_certificate(
+            a.cert_pem.as_bytes(),
+            b.key_pem.as_bytes(),
+            Some("12345678"),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(e, CertProblem::KeyMismatch);
+        let later = now + SignedDuration::from_hours(24 * 91);
+        let e = check_certificate(
+            a.cert_pem.as_bytes(),
+            a.key_pem.as_bytes(),
+            Some("12345678"),
+            later,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "CertificateExpired");
+        let e = check_certificate(b"", a.key_pem.as_bytes(), None, now).unwrap_err();
+        assert_eq!(e.reason(), "CertificateInvalid");
+        let mut plain = spec("12345678", 90);
+        plain.ura = None;
+        let p = ca.issue(&plain).unwrap();
+        assert!(check_certificate(p.cert_pem.as_bytes(), p.key_pem.as_bytes(), None, now).is_ok());
+        let e = check_certificate(
+            p.cert_pem.as_bytes(),
+            p.key_pem.as_bytes(),
+            Some("12345678"),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "CertificateUraMismatch");
+    }
+
+    #[test]
+    fn trust_bundle() {
+        let ca = Ca::new("ca").unwrap();
+        assert_eq!(check_trust_bundle(ca.cert_pem.as_bytes()), Ok(1));
+        assert!(check_trust_bundle(b"nothing").is_err());
+    }
+}
