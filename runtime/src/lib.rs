@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod config;
 pub mod dicom;
+pub mod gateway;
 pub mod ihe;
 pub mod model;
 pub mod pki;

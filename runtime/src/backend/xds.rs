@@ -95,12 +95,22 @@ pub fn split_imaging_request(
     out
 }
 
+/// Calls inside the affinity domain carry no XUA header blocks: its actors trust the gateway by its TLS
+/// identity, and a registry that does not process WS-Security would fault on a mustUnderstand header.
+fn inside(ctx: CallContext) -> CallContext {
+    CallContext {
+        header_blocks: Default::default(),
+        ..ctx
+    }
+}
+
 impl Community for XdsCommunity {
     fn query(
         &self,
         ctx: CallContext,
         mut req: AdhocQueryRequest,
     ) -> BoxFut<'_, Result<AdhocQueryResponse, BackendError>> {
+        let ctx = inside(ctx);
         Box::pin(async move {
             // a registry inside the affinity domain does not know homeCommunityIds
             req.query.home = None;
@@ -115,6 +125,7 @@ impl Community for XdsCommunity {
         ctx: CallContext,
         req: RetrieveDocumentSetRequest,
     ) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
+        let ctx = inside(ctx);
         Box::pin(async move {
             let mut by_repo: BTreeMap<String, RetrieveDocumentSetRequest> = BTreeMap::new();
             let mut errors = Vec::new();
@@ -165,6 +176,7 @@ impl Community for XdsCommunity {
         ctx: CallContext,
         req: RetrieveImagingDocumentSetRequest,
     ) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
+        let ctx = inside(ctx);
         Box::pin(async move {
             let mut errors = Vec::new();
             let mut calls = Vec::new();

@@ -96,6 +96,24 @@ impl fmt::Display for ResponseStatus {
     }
 }
 
+impl ResponseStatus {
+    /// The short name: `Success`, `PartialSuccess` or `Failure` (metrics labels, JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            ResponseStatus::Success => "Success",
+            ResponseStatus::PartialSuccess => "PartialSuccess",
+            ResponseStatus::Failure => "Failure",
+        }
+    }
+}
+
+impl serde::Serialize for ResponseStatus {
+    /// Serialised by [`ResponseStatus::name`].
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// `RegistryError/@errorCode` (ITI TF-3 Table 4.2.4.1-2, RAD TF-3 4.69.4.2.3; DOMAIN.md "Errors used
 /// here"). Codes this gateway does not know are kept verbatim in [`ErrorCode::Other`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,0 +1,197 @@
+//! Who is calling: the TLS client certificate of the connection and the XUA assertion of the request.
+//!
+//! Rules:
+//! - responding side (ITI-38, ITI-39, RAD-75 from other communities): the assertion's organisation
+//!   (provider-institution URA) must be the client certificate's URA, or the certificate must belong to a
+//!   configured community (its `certificateUra`) that serves that organisation (a platform gateway
+//!   speaking for several organisations). Anything else is refused before any data is touched.
+//! - initiating side (local consumers and the JSON API): the client certificate must be the hospital's own
+//!   (its URA) or a trusted front end listed by DNS name; the requester is the local assertion's, or for
+//!   the JSON API the `X-DUO-*` headers.
+
+use http::HeaderMap;
+use jiff::Timestamp;
+
+use super::Gateway;
+use crate::config::ConsentMode;
+use crate::ihe::soap::SoapHeader;
+use crate::ihe::xua::{self, SignatureNotChecked, Validation, XuaAssertion, XuaError};
+use crate::model::{PurposeOfUse, Requester, Ura};
+use crate::pki::{CertificateInfo, certificate_info};
+use crate::server::listener::PeerCertificate;
+
+/// Why a caller was refused. The message is safe to return to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No client certificate (cannot happen behind the mutual-TLS listener, kept for completeness).
+    #[error("no client certificate")]
+    NoCertificate,
+    /// The request carries no usable XUA assertion where one is required.
+    #[error("XUA assertion: {0}")]
+    Assertion(String),
+    /// The assertion's organisation is not the certificate's, nor one the calling community speaks for.
+    #[error(
+        "requester organisation {claimed} does not match the client certificate ({certificate})"
+    )]
+    OrganisationMismatch {
+        /// URA in the assertion.
+        claimed: String,
+        /// What the certificate says (URA or subject).
+        certificate: String,
+    },
+    /// A local request from a certificate that is not the hospital's or a trusted front end's.
+    #[error("client certificate {0} may not use the initiating gateway of this hospital")]
+    NotLocal(String),
+    /// Identity headers missing or invalid.
+    #[error("{0}")]
+    Headers(String),
+}
+
+/// The parsed client certificate of a request, if any.
+pub fn peer_info(peer: Option<&PeerCertificate>) -> Option<CertificateInfo> {
+    peer.and_then(|p| p.leaf())
+        .and_then(|der| certificate_info(der).ok())
+}
+
+fn validation(g: &Gateway) -> Validation {
+    let mut v = Validation::at(Timestamp::now());
+    v.default_purpose_of_use = Some(g.config.consent.default_purpose_of_use.clone());
+    v
+}
+
+/// Checks that `claimed` may be stated by the holder of `cert` (see the module rules).
+pub fn organisation_allowed(
+    g: &Gateway,
+    cert: &CertificateInfo,
+    claimed: &Ura,
+) -> Result<(), Refusal> {
+    if cert.ura.as_ref() == Some(claimed) {
+        return Ok(());
+    }
+    if let Some(cura) = &cert.ura {
+        let speaks_for = g.remotes.iter().any(|r| {
+            r.config.certificate_ura.as_ref() == Some(cura)
+                && r.config.organizations.iter().any(|o| &o.ura == claimed)
+        });
+        if speaks_for {
+            return Ok(());
+        }
+    }
+    Err(Refusal::OrganisationMismatch {
+        claimed: claimed.to_string(),
+        certificate: cert
+            .ura
+            .as_ref()
+            .map(|u| format!("URA {u}"))
+            .unwrap_or_else(|| cert.subject.clone()),
+    })
+}
+
+/// Responding side: the caller's assertion, checked against its certificate. Under `consent.mode: mitz`
+/// an assertion is required (Mitz is asked on behalf of its requester); under `permitAll` a request
+/// without one is served anonymously (test environments, NIST scenarios).
+pub fn responding_requester(
+    g: &Gateway,
+    peer: Option<&PeerCertificate>,
+    header: &SoapHeader,
+) -> Result<Option<XuaAssertion>, Refusal> {
+    let assertion = match xua::from_soap_header(header, &validation(g), &SignatureNotChecked) {
+        Ok(a) => Some(a),
+        Err(XuaError::NoSecurityHeader | XuaError::NoAssertion)
+            if g.config.consent.mode == ConsentMode::PermitAll =>
+        {
+            None
+        }
+        Err(e) => return Err(Refusal::Assertion(e.to_string())),
+    };
+    if let Some(a) = &assertion {
+        let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
+        organisation_allowed(g, &cert, &a.requester.ura)?;
+    }
+    Ok(assertion)
+}
+
+fn is_local_caller(g: &Gateway, cert: &CertificateInfo) -> bool {
+    if cert.ura.as_ref() == Some(&g.config.organization.ura) {
+        return true;
+    }
+    let trusted = &g.config.initiating.trusted_front_end.certificate_dns_names;
+    cert.dns_names
+        .iter()
+        .any(|d| trusted.iter().any(|t| t.eq_ignore_ascii_case(d)))
+}
+
+/// Initiating side, SOAP: the caller must be local; the requester is its assertion's (which must name
+/// this hospital), if it sent one.
+pub fn local_requester(
+    g: &Gateway,
+    peer: Option<&PeerCertificate>,
+    header: &SoapHeader,
+) -> Result<Option<Requester>, Refusal> {
+    let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
+    if !is_local_caller(g, &cert) {
+        return Err(Refusal::NotLocal(cert.subject));
+    }
+    match xua::from_soap_header(header, &validation(g), &SignatureNotChecked) {
+        Ok(a) => {
+            if a.requester.ura != g.config.organization.ura {
+                return Err(Refusal::OrganisationMismatch {
+                    claimed: a.requester.ura.to_string(),
+                    certificate: format!("this hospital ({})", g.config.organization.ura),
+                });
+            }
+            Ok(Some(a.requester))
+        }
+        Err(XuaError::NoSecurityHeader | XuaError::NoAssertion) => Ok(None),
+        Err(e) => Err(Refusal::Assertion(e.to_string())),
+    }
+}
+
+/// Header naming the professional's UZI number (JSON API).
+pub const H_UZI: &str = "x-duo-requester-uzi";
+/// Header naming the professional's UZI role code.
+pub const H_ROLE: &str = "x-duo-requester-role";
+/// Header naming the professional (audit only).
+pub const H_NAME: &str = "x-duo-requester-name";
+/// Header with the purpose of use (default `TREAT`).
+pub const H_PURPOSE: &str = "x-duo-purpose-of-use";
+
+/// Initiating side, JSON API: the caller must be local; the requester is stated in the `X-DUO-*`
+/// headers; organisation and facility type are this hospital's.
+pub fn api_requester(
+    g: &Gateway,
+    peer: Option<&PeerCertificate>,
+    headers: &HeaderMap,
+) -> Result<Requester, Refusal> {
+    let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
+    if !is_local_caller(g, &cert) {
+        return Err(Refusal::NotLocal(cert.subject));
+    }
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let uzi = get(H_UZI).ok_or_else(|| Refusal::Headers(format!("missing header {H_UZI}")))?;
+    let role = get(H_ROLE).ok_or_else(|| Refusal::Headers(format!("missing header {H_ROLE}")))?;
+    let purpose = match get(H_PURPOSE) {
+        Some(p) => p
+            .parse::<PurposeOfUse>()
+            .map_err(|e| Refusal::Headers(format!("{H_PURPOSE}: {e}")))?,
+        None => g.config.consent.default_purpose_of_use.clone(),
+    };
+    Ok(Requester {
+        uzi: uzi
+            .parse()
+            .map_err(|e| Refusal::Headers(format!("{H_UZI}: {e}")))?,
+        role: role
+            .parse()
+            .map_err(|e| Refusal::Headers(format!("{H_ROLE}: {e}")))?,
+        ura: g.config.organization.ura.clone(),
+        facility_type: g.config.organization.facility_type.clone(),
+        purpose_of_use: purpose,
+        name: get(H_NAME).map(str::to_owned),
+    })
+}

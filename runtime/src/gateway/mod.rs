@@ -1,0 +1,207 @@
+//! The gateway: the initiating side ([`initiating`], XCA IG / XCA-I IIG plus the timeline) and the
+//! responding side ([`responding`], XCA RG / XCA-I RIG), over the communities of [`crate::backend`].
+//!
+//! A [`Gateway`] is one immutable snapshot of the configuration with everything built from it (HTTP
+//! clients with the hospital's certificate, backends, hooks). [`Shared`] holds the current snapshot and
+//! swaps it on reload; a request keeps the snapshot it started with.
+
+pub mod hooks;
+pub mod identity;
+pub mod initiating;
+pub mod reply;
+pub mod responding;
+pub mod timeline_api;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::backend::soap_client::SoapClient;
+use crate::backend::xca::{XcaCommunity, XcaEndpoints};
+use crate::backend::xds::XdsCommunity;
+use crate::backend::{Community, dicomweb};
+use crate::config::{Config, LocalBackend, RemoteCommunity};
+use crate::ihe::mtom::MtomLimits;
+use crate::model::{HomeCommunityId, Organization};
+use crate::server::metrics::Metrics;
+use crate::tls::{TlsError, TlsMaterial};
+use crate::xml::Limits;
+
+pub use hooks::Hooks;
+
+/// A remote community with its client.
+pub struct Remote {
+    /// Its configuration.
+    pub config: RemoteCommunity,
+    /// The backend that talks to it (ITI-38 / ITI-39 / RAD-75).
+    pub community: Arc<dyn Community>,
+}
+
+/// One snapshot of the gateway: configuration and everything built from it.
+pub struct Gateway {
+    /// The configuration this snapshot was built from.
+    pub config: Arc<Config>,
+    /// This gateway's homeCommunityId.
+    pub home: HomeCommunityId,
+    /// The hospital's own community.
+    pub local: Arc<dyn Community>,
+    /// Remote communities, in configuration order.
+    pub remotes: Vec<Remote>,
+    /// Consent, localisation and audit.
+    pub hooks: Hooks,
+    /// Metrics (shared by every snapshot).
+    pub metrics: Arc<Metrics>,
+    /// XML limits for inbound SOAP.
+    pub xml_limits: Limits,
+    /// MIME limits for inbound MTOM and outbound answers.
+    pub mtom_limits: MtomLimits,
+    /// The hospital's TLS identity (server side and outbound client).
+    pub tls: TlsMaterial,
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Certificates or keys could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Something else in the configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Gateway {
+    /// Builds a snapshot: loads the TLS files, creates the HTTP clients and backends, and the hooks of
+    /// `hooks` (consent, localisation, audit), which the caller builds from the same configuration.
+    pub fn build(
+        config: Config,
+        hooks: Hooks,
+        metrics: Arc<Metrics>,
+    ) -> Result<Gateway, BuildError> {
+        let tls = TlsMaterial::load(&config.server.tls)?;
+        let https = tls.http_client(CONNECT_TIMEOUT)?;
+        let plain = if config.allow_plain_http {
+            Some(crate::tls::plain_http_client(CONNECT_TIMEOUT)?)
+        } else {
+            None
+        };
+        let mtom_limits = MtomLimits::from(&config.server.limits);
+        let xml_limits = Limits::from(&config.server.limits);
+        // one client per URL scheme: plain only where the configuration opted in
+        let client_for = |url: &str, deadline_ms: u64| -> SoapClient {
+            let http = match (&plain, url.starts_with("http://")) {
+                (Some(p), true) => p.clone(),
+                _ => https.clone(),
+            };
+            SoapClient::new(
+                http,
+                mtom_limits.clone(),
+                Duration::from_millis(deadline_ms),
+            )
+        };
+        let local: Arc<dyn Community> = match &config.local {
+            LocalBackend::Xds(x) => Arc::new(XdsCommunity::new(
+                &x.registry_url,
+                &x.repositories,
+                &x.imaging_document_sources,
+                client_for(&x.registry_url, x.deadline_ms),
+            )),
+            LocalBackend::Xca(x) => Arc::new(XcaCommunity::new(
+                XcaEndpoints {
+                    home_community_id: x.home_community_id.clone(),
+                    query_url: x.query_url.clone(),
+                    retrieve_url: x.retrieve_url.clone(),
+                    imaging_retrieve_url: x.imaging_retrieve_url.clone(),
+                },
+                client_for(&x.query_url, x.deadline_ms),
+            )),
+            LocalBackend::Dicomweb(d) => Arc::new(dicomweb::DicomwebCommunity::new(
+                &d.base_url,
+                &d.repository_unique_id,
+                &config.organization,
+                client_for(&d.base_url, d.deadline_ms),
+            )),
+        };
+        let remotes = config
+            .communities
+            .iter()
+            .map(|rc| Remote {
+                community: Arc::new(XcaCommunity::new(
+                    XcaEndpoints {
+                        home_community_id: rc.home_community_id.clone(),
+                        query_url: rc.query_url.clone(),
+                        retrieve_url: rc.retrieve_url.clone(),
+                        imaging_retrieve_url: rc.imaging_retrieve_url.clone(),
+                    },
+                    client_for(&rc.query_url, rc.deadline_ms),
+                )) as Arc<dyn Community>,
+                config: rc.clone(),
+            })
+            .collect();
+        metrics.set_localization_mode(
+            config.initiating.localization == crate::config::LocalizationMode::Mitz,
+        );
+        Ok(Gateway {
+            home: config.organization.home_community_id.clone(),
+            config: Arc::new(config),
+            local,
+            remotes,
+            hooks,
+            metrics,
+            xml_limits,
+            mtom_limits,
+            tls,
+        })
+    }
+
+    /// The organisation this gateway serves.
+    pub fn organization(&self) -> Organization {
+        let o = &self.config.organization;
+        Organization {
+            ura: o.ura.clone(),
+            name: o.name.clone(),
+            facility_type: Some(o.facility_type.clone()),
+            home_community_id: Some(o.home_community_id.clone()),
+        }
+    }
+
+    /// The remote community with this homeCommunityId.
+    pub fn remote(&self, home: &HomeCommunityId) -> Option<&Remote> {
+        self.remotes
+            .iter()
+            .find(|r| &r.config.home_community_id == home)
+    }
+
+    /// Deadline of the local community.
+    pub fn local_deadline(&self) -> Duration {
+        Duration::from_millis(self.config.local.deadline_ms())
+    }
+}
+
+/// The current snapshot, swapped atomically on reload.
+pub struct Shared {
+    current: RwLock<Arc<Gateway>>,
+}
+
+impl Shared {
+    /// Holds `g` as the current snapshot.
+    pub fn new(g: Gateway) -> Shared {
+        Shared {
+            current: RwLock::new(Arc::new(g)),
+        }
+    }
+
+    /// The current snapshot (a request keeps it for its whole life).
+    pub fn current(&self) -> Arc<Gateway> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the snapshot; requests in flight finish on the old one.
+    pub fn replace(&self, g: Gateway) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
+    }
+}

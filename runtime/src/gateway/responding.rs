@@ -1,0 +1,816 @@
+//! The responding side: XCA Responding Gateway (ITI-38, ITI-39) and XCA-I Responding Imaging Gateway
+//! (RAD-75), answered from the hospital's own community after the consent check.
+//!
+//! Rules applied here (ITI TF-2b 3.38.4.1.3, 3.39.4.1.3; RAD TF-3 4.75.4.1.3; DOMAIN.md):
+//! - `home` is set on every ExtrinsicObject, RegistryPackage and ObjectRef returned, and HomeCommunityId
+//!   on every DocumentResponse;
+//! - a request naming another community gets XDSUnknownCommunity; a query by id (GetDocuments ...) or a
+//!   retrieve without homeCommunityId gets XDSMissingHomeCommunityId;
+//! - consent: the patient's consent for this requester is asked before anything is read; only a
+//!   disclosing decision lets data out; otherwise the answer looks exactly like "nothing found", so it
+//!   does not reveal whether data exists. Retrieves name no patient: the patient comes from the XUA
+//!   assertion's resource-id (IHE XUA Patient ID option) and every document must belong to it (checked
+//!   in the registry); ITI-39 may instead find the patient of each document in the registry;
+//! - every decision and every disclosure is audited before the answer leaves.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Gateway;
+use super::hooks::{AuditEvent, ConsentDecision};
+use super::identity::{self, Refusal};
+use super::reply::{SoapReply, read_request};
+use crate::backend::{CallContext, RetrieveStream};
+use crate::config::ConsentMode;
+use crate::ihe::ebrim::Identifiable;
+use crate::ihe::query::{
+    AdhocQuery, AdhocQueryRequest, AdhocQueryResponse, ReturnType, StoredQuery, param,
+};
+use crate::ihe::retrieve::{
+    DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
+};
+use crate::ihe::soap::SoapHeader;
+use crate::ihe::transform::uuids;
+use crate::ihe::xua::{UnsignedAssertions, XuaAssertion};
+use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
+use crate::model::{Bsn, HomeCommunityId, Requester, reference_type};
+use crate::server::listener::PeerCertificate;
+
+const APPROVED: &str = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved";
+
+/// Patient-id parameters of patient-based stored queries.
+const PATIENT_PARAMS: [&str; 4] = [
+    param::DE_PATIENT_ID,
+    param::SS_PATIENT_ID,
+    "$XDSFolderPatientId",
+    "$patientId",
+];
+
+fn refused(g: &Gateway, tx: Transaction, r: &Refusal, h: &SoapHeader) -> SoapReply {
+    tracing::warn!(transaction = %tx, reason = %r, "request refused");
+    g.metrics
+        .requests
+        .get_or_create(&crate::server::metrics::RequestLabels {
+            endpoint: tx.name().into(),
+            outcome: "refused".into(),
+        })
+        .inc();
+    SoapReply::sender(format!("refused: {r}"), Some(h))
+}
+
+/// The outbound context for asking the local community on behalf of `requester` about `patient`:
+/// a fresh XUA assertion issued by this gateway (the local TLB node requires one; an XDS registry
+/// inside the affinity domain does not get it).
+pub fn outbound_context(
+    g: &Gateway,
+    requester: Option<&Requester>,
+    patient: Option<&Bsn>,
+    audience: &str,
+) -> CallContext {
+    let mut blocks = Vec::new();
+    if let Some(r) = requester {
+        let mut a = XuaAssertion::new(
+            r.clone(),
+            g.home.to_string(),
+            audience,
+            jiff::Timestamp::now(),
+        );
+        a.patient = patient.cloned();
+        if let Ok(b) = a.security_header(&UnsignedAssertions) {
+            blocks.push(b);
+        }
+    }
+    CallContext {
+        header_blocks: Arc::new(blocks),
+        deadline: None,
+    }
+}
+
+/// Asks consent (or, under `permitAll`, does not) and counts the decision.
+async fn consent(g: &Gateway, patient: &Bsn, requester: Option<&Requester>) -> ConsentDecision {
+    let d = match (g.config.consent.mode, requester) {
+        (ConsentMode::PermitAll, _) => ConsentDecision::permit_all(),
+        (ConsentMode::Mitz, Some(r)) => g.hooks.consent.check(patient, r).await,
+        (ConsentMode::Mitz, None) => ConsentDecision {
+            disclose: false,
+            decision: None,
+            source: "failure".into(),
+            reason: Some("no requester identity".into()),
+        },
+    };
+    g.metrics
+        .consent_decisions
+        .get_or_create(&crate::server::metrics::ConsentLabels {
+            decision: d.decision.clone().unwrap_or_else(|| "none".into()),
+            source: d.source.clone(),
+        })
+        .inc();
+    d
+}
+
+fn audit_base(g: &Gateway, tx: Transaction, requester: Option<&Requester>) -> AuditEvent {
+    AuditEvent {
+        transaction: tx.name().into(),
+        side: "responding".into(),
+        requester: requester.cloned(),
+        data_holder: Some(g.config.organization.ura.to_string()),
+        ..AuditEvent::default()
+    }
+}
+
+fn with_decision(mut e: AuditEvent, d: &ConsentDecision) -> AuditEvent {
+    e.consent = d.decision.clone();
+    e.consent_source = Some(d.source.clone());
+    e.consent_reason = d.reason.clone();
+    e
+}
+
+/// The BSN of a CX patient id, when it is one.
+fn bsn_of(cx: &str) -> Option<Bsn> {
+    Bsn::from_cx(cx)
+}
+
+fn patient_param(q: &AdhocQuery) -> Option<String> {
+    PATIENT_PARAMS
+        .iter()
+        .find_map(|p| q.single(p).ok().flatten())
+}
+
+fn object_patient(o: &Identifiable) -> Option<&str> {
+    match o {
+        Identifiable::ExtrinsicObject(e) => e.object.external_id(uuids::PATIENT_ID),
+        Identifiable::RegistryPackage(p) => p
+            .object
+            .external_id(uuids::SUBMISSION_SET_PATIENT_ID)
+            .or_else(|| {
+                p.object
+                    .external_id("urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a")
+            }),
+        _ => None,
+    }
+}
+
+fn set_home(objects: &mut [Identifiable], home: &HomeCommunityId) {
+    for o in objects {
+        match o {
+            Identifiable::ExtrinsicObject(e) => e.object.home = Some(home.clone()),
+            Identifiable::RegistryPackage(p) => p.object.home = Some(home.clone()),
+            Identifiable::ObjectRef(r) => r.home = Some(home.clone()),
+            _ => {}
+        }
+    }
+}
+
+fn located(mut errors: Vec<RegistryError>, home: &HomeCommunityId) -> Vec<RegistryError> {
+    for e in &mut errors {
+        if e.location.is_none() {
+            e.location = Some(home.to_string());
+        }
+    }
+    errors
+}
+
+fn error_response(code: ErrorCode, context: String, home: &HomeCommunityId) -> AdhocQueryResponse {
+    AdhocQueryResponse::new(
+        Vec::new(),
+        vec![RegistryError::new(code, context).at(home.to_string())],
+    )
+}
+
+/// ITI-38 Cross Gateway Query, responding side.
+pub async fn iti38(
+    g: Arc<Gateway>,
+    peer: Option<PeerCertificate>,
+    content_type: String,
+    body: Bytes,
+) -> SoapReply {
+    let tx = Transaction::Iti38;
+    let (h, req) = match read_request::<AdhocQueryRequest>(&g, tx, &content_type, body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
+        Ok(a) => a,
+        Err(r) => return refused(&g, tx, &r, &h),
+    };
+    let requester = assertion.as_ref().map(|a| &a.requester);
+    let resp = answer_query(&g, requester, req).await;
+    g.metrics
+        .requests
+        .get_or_create(&crate::server::metrics::RequestLabels {
+            endpoint: tx.name().into(),
+            outcome: resp.status.name().to_string(),
+        })
+        .inc();
+    SoapReply::message(tx, &h, &resp)
+}
+
+/// The ITI-38 answer for `req` on behalf of `requester` (see the module rules).
+pub async fn answer_query(
+    g: &Gateway,
+    requester: Option<&Requester>,
+    req: AdhocQueryRequest,
+) -> AdhocQueryResponse {
+    let tx = Transaction::Iti38;
+    let home = &g.home;
+    let mut audit = audit_base(g, tx, requester);
+    if let Some(h) = &req.query.home
+        && h != home
+    {
+        audit.outcome = "Failure".into();
+        g.hooks.audit.record(audit).await;
+        return error_response(
+            ErrorCode::XDSUnknownCommunity,
+            format!("this gateway is {home}, not {h}"),
+            home,
+        );
+    }
+    let query = match req.query.require_stored_query() {
+        Ok(q) => q,
+        Err(e) => {
+            return AdhocQueryResponse::new(Vec::new(), located(vec![e.to_registry_error()], home));
+        }
+    };
+    let patient_cx = patient_param(&req.query);
+    if patient_cx.is_none() && req.query.home.is_none() {
+        // ITI TF-2b 3.38.4.1.2.1: queries by id must name the community
+        return error_response(
+            ErrorCode::XDSMissingHomeCommunityId,
+            format!("{} needs AdhocQuery/@home", query.name()),
+            home,
+        );
+    }
+    if let Err(e) = req.query.check_required() {
+        return AdhocQueryResponse::new(Vec::new(), located(vec![e.to_registry_error()], home));
+    }
+    let mitz = g.config.consent.mode == ConsentMode::Mitz;
+    // patient-based query: consent first, nothing read without it
+    let mut decided: BTreeMap<String, ConsentDecision> = BTreeMap::new();
+    if let Some(cx) = &patient_cx {
+        audit.patient = bsn_of(cx)
+            .map(|b| b.to_string())
+            .or_else(|| Some(cx.clone()));
+        let decision = match bsn_of(cx) {
+            Some(bsn) => consent(g, &bsn, requester).await,
+            None if !mitz => ConsentDecision::permit_all(),
+            None => ConsentDecision {
+                disclose: false,
+                decision: None,
+                source: "failure".into(),
+                reason: Some(format!("patient id {cx} is not a BSN")),
+            },
+        };
+        if !decision.disclose {
+            let mut a = with_decision(audit, &decision);
+            a.outcome = "notDisclosed".into();
+            g.hooks.audit.record(a).await;
+            return AdhocQueryResponse::new(Vec::new(), Vec::new());
+        }
+        decided.insert(cx.clone(), decision);
+    }
+    let patient = patient_cx.as_deref().and_then(bsn_of);
+    let ctx = outbound_context(g, requester, patient.as_ref(), &local_audience(g));
+    let mut local_req = req.clone();
+    local_req.query.home = local_home(g);
+    let mut resp = match g.local.query(ctx, local_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "local community query failed");
+            let mut a = audit;
+            a.outcome = "Failure".into();
+            g.hooks.audit.record(a).await;
+            return AdhocQueryResponse::new(
+                Vec::new(),
+                vec![e.to_registry_error(Transaction::Iti18, &home.to_string())],
+            );
+        }
+    };
+    // query by id: the patients are known only now; ask per patient, drop what may not be disclosed
+    if patient_cx.is_none() {
+        let patients: BTreeSet<String> = resp
+            .objects
+            .iter()
+            .filter_map(object_patient)
+            .map(str::to_owned)
+            .collect();
+        for p in patients {
+            let d = match bsn_of(&p) {
+                Some(bsn) => consent(g, &bsn, requester).await,
+                None if !mitz => ConsentDecision::permit_all(),
+                None => ConsentDecision {
+                    disclose: false,
+                    decision: None,
+                    source: "failure".into(),
+                    reason: Some(format!("patient id {p} is not a BSN")),
+                },
+            };
+            decided.insert(p, d);
+        }
+        let kept_ids: HashSet<String> = resp
+            .objects
+            .iter()
+            .filter(|o| {
+                object_patient(o).is_some_and(|p| decided.get(p).is_some_and(|d| d.disclose))
+            })
+            .filter_map(|o| o.id().map(str::to_owned))
+            .collect();
+        resp.objects.retain(|o| match o {
+            Identifiable::ExtrinsicObject(_) | Identifiable::RegistryPackage(_) => {
+                o.id().is_some_and(|id| kept_ids.contains(id))
+            }
+            Identifiable::Association(a) => {
+                kept_ids.contains(&a.source_object) && kept_ids.contains(&a.target_object)
+            }
+            // a reference or a bare classification names no patient: only disclosed without consent checks
+            _ => !mitz,
+        });
+    }
+    set_home(&mut resp.objects, home);
+    resp.errors = located(std::mem::take(&mut resp.errors), home);
+    resp.status = if resp.errors.is_empty() {
+        ResponseStatus::Success
+    } else {
+        resp.derive_status()
+    };
+    for (p, d) in &decided {
+        let mut a = with_decision(audit.clone(), d);
+        a.patient = bsn_of(p).map(|b| b.to_string()).or_else(|| Some(p.clone()));
+        a.ids = resp
+            .objects
+            .iter()
+            .filter(|o| patient_cx.is_some() || object_patient(o) == Some(p.as_str()))
+            .filter_map(|o| match o {
+                Identifiable::ExtrinsicObject(e) => {
+                    e.object.external_id(uuids::UNIQUE_ID).map(str::to_owned)
+                }
+                _ => None,
+            })
+            .collect();
+        a.disclosed = if d.disclose { a.ids.len() } else { 0 };
+        a.outcome = if d.disclose {
+            resp.status.name().to_string()
+        } else {
+            "notDisclosed".into()
+        };
+        if d.disclose && a.disclosed > 0 {
+            g.metrics.disclosures.inc();
+        }
+        g.hooks.audit.record(a).await;
+    }
+    if decided.is_empty() {
+        let mut a = audit;
+        a.outcome = resp.status.name().to_string();
+        g.hooks.audit.record(a).await;
+    }
+    resp
+}
+
+fn local_home(g: &Gateway) -> Option<HomeCommunityId> {
+    match &g.config.local {
+        crate::config::LocalBackend::Xca(x) => Some(x.home_community_id.clone()),
+        _ => None,
+    }
+}
+
+fn local_audience(g: &Gateway) -> String {
+    local_home(g).unwrap_or_else(|| g.home.clone()).to_string()
+}
+
+/// Finds, in the local registry, the patient of each document uniqueId (GetDocuments by uniqueId).
+async fn patients_of_documents(
+    g: &Gateway,
+    requester: Option<&Requester>,
+    patient: Option<&Bsn>,
+    unique_ids: &[String],
+) -> Result<BTreeMap<String, String>, RegistryError> {
+    let mut q = AdhocQuery::new(StoredQuery::GetDocuments);
+    q.add_list(param::DE_UNIQUE_ID, unique_ids);
+    q.home = local_home(g);
+    let req = AdhocQueryRequest::new(q, ReturnType::LeafClass);
+    let ctx = outbound_context(g, requester, patient, &local_audience(g));
+    let resp = g
+        .local
+        .query(ctx, req)
+        .await
+        .map_err(|e| e.to_registry_error(Transaction::Iti18, &g.home.to_string()))?;
+    let mut out = BTreeMap::new();
+    for o in &resp.objects {
+        if let Identifiable::ExtrinsicObject(e) = o
+            && let (Some(uid), Some(pid)) = (
+                e.object.external_id(uuids::UNIQUE_ID),
+                e.object.external_id(uuids::PATIENT_ID),
+            )
+        {
+            out.insert(uid.to_owned(), pid.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the local registry holds a manifest of `study_uid` for `patient` (FindDocumentsByReferenceId).
+async fn study_belongs_to(
+    g: &Gateway,
+    requester: Option<&Requester>,
+    patient: &Bsn,
+    study_uid: &str,
+) -> Result<bool, RegistryError> {
+    let mut q = AdhocQuery::new(StoredQuery::FindDocumentsByReferenceId);
+    q.set_single(param::DE_PATIENT_ID, &patient.to_cx());
+    q.add_list(param::DE_STATUS, &[APPROVED]);
+    q.add_list(
+        param::DE_REFERENCE_ID_LIST,
+        &[format!(
+            "{study_uid}^^^^{}",
+            reference_type::STUDY_INSTANCE_UID
+        )],
+    );
+    q.home = local_home(g);
+    let req = AdhocQueryRequest::new(q, ReturnType::ObjectRef);
+    let ctx = outbound_context(g, requester, Some(patient), &local_audience(g));
+    let resp = g
+        .local
+        .query(ctx, req)
+        .await
+        .map_err(|e| e.to_registry_error(Transaction::Iti18, &g.home.to_string()))?;
+    Ok(!resp.objects.is_empty())
+}
+
+/// Checks the HomeCommunityId of each DocumentRequest: ours → kept; missing or another → an error.
+fn route_home(
+    g: &Gateway,
+    docs: Vec<(String, String, DocumentRequest)>,
+    errors: &mut Vec<RegistryError>,
+) -> Vec<(String, String, DocumentRequest)> {
+    let mut kept = Vec::new();
+    for (st, se, d) in docs {
+        match &d.home_community_id {
+            None => errors.push(
+                RegistryError::new(
+                    ErrorCode::XDSMissingHomeCommunityId,
+                    format!(
+                        "DocumentRequest for {} has no HomeCommunityId",
+                        d.document_unique_id
+                    ),
+                )
+                .at(d.document_unique_id.clone()),
+            ),
+            Some(h) if h != &g.home => errors.push(
+                RegistryError::new(
+                    ErrorCode::XDSUnknownCommunity,
+                    format!("this gateway is {}, not {h}", g.home),
+                )
+                .at(h.to_string()),
+            ),
+            Some(_) => kept.push((st, se, d)),
+        }
+    }
+    kept
+}
+
+fn not_found(d: &DocumentRequest) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::XDSDocumentUniqueIdError,
+        format!("document {} not found", d.document_unique_id),
+    )
+    .at(d.document_unique_id.clone())
+}
+
+fn stamp_home(mut s: RetrieveStream, home: &HomeCommunityId) -> RetrieveStream {
+    for d in &mut s.documents {
+        d.home_community_id = Some(home.clone());
+    }
+    s.response.errors = located(std::mem::take(&mut s.response.errors), home);
+    s
+}
+
+/// ITI-39 Cross Gateway Retrieve, responding side.
+pub async fn iti39(
+    g: Arc<Gateway>,
+    peer: Option<PeerCertificate>,
+    content_type: String,
+    body: Bytes,
+) -> SoapReply {
+    let tx = Transaction::Iti39;
+    let (h, req) = match read_request::<RetrieveDocumentSetRequest>(&g, tx, &content_type, body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
+        Ok(a) => a,
+        Err(r) => return refused(&g, tx, &r, &h),
+    };
+    let requester = assertion.as_ref().map(|a| a.requester.clone());
+    let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
+    let mut errors = Vec::new();
+    let docs = route_home(
+        &g,
+        req.documents
+            .into_iter()
+            .map(|d| (String::new(), String::new(), d))
+            .collect(),
+        &mut errors,
+    );
+    let mut audit = audit_base(&g, tx, requester.as_ref());
+    let mut allowed = Vec::new();
+    let mut decisions = Vec::new();
+    if g.config.consent.mode == ConsentMode::Mitz && !docs.is_empty() {
+        let uids: Vec<String> = docs
+            .iter()
+            .map(|(_, _, d)| d.document_unique_id.clone())
+            .collect();
+        match patients_of_documents(&g, requester.as_ref(), claimed.as_ref(), &uids).await {
+            Err(e) => errors.push(e),
+            Ok(owner) => {
+                let mut by_patient: BTreeMap<String, Vec<DocumentRequest>> = BTreeMap::new();
+                for (_, _, d) in docs {
+                    match owner.get(&d.document_unique_id) {
+                        // documents of another patient than the assertion names are not disclosed
+                        Some(p)
+                            if claimed
+                                .as_ref()
+                                .is_none_or(|c| Bsn::from_cx(p).as_ref() == Some(c)) =>
+                        {
+                            by_patient.entry(p.clone()).or_default().push(d)
+                        }
+                        _ => errors.push(not_found(&d)),
+                    }
+                }
+                for (p, ds) in by_patient {
+                    let d = match Bsn::from_cx(&p) {
+                        Some(bsn) => consent(&g, &bsn, requester.as_ref()).await,
+                        None => ConsentDecision {
+                            disclose: false,
+                            decision: None,
+                            source: "failure".into(),
+                            reason: Some(format!("patient id {p} is not a BSN")),
+                        },
+                    };
+                    if d.disclose {
+                        allowed.extend(ds.iter().cloned());
+                    } else {
+                        errors.extend(ds.iter().map(not_found));
+                    }
+                    decisions.push((p, d, ds));
+                }
+            }
+        }
+    } else {
+        allowed = docs.into_iter().map(|(_, _, d)| d).collect();
+    }
+    let stream = if allowed.is_empty() {
+        RetrieveStream::errors(Vec::new())
+    } else {
+        let ctx = outbound_context(
+            &g,
+            requester.as_ref(),
+            claimed.as_ref(),
+            &local_audience(&g),
+        );
+        let mut sub = RetrieveDocumentSetRequest { documents: allowed };
+        if let Some(lh) = local_home(&g) {
+            for d in &mut sub.documents {
+                d.home_community_id = Some(lh.clone());
+            }
+        }
+        match g.local.retrieve(ctx, sub).await {
+            Ok(s) => s,
+            Err(e) => RetrieveStream::errors(vec![
+                e.to_registry_error(Transaction::Iti43, &g.home.to_string()),
+            ]),
+        }
+    };
+    let combined = stamp_home(RetrieveStream::combine(vec![stream], errors), &g.home);
+    let delivered: Vec<String> = combined
+        .documents
+        .iter()
+        .map(|d| d.document_unique_id.clone())
+        .collect();
+    if decisions.is_empty() {
+        audit.ids = delivered.clone();
+        audit.disclosed = delivered.len();
+        audit.consent_source = Some("permitAll".into());
+        audit.outcome = combined.response.status.name().to_string();
+        g.hooks.audit.record(audit).await;
+    } else {
+        for (p, d, ds) in decisions {
+            let mut a = with_decision(audit.clone(), &d);
+            a.patient = Bsn::from_cx(&p).map(|b| b.to_string()).or(Some(p));
+            a.ids = ds
+                .iter()
+                .map(|x| x.document_unique_id.clone())
+                .filter(|u| !d.disclose || delivered.contains(u))
+                .collect();
+            a.disclosed = if d.disclose { a.ids.len() } else { 0 };
+            a.outcome = if d.disclose {
+                combined.response.status.name().to_string()
+            } else {
+                "notDisclosed".into()
+            };
+            if a.disclosed > 0 {
+                g.metrics.disclosures.inc();
+            }
+            g.hooks.audit.record(a).await;
+        }
+    }
+    g.metrics
+        .requests
+        .get_or_create(&crate::server::metrics::RequestLabels {
+            endpoint: tx.name().into(),
+            outcome: combined.response.status.name().to_string(),
+        })
+        .inc();
+    SoapReply::retrieve(tx, &h, combined)
+}
+
+/// RAD-75 Cross Gateway Retrieve Imaging Document Set, responding side.
+pub async fn rad75(
+    g: Arc<Gateway>,
+    peer: Option<PeerCertificate>,
+    content_type: String,
+    body: Bytes,
+) -> SoapReply {
+    let tx = Transaction::Rad75;
+    let (h, req) =
+        match read_request::<RetrieveImagingDocumentSetRequest>(&g, tx, &content_type, body) {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
+        Ok(a) => a,
+        Err(r) => return refused(&g, tx, &r, &h),
+    };
+    let requester = assertion.as_ref().map(|a| a.requester.clone());
+    let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
+    let mut audit = audit_base(&g, tx, requester.as_ref());
+    audit.patient = claimed.as_ref().map(|b| b.to_string());
+    // request-level checks the schema cannot make (empty UIDs, transfer syntaxes)
+    let mut errors: Vec<RegistryError> = req
+        .validate(false)
+        .into_iter()
+        .filter(|e| e.error_code != ErrorCode::XDSMissingHomeCommunityId)
+        .collect();
+    if req.transfer_syntaxes.iter().all(|t| t.trim().is_empty()) && errors.is_empty() {
+        errors.push(RegistryError::new(
+            ErrorCode::XDSRepositoryError,
+            "TransferSyntaxUIDList names no transfer syntax",
+        ));
+    }
+    if !errors.is_empty() {
+        audit.outcome = "Failure".into();
+        g.hooks.audit.record(audit).await;
+        return SoapReply::retrieve(tx, &h, stamp_home(RetrieveStream::errors(errors), &g.home));
+    }
+    let docs: Vec<(String, String, DocumentRequest)> = req
+        .documents()
+        .map(|(st, se, d)| (st.to_owned(), se.to_owned(), d.clone()))
+        .collect();
+    let docs = route_home(&g, docs, &mut errors);
+    let mut decision = None;
+    let allowed: Vec<(String, String, DocumentRequest)> =
+        if g.config.consent.mode == ConsentMode::Mitz && !docs.is_empty() {
+            match &claimed {
+                None => {
+                    // without a patient Mitz cannot be asked: fail closed, reveal nothing
+                    decision = Some(ConsentDecision {
+                        disclose: false,
+                        decision: None,
+                        source: "failure".into(),
+                        reason: Some("the XUA assertion names no patient (resource-id)".into()),
+                    });
+                    errors.extend(docs.iter().map(|(_, _, d)| not_found(d)));
+                    Vec::new()
+                }
+                Some(patient) => {
+                    let d = consent(&g, patient, requester.as_ref()).await;
+                    let mut ok = Vec::new();
+                    if d.disclose {
+                        let studies: BTreeSet<&str> =
+                            docs.iter().map(|(st, _, _)| st.as_str()).collect();
+                        let mut belongs = BTreeMap::new();
+                        for st in studies {
+                            let b =
+                                match study_belongs_to(&g, requester.as_ref(), patient, st).await {
+                                    Ok(b) => b,
+                                    Err(e) => {
+                                        errors.push(e);
+                                        false
+                                    }
+                                };
+                            belongs.insert(st.to_owned(), b);
+                        }
+                        for item in docs {
+                            if belongs.get(&item.0).copied().unwrap_or(false) {
+                                ok.push(item);
+                            } else {
+                                errors.push(not_found(&item.2));
+                            }
+                        }
+                    } else {
+                        errors.extend(docs.iter().map(|(_, _, x)| not_found(x)));
+                    }
+                    decision = Some(d);
+                    ok
+                }
+            }
+        } else {
+            docs
+        };
+    let stream = if allowed.is_empty() {
+        RetrieveStream::errors(Vec::new())
+    } else {
+        let mut sub = RetrieveImagingDocumentSetRequest {
+            studies: Vec::new(),
+            transfer_syntaxes: req.transfer_syntaxes.clone(),
+        };
+        let lh = local_home(&g);
+        for (st, se, mut d) in allowed {
+            d.home_community_id = lh.clone();
+            push_document(&mut sub, &st, &se, d);
+        }
+        let ctx = outbound_context(
+            &g,
+            requester.as_ref(),
+            claimed.as_ref(),
+            &local_audience(&g),
+        );
+        match g.local.retrieve_images(ctx, sub).await {
+            Ok(s) => s,
+            Err(e) => RetrieveStream::errors(vec![
+                e.to_registry_error(Transaction::Rad69, &g.home.to_string()),
+            ]),
+        }
+    };
+    let combined = stamp_home(RetrieveStream::combine(vec![stream], errors), &g.home);
+    audit.ids = combined
+        .documents
+        .iter()
+        .map(|d| d.document_unique_id.clone())
+        .collect();
+    audit.disclosed = audit.ids.len();
+    audit = match &decision {
+        Some(d) => with_decision(audit, d),
+        None => {
+            audit.consent_source = Some("permitAll".into());
+            audit
+        }
+    };
+    audit.outcome = if decision.as_ref().is_some_and(|d| !d.disclose) {
+        "notDisclosed".into()
+    } else {
+        combined.response.status.name().to_string()
+    };
+    if audit.disclosed > 0 {
+        g.metrics.disclosures.inc();
+    }
+    g.hooks.audit.record(audit).await;
+    g.metrics
+        .requests
+        .get_or_create(&crate::server::metrics::RequestLabels {
+            endpoint: tx.name().into(),
+            outcome: combined.response.status.name().to_string(),
+        })
+        .inc();
+    SoapReply::retrieve(tx, &h, combined)
+}
+
+/// Adds a DocumentRequest under its study and series.
+pub fn push_document(
+    req: &mut RetrieveImagingDocumentSetRequest,
+    study: &str,
+    series: &str,
+    d: DocumentRequest,
+) {
+    use crate::ihe::retrieve::{SeriesRequest, StudyRequest};
+    let sti = match req
+        .studies
+        .iter()
+        .position(|s| s.study_instance_uid == study)
+    {
+        Some(i) => i,
+        None => {
+            req.studies.push(StudyRequest {
+                study_instance_uid: study.to_owned(),
+                series: Vec::new(),
+            });
+            req.studies.len() - 1
+        }
+    };
+    let st = &mut req.studies[sti];
+    let sei = match st
+        .series
+        .iter()
+        .position(|s| s.series_instance_uid == series)
+    {
+        Some(i) => i,
+        None => {
+            st.series.push(SeriesRequest {
+                series_instance_uid: series.to_owned(),
+                documents: Vec::new(),
+            });
+            st.series.len() - 1
+        }
+    };
+    st.series[sei].documents.push(d);
+}

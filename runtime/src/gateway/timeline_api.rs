@@ -1,0 +1,340 @@
+//! `GET /api/v1/patients/{bsn}/timeline`: the patient's imaging timeline for viewers (OpenAPI in
+//! `runtime/openapi.yaml`, served at `/api/v1/openapi.yaml`).
+//!
+//! Flow: identify the requester (trusted front end headers) → localise → FindDocuments to every chosen
+//! community in parallel → retrieve each community's KOS manifests (ITI-39 / ITI-43, one request per
+//! community) for series and instance counts and retrieve references → merge on Study Instance UID →
+//! audit → JSON.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use super::Gateway;
+use super::hooks::AuditEvent;
+use super::identity::{self, Refusal};
+use super::initiating::{self, CommunityOutcome, Target};
+use crate::backend::RetrieveStream;
+use crate::config::LocalizationMode;
+use crate::ihe::mtom::RetrieveItem;
+use crate::ihe::query::{AdhocQuery, AdhocQueryRequest, ReturnType, StoredQuery, param};
+use crate::ihe::retrieve::{DocumentRequest, DocumentResponseMeta, RetrieveDocumentSetRequest};
+use crate::ihe::transform::document_entries;
+use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
+use crate::model::{Bsn, DocumentEntry, DocumentKind, Requester};
+use crate::server::listener::PeerCertificate;
+use crate::timeline::{self, CommunityResult, Report, TimelineEntry};
+
+/// Largest KOS manifest read for the timeline, bytes.
+const MAX_MANIFEST: usize = 32 * 1024 * 1024;
+
+/// One error as the JSON API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiError {
+    /// RegistryError code.
+    pub error_code: String,
+    /// Detail.
+    pub code_context: String,
+    /// The community concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Severity URI.
+    pub severity: String,
+}
+
+impl From<&RegistryError> for ApiError {
+    fn from(e: &RegistryError) -> ApiError {
+        ApiError {
+            error_code: e.error_code.as_str().to_owned(),
+            code_context: e.code_context.clone(),
+            location: e.location.clone(),
+            severity: e.severity.uri().to_owned(),
+        }
+    }
+}
+
+/// The timeline document (schema `Timeline` of the OpenAPI document).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeline {
+    /// Success, PartialSuccess or Failure.
+    pub status: ResponseStatus,
+    /// `mitz` or `allCommunities`.
+    pub localization: &'static str,
+    /// Every community asked.
+    pub communities: Vec<CommunityOutcome>,
+    /// Errors of the communities (and of manifest retrieval).
+    pub errors: Vec<ApiError>,
+    /// Studies, newest first.
+    pub studies: Vec<TimelineEntry>,
+    /// Reports matching no study.
+    pub unmatched_reports: Vec<Report>,
+}
+
+/// A JSON answer: status code and body.
+pub type ApiReply = (StatusCode, serde_json::Value);
+
+fn problem(status: StatusCode, msg: impl Into<String>) -> ApiReply {
+    (status, serde_json::json!({ "error": msg.into() }))
+}
+
+/// The handler. See the module documentation.
+pub async fn timeline(
+    g: Arc<Gateway>,
+    peer: Option<PeerCertificate>,
+    headers: HeaderMap,
+    bsn: String,
+) -> ApiReply {
+    let patient: Bsn = match bsn.parse() {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let requester = match identity::api_requester(&g, peer.as_ref(), &headers) {
+        Ok(r) => r,
+        Err(r @ Refusal::Headers(_)) => return problem(StatusCode::BAD_REQUEST, r.to_string()),
+        Err(r) => return problem(StatusCode::FORBIDDEN, r.to_string()),
+    };
+    match build_timeline(&g, &requester, &patient).await {
+        Ok(t) => {
+            g.metrics
+                .requests
+                .get_or_create(&crate::server::metrics::RequestLabels {
+                    endpoint: "timeline".into(),
+                    outcome: t.status.name().to_string(),
+                })
+                .inc();
+            (StatusCode::OK, serde_json::to_value(&t).unwrap_or_default())
+        }
+        Err(e) => problem(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+/// Builds the timeline of `patient` for `requester`. Errors only when no community could be asked
+/// (localisation failed); community failures are part of the timeline.
+pub async fn build_timeline(
+    g: &Gateway,
+    requester: &Requester,
+    patient: &Bsn,
+) -> Result<Timeline, String> {
+    let mut audit = AuditEvent {
+        transaction: "timeline".into(),
+        side: "initiating".into(),
+        requester: Some(requester.clone()),
+        patient: Some(patient.to_string()),
+        ..AuditEvent::default()
+    };
+    let targets = match initiating::targets_for(g, Some(patient), Some(requester)).await {
+        Ok(t) => t,
+        Err(e) => {
+            audit.outcome = "Failure".into();
+            audit.consent_reason = Some(e.to_string());
+            g.hooks.audit.record(audit).await;
+            return Err(e.to_string());
+        }
+    };
+    let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
+    q.set_single(param::DE_PATIENT_ID, &patient.to_cx());
+    q.add_list(
+        param::DE_STATUS,
+        &["urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"],
+    );
+    let req = AdhocQueryRequest::new(q, ReturnType::LeafClass);
+    let (agg, outcomes, per) =
+        initiating::fan_out_query(g, &targets, Some(requester), Some(patient), &req).await;
+    let mut errors: Vec<RegistryError> = agg.errors.clone();
+
+    let details = g.config.initiating.manifest_details;
+    let fetches = targets.iter().zip(&per).map(|(t, resp)| {
+        let (entries, bad) = document_entries(&resp.objects);
+        for b in bad {
+            tracing::info!(community = %t.home, error = %b, "DocumentEntry left out");
+        }
+        async move {
+            let manifests = if details {
+                fetch_manifests(g, t, requester, patient, &entries).await
+            } else {
+                Ok(BTreeMap::new())
+            };
+            (t, entries, manifests)
+        }
+    });
+    let mut results = Vec::new();
+    for (t, entries, manifests) in futures::future::join_all(fetches).await {
+        let manifests = match manifests {
+            Ok(m) => m,
+            Err(mut e) => {
+                errors.append(&mut e.1);
+                e.0
+            }
+        };
+        results.push(CommunityResult {
+            home_community_id: Some(t.home.clone()),
+            name: t.name.clone(),
+            organization: t.organization.clone(),
+            entries,
+            manifests,
+        });
+    }
+    let (studies, unmatched) = timeline::merge(&results);
+    let status = overall_status(&errors, studies.len() + unmatched.len());
+    audit.communities = outcomes
+        .iter()
+        .map(|o| o.home_community_id.to_string())
+        .collect();
+    audit.ids = studies
+        .iter()
+        .map(|s| s.study_instance_uid.clone())
+        .collect();
+    audit.disclosed = studies.len() + unmatched.len();
+    audit.outcome = status.name().to_string();
+    g.hooks.audit.record(audit).await;
+    Ok(Timeline {
+        status,
+        localization: match g.config.initiating.localization {
+            LocalizationMode::Mitz => "mitz",
+            LocalizationMode::AllCommunities => "allCommunities",
+        },
+        communities: outcomes,
+        errors: errors.iter().map(ApiError::from).collect(),
+        studies,
+        unmatched_reports: unmatched,
+    })
+}
+
+/// Success without errors, PartialSuccess with errors and something found, Failure with errors only.
+fn overall_status(errors: &[RegistryError], found: usize) -> ResponseStatus {
+    let has_error = errors
+        .iter()
+        .any(|e| e.severity == crate::ihe::Severity::Error);
+    match (has_error, found) {
+        (false, _) => ResponseStatus::Success,
+        (true, 0) => ResponseStatus::Failure,
+        (true, _) => ResponseStatus::PartialSuccess,
+    }
+}
+
+type Manifests = BTreeMap<String, crate::model::ImagingStudy>;
+
+/// Retrieves and decodes the KOS manifests among `entries` from `t` in one request. A failure leaves
+/// the manifests it could read and reports the rest as errors.
+async fn fetch_manifests(
+    g: &Gateway,
+    t: &Target,
+    requester: &Requester,
+    patient: &Bsn,
+    entries: &[DocumentEntry],
+) -> Result<Manifests, (Manifests, Vec<RegistryError>)> {
+    let docs: Vec<DocumentRequest> = entries
+        .iter()
+        .filter(|e| e.kind() == DocumentKind::ImagingManifest)
+        .map(|e| DocumentRequest {
+            home_community_id: Some(
+                e.home_community_id
+                    .clone()
+                    .unwrap_or_else(|| t.home.clone()),
+            ),
+            repository_unique_id: e.repository_unique_id.clone(),
+            document_unique_id: e.unique_id.clone(),
+        })
+        .collect();
+    if docs.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let ctx = initiating::context_for(g, t, Some(requester), Some(patient));
+    let tx = if t.local {
+        Transaction::Iti43
+    } else {
+        Transaction::Iti39
+    };
+    let stream = match t
+        .community
+        .retrieve(ctx, RetrieveDocumentSetRequest { documents: docs })
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return Err((
+                BTreeMap::new(),
+                vec![e.to_registry_error(tx, &t.home.to_string())],
+            ));
+        }
+    };
+    let mut errors: Vec<RegistryError> = stream.response.errors.clone();
+    let mut out = BTreeMap::new();
+    match collect_documents(stream, MAX_MANIFEST).await {
+        Ok(docs) => {
+            for (meta, bytes) in docs {
+                match crate::dicom::parse_kos(&bytes) {
+                    Ok(kos) => {
+                        if let Some(study) = kos.study() {
+                            out.insert(meta.document_unique_id.clone(), study.clone());
+                        }
+                    }
+                    Err(e) => errors.push(
+                        RegistryError::new(
+                            ErrorCode::XDSRepositoryError,
+                            format!(
+                                "manifest {} is not a readable KOS: {e}",
+                                meta.document_unique_id
+                            ),
+                        )
+                        .at(t.home.to_string())
+                        .warning(),
+                    ),
+                }
+            }
+        }
+        Err(e) => errors.push(
+            RegistryError::new(
+                ErrorCode::XDSRepositoryError,
+                format!("manifest retrieve: {e}"),
+            )
+            .at(t.home.to_string()),
+        ),
+    }
+    // manifest problems degrade the details, never hide the study: warnings
+    let errors: Vec<RegistryError> = errors.into_iter().map(|e| e.warning()).collect();
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err((out, errors))
+    }
+}
+
+/// Reads a whole retrieve stream into memory, each document bounded by `max_each` bytes (manifests and
+/// reports; images are relayed, never collected).
+pub async fn collect_documents(
+    s: RetrieveStream,
+    max_each: usize,
+) -> Result<Vec<(DocumentResponseMeta, Bytes)>, String> {
+    let metas = s.documents;
+    let mut items = s.items;
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, BytesMut)> = None;
+    while let Some(it) = items.next().await {
+        match it.map_err(|e| e.to_string())? {
+            RetrieveItem::Document(i) => cur = Some((i, BytesMut::new())),
+            RetrieveItem::Chunk(c) => {
+                if let Some((_, buf)) = &mut cur {
+                    if buf.len() + c.len() > max_each {
+                        return Err(format!("document larger than {max_each} bytes"));
+                    }
+                    buf.extend_from_slice(&c);
+                }
+            }
+            RetrieveItem::End => {
+                if let Some((i, buf)) = cur.take()
+                    && let Some(m) = metas.get(i)
+                {
+                    out.push((m.clone(), buf.freeze()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
