@@ -114,6 +114,24 @@ impl Audit for LogAudit {
     }
 }
 
+/// Consent mode `mitz` without a usable Mitz client: nothing is disclosed, the reason is recorded.
+pub struct FailClosed(pub String);
+
+impl ConsentCheck for FailClosed {
+    fn check<'a>(&'a self, _patient: &'a Bsn, _requester: &'a Requester) -> BoxFut<'a, ConsentDecision> {
+        Box::pin(async move { ConsentDecision { disclose: false, decision: None, source: "failure".into(), reason: Some(self.0.clone()) } })
+    }
+}
+
+/// Localisation mode `mitz` without a usable Mitz client: localisation fails, no one is asked.
+pub struct NoLocalization(pub String);
+
+impl Localize for NoLocalization {
+    fn locate<'a>(&'a self, _patient: &'a Bsn, _requester: &'a Requester) -> BoxFut<'a, Result<Vec<HomeCommunityId>, String>> {
+        Box::pin(async move { Err(self.0.clone()) })
+    }
+}
+
 /// The hooks of one gateway snapshot.
 #[derive(Clone)]
 pub struct Hooks {
@@ -134,4 +152,18 @@ impl Hooks {
             audit: Arc::new(LogAudit),
         }
     }
+}
+
+/// The hooks a configuration asks for.
+pub fn from_config(c: &crate::config::Config) -> Result<Hooks, String> {
+    use crate::config::{ConsentMode, LocalizationMode};
+    let consent: Arc<dyn ConsentCheck> = match c.consent.mode {
+        ConsentMode::PermitAll => Arc::new(PermitAll),
+        ConsentMode::Mitz => Arc::new(FailClosed("the Mitz closed question is not available in this build".into())),
+    };
+    let localize: Option<Arc<dyn Localize>> = match c.initiating.localization {
+        LocalizationMode::AllCommunities => None,
+        LocalizationMode::Mitz => Some(Arc::new(NoLocalization("the Mitz open question is not available in this build".into()))),
+    };
+    Ok(Hooks { consent, localize, audit: Arc::new(LogAudit) })
 }

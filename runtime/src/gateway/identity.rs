@@ -127,7 +127,7 @@ pub fn local_requester(
     g: &Gateway,
     peer: Option<&PeerCertificate>,
     header: &SoapHeader,
-) -> Result<Option<Requester>, Refusal> {
+) -> Result<Option<XuaAssertion>, Refusal> {
     let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
     if !is_local_caller(g, &cert) {
         return Err(Refusal::NotLocal(cert.subject));
@@ -140,7 +140,7 @@ pub fn local_requester(
                     certificate: format!("this hospital ({})", g.config.organization.ura),
                 });
             }
-            Ok(Some(a.requester))
+            Ok(Some(a))
         }
         Err(XuaError::NoSecurityHeader | XuaError::NoAssertion) => Ok(None),
         Err(e) => Err(Refusal::Assertion(e.to_string())),

@@ -313,7 +313,7 @@ fn local_caller(
     tx: Transaction,
     peer: Option<&PeerCertificate>,
     h: &crate::ihe::SoapHeader,
-) -> Result<Option<Requester>, SoapReply> {
+) -> Result<Option<XuaAssertion>, SoapReply> {
     identity::local_requester(g, peer, h).map_err(|r| {
         tracing::warn!(transaction = %tx, reason = %r, "local request refused");
         SoapReply::sender(format!("refused: {r}"), Some(h))
@@ -333,7 +333,7 @@ pub async fn iti18(
         Err(r) => return r,
     };
     let requester = match local_caller(&g, tx, peer.as_ref(), &h) {
-        Ok(r) => r,
+        Ok(a) => a.map(|a| a.requester),
         Err(r) => return r,
     };
     let resp = initiate_query(&g, requester.as_ref(), req).await;
@@ -530,22 +530,19 @@ pub async fn iti43(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let requester = match local_caller(&g, tx, peer.as_ref(), &h) {
-        Ok(r) => r,
+    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h) {
+        Ok(a) => (a.as_ref().map(|a| a.requester.clone()), a.and_then(|a| a.patient)),
         Err(r) => return r,
     };
-    let s = initiate_retrieve(&g, requester.as_ref(), None, req).await;
-    audit_retrieve(&g, tx, requester.as_ref(), &s).await;
+    let s = initiate_retrieve(&g, requester.as_ref(), patient.as_ref(), req).await;
+    let event = retrieve_audit(tx, requester.as_ref(), &s);
+    g.metrics.requests.get_or_create(&RequestLabels { endpoint: tx.name().into(), outcome: event.outcome.clone() }).inc();
+    g.hooks.audit.record(event).await;
     SoapReply::retrieve(tx, &h, s)
 }
 
-async fn audit_retrieve(
-    g: &Gateway,
-    tx: Transaction,
-    requester: Option<&Requester>,
-    s: &RetrieveStream,
-) {
-    let e = AuditEvent {
+fn retrieve_audit(tx: Transaction, requester: Option<&Requester>, s: &RetrieveStream) -> AuditEvent {
+    AuditEvent {
         transaction: tx.name().into(),
         side: "initiating".into(),
         requester: requester.cloned(),
@@ -556,23 +553,11 @@ async fn audit_retrieve(
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect(),
-        ids: s
-            .documents
-            .iter()
-            .map(|d| d.document_unique_id.clone())
-            .collect(),
+        ids: s.documents.iter().map(|d| d.document_unique_id.clone()).collect(),
         outcome: s.response.status.name().to_string(),
         disclosed: s.documents.len(),
         ..AuditEvent::default()
-    };
-    g.hooks.audit.record(e).await;
-    g.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: s.response.status.name().to_string(),
-        })
-        .inc();
+    }
 }
 
 /// Retrieves imaging documents (RAD-69 semantics) from wherever their HomeCommunityId says.
@@ -646,11 +631,13 @@ pub async fn rad69(
             Ok(x) => x,
             Err(r) => return r,
         };
-    let requester = match local_caller(&g, tx, peer.as_ref(), &h) {
-        Ok(r) => r,
+    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h) {
+        Ok(a) => (a.as_ref().map(|a| a.requester.clone()), a.and_then(|a| a.patient)),
         Err(r) => return r,
     };
-    let s = initiate_retrieve_images(&g, requester.as_ref(), None, req).await;
-    audit_retrieve(&g, tx, requester.as_ref(), &s).await;
+    let s = initiate_retrieve_images(&g, requester.as_ref(), patient.as_ref(), req).await;
+    let event = retrieve_audit(tx, requester.as_ref(), &s);
+    g.metrics.requests.get_or_create(&RequestLabels { endpoint: tx.name().into(), outcome: event.outcome.clone() }).inc();
+    g.hooks.audit.record(event).await;
     SoapReply::retrieve(tx, &h, s)
 }

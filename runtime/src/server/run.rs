@@ -1,0 +1,201 @@
+//! Starting, reloading and stopping a gateway: `duo-gateway serve` and the in-process gateways of the
+//! demo and the tests.
+//!
+//! Hot reload: every `server.reloadIntervalSeconds` the config file and every TLS file it names are
+//! fingerprinted (content, so Kubernetes' symlink swaps of ConfigMap and Secret mounts are seen). On a
+//! change the new configuration is validated and a new snapshot built; only when that succeeds does it
+//! replace the old one (new requests and new TLS handshakes use it, requests in flight finish on the
+//! old one). A bad change is logged and counted (`duo_config_reloads_total{result="rejected"}`) and the
+//! running gateway stays as it was.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::listener::{serve_plain, serve_tls};
+use super::metrics::{Metrics, ReloadLabels};
+use super::app;
+use crate::config::Config;
+use crate::gateway::{Gateway, Hooks, Shared};
+
+/// Builds the consent / localisation / audit hooks for a configuration.
+pub type HookFactory = Arc<dyn Fn(&Config) -> Result<Hooks, String> + Send + Sync>;
+
+/// Why a gateway did not start. One line each.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// Certificates, keys or hooks could not be built.
+    #[error("{0}")]
+    Build(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {err}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        err: std::io::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Running {
+    /// Bound address of the mutual-TLS listener.
+    pub addr: SocketAddr,
+    /// Bound address of the ops listener.
+    pub ops_addr: SocketAddr,
+    /// The current snapshot.
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    ready: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets open requests finish (bounded), and returns when everything is down.
+    pub async fn stop(self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// A token that stops the gateway when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the gateway has stopped (after the token was cancelled).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn build(config: Config, hooks: &HookFactory, metrics: &Arc<Metrics>) -> Result<Gateway, StartError> {
+    let h = hooks(&config).map_err(StartError::Build)?;
+    Gateway::build(config, h, metrics.clone()).map_err(|e| StartError::Build(e.to_string()))
+}
+
+/// Files whose change reloads the gateway: the config file and every TLS file it names.
+fn watched_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
+    let mut v = vec![config_path.to_path_buf()];
+    let t = &c.server.tls;
+    v.extend([t.cert_file.clone(), t.key_file.clone(), t.trust_bundle_file.clone()]);
+    if let Some(m) = &c.mitz {
+        v.extend([m.tls.cert_file.clone(), m.tls.key_file.clone(), m.tls.trust_bundle_file.clone()]);
+    }
+    if let Some(s) = &c.audit.syslog {
+        v.push(s.trust_bundle_file.clone());
+    }
+    v
+}
+
+fn fingerprint(files: &[PathBuf]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.to_string_lossy().as_bytes());
+        match std::fs::read(f) {
+            Ok(b) => h.update(&b),
+            Err(e) => h.update(e.to_string().as_bytes()),
+        }
+    }
+    h.finalize().to_vec()
+}
+
+/// Starts a gateway for `config`. With `config_path`, the file (and the TLS files it names) are watched
+/// and reloaded on change.
+pub async fn start(config: Config, config_path: Option<PathBuf>, hooks: HookFactory) -> Result<Running, StartError> {
+    config.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let listen = config.server.listen;
+    let ops_listen = config.server.ops_listen;
+    let interval = Duration::from_secs(config.server.reload_interval_seconds.max(1));
+    let gateway = build(config.clone(), &hooks, &metrics)?;
+    let server_tls = gateway.tls.server_config().map_err(|e| StartError::Build(e.to_string()))?;
+    let shared = Arc::new(Shared::new(gateway));
+    let (tls_tx, tls_rx) = watch::channel(server_tls);
+    let listener = TcpListener::bind(listen).await.map_err(|err| StartError::Bind { addr: listen, err })?;
+    let ops = TcpListener::bind(ops_listen).await.map_err(|err| StartError::Bind { addr: ops_listen, err })?;
+    let addr = listener.local_addr().map_err(|err| StartError::Bind { addr: listen, err })?;
+    let ops_addr = ops.local_addr().map_err(|err| StartError::Bind { addr: ops_listen, err })?;
+    let shutdown = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve_tls(listener, tls_rx, app::router(shared.clone()), shutdown.clone())));
+    tasks.push(tokio::spawn(serve_plain(ops, app::ops_router(shared.clone(), ready.clone()), shutdown.clone())));
+    if let Some(path) = config_path {
+        let shared = shared.clone();
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut files = watched_files(&path, &config);
+            let mut last = fingerprint(&files);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let now = fingerprint(&files);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                let result = Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
+                    let g = build(c.clone(), &hooks, &metrics).map_err(|e| e.to_string())?;
+                    let tls = g.tls.server_config().map_err(|e| e.to_string())?;
+                    Ok((c, g, tls))
+                });
+                match result {
+                    Ok((c, g, tls)) => {
+                        shared.replace(g);
+                        let _ = tls_tx.send(tls);
+                        files = watched_files(&path, &c);
+                        last = fingerprint(&files);
+                        metrics.config_reloads.get_or_create(&ReloadLabels { result: "applied".into() }).inc();
+                        tracing::info!("configuration and certificates reloaded");
+                    }
+                    Err(e) => {
+                        metrics.config_reloads.get_or_create(&ReloadLabels { result: "rejected".into() }).inc();
+                        tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                    }
+                }
+            }
+        }));
+    }
+    ready.store(true, Ordering::SeqCst);
+    Ok(Running { addr, ops_addr, shared, shutdown, ready, tasks })
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
