@@ -7,8 +7,15 @@
 //! operator renders. [`sim`] holds the simulators of parts with no public implementation (XDS-I.b
 //! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
 
+pub mod audit;
 pub mod config;
+pub mod consent;
 pub mod ihe;
+pub mod localization;
 pub mod model;
+pub mod sim;
 pub mod tls;
 pub mod xml;
+
+#[cfg(test)]
+pub(crate) mod test_pki;

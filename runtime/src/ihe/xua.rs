@@ -751,11 +751,7 @@ fn apply_attribute(a: &mut Attrs, name: &str, v: &Value) -> Result<(), XuaError>
                 code_value(name, v, DataCategory::CODE_SYSTEM)?,
             )?);
         }
-        attr::SUBJECT_ID => {
-            if !v.text.is_empty() {
-                a.name = Some(v.text.clone());
-            }
-        }
+        attr::SUBJECT_ID if !v.text.is_empty() => a.name = Some(v.text.clone()),
         _ => {} // other attributes (organisation name, NPI ...) are not used here
     }
     Ok(())
