@@ -341,7 +341,7 @@ input(type="imtcp" port="{port}" ruleset="audit")
         .arg("-i")
         .arg(dir.join("rsyslogd.pid"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
