@@ -38,7 +38,7 @@ fn pki(dir: &Path) -> (TlsConfig, TlsConfig) {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
     let issuer = Issuer::new(ca, ca_key);
-    let mut leaf = |name: &str, sans: &[&str]| {
+    let leaf = |name: &str, sans: &[&str]| {
         let key = KeyPair::generate().unwrap();
         let mut p =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();

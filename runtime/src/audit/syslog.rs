@@ -50,7 +50,12 @@ pub fn frame(xml: &str, time: Timestamp) -> Vec<u8> {
 
 /// The HOSTNAME field: `$HOSTNAME`, else the kernel's host name, else `-`; printable US-ASCII, at most
 /// 255 characters (RFC 5424 6.2.4).
-fn hostname() -> String {
+fn hostname() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(read_hostname)
+}
+
+fn read_hostname() -> String {
     let raw = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
