@@ -8,11 +8,14 @@
 //! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
 //! [`dicom`] reads, generates and publishes DICOM: instances, KOS manifests, reports and their XDS metadata.
 
+pub mod audit;
 pub mod backend;
 pub mod config;
+pub mod consent;
 pub mod dicom;
 pub mod gateway;
 pub mod ihe;
+pub mod localization;
 pub mod model;
 pub mod pki;
 pub mod server;
@@ -20,3 +23,6 @@ pub mod sim;
 pub mod timeline;
 pub mod tls;
 pub mod xml;
+
+#[cfg(test)]
+pub(crate) mod test_pki;

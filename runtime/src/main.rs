@@ -1,5 +1,6 @@
 //! `duo-gateway`: the DUO gateway runtime and its companions (demo, simulators, config check).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,7 +8,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "duo-gateway", version, about = "DUO imaging gateway (XCA-I, Mitz consent, imaging timeline)")]
+#[command(
+    name = "duo-gateway",
+    version,
+    about = "DUO imaging gateway (XCA-I, Mitz consent, imaging timeline)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,11 +32,35 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the Mitz simulator (closed question, open question, subscriptions) over mutual TLS until
+    /// interrupted. The consents file format is documented in `duo_runtime::sim::mitz`.
+    MitzSim {
+        /// YAML file of consents, locations and faults.
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on, e.g. 127.0.0.1:8444.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Server certificate chain, PEM.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Server private key, PEM.
+        #[arg(long)]
+        key: PathBuf,
+        /// CA certificates, PEM, that clients' certificates must chain to.
+        #[arg(long)]
+        trust_bundle: PathBuf,
+    },
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -49,7 +78,10 @@ fn main() -> ExitCode {
         },
         Command::Serve { config } => {
             init_tracing();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("duo-gateway: cannot start the async runtime: {e}");
@@ -58,6 +90,19 @@ fn main() -> ExitCode {
             };
             rt.block_on(serve(config))
         }
+        Command::MitzSim {
+            config,
+            listen,
+            cert,
+            key,
+            trust_bundle,
+        } => match run_mitz_sim(config, listen, cert, key, trust_bundle) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mitz-sim: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -70,7 +115,8 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let hooks: duo_runtime::server::run::HookFactory = Arc::new(duo_runtime::gateway::hooks::from_config);
+    let hooks: duo_runtime::server::run::HookFactory =
+        Arc::new(duo_runtime::gateway::hooks::from_config);
     let running = match duo_runtime::server::run::start(config, Some(path), hooks).await {
         Ok(r) => r,
         Err(e) => {
@@ -83,4 +129,31 @@ async fn serve(path: PathBuf) -> ExitCode {
     tracing::info!("shutting down: draining open requests");
     running.stop().await;
     ExitCode::SUCCESS
+}
+
+fn run_mitz_sim(
+    config: PathBuf,
+    listen: SocketAddr,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    trust_bundle_file: PathBuf,
+) -> Result<(), String> {
+    use duo_runtime::sim::mitz;
+    let cfg = mitz::MitzSimConfig::load(&config).map_err(|e| e.to_string())?;
+    let tls = duo_runtime::tls::TlsMaterial::load(&duo_runtime::config::TlsConfig {
+        cert_file,
+        key_file,
+        trust_bundle_file,
+    })
+    .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let sim = mitz::start(cfg, listen, &tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("mitz-sim listening on {}", sim.base_url());
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        sim.shutdown().await;
+        Ok(())
+    })
 }

@@ -118,8 +118,19 @@ impl Audit for LogAudit {
 pub struct FailClosed(pub String);
 
 impl ConsentCheck for FailClosed {
-    fn check<'a>(&'a self, _patient: &'a Bsn, _requester: &'a Requester) -> BoxFut<'a, ConsentDecision> {
-        Box::pin(async move { ConsentDecision { disclose: false, decision: None, source: "failure".into(), reason: Some(self.0.clone()) } })
+    fn check<'a>(
+        &'a self,
+        _patient: &'a Bsn,
+        _requester: &'a Requester,
+    ) -> BoxFut<'a, ConsentDecision> {
+        Box::pin(async move {
+            ConsentDecision {
+                disclose: false,
+                decision: None,
+                source: "failure".into(),
+                reason: Some(self.0.clone()),
+            }
+        })
     }
 }
 
@@ -127,7 +138,11 @@ impl ConsentCheck for FailClosed {
 pub struct NoLocalization(pub String);
 
 impl Localize for NoLocalization {
-    fn locate<'a>(&'a self, _patient: &'a Bsn, _requester: &'a Requester) -> BoxFut<'a, Result<Vec<HomeCommunityId>, String>> {
+    fn locate<'a>(
+        &'a self,
+        _patient: &'a Bsn,
+        _requester: &'a Requester,
+    ) -> BoxFut<'a, Result<Vec<HomeCommunityId>, String>> {
         Box::pin(async move { Err(self.0.clone()) })
     }
 }
@@ -159,11 +174,19 @@ pub fn from_config(c: &crate::config::Config) -> Result<Hooks, String> {
     use crate::config::{ConsentMode, LocalizationMode};
     let consent: Arc<dyn ConsentCheck> = match c.consent.mode {
         ConsentMode::PermitAll => Arc::new(PermitAll),
-        ConsentMode::Mitz => Arc::new(FailClosed("the Mitz closed question is not available in this build".into())),
+        ConsentMode::Mitz => Arc::new(FailClosed(
+            "the Mitz closed question is not available in this build".into(),
+        )),
     };
     let localize: Option<Arc<dyn Localize>> = match c.initiating.localization {
         LocalizationMode::AllCommunities => None,
-        LocalizationMode::Mitz => Some(Arc::new(NoLocalization("the Mitz open question is not available in this build".into()))),
+        LocalizationMode::Mitz => Some(Arc::new(NoLocalization(
+            "the Mitz open question is not available in this build".into(),
+        ))),
     };
-    Ok(Hooks { consent, localize, audit: Arc::new(LogAudit) })
+    Ok(Hooks {
+        consent,
+        localize,
+        audit: Arc::new(LogAudit),
+    })
 }

@@ -531,17 +531,30 @@ pub async fn iti43(
         Err(r) => return r,
     };
     let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h) {
-        Ok(a) => (a.as_ref().map(|a| a.requester.clone()), a.and_then(|a| a.patient)),
+        Ok(a) => (
+            a.as_ref().map(|a| a.requester.clone()),
+            a.and_then(|a| a.patient),
+        ),
         Err(r) => return r,
     };
     let s = initiate_retrieve(&g, requester.as_ref(), patient.as_ref(), req).await;
     let event = retrieve_audit(tx, requester.as_ref(), &s);
-    g.metrics.requests.get_or_create(&RequestLabels { endpoint: tx.name().into(), outcome: event.outcome.clone() }).inc();
+    g.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: tx.name().into(),
+            outcome: event.outcome.clone(),
+        })
+        .inc();
     g.hooks.audit.record(event).await;
     SoapReply::retrieve(tx, &h, s)
 }
 
-fn retrieve_audit(tx: Transaction, requester: Option<&Requester>, s: &RetrieveStream) -> AuditEvent {
+fn retrieve_audit(
+    tx: Transaction,
+    requester: Option<&Requester>,
+    s: &RetrieveStream,
+) -> AuditEvent {
     AuditEvent {
         transaction: tx.name().into(),
         side: "initiating".into(),
@@ -553,7 +566,11 @@ fn retrieve_audit(tx: Transaction, requester: Option<&Requester>, s: &RetrieveSt
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect(),
-        ids: s.documents.iter().map(|d| d.document_unique_id.clone()).collect(),
+        ids: s
+            .documents
+            .iter()
+            .map(|d| d.document_unique_id.clone())
+            .collect(),
         outcome: s.response.status.name().to_string(),
         disclosed: s.documents.len(),
         ..AuditEvent::default()
@@ -632,12 +649,21 @@ pub async fn rad69(
             Err(r) => return r,
         };
     let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h) {
-        Ok(a) => (a.as_ref().map(|a| a.requester.clone()), a.and_then(|a| a.patient)),
+        Ok(a) => (
+            a.as_ref().map(|a| a.requester.clone()),
+            a.and_then(|a| a.patient),
+        ),
         Err(r) => return r,
     };
     let s = initiate_retrieve_images(&g, requester.as_ref(), patient.as_ref(), req).await;
     let event = retrieve_audit(tx, requester.as_ref(), &s);
-    g.metrics.requests.get_or_create(&RequestLabels { endpoint: tx.name().into(), outcome: event.outcome.clone() }).inc();
+    g.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: tx.name().into(),
+            outcome: event.outcome.clone(),
+        })
+        .inc();
     g.hooks.audit.record(event).await;
     SoapReply::retrieve(tx, &h, s)
 }

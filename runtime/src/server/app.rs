@@ -40,10 +40,26 @@ pub struct AppState {
 }
 
 fn fault_response(status: u16, reason: String) -> Response {
-    let code = if status >= 500 { FaultCode::Receiver } else { FaultCode::Sender };
-    let body = write_fault(&Fault { code, subcode: None, reason }, None);
-    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
+    let code = if status >= 500 {
+        FaultCode::Receiver
+    } else {
+        FaultCode::Sender
+    };
+    let body = write_fault(
+        &Fault {
+            code,
+            subcode: None,
+            reason,
+        },
+        None,
+    );
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        body,
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
     r
 }
 
@@ -51,8 +67,13 @@ fn soap_response(reply: SoapReply) -> Response {
     match reply {
         SoapReply::Xml(xml) => ([(header::CONTENT_TYPE, SOAP_CT)], xml).into_response(),
         SoapReply::Fault(xml, status) => {
-            let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), xml).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
+            let mut r = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                xml,
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
             r
         }
         SoapReply::Stream { content_type, body } => {
@@ -66,24 +87,38 @@ fn soap_response(reply: SoapReply) -> Response {
 }
 
 /// Reads a request body within the configured size, refusing a declared size above it before reading.
-async fn read_body(g: &Gateway, req: Request) -> Result<(HeaderMap, Option<PeerCertificate>, Bytes), Response> {
+async fn read_body(
+    g: &Gateway,
+    req: Request,
+) -> Result<(HeaderMap, Option<PeerCertificate>, Bytes), Response> {
     let limit = g.config.server.limits.max_body_bytes;
     let (parts, body) = req.into_parts();
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(n) = declared
         && n > limit
     {
-        return Err(fault_response(413, format!("declared body size {n} bytes exceeds the limit of {limit} bytes")));
+        return Err(fault_response(
+            413,
+            format!("declared body size {n} bytes exceeds the limit of {limit} bytes"),
+        ));
     }
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let bytes = match limited.collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            return Err(if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                fault_response(413, format!("body larger than the limit of {limit} bytes"))
-            } else {
-                fault_response(400, format!("reading the request body failed: {e}"))
-            });
+            return Err(
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    fault_response(413, format!("body larger than the limit of {limit} bytes"))
+                } else {
+                    fault_response(400, format!("reading the request body failed: {e}"))
+                },
+            );
         }
     };
     let peer = parts.extensions.get::<PeerCertificate>().cloned();
@@ -100,7 +135,11 @@ where
         Ok(x) => x,
         Err(r) => return r,
     };
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/soap+xml").to_owned();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/soap+xml")
+        .to_owned();
     let timeout = Duration::from_secs(g.config.server.limits.request_timeout_seconds);
     match tokio::time::timeout(timeout, handler(g.clone(), peer, ct, body)).await {
         Ok(reply) => soap_response(reply),
@@ -134,7 +173,11 @@ async fn timeline(State(s): State<AppState>, Path(bsn): Path<String>, req: Reque
     let timeout = Duration::from_secs(g.config.server.limits.request_timeout_seconds);
     match tokio::time::timeout(timeout, timeline_api::timeline(g, peer, headers, bsn)).await {
         Ok((status, json)) => (status, axum::Json(json)).into_response(),
-        Err(_) => (StatusCode::GATEWAY_TIMEOUT, axum::Json(serde_json::json!({"error": "timeline not ready in time"}))).into_response(),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            axum::Json(serde_json::json!({"error": "timeline not ready in time"})),
+        )
+            .into_response(),
     }
 }
 
@@ -170,12 +213,23 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<OpsState>) -> Response {
-    if s.ready.load(Ordering::SeqCst) { (StatusCode::OK, "ready").into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response() }
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
 }
 
 async fn metrics(State(s): State<OpsState>) -> Response {
     let text = s.shared.current().metrics.encode();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The ops router (plain HTTP listener).

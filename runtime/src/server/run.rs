@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::app;
 use super::listener::{serve_plain, serve_tls};
 use super::metrics::{Metrics, ReloadLabels};
-use super::app;
 use crate::config::Config;
 use crate::gateway::{Gateway, Hooks, Shared};
 
@@ -84,7 +84,11 @@ impl Running {
     }
 }
 
-fn build(config: Config, hooks: &HookFactory, metrics: &Arc<Metrics>) -> Result<Gateway, StartError> {
+fn build(
+    config: Config,
+    hooks: &HookFactory,
+    metrics: &Arc<Metrics>,
+) -> Result<Gateway, StartError> {
     let h = hooks(&config).map_err(StartError::Build)?;
     Gateway::build(config, h, metrics.clone()).map_err(|e| StartError::Build(e.to_string()))
 }
@@ -93,9 +97,17 @@ fn build(config: Config, hooks: &HookFactory, metrics: &Arc<Metrics>) -> Result<
 fn watched_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
     let mut v = vec![config_path.to_path_buf()];
     let t = &c.server.tls;
-    v.extend([t.cert_file.clone(), t.key_file.clone(), t.trust_bundle_file.clone()]);
+    v.extend([
+        t.cert_file.clone(),
+        t.key_file.clone(),
+        t.trust_bundle_file.clone(),
+    ]);
     if let Some(m) = &c.mitz {
-        v.extend([m.tls.cert_file.clone(), m.tls.key_file.clone(), m.tls.trust_bundle_file.clone()]);
+        v.extend([
+            m.tls.cert_file.clone(),
+            m.tls.key_file.clone(),
+            m.tls.trust_bundle_file.clone(),
+        ]);
     }
     if let Some(s) = &c.audit.syslog {
         v.push(s.trust_bundle_file.clone());
@@ -117,25 +129,53 @@ fn fingerprint(files: &[PathBuf]) -> Vec<u8> {
 
 /// Starts a gateway for `config`. With `config_path`, the file (and the TLS files it names) are watched
 /// and reloaded on change.
-pub async fn start(config: Config, config_path: Option<PathBuf>, hooks: HookFactory) -> Result<Running, StartError> {
+pub async fn start(
+    config: Config,
+    config_path: Option<PathBuf>,
+    hooks: HookFactory,
+) -> Result<Running, StartError> {
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
     let listen = config.server.listen;
     let ops_listen = config.server.ops_listen;
     let interval = Duration::from_secs(config.server.reload_interval_seconds.max(1));
     let gateway = build(config.clone(), &hooks, &metrics)?;
-    let server_tls = gateway.tls.server_config().map_err(|e| StartError::Build(e.to_string()))?;
+    let server_tls = gateway
+        .tls
+        .server_config()
+        .map_err(|e| StartError::Build(e.to_string()))?;
     let shared = Arc::new(Shared::new(gateway));
     let (tls_tx, tls_rx) = watch::channel(server_tls);
-    let listener = TcpListener::bind(listen).await.map_err(|err| StartError::Bind { addr: listen, err })?;
-    let ops = TcpListener::bind(ops_listen).await.map_err(|err| StartError::Bind { addr: ops_listen, err })?;
-    let addr = listener.local_addr().map_err(|err| StartError::Bind { addr: listen, err })?;
-    let ops_addr = ops.local_addr().map_err(|err| StartError::Bind { addr: ops_listen, err })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|err| StartError::Bind { addr: listen, err })?;
+    let ops = TcpListener::bind(ops_listen)
+        .await
+        .map_err(|err| StartError::Bind {
+            addr: ops_listen,
+            err,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| StartError::Bind { addr: listen, err })?;
+    let ops_addr = ops.local_addr().map_err(|err| StartError::Bind {
+        addr: ops_listen,
+        err,
+    })?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve_tls(listener, tls_rx, app::router(shared.clone()), shutdown.clone())));
-    tasks.push(tokio::spawn(serve_plain(ops, app::ops_router(shared.clone(), ready.clone()), shutdown.clone())));
+    tasks.push(tokio::spawn(serve_tls(
+        listener,
+        tls_rx,
+        app::router(shared.clone()),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(serve_plain(
+        ops,
+        app::ops_router(shared.clone(), ready.clone()),
+        shutdown.clone(),
+    )));
     if let Some(path) = config_path {
         let shared = shared.clone();
         let token = shutdown.clone();
@@ -175,7 +215,14 @@ pub async fn start(config: Config, config_path: Option<PathBuf>, hooks: HookFact
         }));
     }
     ready.store(true, Ordering::SeqCst);
-    Ok(Running { addr, ops_addr, shared, shutdown, ready, tasks })
+    Ok(Running {
+        addr,
+        ops_addr,
+        shared,
+        shutdown,
+        ready,
+        tasks,
+    })
 }
 
 /// Waits for SIGTERM or Ctrl-C.

@@ -1,5 +1,7 @@
-//! Simulators of the parts with no public implementation: an XDS-I.b affinity domain (registry,
-//! repository, imaging document source), a TLB node (XCA-I responding gateway) and Mitz. They follow the
-//! published wire formats exactly and are used by the demo and the tests.
+//! Simulators of the parts with no public implementation, following the published wire formats exactly
+//! and tested against the samples in `testdata/`: an XDS-I.b affinity domain (registry, repository,
+//! imaging document source), a TLB node (XCA-I responding gateway) and [`mitz`] (closed question, open
+//! question, subscriptions). The demo and the tests use them.
 
+pub mod mitz;
 pub mod store;

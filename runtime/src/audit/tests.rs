@@ -1,0 +1,448 @@
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::config::SyslogConfig;
+use crate::consent::xacml::tests::{Node, tree};
+use crate::consent::{ConsentOutcome, ConsentSource, Decision, MitzError};
+use crate::test_pki::{Pki, requester};
+
+fn source() -> AuditSource {
+    AuditSource {
+        source_id: "urn:oid:2.16.528.1.1007.3.3.659.1".into(),
+        enterprise_site_id: "00000659".into(),
+    }
+}
+
+fn retrieve_record() -> AuditRecord {
+    let mut r = AuditRecord::new(AuditEvent::Retrieve, Transaction::Rad75, Side::Responding);
+    r.time = "2025-03-01T10:00:00Z".parse().unwrap();
+    r.requester = Some((&requester("00000666")).into());
+    r.patient = Some("900186021".parse().unwrap());
+    r.data_holder = Some(HolderRecord {
+        ura: Some("00000659".parse().unwrap()),
+        home_community_id: Some("urn:oid:2.16.528.1.1007.3.3.659.1".parse().unwrap()),
+    });
+    r.remote_community = Some("urn:oid:2.16.528.1.1007.3.3.666.1".parse().unwrap());
+    r.remote_address = Some("192.0.2.10".into());
+    r.study_ids = vec!["1.2.840.113619.2.55.3.1".into()];
+    r.document_ids = vec!["1.2.840.113619.2.55.3.1.1.1".into()];
+    r.message_id = Some("urn:uuid:1".into());
+    r
+}
+
+fn timeout_decision() -> AuditRecord {
+    let o = ConsentOutcome {
+        category: "GGC002".parse().unwrap(),
+        decision: Decision::Indeterminate,
+        source: ConsentSource::Failure(MitzError::Timeout { after_ms: 3000 }),
+        detail: None,
+    };
+    AuditRecord::consent_decision(
+        Transaction::Iti38,
+        Side::Responding,
+        &"900186021".parse().unwrap(),
+        &requester("00000666"),
+        HolderRecord {
+            ura: Some("00000659".parse().unwrap()),
+            home_community_id: None,
+        },
+        &o,
+    )
+}
+
+#[tokio::test]
+async fn records_are_json_lines_written_before_record_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let cfg = AuditConfig {
+        sink: path.display().to_string(),
+        syslog: None,
+    };
+    let log = AuditLog::from_config(&cfg, source(), None).await.unwrap();
+    log.record(&retrieve_record()).await.unwrap();
+    // written by the time record() returned
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    log.record(&timeout_decision()).await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["time"], "2025-03-01T10:00:00Z");
+    assert_eq!(v["event"], "retrieve");
+    assert_eq!(v["transaction"], "RAD-75");
+    assert_eq!(v["side"], "responding");
+    assert_eq!(v["requester"]["ura"], "00000666");
+    assert_eq!(v["requester"]["uzi"], "000095254");
+    assert_eq!(v["requester"]["role"], "01.015");
+    assert_eq!(v["patient"], "900186021");
+    assert_eq!(v["dataHolder"]["ura"], "00000659");
+    assert_eq!(v["studyIds"][0], "1.2.840.113619.2.55.3.1");
+    assert_eq!(v["documentIds"][0], "1.2.840.113619.2.55.3.1.1.1");
+    assert_eq!(v["outcome"], "success");
+    assert!(v.get("consent").is_none());
+    let c: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(c["event"], "consentDecision");
+    assert_eq!(c["transaction"], "ITI-38");
+    assert_eq!(c["outcome"], "denied");
+    assert_eq!(c["consent"]["decision"], "Indeterminate");
+    assert_eq!(c["consent"]["source"], "failure");
+    assert_eq!(c["consent"]["disclosed"], false);
+    assert!(
+        c["consent"]["reason"].as_str().unwrap().contains("timeout"),
+        "{c}"
+    );
+    // records parse back
+    let back: AuditRecord = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(back, retrieve_record());
+    // appending: a second log on the same file keeps what is there
+    let log2 = AuditLog::from_config(&cfg, source(), None).await.unwrap();
+    log2.record(&retrieve_record()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+}
+
+#[tokio::test]
+async fn an_unwritable_sink_is_an_error() {
+    let cfg = AuditConfig {
+        sink: "/nonexistent-dir/audit.jsonl".into(),
+        syslog: None,
+    };
+    let e = AuditLog::from_config(&cfg, source(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("/nonexistent-dir/audit.jsonl"),
+        "{e}"
+    );
+    // syslog without an identity
+    let cfg = AuditConfig {
+        sink: "stdout".into(),
+        syslog: Some(SyslogConfig {
+            address: "127.0.0.1:6514".into(),
+            server_name: None,
+            trust_bundle_file: "/x".into(),
+        }),
+    };
+    assert!(AuditLog::from_config(&cfg, source(), None).await.is_err());
+}
+
+fn child<'a>(n: &'a Node, local: &str) -> Vec<&'a Node> {
+    n.children.iter().filter(|c| c.local == local).collect()
+}
+
+fn a<'a>(n: &'a Node, k: &str) -> &'a str {
+    n.attrs
+        .get(&(String::new(), k.to_owned()))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+#[test]
+fn atna_messages_follow_the_dicom_audit_message_format() {
+    let x = atna::audit_message(&retrieve_record(), &source());
+    let t = tree(&x);
+    assert_eq!(t.local, "AuditMessage");
+    assert_eq!(t.ns, "");
+    let order: Vec<&str> = t.children.iter().map(|c| c.local.as_str()).collect();
+    assert_eq!(
+        order,
+        vec![
+            "EventIdentification",
+            "ActiveParticipant",
+            "ActiveParticipant",
+            "ActiveParticipant",
+            "AuditSourceIdentification",
+            "ParticipantObjectIdentification",
+            "ParticipantObjectIdentification",
+            "ParticipantObjectIdentification"
+        ]
+    );
+    let ev = &t.children[0];
+    assert_eq!(a(ev, "EventActionCode"), "R");
+    assert_eq!(a(ev, "EventOutcomeIndicator"), "0");
+    assert_eq!(a(ev, "EventDateTime"), "2025-03-01T10:00:00.000Z");
+    let id = child(ev, "EventID")[0];
+    assert_eq!(
+        (a(id, "csd-code"), a(id, "codeSystemName")),
+        ("110106", "DCM")
+    );
+    let ty = child(ev, "EventTypeCode")[0];
+    assert_eq!(
+        (a(ty, "csd-code"), a(ty, "codeSystemName")),
+        ("RAD-75", "IHE Transactions")
+    );
+    // responding side: the source is the calling community, the destination this gateway
+    let src = &t.children[1];
+    assert_eq!(a(src, "UserID"), "urn:oid:2.16.528.1.1007.3.3.666.1");
+    assert_eq!(a(src, "UserIsRequestor"), "true");
+    assert_eq!(a(src, "NetworkAccessPointID"), "192.0.2.10");
+    assert_eq!(a(src, "NetworkAccessPointTypeCode"), "2");
+    assert_eq!(a(child(src, "RoleIDCode")[0], "csd-code"), "110153");
+    let human = &t.children[2];
+    assert_eq!(a(human, "UserID"), "000095254");
+    assert_eq!(a(child(human, "RoleIDCode")[0], "csd-code"), "01.015");
+    let dst = &t.children[3];
+    assert_eq!(a(dst, "UserID"), "urn:oid:2.16.528.1.1007.3.3.659.1");
+    assert_eq!(a(child(dst, "RoleIDCode")[0], "csd-code"), "110152");
+    let src_id = &t.children[4];
+    assert_eq!(a(src_id, "AuditEnterpriseSiteID"), "00000659");
+    let patient = &t.children[5];
+    assert_eq!(
+        a(patient, "ParticipantObjectID"),
+        "900186021^^^&2.16.840.1.113883.2.4.6.3&ISO"
+    );
+    assert_eq!(
+        (
+            a(patient, "ParticipantObjectTypeCode"),
+            a(patient, "ParticipantObjectTypeCodeRole")
+        ),
+        ("1", "1")
+    );
+    let study = &t.children[6];
+    assert_eq!(
+        a(child(study, "ParticipantObjectIDTypeCode")[0], "csd-code"),
+        "110180"
+    );
+    let doc = &t.children[7];
+    assert_eq!(
+        a(child(doc, "ParticipantObjectIDTypeCode")[0], "csd-code"),
+        "9"
+    );
+    let detail = child(doc, "ParticipantObjectDetail")[0];
+    assert_eq!(a(detail, "type"), "ihe:homeCommunityID");
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(a(detail, "value"))
+            .unwrap(),
+        b"urn:oid:2.16.528.1.1007.3.3.659.1"
+    );
+
+    // the initiating side imports; queries are E/110112; consent decisions carry both event types
+    let mut init = retrieve_record();
+    init.side = Side::Initiating;
+    let t = tree(&atna::audit_message(&init, &source()));
+    assert_eq!(a(&t.children[0], "EventActionCode"), "C");
+    assert_eq!(a(child(&t.children[0], "EventID")[0], "csd-code"), "110107");
+    assert_eq!(
+        a(&t.children[1], "UserID"),
+        "urn:oid:2.16.528.1.1007.3.3.659.1"
+    );
+    let t = tree(&atna::audit_message(&timeout_decision(), &source()));
+    let ev = &t.children[0];
+    assert_eq!(a(ev, "EventActionCode"), "E");
+    assert_eq!(a(ev, "EventOutcomeIndicator"), "4");
+    assert_eq!(a(child(ev, "EventID")[0], "csd-code"), "110112");
+    let types: Vec<&str> = child(ev, "EventTypeCode")
+        .iter()
+        .map(|c| a(c, "csd-code"))
+        .collect();
+    assert_eq!(types, vec!["MITZ-CLOSED-QUESTION", "ITI-38"]);
+    assert!(
+        child(ev, "EventOutcomeDescription")[0]
+            .text
+            .contains("timeout")
+    );
+}
+
+#[test]
+fn syslog_frames_are_octet_counted_rfc_5424() {
+    let f = syslog::frame("<AuditMessage/>", "2025-03-01T10:00:00Z".parse().unwrap());
+    let s = String::from_utf8(f).unwrap();
+    let (len, msg) = s.split_once(' ').unwrap();
+    assert_eq!(len.parse::<usize>().unwrap(), msg.len());
+    assert!(msg.starts_with("<85>1 2025-03-01T10:00:00.000Z "), "{msg}");
+    let fields: Vec<&str> = msg.splitn(8, ' ').collect();
+    assert_eq!(fields[3], "duo-gateway");
+    assert_eq!(fields[4], std::process::id().to_string());
+    assert_eq!(fields[5], "IHE+RFC-3881");
+    assert_eq!(fields[6], "-");
+    assert_eq!(fields[7], "\u{FEFF}<AuditMessage/>");
+}
+
+/// An rsyslogd of our own, receiving RFC 5425 (TLS, gtls driver) on a loopback port and writing
+/// `pri|app-name|msgid|msg` lines to a file.
+struct Rsyslog {
+    child: Child,
+    out: PathBuf,
+    port: u16,
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rsyslogd() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("DUO_RSYSLOGD") {
+        return Some(PathBuf::from(p));
+    }
+    let p = Path::new("/usr/sbin/rsyslogd");
+    if p.exists() {
+        return Some(p.to_path_buf());
+    }
+    None
+}
+
+fn tools_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var("DUO_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
+fn start_rsyslog(bin: &Path, dir: &Path, pki: &Pki) -> Rsyslog {
+    let server = pki.leaf("syslog.test", &["localhost", "127.0.0.1"]);
+    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = dir.join("audit.log");
+    let d = dir.display();
+    let conf = format!(
+        r#"global(
+  workDirectory="{d}"
+  maxMessageSize="64k"
+  defaultNetstreamDriver="gtls"
+  defaultNetstreamDriverCAFile="{d}/ca.pem"
+  defaultNetstreamDriverCertFile="{d}/server.pem"
+  defaultNetstreamDriverKeyFile="{d}/server.key"
+)
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
+template(name="audit" type="string" string="%pri%|%app-name%|%msgid%|%msg%\n")
+ruleset(name="audit") {{
+  action(type="omfile" file="{out}" template="audit")
+}}
+input(type="imtcp" port="{port}" ruleset="audit")
+"#,
+        out = out.display()
+    );
+    let conf_path = dir.join("rsyslog.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let check = Command::new(bin)
+        .args(["-N1", "-f"])
+        .arg(&conf_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "rsyslog config check failed: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = Command::new(bin)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf_path)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Rsyslog { child, out, port }
+}
+
+#[tokio::test]
+async fn atna_messages_reach_a_real_rsyslog_over_tls() {
+    let Some(bin) = rsyslogd() else {
+        assert!(
+            !tools_required(),
+            "rsyslogd is required (CI / DUO_REQUIRE_TOOLS=1) but not found"
+        );
+        eprintln!("SKIP: rsyslogd not found (install rsyslog rsyslog-gnutls or set DUO_RSYSLOGD)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Audit test CA");
+    let syslog = start_rsyslog(&bin, dir.path(), &pki);
+    let gateway = pki.leaf("gateway.test", &["gateway.test"]);
+    let cfg = AuditConfig {
+        sink: dir.path().join("audit.jsonl").display().to_string(),
+        syslog: Some(SyslogConfig {
+            address: format!("127.0.0.1:{}", syslog.port),
+            server_name: None,
+            trust_bundle_file: dir.path().join("ca.pem"),
+        }),
+    };
+    let log = AuditLog::from_config(&cfg, source(), Some(&pki.material(&gateway)))
+        .await
+        .unwrap();
+    let records = [retrieve_record(), timeout_decision(), retrieve_record()];
+    for r in &records {
+        log.record(r).await.unwrap();
+    }
+    log.flush().await;
+    assert_eq!(
+        log.syslog_stats(),
+        Some(SyslogStats {
+            sent: 3,
+            failed: 0,
+            dropped: 0
+        })
+    );
+    // rsyslog writes asynchronously: wait for the three lines
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let lines = loop {
+        let text = std::fs::read_to_string(&syslog.out).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= 3 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(lines.len(), 3, "rsyslog received: {lines:?}");
+    for (line, rec) in lines.iter().zip(&records) {
+        let mut parts = line.splitn(4, '|');
+        assert_eq!(parts.next(), Some("85"), "{line}");
+        assert_eq!(parts.next(), Some("duo-gateway"), "{line}");
+        assert_eq!(parts.next(), Some("IHE+RFC-3881"), "{line}");
+        let msg = parts.next().unwrap().trim_start_matches('\u{FEFF}');
+        // the message is the complete audit message of the record
+        assert_eq!(msg, atna::audit_message(rec, &source()), "{line}");
+    }
+    assert!(lines[1].contains("MITZ-CLOSED-QUESTION") && lines[1].contains("timeout"));
+}
+
+#[tokio::test]
+async fn an_unreachable_syslog_never_blocks_the_json_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Audit test CA");
+    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = SyslogConfig {
+        address: format!("127.0.0.1:{port}"),
+        server_name: None,
+        trust_bundle_file: dir.path().join("ca.pem"),
+    };
+    let gateway = pki.leaf("gateway.test", &["gateway.test"]);
+    let sender = SyslogSender::start(&cfg, &pki.material(&gateway)).unwrap();
+    let (log, mem) = AuditLog::memory(source(), Some(sender));
+    log.record(&retrieve_record()).await.unwrap();
+    assert_eq!(mem.records().len(), 1);
+    log.flush().await;
+    assert_eq!(
+        log.syslog_stats(),
+        Some(SyslogStats {
+            sent: 0,
+            failed: 1,
+            dropped: 0
+        })
+    );
+}

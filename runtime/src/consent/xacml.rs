@@ -1,0 +1,556 @@
+//! The Mitz closed question ("gesloten autorisatievraag") on the wire: a SOAP 1.2 + WS-Addressing envelope
+//! holding an XACML 3.0 `Request` inside a SAML-profile `XACMLAuthzDecisionQuery`, and the XACML
+//! `Response` with one `Result/Decision` per data category.
+//!
+//! The request is written exactly as `testdata/mitz/xacml/example.xml` (nuts-foundation/nuts-knooppunt):
+//! the same elements, namespaces, attribute ids, HL7 v3 data types (`urn:hl7-org:v3#II`, `#CV`), OIDs and
+//! attribute order, with one `action` `Attributes` element (`xml:id="action<n>"`) per data category, as
+//! the public client bastion365/nl-generic-functions `mitz-connector` sends several categories. Tests
+//! compare the output with the sample structurally.
+//!
+//! Answers are read tolerantly (any prefixes; the XACML `Response` directly in the body, as in the samples
+//! under `testdata/mitz/xacml/derived/`, or nested in a SAML wrapper). Which `Result` belongs to which
+//! category: a `Result` that echoes the `event-code` of its action (XACML 3.0 §5.47, `IncludeInResult`)
+//! is matched on it; an answer without echoes is accepted only for a question with exactly one category
+//! and exactly one `Result`. Every category left without an unambiguous `Result` gets
+//! [`Decision::Indeterminate`] (fail closed).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ihe::soap::{self, SoapError, SoapHeader, WSA_ANONYMOUS};
+use crate::model::{
+    Bsn, DataCategory, FacilityType, PurposeOfUse, Requester, RoleCode, Ura, UziNumber,
+};
+use crate::xml::{Elem, Limits, Reader, Writer, XmlError, ns};
+
+/// `wsa:Action` of the closed question, as in the sample and both public clients.
+pub const ACTION: &str = "XACMLAuthorizationDecisionQueryRequest";
+/// `wsa:Action` Mitz answers with (as the public client bastion365 `mitz-connector` expects it). The
+/// derived samples carry no header at all, so the action of an answer is not checked.
+pub const RESPONSE_ACTION: &str = "http://schemas.otv.nl/toestemmingsregister/XACMLAuthzDecisionQuery/IGeslotenAutorisatievraagService/XACMLAuthzDecisionQueryResponse";
+
+/// XACML categories of the closed question.
+pub mod category {
+    /// The resource: patient, data holder.
+    pub const RESOURCE: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:resource";
+    /// The action: one per data category.
+    pub const ACTION: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:action";
+    /// The requesting professional and organisation.
+    pub const ACCESS_SUBJECT: &str = "urn:oasis:names:tc:xacml:1.0:subject-category:access-subject";
+    /// The purpose of use.
+    pub const ENVIRONMENT: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:environment";
+}
+
+/// XACML attribute ids of the closed question (DOMAIN.md "Mitz" table).
+pub mod attr {
+    /// Patient BSN (II).
+    pub const RESOURCE_ID: &str = "urn:oasis:names:tc:xacml:2.0:resource:resource-id";
+    /// Data holder's facility type (CV).
+    pub const HOLDER_FACILITY_TYPE: &str =
+        "urn:ihe:iti:appc:2016:document-entry:healthcare-facility-type-code";
+    /// Data holder's URA (II).
+    pub const HOLDER_URA: &str = "urn:ihe:iti:appc:2016:author-institution:id";
+    /// Data category (CV), one per action.
+    pub const EVENT_CODE: &str = "urn:ihe:iti:appc:2016:document-entry:event-code";
+    /// Requester's UZI role code (CV).
+    pub const ROLE: &str = "urn:oasis:names:tc:xacml:2.0:subject:role";
+    /// Professional who mandated the requester (II), when present.
+    pub const MANDATED: &str = "urn:nl:otv:names:tc:1.0:subject:mandated";
+    /// Requester's UZI number (II).
+    pub const PROVIDER_IDENTIFIER: &str = "urn:ihe:iti:xua:2017:subject:provider-identifier";
+    /// Requesting organisation's URA (II).
+    pub const PROVIDER_INSTITUTION: &str = "urn:nl:otv:names:tc:1.0:subject:provider-institution";
+    /// Requesting organisation's facility type (CV).
+    pub const CONSULTING_FACILITY_TYPE: &str =
+        "urn:nl:otv:names:tc:1.0:subject:consulting-healthcare-facility-type-code";
+    /// Purpose of use (CV).
+    pub const PURPOSE_OF_USE: &str = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse";
+}
+
+/// XACML data type of an HL7 v3 instance identifier value.
+pub const DATATYPE_II: &str = "urn:hl7-org:v3#II";
+/// XACML data type of an HL7 v3 coded value.
+pub const DATATYPE_CV: &str = "urn:hl7-org:v3#CV";
+/// XACML status code of a normal answer.
+pub const STATUS_OK: &str = "urn:oasis:names:tc:xacml:1.0:status:ok";
+/// XACML status code of an answer that could not be evaluated.
+pub const STATUS_PROCESSING_ERROR: &str = "urn:oasis:names:tc:xacml:1.0:status:processing-error";
+/// XACML status code of a question that lacks an attribute.
+pub const STATUS_MISSING_ATTRIBUTE: &str = "urn:oasis:names:tc:xacml:1.0:status:missing-attribute";
+
+/// An XACML 3.0 decision. Only [`Decision::Permit`] discloses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Decision {
+    /// Consent: disclose.
+    Permit,
+    /// The patient refused.
+    Deny,
+    /// No consent on record for this question.
+    NotApplicable,
+    /// Could not be evaluated (also used for every failure to get an answer).
+    Indeterminate,
+}
+
+impl Decision {
+    /// The XACML text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Permit => "Permit",
+            Decision::Deny => "Deny",
+            Decision::NotApplicable => "NotApplicable",
+            Decision::Indeterminate => "Indeterminate",
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Decision {
+    type Err = String;
+    /// Exact XACML spelling (surrounding whitespace ignored); anything else is an error, never a guess.
+    fn from_str(s: &str) -> Result<Decision, String> {
+        match s.trim() {
+            "Permit" => Ok(Decision::Permit),
+            "Deny" => Ok(Decision::Deny),
+            "NotApplicable" => Ok(Decision::NotApplicable),
+            "Indeterminate" => Ok(Decision::Indeterminate),
+            other => Err(format!("{other:?} is not an XACML decision")),
+        }
+    }
+}
+
+/// What the closed question asks: may `requester` see the data of `patient` held by the data holder, for
+/// each of `categories`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedQuestion {
+    /// The patient (resource-id, BSN).
+    pub patient: Bsn,
+    /// URA of the data holder (this hospital at the responding gateway).
+    pub holder_ura: Ura,
+    /// Facility type of the data holder.
+    pub holder_facility_type: FacilityType,
+    /// Data categories, one action each, in order. At least one.
+    pub categories: Vec<DataCategory>,
+    /// The requesting professional and organisation (from the XUA assertion).
+    pub requester: Requester,
+    /// The professional who mandated the requester, when the assertion names one.
+    pub mandated: Option<UziNumber>,
+}
+
+/// One `Result` of an answer, matched to its data category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryDecision {
+    /// The category this decision is for.
+    pub category: DataCategory,
+    /// The decision.
+    pub decision: Decision,
+    /// `Status/StatusCode/@Value`, when present.
+    pub status_code: Option<String>,
+    /// `Status/StatusMessage`, when present (e.g. "No consent found").
+    pub status_message: Option<String>,
+}
+
+/// Writes the closed question envelope: `message_id` as `wsa:MessageID`, `to` as `wsa:To` (the endpoint).
+pub fn write_closed_question(q: &ClosedQuestion, message_id: &str, to: &str) -> String {
+    let mut w = Writer::with_capacity(6144);
+    w.decl();
+    w.start("soap:Envelope")
+        .attr("xmlns:soap", ns::SOAP12)
+        .attr("xmlns:s", ns::XS)
+        .attr("xmlns:types", ns::XACML_SAMLP)
+        .attr("xmlns:wsa", ns::WSA)
+        .attr("xmlns:xsi", ns::XSI);
+    w.start("soap:Header");
+    w.leaf("wsa:Action", ACTION);
+    w.leaf("wsa:MessageID", message_id);
+    w.start("wsa:ReplyTo")
+        .leaf("wsa:Address", WSA_ANONYMOUS)
+        .end();
+    w.leaf("wsa:To", to);
+    w.end();
+    w.start("soap:Body");
+    w.start("types:XACMLAuthzDecisionQuery");
+    w.start("Request")
+        .attr("CombinedDecision", "false")
+        .attr("ReturnPolicyIdList", "false")
+        .attr("xmlns", ns::XACML);
+
+    attributes(&mut w, category::RESOURCE, "resource", |w| {
+        ii(w, attr::RESOURCE_ID, Bsn::OID, q.patient.as_str(), None);
+        cv(
+            w,
+            attr::HOLDER_FACILITY_TYPE,
+            q.holder_facility_type.as_str(),
+            FacilityType::CODE_SYSTEM,
+        );
+        ii(w, attr::HOLDER_URA, Ura::OID, q.holder_ura.as_str(), None);
+    });
+    for (i, c) in q.categories.iter().enumerate() {
+        attributes(&mut w, category::ACTION, &format!("action{i}"), |w| {
+            cv(w, attr::EVENT_CODE, c.as_str(), DataCategory::CODE_SYSTEM);
+        });
+    }
+    let r = &q.requester;
+    attributes(&mut w, category::ACCESS_SUBJECT, "subject", |w| {
+        cv(w, attr::ROLE, r.role.as_str(), RoleCode::CODE_SYSTEM);
+        if let Some(m) = &q.mandated {
+            ii(w, attr::MANDATED, UziNumber::OID, m.as_str(), Some("CIBG"));
+        }
+        ii(
+            w,
+            attr::PROVIDER_IDENTIFIER,
+            UziNumber::OID,
+            r.uzi.as_str(),
+            Some("CIBG"),
+        );
+        ii(
+            w,
+            attr::PROVIDER_INSTITUTION,
+            Ura::OID,
+            r.ura.as_str(),
+            None,
+        );
+        cv(
+            w,
+            attr::CONSULTING_FACILITY_TYPE,
+            r.facility_type.as_str(),
+            FacilityType::CODE_SYSTEM,
+        );
+    });
+    attributes(&mut w, category::ENVIRONMENT, "environment", |w| {
+        cv(
+            w,
+            attr::PURPOSE_OF_USE,
+            r.purpose_of_use.as_str(),
+            PurposeOfUse::CODE_SYSTEM,
+        );
+    });
+    w.end(); // Request
+    w.end(); // XACMLAuthzDecisionQuery
+    w.end(); // Body
+    w.end(); // Envelope
+    w.finish()
+}
+
+fn attributes(w: &mut Writer, category: &str, id: &str, body: impl FnOnce(&mut Writer)) {
+    w.start("Attributes")
+        .attr("Category", category)
+        .attr("xml:id", id);
+    body(w);
+    w.end();
+}
+
+fn ii(w: &mut Writer, id: &str, root: &str, extension: &str, authority: Option<&str>) {
+    w.start("Attribute")
+        .attr("AttributeId", id)
+        .attr("IncludeInResult", "true");
+    w.start("AttributeValue").attr("DataType", DATATYPE_II);
+    w.start("InstanceIdentifier")
+        .attr_opt("assigningAuthorityName", authority)
+        .attr("extension", extension)
+        .attr("root", root)
+        .attr("xmlns", ns::HL7V3)
+        .end();
+    w.end().end();
+}
+
+fn cv(w: &mut Writer, id: &str, code: &str, system: &str) {
+    w.start("Attribute")
+        .attr("AttributeId", id)
+        .attr("IncludeInResult", "true");
+    w.start("AttributeValue").attr("DataType", DATATYPE_CV);
+    w.start("CodedValue")
+        .attr("code", code)
+        .attr("codeSystem", system)
+        .attr("xmlns", ns::HL7V3)
+        .end();
+    w.end().end();
+}
+
+/// Why an answer (or, at the simulator, a question) could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XacmlError {
+    /// The envelope was refused (not SOAP 1.2, malformed, hostile) or is a SOAP fault.
+    #[error(transparent)]
+    Soap(#[from] SoapError),
+    /// The body is not what the closed question expects.
+    #[error("{0}")]
+    Content(String),
+}
+
+impl From<XmlError> for XacmlError {
+    fn from(e: XmlError) -> Self {
+        XacmlError::Soap(SoapError::Xml(e))
+    }
+}
+
+/// Reads an answer to a question about `asked` (the categories in question order) and returns one
+/// [`CategoryDecision`] per asked category, in that order (see the module documentation for the
+/// matching rule). Errors: a SOAP fault, malformed or hostile XML, no XACML `Response`, a `Result`
+/// without a valid `Decision`.
+pub fn read_closed_answer(
+    body: &[u8],
+    asked: &[DataCategory],
+    limits: &Limits,
+) -> Result<Vec<CategoryDecision>, XacmlError> {
+    let (_, results) = soap::read_envelope(body, limits, |r, el| find_response(r, el))?;
+    let Some(results) = results else {
+        return Err(XacmlError::Content("answer holds no XACML Response".into()));
+    };
+    if results.is_empty() {
+        return Err(XacmlError::Content("XACML Response holds no Result".into()));
+    }
+    let undetermined = |c: &DataCategory, why: &str| CategoryDecision {
+        category: c.clone(),
+        decision: Decision::Indeterminate,
+        status_code: None,
+        status_message: Some(why.to_owned()),
+    };
+    let any_echo = results.iter().any(|r| !r.echoed.is_empty());
+    if !any_echo {
+        if asked.len() == 1 && results.len() == 1 {
+            let r = &results[0];
+            return Ok(vec![CategoryDecision {
+                category: asked[0].clone(),
+                decision: r.decision,
+                status_code: r.status_code.clone(),
+                status_message: r.status_message.clone(),
+            }]);
+        }
+        return Ok(asked
+            .iter()
+            .map(|c| {
+                undetermined(
+                    c,
+                    "answer does not say which Result belongs to which category",
+                )
+            })
+            .collect());
+    }
+    Ok(asked
+        .iter()
+        .map(|c| {
+            let mut matching = results
+                .iter()
+                .filter(|r| r.echoed.iter().any(|e| e == c.as_str()));
+            match (matching.next(), matching.next()) {
+                (Some(r), None) => CategoryDecision {
+                    category: c.clone(),
+                    decision: r.decision,
+                    status_code: r.status_code.clone(),
+                    status_message: r.status_message.clone(),
+                },
+                (None, _) => undetermined(c, "answer holds no Result for this category"),
+                (Some(_), Some(_)) => {
+                    undetermined(c, "answer holds several Results for this category")
+                }
+            }
+        })
+        .collect())
+}
+
+struct RawResult {
+    decision: Decision,
+    status_code: Option<String>,
+    status_message: Option<String>,
+    echoed: Vec<String>,
+}
+
+/// Descends from `el` to the first XACML `Response` and reads its Results (None when there is none).
+fn find_response<'i>(r: &mut Reader<'i>, el: Elem<'i>) -> Result<Option<Vec<RawResult>>, XmlError> {
+    if el.is(ns::XACML, "Response") {
+        return read_response(r, &el).map(Some);
+    }
+    while let Some(c) = r.child(&el)? {
+        if let Some(found) = find_response(r, c)? {
+            r.skip(&el)?;
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+fn read_response<'i>(r: &mut Reader<'i>, resp: &Elem<'i>) -> Result<Vec<RawResult>, XmlError> {
+    let mut out = Vec::new();
+    while let Some(res) = r.child(resp)? {
+        if !res.is(ns::XACML, "Result") {
+            continue;
+        }
+        let mut decision = None;
+        let mut status_code = None;
+        let mut status_message = None;
+        let mut echoed = Vec::new();
+        while let Some(c) = r.child(&res)? {
+            if c.is(ns::XACML, "Decision") {
+                let t = r.text(&c)?;
+                decision = Some(
+                    t.parse::<Decision>()
+                        .map_err(|e| XmlError::invalid("Result/Decision", e))?,
+                );
+            } else if c.is(ns::XACML, "Status") {
+                while let Some(s) = r.child(&c)? {
+                    if s.is(ns::XACML, "StatusCode") {
+                        status_code = s.attr("Value").map(|v| v.trim().to_owned());
+                    } else if s.is(ns::XACML, "StatusMessage") {
+                        status_message = Some(r.text(&s)?.trim().to_owned());
+                    }
+                }
+            } else if c.is(ns::XACML, "Attributes")
+                && c.attr("Category").map(str::trim) == Some(category::ACTION)
+            {
+                while let Some(a) = r.child(&c)? {
+                    if a.is(ns::XACML, "Attribute")
+                        && a.attr("AttributeId").map(str::trim) == Some(attr::EVENT_CODE)
+                    {
+                        while let Some(v) = r.child(&a)? {
+                            if v.is(ns::XACML, "AttributeValue") {
+                                while let Some(cv) = r.child(&v)? {
+                                    if let Some(code) = cv.attr("code") {
+                                        echoed.push(code.trim().to_owned());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let Some(decision) = decision else {
+            return Err(XmlError::Missing("Result/Decision".into()));
+        };
+        out.push(RawResult {
+            decision,
+            status_code,
+            status_message,
+            echoed,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes an answer in the format of `testdata/mitz/xacml/derived/*.xml`: a SOAP 1.2 envelope without
+/// header whose body is the XACML `Response`, one `Result` per decision with `Decision` and `Status`
+/// (`StatusCode` and `StatusMessage`). With `echo_categories` each `Result` also carries the `action`
+/// attributes of its category (XACML 3.0 §5.47), so a question about several categories can be answered
+/// unambiguously. Used by the Mitz simulator.
+pub fn write_closed_answer(results: &[CategoryDecision], echo_categories: bool) -> String {
+    let mut w = Writer::with_capacity(1024);
+    w.decl();
+    w.start("s:Envelope").attr("xmlns:s", ns::SOAP12);
+    w.start("s:Body");
+    w.start("Response").attr("xmlns", ns::XACML);
+    for r in results {
+        w.start("Result");
+        w.leaf("Decision", r.decision.as_str());
+        w.start("Status");
+        w.start("StatusCode")
+            .attr("Value", r.status_code.as_deref().unwrap_or(STATUS_OK))
+            .end();
+        if let Some(m) = &r.status_message {
+            w.leaf("StatusMessage", m);
+        }
+        w.end();
+        if echo_categories {
+            w.start("Attributes").attr("Category", category::ACTION);
+            cv(
+                &mut w,
+                attr::EVENT_CODE,
+                r.category.as_str(),
+                DataCategory::CODE_SYSTEM,
+            );
+            w.end();
+        }
+        w.end();
+    }
+    w.end().end().end();
+    w.finish()
+}
+
+/// A closed question as received (by the Mitz simulator): the typed question where every identifier
+/// parses, plus the raw values so a receiver can answer Indeterminate for what it cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReceivedQuestion {
+    /// Resource, subject and environment attributes: (attribute id, value), value = II extension or CV code.
+    pub attributes: Vec<(String, String)>,
+    /// The data categories of the action attributes, in order.
+    pub categories: Vec<String>,
+}
+
+impl ReceivedQuestion {
+    /// The first value of attribute `id`.
+    pub fn get(&self, id: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a closed question envelope (the simulator's side). Errors: not SOAP 1.2, malformed XML, the body
+/// is not an `XACMLAuthzDecisionQuery` with a `Request`.
+pub fn read_closed_question(
+    body: &[u8],
+    limits: &Limits,
+) -> Result<(SoapHeader, ReceivedQuestion), XacmlError> {
+    let (h, q) = soap::read_envelope(body, limits, |r, el| {
+        if !el.is(ns::XACML_SAMLP, "XACMLAuthzDecisionQuery") {
+            return Err(XmlError::Unexpected {
+                expected: "XACMLAuthzDecisionQuery".into(),
+                found: el.qualified(),
+            });
+        }
+        let mut q = None;
+        while let Some(req) = r.child(&el)? {
+            if req.is(ns::XACML, "Request") {
+                q = Some(read_request(r, &req)?);
+            }
+        }
+        q.ok_or_else(|| XmlError::Missing("XACMLAuthzDecisionQuery/Request".into()))
+    })?;
+    Ok((h, q))
+}
+
+fn read_request<'i>(r: &mut Reader<'i>, req: &Elem<'i>) -> Result<ReceivedQuestion, XmlError> {
+    let mut q = ReceivedQuestion::default();
+    while let Some(attrs) = r.child(req)? {
+        if !attrs.is(ns::XACML, "Attributes") {
+            continue;
+        }
+        let is_action = attrs.attr("Category").map(str::trim) == Some(category::ACTION);
+        while let Some(a) = r.child(&attrs)? {
+            if !a.is(ns::XACML, "Attribute") {
+                continue;
+            }
+            let id = a.attr("AttributeId").unwrap_or("").trim().to_owned();
+            while let Some(v) = r.child(&a)? {
+                if !v.is(ns::XACML, "AttributeValue") {
+                    continue;
+                }
+                while let Some(val) = r.child(&v)? {
+                    let value = val
+                        .attr("extension")
+                        .or_else(|| val.attr("code"))
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned();
+                    if is_action && id == attr::EVENT_CODE {
+                        q.categories.push(value);
+                    } else {
+                        q.attributes.push((id.clone(), value));
+                    }
+                }
+            }
+        }
+    }
+    Ok(q)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,404 @@
+use std::collections::BTreeMap;
+
+use quick_xml::NsReader;
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+
+use super::*;
+
+/// An XML element compared structurally: namespace URI + local name, attributes by (namespace, local
+/// name) without namespace declarations, trimmed text, children in order. Prefixes and whitespace do not
+/// matter.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub ns: String,
+    pub local: String,
+    pub attrs: BTreeMap<(String, String), String>,
+    pub text: String,
+    pub children: Vec<Node>,
+}
+
+fn resolved(r: ResolveResult<'_>) -> String {
+    match r {
+        ResolveResult::Bound(n) => n.into_inner().to_owned(),
+        _ => String::new(),
+    }
+}
+
+fn node(r: &NsReader<&[u8]>, e: &BytesStart<'_>) -> Node {
+    let (nsr, local) = r.resolver().resolve_element(e.name());
+    let mut attrs = BTreeMap::new();
+    for a in e.attributes() {
+        let a = a.unwrap();
+        if a.key.as_namespace_binding().is_some() {
+            continue;
+        }
+        let (ans, alocal) = r.resolver().resolve_attribute(a.key);
+        let v = a.normalized_value(XmlVersion::Implicit1_0).unwrap();
+        attrs.insert(
+            (resolved(ans), alocal.into_inner().to_owned()),
+            v.into_owned(),
+        );
+    }
+    Node {
+        ns: resolved(nsr),
+        local: local.into_inner().to_owned(),
+        attrs,
+        text: String::new(),
+        children: Vec::new(),
+    }
+}
+
+/// Parses `xml` into a [`Node`] tree (test helper; panics on malformed input).
+pub(crate) fn tree(xml: &str) -> Node {
+    let mut r = NsReader::from_str(xml);
+    let mut stack: Vec<Node> = Vec::new();
+    loop {
+        match r.read_event().unwrap() {
+            Event::Start(e) => {
+                let n = node(&r, &e);
+                stack.push(n);
+            }
+            Event::Empty(e) => {
+                let n = node(&r, &e);
+                match stack.last_mut() {
+                    Some(p) => p.children.push(n),
+                    None => return n,
+                }
+            }
+            Event::End(_) => {
+                let mut n = stack.pop().unwrap();
+                n.text = n.text.trim().to_owned();
+                match stack.last_mut() {
+                    Some(p) => p.children.push(n),
+                    None => return n,
+                }
+            }
+            Event::Text(t) => {
+                if let Some(p) = stack.last_mut() {
+                    p.text.push_str(&t.xml10_content());
+                }
+            }
+            Event::Eof => panic!("unexpected end"),
+            _ => {}
+        }
+    }
+}
+
+/// The first structural difference between `a` (ours) and `b` (the sample), naming the path; the text of
+/// the elements in `ignore_text` (by local name) is not compared.
+pub(crate) fn diff(a: &Node, b: &Node, path: &str, ignore_text: &[&str]) -> Option<String> {
+    let here = format!("{path}/{{{}}}{}", b.ns, b.local);
+    if a.ns != b.ns || a.local != b.local {
+        return Some(format!("{here}: element {{{}}}{} instead", a.ns, a.local));
+    }
+    if a.attrs != b.attrs {
+        return Some(format!(
+            "{here}: attributes {:?} instead of {:?}",
+            a.attrs, b.attrs
+        ));
+    }
+    if !ignore_text.contains(&b.local.as_str()) && a.text != b.text {
+        return Some(format!("{here}: text {:?} instead of {:?}", a.text, b.text));
+    }
+    if a.children.len() != b.children.len() {
+        return Some(format!(
+            "{here}: {} children instead of {}",
+            a.children.len(),
+            b.children.len()
+        ));
+    }
+    a.children
+        .iter()
+        .zip(&b.children)
+        .find_map(|(x, y)| diff(x, y, &here, ignore_text))
+}
+
+fn sample(rel: &str) -> String {
+    let p = format!("{}/../testdata/mitz/{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// The question of `testdata/mitz/xacml/example.xml`, in typed form.
+pub(crate) fn sample_question() -> ClosedQuestion {
+    ClosedQuestion {
+        patient: "900186021".parse().unwrap(),
+        holder_ura: "00000659".parse().unwrap(),
+        holder_facility_type: "Z3".parse().unwrap(),
+        categories: vec!["GGC002".parse().unwrap()],
+        requester: Requester {
+            uzi: "000095254".parse().unwrap(),
+            role: "01.015".parse().unwrap(),
+            ura: "00000666".parse().unwrap(),
+            facility_type: "Z3".parse().unwrap(),
+            purpose_of_use: "TREAT".parse().unwrap(),
+            name: None,
+        },
+        mandated: None,
+    }
+}
+
+const IGNORED: &[&str] = &["MessageID", "To"];
+
+#[test]
+fn built_question_matches_the_sample_structurally() {
+    let ours = write_closed_question(
+        &sample_question(),
+        "urn:uuid:00000000-0000-0000-0000-000000000001",
+        "https://mitz.example/geslotenautorisatievraag/xacml3",
+    );
+    let expected = tree(&sample("xacml/example.xml"));
+    let got = tree(&ours);
+    assert_eq!(diff(&got, &expected, "", IGNORED), None, "\n{ours}");
+}
+
+#[test]
+fn the_comparison_catches_any_changed_id_type_or_oid() {
+    // The structural comparison must fail on any change of attribute id, data type or OID: mutate the
+    // sample one value at a time and require a difference each time.
+    let text = sample("xacml/example.xml");
+    let ours = tree(&write_closed_question(
+        &sample_question(),
+        "urn:uuid:1",
+        "x",
+    ));
+    for (from, to) in [
+        ("urn:hl7-org:v3#II", "urn:hl7-org:v3#CV"),
+        ("urn:hl7-org:v3#CV", "urn:hl7-org:v3#CE"),
+        ("2.16.840.1.113883.2.4.6.3", "2.16.840.1.113883.2.4.6.4"),
+        ("2.16.528.1.1007.3.3", "2.16.528.1.1007.3.4"),
+        ("2.16.528.1.1007.3.1\"", "2.16.528.1.1007.3.2\""),
+        (
+            "2.16.840.1.113883.2.4.15.1060",
+            "2.16.840.1.113883.2.4.15.1061",
+        ),
+        (
+            "2.16.840.1.113883.2.4.15.111",
+            "2.16.840.1.113883.2.4.15.112",
+        ),
+        (
+            "2.16.840.1.113883.2.4.3.111.5.10.1",
+            "2.16.840.1.113883.2.4.3.111.5.10.2",
+        ),
+        (
+            "2.16.840.1.113883.1.11.20448",
+            "2.16.840.1.113883.1.11.20449",
+        ),
+        ("urn:ihe:iti:xua:2017:subject:provider-identifier", "urn:x"),
+        (
+            "urn:nl:otv:names:tc:1.0:subject:provider-institution",
+            "urn:x",
+        ),
+        ("urn:ihe:iti:appc:2016:author-institution:id", "urn:x"),
+        ("resource-id", "resource-idx"),
+        ("xml:id=\"action0\"", "xml:id=\"action1\""),
+        ("XACMLAuthorizationDecisionQueryRequest", "Other"),
+        ("wd-17", "wd-18"),
+        ("xmlns=\"urn:hl7-org:v3\"/>", "xmlns=\"urn:hl7-org:v2\"/>"),
+        ("assigningAuthorityName=\"CIBG\" ", ""),
+    ] {
+        assert!(text.contains(from), "sample lacks {from}");
+        let mutated = tree(&text.replacen(from, to, 1));
+        assert!(
+            diff(&ours, &mutated, "", IGNORED).is_some(),
+            "changing {from} to {to} went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn one_action_per_category_in_order() {
+    let mut q = sample_question();
+    q.categories = vec!["GGC002".parse().unwrap(), "GGC007".parse().unwrap()];
+    let t = tree(&write_closed_question(&q, "urn:uuid:1", "x"));
+    let request = &t.children[1].children[0].children[0];
+    assert_eq!(request.local, "Request");
+    let actions: Vec<(&str, &str)> = request
+        .children
+        .iter()
+        .filter(|a| {
+            a.attrs
+                .get(&(String::new(), "Category".into()))
+                .map(String::as_str)
+                == Some(category::ACTION)
+        })
+        .map(|a| {
+            (
+                a.attrs[&(ns::XML.to_owned(), "id".to_owned())].as_str(),
+                a.children[0].children[0].children[0].attrs[&(String::new(), "code".to_owned())]
+                    .as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(actions, vec![("action0", "GGC002"), ("action1", "GGC007")]);
+    // the mandated professional goes into the subject when present
+    q.mandated = Some("123456782".parse().unwrap());
+    let text = write_closed_question(&q, "urn:uuid:1", "x");
+    assert!(text.contains(attr::MANDATED));
+}
+
+#[test]
+fn the_simulator_side_reads_the_sample_question() {
+    let (h, q) =
+        read_closed_question(sample("xacml/example.xml").as_bytes(), &Limits::default()).unwrap();
+    assert_eq!(h.action, ACTION);
+    assert_eq!(q.categories, vec!["GGC002"]);
+    assert_eq!(q.get(attr::RESOURCE_ID), Some("900186021"));
+    assert_eq!(q.get(attr::HOLDER_URA), Some("00000659"));
+    assert_eq!(q.get(attr::PROVIDER_INSTITUTION), Some("00000666"));
+    assert_eq!(q.get(attr::ROLE), Some("01.015"));
+}
+
+fn ggc(c: &str) -> DataCategory {
+    c.parse().unwrap()
+}
+
+#[test]
+fn reads_the_derived_permit_and_deny_samples() {
+    let l = Limits::default();
+    let p = read_closed_answer(
+        sample("xacml/derived/xacml-response-permit.xml").as_bytes(),
+        &[ggc("GGC002")],
+        &l,
+    )
+    .unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].decision, Decision::Permit);
+    assert_eq!(p[0].status_code.as_deref(), Some(STATUS_OK));
+    assert_eq!(p[0].status_message.as_deref(), Some("Consent granted"));
+    let d = read_closed_answer(
+        sample("xacml/derived/xacml-response-deny.xml").as_bytes(),
+        &[ggc("GGC002")],
+        &l,
+    )
+    .unwrap();
+    assert_eq!(d[0].decision, Decision::Deny);
+    assert_eq!(d[0].status_message.as_deref(), Some("No consent found"));
+}
+
+#[test]
+fn a_single_decision_answer_is_written_exactly_like_the_derived_samples() {
+    for (file, decision, msg) in [
+        (
+            "xacml-response-permit.xml",
+            Decision::Permit,
+            "Consent granted",
+        ),
+        (
+            "xacml-response-deny.xml",
+            Decision::Deny,
+            "No consent found",
+        ),
+    ] {
+        let ours = write_closed_answer(
+            &[CategoryDecision {
+                category: ggc("GGC002"),
+                decision,
+                status_code: None,
+                status_message: Some(msg.into()),
+            }],
+            false,
+        );
+        let expected = tree(&sample(&format!("xacml/derived/{file}")));
+        assert_eq!(diff(&tree(&ours), &expected, "", &[]), None, "{ours}");
+    }
+}
+
+#[test]
+fn every_decision_round_trips_and_echoes_map_categories() {
+    let l = Limits::default();
+    let asked = [ggc("GGC002"), ggc("GGC007"), ggc("GGC012")];
+    let results: Vec<CategoryDecision> = [
+        (Decision::NotApplicable, "GGC007"),
+        (Decision::Permit, "GGC002"),
+        (Decision::Indeterminate, "GGC012"),
+    ]
+    .into_iter()
+    .map(|(d, c)| CategoryDecision {
+        category: ggc(c),
+        decision: d,
+        status_code: None,
+        status_message: None,
+    })
+    .collect();
+    let got =
+        read_closed_answer(write_closed_answer(&results, true).as_bytes(), &asked, &l).unwrap();
+    let pairs: Vec<(&str, Decision)> = got
+        .iter()
+        .map(|c| (c.category.as_str(), c.decision))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("GGC002", Decision::Permit),
+            ("GGC007", Decision::NotApplicable),
+            ("GGC012", Decision::Indeterminate)
+        ]
+    );
+    // an asked category the answer does not mention is Indeterminate
+    let got = read_closed_answer(
+        write_closed_answer(&results[..1], true).as_bytes(),
+        &[ggc("GGC002"), ggc("GGC007")],
+        &l,
+    )
+    .unwrap();
+    assert_eq!(got[0].decision, Decision::Indeterminate);
+    assert_eq!(got[1].decision, Decision::NotApplicable);
+    // several Results without echoes cannot be attributed: all Indeterminate, never a Permit
+    let mut permits = results.clone();
+    for r in &mut permits {
+        r.decision = Decision::Permit;
+    }
+    let got =
+        read_closed_answer(write_closed_answer(&permits, false).as_bytes(), &asked, &l).unwrap();
+    assert!(got.iter().all(|c| c.decision == Decision::Indeterminate));
+}
+
+#[test]
+fn broken_answers_are_errors() {
+    let l = Limits::default();
+    let asked = [ggc("GGC002")];
+    let permit = sample("xacml/derived/xacml-response-permit.xml");
+    for bad in [
+        "".to_owned(),
+        "not xml at all".to_owned(),
+        "<html><body>502 Bad Gateway</body></html>".to_owned(),
+        permit.replace("<Decision>Permit</Decision>", "<Decision>permit</Decision>"),
+        permit.replace(
+            "<Decision>Permit</Decision>",
+            "<Decision>Permit, Deny</Decision>",
+        ),
+        permit.replace("<Decision>Permit</Decision>", ""),
+        permit.replace(
+            "urn:oasis:names:tc:xacml:3.0:core:schema:wd-17",
+            "urn:other",
+        ),
+        permit[..permit.len() / 2].to_owned(),
+        permit.replace("</Status>", "</Statsu>"),
+        soap::write_fault(
+            &soap::Fault {
+                code: soap::FaultCode::Receiver,
+                subcode: None,
+                reason: "down".into(),
+            },
+            None,
+        ),
+    ] {
+        assert!(
+            read_closed_answer(bad.as_bytes(), &asked, &l).is_err(),
+            "accepted {bad:?}"
+        );
+    }
+    // an answer with a Result but an empty Response is an error too
+    let empty =
+        permit.split("<Result>").next().unwrap().to_owned() + "</Response></s:Body></s:Envelope>";
+    assert!(read_closed_answer(empty.as_bytes(), &asked, &l).is_err());
+}
+
+#[test]
+fn a_response_nested_in_a_saml_wrapper_is_found() {
+    let doc = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><p:Response xmlns:p="urn:oasis:names:tc:SAML:2.0:protocol"><a:Assertion xmlns:a="urn:oasis:names:tc:SAML:2.0:assertion"><x:XACMLAuthzDecisionStatement xmlns:x="urn:oasis:names:tc:xacml:3.0:profile:saml2.0:v2:schema:assertion:wd-14"><c:Response xmlns:c="urn:oasis:names:tc:xacml:3.0:core:schema:wd-17"><c:Result><c:Decision>Deny</c:Decision></c:Result></c:Response></x:XACMLAuthzDecisionStatement></a:Assertion></p:Response></e:Body></e:Envelope>"#;
+    let got = read_closed_answer(doc.as_bytes(), &[ggc("GGC002")], &Limits::default()).unwrap();
+    assert_eq!(got[0].decision, Decision::Deny);
+}
