@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -115,8 +114,7 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let hooks: duo_runtime::server::run::HookFactory =
-        Arc::new(duo_runtime::gateway::hooks::from_config);
+    let hooks = duo_runtime::server::run::default_hooks();
     let running = match duo_runtime::server::run::start(config, Some(path), hooks).await {
         Ok(r) => r,
         Err(e) => {

@@ -1,192 +1,77 @@
-//! The seams where consent (Mitz closed question), localisation (Mitz open question) and the audit trail
-//! plug into the gateway. The gateway asks; the implementations decide.
+//! The services the gateway consults besides the communities: consent (Mitz closed question, with its
+//! cache and fail-closed policy, [`crate::consent`]), localisation (Mitz open question,
+//! [`crate::localization`]) and the audit trail ([`crate::audit`]).
 
 use std::sync::Arc;
 
-use super::super::backend::BoxFut;
-use crate::model::{Bsn, HomeCommunityId, Requester};
+use crate::audit::{AuditLog, AuditRecord, AuditSource};
+use crate::config::{Config, LocalizationMode};
+use crate::consent::{ConsentService, MitzClient};
+use crate::ihe::xua::UnsignedAssertions;
+use crate::localization::LocalizationClient;
+use crate::tls::TlsMaterial;
 
-/// The outcome of a consent check at the responding side. Only `disclose == true` lets data out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsentDecision {
-    /// Whether data may be disclosed (Mitz answered Permit, or consent checks are off).
-    pub disclose: bool,
-    /// The decision as Mitz names it (`Permit`, `Deny`, `NotApplicable`, `Indeterminate`) or `None` when
-    /// there was no decision (failure).
-    pub decision: Option<String>,
-    /// Where the decision came from: `mitz`, `cache`, `failure`, `permitAll`.
-    pub source: String,
-    /// Why, when no decision could be had (timeout, TLS error, HTTP error, unparseable answer).
-    pub reason: Option<String>,
-}
-
-impl ConsentDecision {
-    /// The decision of a gateway without consent checks (test environments): discloses, source
-    /// `permitAll`.
-    pub fn permit_all() -> ConsentDecision {
-        ConsentDecision {
-            disclose: true,
-            decision: Some("Permit".into()),
-            source: "permitAll".into(),
-            reason: None,
-        }
-    }
-}
-
-/// Asks whether `requester` may see `patient`'s data held by this gateway's organisation.
-pub trait ConsentCheck: Send + Sync {
-    /// The decision; never an error: failures are decisions that do not disclose.
-    fn check<'a>(
-        &'a self,
-        patient: &'a Bsn,
-        requester: &'a Requester,
-    ) -> BoxFut<'a, ConsentDecision>;
-}
-
-/// Consent checks off (`consent.mode: permitAll`).
-pub struct PermitAll;
-
-impl ConsentCheck for PermitAll {
-    fn check<'a>(
-        &'a self,
-        _patient: &'a Bsn,
-        _requester: &'a Requester,
-    ) -> BoxFut<'a, ConsentDecision> {
-        Box::pin(async { ConsentDecision::permit_all() })
-    }
-}
-
-/// Which communities hold data of a patient (the open question).
-pub trait Localize: Send + Sync {
-    /// The homeCommunityIds Mitz names, or why it could not answer (the caller then asks no one).
-    fn locate<'a>(
-        &'a self,
-        patient: &'a Bsn,
-        requester: &'a Requester,
-    ) -> BoxFut<'a, Result<Vec<HomeCommunityId>, String>>;
-}
-
-/// One audit record (NEN 7513): who did what with whose data, and what came of it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditEvent {
-    /// `ITI-38`, `RAD-75`, `timeline`, `consent` ...
-    pub transaction: String,
-    /// `initiating` or `responding`.
-    pub side: String,
-    /// The requester, when known.
-    pub requester: Option<Requester>,
-    /// Patient BSN, when known.
-    pub patient: Option<String>,
-    /// URA of the data holder (responding side: this organisation).
-    pub data_holder: Option<String>,
-    /// Communities asked (initiating side) or the caller's community.
-    pub communities: Vec<String>,
-    /// Study Instance UIDs / document unique ids involved.
-    pub ids: Vec<String>,
-    /// Consent decision, when one was asked.
-    pub consent: Option<String>,
-    /// Source of that decision.
-    pub consent_source: Option<String>,
-    /// Reason when the consent check failed.
-    pub consent_reason: Option<String>,
-    /// Outcome: `Success`, `PartialSuccess`, `Failure`, `refused`, `notDisclosed`.
-    pub outcome: String,
-    /// Number of items disclosed.
-    pub disclosed: usize,
-}
-
-/// Writes audit records; `record` returns once the record is written (before the response leaves).
-pub trait Audit: Send + Sync {
-    /// Writes one record.
-    fn record(&self, event: AuditEvent) -> BoxFut<'_, ()>;
-}
-
-/// Audit records as structured log lines (the default until a sink is configured).
-pub struct LogAudit;
-
-impl Audit for LogAudit {
-    fn record(&self, event: AuditEvent) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            let line = serde_json::to_string(&event).unwrap_or_default();
-            tracing::info!(target: "audit", "{line}");
-        })
-    }
-}
-
-/// Consent mode `mitz` without a usable Mitz client: nothing is disclosed, the reason is recorded.
-pub struct FailClosed(pub String);
-
-impl ConsentCheck for FailClosed {
-    fn check<'a>(
-        &'a self,
-        _patient: &'a Bsn,
-        _requester: &'a Requester,
-    ) -> BoxFut<'a, ConsentDecision> {
-        Box::pin(async move {
-            ConsentDecision {
-                disclose: false,
-                decision: None,
-                source: "failure".into(),
-                reason: Some(self.0.clone()),
-            }
-        })
-    }
-}
-
-/// Localisation mode `mitz` without a usable Mitz client: localisation fails, no one is asked.
-pub struct NoLocalization(pub String);
-
-impl Localize for NoLocalization {
-    fn locate<'a>(
-        &'a self,
-        _patient: &'a Bsn,
-        _requester: &'a Requester,
-    ) -> BoxFut<'a, Result<Vec<HomeCommunityId>, String>> {
-        Box::pin(async move { Err(self.0.clone()) })
-    }
-}
-
-/// The hooks of one gateway snapshot.
+/// The services of one gateway snapshot.
 #[derive(Clone)]
 pub struct Hooks {
-    /// Consent at the responding side.
-    pub consent: Arc<dyn ConsentCheck>,
-    /// Localisation at the initiating side; `None` = ask every configured community.
-    pub localize: Option<Arc<dyn Localize>>,
+    /// Consent at the responding side (mode `mitz` or `permitAll`).
+    pub consent: Arc<ConsentService>,
+    /// Localisation at the initiating side; `None` = ask every configured community
+    /// (`initiating.localization: allCommunities`).
+    pub localize: Option<Arc<LocalizationClient>>,
     /// The audit trail.
-    pub audit: Arc<dyn Audit>,
+    pub audit: Arc<AuditLog>,
 }
 
 impl Hooks {
-    /// Permit everything, ask every community, audit to the log: issue 3's stand-in until Mitz is wired.
-    pub fn permissive() -> Hooks {
-        Hooks {
-            consent: Arc::new(PermitAll),
-            localize: None,
-            audit: Arc::new(LogAudit),
-        }
+    /// Writes an audit record; a failure to write is logged and returned (callers that would disclose
+    /// data refuse instead: no disclosure without its record).
+    pub async fn audit(&self, record: &AuditRecord) -> Result<(), String> {
+        self.audit.record(record).await.map_err(|e| {
+            tracing::error!(error = %e, "audit record not written");
+            e.to_string()
+        })
     }
 }
 
-/// The hooks a configuration asks for.
-pub fn from_config(c: &crate::config::Config) -> Result<Hooks, String> {
-    use crate::config::{ConsentMode, LocalizationMode};
-    let consent: Arc<dyn ConsentCheck> = match c.consent.mode {
-        ConsentMode::PermitAll => Arc::new(PermitAll),
-        ConsentMode::Mitz => Arc::new(FailClosed(
-            "the Mitz closed question is not available in this build".into(),
-        )),
+/// The services a configuration asks for: the consent service (fails closed without Mitz), the open
+/// question client when localisation is `mitz`, and the audit log with its sinks (syslog TLS presents
+/// the gateway's certificate).
+///
+/// Errors: one line naming what could not be set up (Mitz TLS files, audit file or syslog).
+pub async fn from_config(c: &Config) -> Result<Hooks, String> {
+    let consent = ConsentService::from_config(c).map_err(|e| e.to_string())?;
+    let localize = match (c.initiating.localization, &c.mitz) {
+        (LocalizationMode::AllCommunities, _) => None,
+        (LocalizationMode::Mitz, Some(m)) => {
+            let client = MitzClient::new(m).map_err(|e| format!("mitz: {e}"))?;
+            Some(Arc::new(LocalizationClient::new(
+                Arc::new(client),
+                c.organization.home_community_id.to_string(),
+                Arc::new(UnsignedAssertions),
+            )))
+        }
+        (LocalizationMode::Mitz, None) => {
+            return Err(
+                "initiating.localization is mitz but no mitz connection is configured".into(),
+            );
+        }
     };
-    let localize: Option<Arc<dyn Localize>> = match c.initiating.localization {
-        LocalizationMode::AllCommunities => None,
-        LocalizationMode::Mitz => Some(Arc::new(NoLocalization(
-            "the Mitz open question is not available in this build".into(),
-        ))),
+    let identity = if c.audit.syslog.is_some() {
+        Some(TlsMaterial::load(&c.server.tls).map_err(|e| e.to_string())?)
+    } else {
+        None
     };
+    let source = AuditSource {
+        source_id: c.organization.home_community_id.to_string(),
+        enterprise_site_id: c.organization.ura.to_string(),
+    };
+    let audit = AuditLog::from_config(&c.audit, source, identity.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Hooks {
-        consent,
+        consent: Arc::new(consent),
         localize,
-        audit: Arc::new(LogAudit),
+        audit: Arc::new(audit),
     })
 }

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Gateway;
-use super::hooks::AuditEvent;
 use super::identity;
 use super::reply::{SoapReply, read_request};
 use super::responding::push_document;
+use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::{CallContext, Community, RetrieveStream};
 use crate::config::LocalizationMode;
 use crate::ihe::ebrim::Identifiable;
@@ -135,10 +135,27 @@ pub async fn targets_for(
     };
     let patient = patient.ok_or(LocalizeError::Needs("a patient BSN"))?;
     let requester = requester.ok_or(LocalizeError::Needs("a requester identity"))?;
-    let named = loc
-        .locate(patient, requester)
-        .await
-        .map_err(LocalizeError::Mitz)?;
+    let located = loc.locate(patient, requester).await;
+    let mut rec = AuditRecord::new(
+        AuditEvent::Localization,
+        AuditTransaction::MitzOpenQuestion,
+        Side::Initiating,
+    );
+    rec.requester = Some(requester.into());
+    rec.patient = Some(patient.clone());
+    match &located {
+        Ok(l) => rec.outcome_detail = Some(format!("{} location(s)", l.len())),
+        Err(e) => {
+            rec.outcome = Outcome::Failure;
+            rec.outcome_detail = Some(e.to_string());
+        }
+    }
+    g.hooks.audit(&rec).await.map_err(LocalizeError::Mitz)?;
+    let named: Vec<HomeCommunityId> = located
+        .map_err(|e| LocalizeError::Mitz(e.to_string()))?
+        .into_iter()
+        .map(|l| l.home_community_id)
+        .collect();
     for h in &named {
         if h != &g.home && g.remote(h).is_none() {
             tracing::info!(community = %h, "Mitz names a community that is not configured; skipped");
@@ -366,16 +383,9 @@ pub async fn initiate_query(
     .iter()
     .find_map(|p| req.query.single(p).ok().flatten());
     let patient = patient_cx.as_deref().and_then(Bsn::from_cx);
-    let mut audit = AuditEvent {
-        transaction: Transaction::Iti18.name().into(),
-        side: "initiating".into(),
-        requester: requester.cloned(),
-        patient: patient
-            .as_ref()
-            .map(|b| b.to_string())
-            .or(patient_cx.clone()),
-        ..AuditEvent::default()
-    };
+    let mut audit = AuditRecord::new(AuditEvent::Query, Transaction::Iti18, Side::Initiating);
+    audit.requester = requester.map(Into::into);
+    audit.patient = patient.clone();
     let targets: Vec<Target> = match (&req.query.home, &patient_cx) {
         // a query naming a community goes to that community only
         (Some(h), _) => {
@@ -411,8 +421,9 @@ pub async fn initiate_query(
         (None, Some(_)) => match targets_for(g, patient.as_ref(), requester).await {
             Ok(t) => t,
             Err(e) => {
-                audit.outcome = "Failure".into();
-                g.hooks.audit.record(audit).await;
+                audit.outcome = Outcome::Failure;
+                audit.outcome_detail = Some(e.to_string());
+                let _ = g.hooks.audit(&audit).await;
                 return AdhocQueryResponse::new(
                     Vec::new(),
                     vec![RegistryError::new(ErrorCode::XDSRegistryError, e.to_string()).at(home)],
@@ -420,14 +431,31 @@ pub async fn initiate_query(
             }
         },
     };
-    let (resp, outcomes, _) = fan_out_query(g, &targets, requester, patient.as_ref(), &req).await;
-    audit.communities = outcomes
+    let (resp, _outcomes, _) = fan_out_query(g, &targets, requester, patient.as_ref(), &req).await;
+    audit.document_ids = resp
+        .objects
         .iter()
-        .map(|o| o.home_community_id.to_string())
+        .filter_map(|o| match o {
+            Identifiable::ExtrinsicObject(e) => e
+                .object
+                .external_id(crate::ihe::transform::uuids::UNIQUE_ID)
+                .map(str::to_owned),
+            _ => None,
+        })
         .collect();
-    audit.outcome = resp.status.name().to_string();
-    audit.disclosed = resp.objects.len();
-    g.hooks.audit.record(audit).await;
+    audit.outcome = outcome_of(resp.status);
+    if let Err(e) = g.hooks.audit(&audit).await {
+        return AdhocQueryResponse::new(
+            Vec::new(),
+            vec![
+                RegistryError::new(
+                    ErrorCode::XDSRegistryError,
+                    format!("audit trail unavailable, nothing returned: {e}"),
+                )
+                .at(g.home.to_string()),
+            ],
+        );
+    }
     resp
 }
 
@@ -538,42 +566,52 @@ pub async fn iti43(
         Err(r) => return r,
     };
     let s = initiate_retrieve(&g, requester.as_ref(), patient.as_ref(), req).await;
-    let event = retrieve_audit(tx, requester.as_ref(), &s);
+    let event = retrieve_audit(tx, requester.as_ref(), patient.as_ref(), &s);
     g.metrics
         .requests
         .get_or_create(&RequestLabels {
             endpoint: tx.name().into(),
-            outcome: event.outcome.clone(),
+            outcome: s.response.status.name().into(),
         })
         .inc();
-    g.hooks.audit.record(event).await;
+    if let Err(e) = g.hooks.audit(&event).await {
+        return SoapReply::fault(
+            &crate::ihe::Fault {
+                code: crate::ihe::FaultCode::Receiver,
+                subcode: None,
+                reason: format!("audit trail unavailable, nothing disclosed: {e}"),
+            },
+            Some(&h),
+        );
+    }
     SoapReply::retrieve(tx, &h, s)
 }
 
+/// The audit record of a retrieve for a local consumer.
 fn retrieve_audit(
     tx: Transaction,
     requester: Option<&Requester>,
+    patient: Option<&Bsn>,
     s: &RetrieveStream,
-) -> AuditEvent {
-    AuditEvent {
-        transaction: tx.name().into(),
-        side: "initiating".into(),
-        requester: requester.cloned(),
-        communities: s
-            .documents
-            .iter()
-            .filter_map(|d| d.home_community_id.as_ref().map(|h| h.to_string()))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        ids: s
-            .documents
-            .iter()
-            .map(|d| d.document_unique_id.clone())
-            .collect(),
-        outcome: s.response.status.name().to_string(),
-        disclosed: s.documents.len(),
-        ..AuditEvent::default()
+) -> AuditRecord {
+    let mut r = AuditRecord::new(AuditEvent::Retrieve, tx, Side::Initiating);
+    r.requester = requester.map(Into::into);
+    r.patient = patient.cloned();
+    r.document_ids = s
+        .documents
+        .iter()
+        .map(|d| d.document_unique_id.clone())
+        .collect();
+    r.outcome = outcome_of(s.response.status);
+    r
+}
+
+/// The audit outcome of a response status.
+pub fn outcome_of(status: ResponseStatus) -> Outcome {
+    match status {
+        ResponseStatus::Success => Outcome::Success,
+        ResponseStatus::PartialSuccess => Outcome::PartialSuccess,
+        ResponseStatus::Failure => Outcome::Failure,
     }
 }
 
@@ -656,14 +694,23 @@ pub async fn rad69(
         Err(r) => return r,
     };
     let s = initiate_retrieve_images(&g, requester.as_ref(), patient.as_ref(), req).await;
-    let event = retrieve_audit(tx, requester.as_ref(), &s);
+    let event = retrieve_audit(tx, requester.as_ref(), patient.as_ref(), &s);
     g.metrics
         .requests
         .get_or_create(&RequestLabels {
             endpoint: tx.name().into(),
-            outcome: event.outcome.clone(),
+            outcome: s.response.status.name().into(),
         })
         .inc();
-    g.hooks.audit.record(event).await;
+    if let Err(e) = g.hooks.audit(&event).await {
+        return SoapReply::fault(
+            &crate::ihe::Fault {
+                code: crate::ihe::FaultCode::Receiver,
+                subcode: None,
+                reason: format!("audit trail unavailable, nothing disclosed: {e}"),
+            },
+            Some(&h),
+        );
+    }
     SoapReply::retrieve(tx, &h, s)
 }

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Gateway;
-use super::hooks::{AuditEvent, ConsentDecision};
 use super::identity::{self, Refusal};
 use super::reply::{SoapReply, read_request};
+use crate::audit::{AuditEvent, AuditRecord, HolderRecord, Outcome, Side};
 use crate::backend::{CallContext, RetrieveStream};
 use crate::config::ConsentMode;
+use crate::consent::{ConsentOutcome, ConsentRecord, ConsentSource, Decision, MitzError};
 use crate::ihe::ebrim::Identifiable;
 use crate::ihe::query::{
     AdhocQuery, AdhocQueryRequest, AdhocQueryResponse, ReturnType, StoredQuery, param,
@@ -60,6 +61,18 @@ fn refused(g: &Gateway, tx: Transaction, r: &Refusal, h: &SoapHeader) -> SoapRep
     SoapReply::sender(format!("refused: {r}"), Some(h))
 }
 
+/// The answer when the audit trail cannot be written: nothing is disclosed without its record.
+fn audit_unavailable(h: &SoapHeader, e: &str) -> SoapReply {
+    SoapReply::fault(
+        &crate::ihe::Fault {
+            code: crate::ihe::FaultCode::Receiver,
+            subcode: None,
+            reason: format!("audit trail unavailable, nothing disclosed: {e}"),
+        },
+        Some(h),
+    )
+}
+
 /// The outbound context for asking the local community on behalf of `requester` about `patient`:
 /// a fresh XUA assertion issued by this gateway (the local TLB node requires one; an XDS registry
 /// inside the affinity domain does not get it).
@@ -88,43 +101,98 @@ pub fn outbound_context(
     }
 }
 
-/// Asks consent (or, under `permitAll`, does not) and counts the decision.
-async fn consent(g: &Gateway, patient: &Bsn, requester: Option<&Requester>) -> ConsentDecision {
-    let d = match (g.config.consent.mode, requester) {
-        (ConsentMode::PermitAll, _) => ConsentDecision::permit_all(),
-        (ConsentMode::Mitz, Some(r)) => g.hooks.consent.check(patient, r).await,
-        (ConsentMode::Mitz, None) => ConsentDecision {
-            disclose: false,
-            decision: None,
-            source: "failure".into(),
-            reason: Some("no requester identity".into()),
+fn holder(g: &Gateway) -> HolderRecord {
+    HolderRecord {
+        ura: Some(g.config.organization.ura.clone()),
+        home_community_id: Some(g.home.clone()),
+    }
+}
+
+fn failure_outcome(g: &Gateway, why: String) -> ConsentOutcome {
+    ConsentOutcome {
+        category: g.config.consent.category.clone(),
+        decision: Decision::Indeterminate,
+        source: ConsentSource::Failure(MitzError::NotConfigured(why)),
+        detail: None,
+    }
+}
+
+/// Asks consent for `patient` (the consent service answers `permitAll` itself in that mode), counts the
+/// decision and writes its audit record. A failure to write the record turns the decision into a
+/// non-disclosing one.
+async fn consent(
+    g: &Gateway,
+    tx: Transaction,
+    h: &SoapHeader,
+    patient: &Bsn,
+    requester: Option<&Requester>,
+) -> ConsentOutcome {
+    let mut outcome = match (g.config.consent.mode, requester) {
+        (_, Some(r)) => g.hooks.consent.check(patient, r).await,
+        (ConsentMode::PermitAll, None) => ConsentOutcome {
+            category: g.config.consent.category.clone(),
+            decision: Decision::Permit,
+            source: ConsentSource::PermitAll,
+            detail: None,
         },
+        (ConsentMode::Mitz, None) => failure_outcome(g, "no requester identity".into()),
     };
     g.metrics
         .consent_decisions
         .get_or_create(&crate::server::metrics::ConsentLabels {
-            decision: d.decision.clone().unwrap_or_else(|| "none".into()),
-            source: d.source.clone(),
+            decision: outcome.decision.to_string(),
+            source: outcome.source.as_str().into(),
         })
         .inc();
-    d
-}
-
-fn audit_base(g: &Gateway, tx: Transaction, requester: Option<&Requester>) -> AuditEvent {
-    AuditEvent {
-        transaction: tx.name().into(),
-        side: "responding".into(),
-        requester: requester.cloned(),
-        data_holder: Some(g.config.organization.ura.to_string()),
-        ..AuditEvent::default()
+    let mut rec = match requester {
+        Some(r) => {
+            AuditRecord::consent_decision(tx, Side::Responding, patient, r, holder(g), &outcome)
+        }
+        None => {
+            let mut r = AuditRecord::new(AuditEvent::ConsentDecision, tx, Side::Responding);
+            r.patient = Some(patient.clone());
+            r.data_holder = Some(holder(g));
+            let c = ConsentRecord::from(&outcome);
+            r.outcome = if c.disclosed {
+                Outcome::Success
+            } else {
+                Outcome::Denied
+            };
+            r.outcome_detail = Some(outcome.reason());
+            r.consent = Some(c);
+            r
+        }
+    };
+    rec.message_id = h.message_id.clone();
+    if let Err(e) = g.hooks.audit(&rec).await {
+        outcome = failure_outcome(g, format!("audit trail unavailable: {e}"));
     }
+    outcome
 }
 
-fn with_decision(mut e: AuditEvent, d: &ConsentDecision) -> AuditEvent {
-    e.consent = d.decision.clone();
-    e.consent_source = Some(d.source.clone());
-    e.consent_reason = d.reason.clone();
-    e
+/// The record of a query or retrieve at the responding side.
+fn record(
+    g: &Gateway,
+    event: AuditEvent,
+    tx: Transaction,
+    h: &SoapHeader,
+    requester: Option<&Requester>,
+    patient: Option<&Bsn>,
+) -> AuditRecord {
+    let mut r = AuditRecord::new(event, tx, Side::Responding);
+    r.requester = requester.map(Into::into);
+    r.patient = patient.cloned();
+    r.data_holder = Some(holder(g));
+    r.message_id = h.message_id.clone();
+    r
+}
+
+fn outcome_of(status: ResponseStatus) -> Outcome {
+    match status {
+        ResponseStatus::Success => Outcome::Success,
+        ResponseStatus::PartialSuccess => Outcome::PartialSuccess,
+        ResponseStatus::Failure => Outcome::Failure,
+    }
 }
 
 /// The BSN of a CX patient id, when it is one.
@@ -179,6 +247,18 @@ fn error_response(code: ErrorCode, context: String, home: &HomeCommunityId) -> A
     )
 }
 
+fn document_ids(objects: &[Identifiable]) -> Vec<String> {
+    objects
+        .iter()
+        .filter_map(|o| match o {
+            Identifiable::ExtrinsicObject(e) => {
+                e.object.external_id(uuids::UNIQUE_ID).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// ITI-38 Cross Gateway Query, responding side.
 pub async fn iti38(
     g: Arc<Gateway>,
@@ -196,81 +276,89 @@ pub async fn iti38(
         Err(r) => return refused(&g, tx, &r, &h),
     };
     let requester = assertion.as_ref().map(|a| &a.requester);
-    let resp = answer_query(&g, requester, req).await;
+    let resp = match answer_query(&g, &h, requester, req).await {
+        Ok(r) => r,
+        Err(e) => return audit_unavailable(&h, &e),
+    };
     g.metrics
         .requests
         .get_or_create(&crate::server::metrics::RequestLabels {
             endpoint: tx.name().into(),
-            outcome: resp.status.name().to_string(),
+            outcome: resp.status.name().into(),
         })
         .inc();
     SoapReply::message(tx, &h, &resp)
 }
 
-/// The ITI-38 answer for `req` on behalf of `requester` (see the module rules).
+/// The ITI-38 answer for `req` on behalf of `requester` (see the module rules). Errors only when the
+/// audit record of a disclosure could not be written (then nothing may be disclosed).
 pub async fn answer_query(
     g: &Gateway,
+    h: &SoapHeader,
     requester: Option<&Requester>,
     req: AdhocQueryRequest,
-) -> AdhocQueryResponse {
+) -> Result<AdhocQueryResponse, String> {
     let tx = Transaction::Iti38;
     let home = &g.home;
-    let mut audit = audit_base(g, tx, requester);
-    if let Some(h) = &req.query.home
-        && h != home
+    if let Some(qh) = &req.query.home
+        && qh != home
     {
-        audit.outcome = "Failure".into();
-        g.hooks.audit.record(audit).await;
-        return error_response(
+        return Ok(error_response(
             ErrorCode::XDSUnknownCommunity,
-            format!("this gateway is {home}, not {h}"),
+            format!("this gateway is {home}, not {qh}"),
             home,
-        );
+        ));
     }
     let query = match req.query.require_stored_query() {
         Ok(q) => q,
         Err(e) => {
-            return AdhocQueryResponse::new(Vec::new(), located(vec![e.to_registry_error()], home));
+            return Ok(AdhocQueryResponse::new(
+                Vec::new(),
+                located(vec![e.to_registry_error()], home),
+            ));
         }
     };
     let patient_cx = patient_param(&req.query);
     if patient_cx.is_none() && req.query.home.is_none() {
         // ITI TF-2b 3.38.4.1.2.1: queries by id must name the community
-        return error_response(
+        return Ok(error_response(
             ErrorCode::XDSMissingHomeCommunityId,
             format!("{} needs AdhocQuery/@home", query.name()),
             home,
-        );
+        ));
     }
     if let Err(e) = req.query.check_required() {
-        return AdhocQueryResponse::new(Vec::new(), located(vec![e.to_registry_error()], home));
+        return Ok(AdhocQueryResponse::new(
+            Vec::new(),
+            located(vec![e.to_registry_error()], home),
+        ));
     }
     let mitz = g.config.consent.mode == ConsentMode::Mitz;
+    let patient = patient_cx.as_deref().and_then(bsn_of);
     // patient-based query: consent first, nothing read without it
-    let mut decided: BTreeMap<String, ConsentDecision> = BTreeMap::new();
+    let mut decided: BTreeMap<String, ConsentOutcome> = BTreeMap::new();
     if let Some(cx) = &patient_cx {
-        audit.patient = bsn_of(cx)
-            .map(|b| b.to_string())
-            .or_else(|| Some(cx.clone()));
-        let decision = match bsn_of(cx) {
-            Some(bsn) => consent(g, &bsn, requester).await,
-            None if !mitz => ConsentDecision::permit_all(),
-            None => ConsentDecision {
-                disclose: false,
-                decision: None,
-                source: "failure".into(),
-                reason: Some(format!("patient id {cx} is not a BSN")),
+        let decision = match &patient {
+            Some(bsn) => consent(g, tx, h, bsn, requester).await,
+            None if !mitz => ConsentOutcome {
+                category: g.config.consent.category.clone(),
+                decision: Decision::Permit,
+                source: ConsentSource::PermitAll,
+                detail: None,
             },
+            None => failure_outcome(g, format!("patient id {cx} is not a BSN")),
         };
-        if !decision.disclose {
-            let mut a = with_decision(audit, &decision);
-            a.outcome = "notDisclosed".into();
-            g.hooks.audit.record(a).await;
-            return AdhocQueryResponse::new(Vec::new(), Vec::new());
+        if !decision.discloses() {
+            // the answer looks like "nothing found": it does not reveal whether data exists
+            let mut rec = record(g, AuditEvent::Query, tx, h, requester, patient.as_ref());
+            rec.consent = Some(ConsentRecord::from(&decision));
+            rec.outcome = Outcome::Denied;
+            rec.outcome_detail = Some(decision.reason());
+            g.hooks.audit(&rec).await?;
+            return Ok(AdhocQueryResponse::new(Vec::new(), Vec::new()));
         }
         decided.insert(cx.clone(), decision);
     }
-    let patient = patient_cx.as_deref().and_then(bsn_of);
     let ctx = outbound_context(g, requester, patient.as_ref(), &local_audience(g));
     let mut local_req = req.clone();
     local_req.query.home = local_home(g);
@@ -278,13 +366,14 @@ pub async fn answer_query(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "local community query failed");
-            let mut a = audit;
-            a.outcome = "Failure".into();
-            g.hooks.audit.record(a).await;
-            return AdhocQueryResponse::new(
+            let mut rec = record(g, AuditEvent::Query, tx, h, requester, patient.as_ref());
+            rec.outcome = Outcome::Failure;
+            rec.outcome_detail = Some(e.to_string());
+            g.hooks.audit(&rec).await?;
+            return Ok(AdhocQueryResponse::new(
                 Vec::new(),
                 vec![e.to_registry_error(Transaction::Iti18, &home.to_string())],
-            );
+            ));
         }
     };
     // query by id: the patients are known only now; ask per patient, drop what may not be disclosed
@@ -297,14 +386,14 @@ pub async fn answer_query(
             .collect();
         for p in patients {
             let d = match bsn_of(&p) {
-                Some(bsn) => consent(g, &bsn, requester).await,
-                None if !mitz => ConsentDecision::permit_all(),
-                None => ConsentDecision {
-                    disclose: false,
-                    decision: None,
-                    source: "failure".into(),
-                    reason: Some(format!("patient id {p} is not a BSN")),
+                Some(bsn) => consent(g, tx, h, &bsn, requester).await,
+                None if !mitz => ConsentOutcome {
+                    category: g.config.consent.category.clone(),
+                    decision: Decision::Permit,
+                    source: ConsentSource::PermitAll,
+                    detail: None,
                 },
+                None => failure_outcome(g, format!("patient id {p} is not a BSN")),
             };
             decided.insert(p, d);
         }
@@ -312,7 +401,8 @@ pub async fn answer_query(
             .objects
             .iter()
             .filter(|o| {
-                object_patient(o).is_some_and(|p| decided.get(p).is_some_and(|d| d.disclose))
+                object_patient(o)
+                    .is_some_and(|p| decided.get(p).is_some_and(ConsentOutcome::discloses))
             })
             .filter_map(|o| o.id().map(str::to_owned))
             .collect();
@@ -323,48 +413,42 @@ pub async fn answer_query(
             Identifiable::Association(a) => {
                 kept_ids.contains(&a.source_object) && kept_ids.contains(&a.target_object)
             }
-            // a reference or a bare classification names no patient: only disclosed without consent checks
+            // a reference or a bare classification names no patient: disclosed only without consent checks
             _ => !mitz,
         });
     }
     set_home(&mut resp.objects, home);
     resp.errors = located(std::mem::take(&mut resp.errors), home);
-    resp.status = if resp.errors.is_empty() {
-        ResponseStatus::Success
-    } else {
-        resp.derive_status()
-    };
-    for (p, d) in &decided {
-        let mut a = with_decision(audit.clone(), d);
-        a.patient = bsn_of(p).map(|b| b.to_string()).or_else(|| Some(p.clone()));
-        a.ids = resp
-            .objects
-            .iter()
-            .filter(|o| patient_cx.is_some() || object_patient(o) == Some(p.as_str()))
-            .filter_map(|o| match o {
-                Identifiable::ExtrinsicObject(e) => {
-                    e.object.external_id(uuids::UNIQUE_ID).map(str::to_owned)
-                }
-                _ => None,
-            })
-            .collect();
-        a.disclosed = if d.disclose { a.ids.len() } else { 0 };
-        a.outcome = if d.disclose {
-            resp.status.name().to_string()
-        } else {
-            "notDisclosed".into()
-        };
-        if d.disclose && a.disclosed > 0 {
-            g.metrics.disclosures.inc();
-        }
-        g.hooks.audit.record(a).await;
-    }
+    resp.status = resp.derive_status();
+    // one query record per patient concerned (one in total for a patient-based query)
     if decided.is_empty() {
-        let mut a = audit;
-        a.outcome = resp.status.name().to_string();
-        g.hooks.audit.record(a).await;
+        let mut rec = record(g, AuditEvent::Query, tx, h, requester, None);
+        rec.document_ids = document_ids(&resp.objects);
+        rec.outcome = outcome_of(resp.status);
+        g.hooks.audit(&rec).await?;
     }
-    resp
+    for (p, d) in &decided {
+        let mut rec = record(g, AuditEvent::Query, tx, h, requester, bsn_of(p).as_ref());
+        rec.consent = Some(ConsentRecord::from(d));
+        if d.discloses() {
+            let mine: Vec<Identifiable> = resp
+                .objects
+                .iter()
+                .filter(|o| patient_cx.is_some() || object_patient(o) == Some(p.as_str()))
+                .cloned()
+                .collect();
+            rec.document_ids = document_ids(&mine);
+            rec.outcome = outcome_of(resp.status);
+            if !rec.document_ids.is_empty() {
+                g.metrics.disclosures.inc();
+            }
+        } else {
+            rec.outcome = Outcome::Denied;
+            rec.outcome_detail = Some(d.reason());
+        }
+        g.hooks.audit(&rec).await?;
+    }
+    Ok(resp)
 }
 
 fn local_home(g: &Gateway) -> Option<HomeCommunityId> {
@@ -512,9 +596,9 @@ pub async fn iti39(
             .collect(),
         &mut errors,
     );
-    let mut audit = audit_base(&g, tx, requester.as_ref());
     let mut allowed = Vec::new();
-    let mut decisions = Vec::new();
+    // (patient CX, decision, documents asked for that patient)
+    let mut decisions: Vec<(String, ConsentOutcome, Vec<DocumentRequest>)> = Vec::new();
     if g.config.consent.mode == ConsentMode::Mitz && !docs.is_empty() {
         let uids: Vec<String> = docs
             .iter()
@@ -539,15 +623,10 @@ pub async fn iti39(
                 }
                 for (p, ds) in by_patient {
                     let d = match Bsn::from_cx(&p) {
-                        Some(bsn) => consent(&g, &bsn, requester.as_ref()).await,
-                        None => ConsentDecision {
-                            disclose: false,
-                            decision: None,
-                            source: "failure".into(),
-                            reason: Some(format!("patient id {p} is not a BSN")),
-                        },
+                        Some(bsn) => consent(&g, tx, &h, &bsn, requester.as_ref()).await,
+                        None => failure_outcome(&g, format!("patient id {p} is not a BSN")),
                     };
-                    if d.disclose {
+                    if d.discloses() {
                         allowed.extend(ds.iter().cloned());
                     } else {
                         errors.extend(ds.iter().map(not_found));
@@ -587,38 +666,57 @@ pub async fn iti39(
         .iter()
         .map(|d| d.document_unique_id.clone())
         .collect();
+    let status = combined.response.status;
+    let mut records = Vec::new();
     if decisions.is_empty() {
-        audit.ids = delivered.clone();
-        audit.disclosed = delivered.len();
-        audit.consent_source = Some("permitAll".into());
-        audit.outcome = combined.response.status.name().to_string();
-        g.hooks.audit.record(audit).await;
-    } else {
-        for (p, d, ds) in decisions {
-            let mut a = with_decision(audit.clone(), &d);
-            a.patient = Bsn::from_cx(&p).map(|b| b.to_string()).or(Some(p));
-            a.ids = ds
+        let mut rec = record(
+            &g,
+            AuditEvent::Retrieve,
+            tx,
+            &h,
+            requester.as_ref(),
+            claimed.as_ref(),
+        );
+        rec.document_ids = delivered.clone();
+        rec.outcome = outcome_of(status);
+        records.push(rec);
+    }
+    for (p, d, ds) in &decisions {
+        let mut rec = record(
+            &g,
+            AuditEvent::Retrieve,
+            tx,
+            &h,
+            requester.as_ref(),
+            Bsn::from_cx(p).as_ref(),
+        );
+        rec.consent = Some(ConsentRecord::from(d));
+        if d.discloses() {
+            rec.document_ids = ds
                 .iter()
                 .map(|x| x.document_unique_id.clone())
-                .filter(|u| !d.disclose || delivered.contains(u))
+                .filter(|u| delivered.contains(u))
                 .collect();
-            a.disclosed = if d.disclose { a.ids.len() } else { 0 };
-            a.outcome = if d.disclose {
-                combined.response.status.name().to_string()
-            } else {
-                "notDisclosed".into()
-            };
-            if a.disclosed > 0 {
-                g.metrics.disclosures.inc();
-            }
-            g.hooks.audit.record(a).await;
+            rec.outcome = outcome_of(status);
+        } else {
+            rec.outcome = Outcome::Denied;
+            rec.outcome_detail = Some(d.reason());
         }
+        records.push(rec);
+    }
+    for rec in &records {
+        if let Err(e) = g.hooks.audit(rec).await {
+            return audit_unavailable(&h, &e);
+        }
+    }
+    if !delivered.is_empty() {
+        g.metrics.disclosures.inc();
     }
     g.metrics
         .requests
         .get_or_create(&crate::server::metrics::RequestLabels {
             endpoint: tx.name().into(),
-            outcome: combined.response.status.name().to_string(),
+            outcome: status.name().into(),
         })
         .inc();
     SoapReply::retrieve(tx, &h, combined)
@@ -643,8 +741,19 @@ pub async fn rad75(
     };
     let requester = assertion.as_ref().map(|a| a.requester.clone());
     let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
-    let mut audit = audit_base(&g, tx, requester.as_ref());
-    audit.patient = claimed.as_ref().map(|b| b.to_string());
+    let mut rec = record(
+        &g,
+        AuditEvent::Retrieve,
+        tx,
+        &h,
+        requester.as_ref(),
+        claimed.as_ref(),
+    );
+    rec.study_ids = req
+        .studies
+        .iter()
+        .map(|s| s.study_instance_uid.clone())
+        .collect();
     // request-level checks the schema cannot make (empty UIDs, transfer syntaxes)
     let mut errors: Vec<RegistryError> = req
         .validate(false)
@@ -658,8 +767,10 @@ pub async fn rad75(
         ));
     }
     if !errors.is_empty() {
-        audit.outcome = "Failure".into();
-        g.hooks.audit.record(audit).await;
+        rec.outcome = Outcome::Failure;
+        if let Err(e) = g.hooks.audit(&rec).await {
+            return audit_unavailable(&h, &e);
+        }
         return SoapReply::retrieve(tx, &h, stamp_home(RetrieveStream::errors(errors), &g.home));
     }
     let docs: Vec<(String, String, DocumentRequest)> = req
@@ -673,19 +784,17 @@ pub async fn rad75(
             match &claimed {
                 None => {
                     // without a patient Mitz cannot be asked: fail closed, reveal nothing
-                    decision = Some(ConsentDecision {
-                        disclose: false,
-                        decision: None,
-                        source: "failure".into(),
-                        reason: Some("the XUA assertion names no patient (resource-id)".into()),
-                    });
+                    decision = Some(failure_outcome(
+                        &g,
+                        "the XUA assertion names no patient (resource-id)".into(),
+                    ));
                     errors.extend(docs.iter().map(|(_, _, d)| not_found(d)));
                     Vec::new()
                 }
                 Some(patient) => {
-                    let d = consent(&g, patient, requester.as_ref()).await;
+                    let d = consent(&g, tx, &h, patient, requester.as_ref()).await;
                     let mut ok = Vec::new();
-                    if d.disclose {
+                    if d.discloses() {
                         let studies: BTreeSet<&str> =
                             docs.iter().map(|(st, _, _)| st.as_str()).collect();
                         let mut belongs = BTreeMap::new();
@@ -743,33 +852,30 @@ pub async fn rad75(
         }
     };
     let combined = stamp_home(RetrieveStream::combine(vec![stream], errors), &g.home);
-    audit.ids = combined
+    rec.document_ids = combined
         .documents
         .iter()
         .map(|d| d.document_unique_id.clone())
         .collect();
-    audit.disclosed = audit.ids.len();
-    audit = match &decision {
-        Some(d) => with_decision(audit, d),
-        None => {
-            audit.consent_source = Some("permitAll".into());
-            audit
+    rec.consent = decision.as_ref().map(ConsentRecord::from);
+    rec.outcome = match &decision {
+        Some(d) if !d.discloses() => {
+            rec.outcome_detail = Some(d.reason());
+            Outcome::Denied
         }
+        _ => outcome_of(combined.response.status),
     };
-    audit.outcome = if decision.as_ref().is_some_and(|d| !d.disclose) {
-        "notDisclosed".into()
-    } else {
-        combined.response.status.name().to_string()
-    };
-    if audit.disclosed > 0 {
+    if let Err(e) = g.hooks.audit(&rec).await {
+        return audit_unavailable(&h, &e);
+    }
+    if !rec.document_ids.is_empty() {
         g.metrics.disclosures.inc();
     }
-    g.hooks.audit.record(audit).await;
     g.metrics
         .requests
         .get_or_create(&crate::server::metrics::RequestLabels {
             endpoint: tx.name().into(),
-            outcome: combined.response.status.name().to_string(),
+            outcome: combined.response.status.name().into(),
         })
         .inc();
     SoapReply::retrieve(tx, &h, combined)

@@ -15,9 +15,9 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::Gateway;
-use super::hooks::AuditEvent;
 use super::identity::{self, Refusal};
 use super::initiating::{self, CommunityOutcome, Target};
+use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::RetrieveStream;
 use crate::config::LocalizationMode;
 use crate::ihe::mtom::RetrieveItem;
@@ -121,19 +121,19 @@ pub async fn build_timeline(
     requester: &Requester,
     patient: &Bsn,
 ) -> Result<Timeline, String> {
-    let mut audit = AuditEvent {
-        transaction: "timeline".into(),
-        side: "initiating".into(),
-        requester: Some(requester.clone()),
-        patient: Some(patient.to_string()),
-        ..AuditEvent::default()
-    };
+    let mut audit = AuditRecord::new(
+        AuditEvent::Query,
+        AuditTransaction::Other("JSON-TIMELINE".into()),
+        Side::Initiating,
+    );
+    audit.requester = Some(requester.into());
+    audit.patient = Some(patient.clone());
     let targets = match initiating::targets_for(g, Some(patient), Some(requester)).await {
         Ok(t) => t,
         Err(e) => {
-            audit.outcome = "Failure".into();
-            audit.consent_reason = Some(e.to_string());
-            g.hooks.audit.record(audit).await;
+            audit.outcome = Outcome::Failure;
+            audit.outcome_detail = Some(e.to_string());
+            let _ = g.hooks.audit(&audit).await;
             return Err(e.to_string());
         }
     };
@@ -182,17 +182,24 @@ pub async fn build_timeline(
     }
     let (studies, unmatched) = timeline::merge(&results);
     let status = overall_status(&errors, studies.len() + unmatched.len());
-    audit.communities = outcomes
-        .iter()
-        .map(|o| o.home_community_id.to_string())
-        .collect();
-    audit.ids = studies
+    audit.study_ids = studies
         .iter()
         .map(|s| s.study_instance_uid.clone())
         .collect();
-    audit.disclosed = studies.len() + unmatched.len();
-    audit.outcome = status.name().to_string();
-    g.hooks.audit.record(audit).await;
+    audit.document_ids = studies
+        .iter()
+        .flat_map(|s| s.sources.iter().map(|x| x.document_unique_id.clone()))
+        .chain(
+            unmatched
+                .iter()
+                .map(|r| r.source.document_unique_id.clone()),
+        )
+        .collect();
+    audit.outcome = initiating::outcome_of(status);
+    g.hooks
+        .audit(&audit)
+        .await
+        .map_err(|e| format!("audit trail unavailable, nothing returned: {e}"))?;
     Ok(Timeline {
         status,
         localization: match g.config.initiating.localization {

@@ -26,8 +26,15 @@ use super::metrics::{Metrics, ReloadLabels};
 use crate::config::Config;
 use crate::gateway::{Gateway, Hooks, Shared};
 
-/// Builds the consent / localisation / audit hooks for a configuration.
-pub type HookFactory = Arc<dyn Fn(&Config) -> Result<Hooks, String> + Send + Sync>;
+/// Builds the consent / localisation / audit services for a configuration (see
+/// [`crate::gateway::hooks::from_config`], the production factory: [`default_hooks`]).
+pub type HookFactory =
+    Arc<dyn Fn(Config) -> crate::backend::BoxFut<'static, Result<Hooks, String>> + Send + Sync>;
+
+/// The production hook factory: [`crate::gateway::hooks::from_config`].
+pub fn default_hooks() -> HookFactory {
+    Arc::new(|c: Config| Box::pin(async move { crate::gateway::hooks::from_config(&c).await }))
+}
 
 /// Why a gateway did not start. One line each.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +91,12 @@ impl Running {
     }
 }
 
-fn build(
+async fn build(
     config: Config,
     hooks: &HookFactory,
     metrics: &Arc<Metrics>,
 ) -> Result<Gateway, StartError> {
-    let h = hooks(&config).map_err(StartError::Build)?;
+    let h = hooks(config.clone()).await.map_err(StartError::Build)?;
     Gateway::build(config, h, metrics.clone()).map_err(|e| StartError::Build(e.to_string()))
 }
 
@@ -139,7 +146,7 @@ pub async fn start(
     let listen = config.server.listen;
     let ops_listen = config.server.ops_listen;
     let interval = Duration::from_secs(config.server.reload_interval_seconds.max(1));
-    let gateway = build(config.clone(), &hooks, &metrics)?;
+    let gateway = build(config.clone(), &hooks, &metrics).await?;
     let server_tls = gateway
         .tls
         .server_config()
@@ -192,11 +199,13 @@ pub async fn start(
                     continue;
                 }
                 last = now;
-                let result = Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
-                    let g = build(c.clone(), &hooks, &metrics).map_err(|e| e.to_string())?;
+                let result = async {
+                    let c = Config::load(&path).map_err(|e| e.to_string())?;
+                    let g = build(c.clone(), &hooks, &metrics).await.map_err(|e| e.to_string())?;
                     let tls = g.tls.server_config().map_err(|e| e.to_string())?;
-                    Ok((c, g, tls))
-                });
+                    Ok::<_, String>((c, g, tls))
+                }
+                .await;
                 match result {
                     Ok((c, g, tls)) => {
                         shared.replace(g);
