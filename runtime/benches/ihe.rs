@@ -14,7 +14,6 @@ use duo_runtime::ihe::transform::document_entries;
 use duo_runtime::ihe::{read_soap, write_soap};
 use duo_runtime::xml::Limits;
 
-#[allow(dead_code)]
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
 mod relay;
