@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 source .tools/env
 if [[ ! -d interop ]]; then echo "interop: no suites yet" >&2; exit 0; fi
-cargo build -q --release --bin duo-gateway
-export DUO_GATEWAY_BIN=$PWD/target/release/duo-gateway
+cargo build -q --release --bin duo-gateway --bin ihe-codec
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+export DUO_GATEWAY_BIN=$target_dir/release/duo-gateway
+# the IHE codec behind a pipe, until the gateway serves the IHE endpoints (interop/conftest.py)
+export DUO_IHE_CODEC_BIN=$target_dir/release/ihe-codec
 "$DUO_PYTHON" -m pytest -q interop

@@ -389,7 +389,7 @@ impl Scanner {
         self.buf.len()
     }
 
-    /// Whether the scanner is between parts or done, i.e. it would accept [`ScanEvent::PartStart`] next.
+    /// Whether the closing boundary has been seen.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

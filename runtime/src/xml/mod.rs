@@ -5,7 +5,7 @@
 mod read;
 mod write;
 
-pub use read::{Attr, Elem, Ns, Reader};
+pub use read::{Attr, Elem, Ns, Reader, UNDECLARED_PREFIX_NS};
 pub use write::Writer;
 
 /// Namespace URIs used on the wire (DOMAIN.md "Transactions and wire facts", "Mitz").

@@ -527,10 +527,33 @@ impl<'i> Reader<'i> {
             out.push_str(&quick_xml::escape::escape(u.as_ref()));
             out.push('"');
         }
+        // A prefix used but declared nowhere (a sloppy peer's `foo:attr` in a header block the gateway
+        // only passes on) gets a placeholder declaration, so the next hop receives namespace-well-formed
+        // XML with the attribute and its value intact.
+        for p in used {
+            if p.is_empty()
+                || p == "xml"
+                || p == "xmlns"
+                || inherited.iter().any(|(q, _)| q.as_ref() == p)
+                || raw.contains(&format!("xmlns:{p}="))
+            {
+                continue;
+            }
+            out.push_str(" xmlns:");
+            out.push_str(p);
+            out.push_str("=\"");
+            out.push_str(UNDECLARED_PREFIX_NS);
+            out.push_str(p);
+            out.push('"');
+        }
         out.push_str(&raw[name_end..]);
         Ok(out)
     }
 }
+
+/// Namespace URI prefix given by [`Reader::raw_fragment`] to a prefix that was used without any
+/// declaration: `urn:duo:undeclared-prefix:<prefix>`.
+pub const UNDECLARED_PREFIX_NS: &str = "urn:duo:undeclared-prefix:";
 
 /// Prefixes used by element and attribute names in `raw` (`""` for unprefixed element names). An
 /// over-approximation (text inside CDATA may add some) only adds harmless declarations.

@@ -297,7 +297,7 @@ pub fn dicom_bytes(i: usize, size: usize) -> Bytes {
         x ^= x >> 17;
         x ^= x << 5;
         v.push(x as u8);
-        if v.len() % 997 == 0 {
+        if v.len().is_multiple_of(997) {
             v.extend_from_slice(b"\r\n--MIMEBoundary\r\n");
         }
     }

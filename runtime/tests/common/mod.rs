@@ -6,12 +6,9 @@ use std::process::Command;
 
 use duo_runtime::xml::{Limits, Reader, ns};
 
-/// `testdata/` of the repository (`DUO_TESTDATA` when set, else next to this crate).
+/// `testdata/` of the repository this crate is in.
 pub fn testdata() -> PathBuf {
-    match std::env::var_os("DUO_TESTDATA") {
-        Some(p) if Path::new(&p).is_dir() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata"),
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
 }
 
 /// Reads a file under `testdata/`.
