@@ -13,9 +13,7 @@ use bytes::Bytes;
 use duo_runtime::dicom::synth::{SynthConfig, SynthPatient, generate_study};
 use duo_runtime::ihe::ebrim::{ErrorCode, Identifiable, ResponseStatus};
 use duo_runtime::ihe::mtom::{self, MtomLimits, RetrieveResponseReader};
-use duo_runtime::ihe::query::{
-    AdhocQuery, AdhocQueryRequest, ReturnType, StoredQuery, param,
-};
+use duo_runtime::ihe::query::{AdhocQuery, AdhocQueryRequest, ReturnType, StoredQuery, param};
 use duo_runtime::ihe::retrieve::{
     DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest, SeriesRequest,
     StudyRequest,
@@ -101,10 +99,11 @@ async fn registry_stored_queries() {
     // ObjectRef
     let r = s::query(&url, tx, &find_documents(ReturnType::ObjectRef)).await;
     assert_eq!(r.objects.len(), 6);
-    assert!(r
-        .objects
-        .iter()
-        .all(|o| matches!(o, Identifiable::ObjectRef(_))));
+    assert!(
+        r.objects
+            .iter()
+            .all(|o| matches!(o, Identifiable::ObjectRef(_)))
+    );
 
     // a class code narrows to the manifests; a code of another scheme matches nothing
     let mut req = find_documents(ReturnType::LeafClass);
@@ -222,7 +221,10 @@ async fn registry_parameter_rules_on_the_nist_samples() {
         ("sq-req-bad-pid-format.xml", Some("XDSRegistryError")),
         ("sq-req-bad-stat-format1.xml", Some("XDSRegistryError")),
         ("sq-req-bad-stat-format2.xml", Some("XDSRegistryError")),
-        ("sq-req-missing-stat.xml", Some("XDSStoredQueryMissingParam")),
+        (
+            "sq-req-missing-stat.xml",
+            Some("XDSStoredQueryMissingParam"),
+        ),
     ] {
         let bare = String::from_utf8(common::read(&format!(
             "ihe/samples/messagevalidator/{file}"
@@ -259,13 +261,23 @@ async fn unreadable_requests_get_soap_faults() {
 
     // an ITI-38 action at the ITI-18 endpoint
     let h = SoapHeader::request(Transaction::Iti38.request_action(), None);
-    let a = s::post(&url, "application/soap+xml", write_soap(&h, &req).into_bytes()).await;
+    let a = s::post(
+        &url,
+        "application/soap+xml",
+        write_soap(&h, &req).into_bytes(),
+    )
+    .await;
     let f = s::fault_of(&a);
     assert_eq!((a.status, f.code), (400, FaultCode::Sender));
     assert_eq!(f.subcode.as_deref(), Some("wsa:ActionNotSupported"));
     // no Action
     let h = SoapHeader::request("", None);
-    let a = s::post(&url, "application/soap+xml", write_soap(&h, &req).into_bytes()).await;
+    let a = s::post(
+        &url,
+        "application/soap+xml",
+        write_soap(&h, &req).into_bytes(),
+    )
+    .await;
     assert_eq!(
         s::fault_of(&a).subcode.as_deref(),
         Some("wsa:MessageAddressingHeaderRequired")
@@ -295,10 +307,7 @@ async fn unreadable_requests_get_soap_faults() {
     .await;
     assert_eq!(s::fault_of(&a).code, FaultCode::Sender);
     // truncated MTOM
-    let (ct, body) = mtom::wrap_root(
-        &write_soap(&h, &req),
-        Transaction::Iti18.request_action(),
-    );
+    let (ct, body) = mtom::wrap_root(&write_soap(&h, &req), Transaction::Iti18.request_action());
     let a = s::post(&url, &ct, body[..body.len() - 20].to_vec()).await;
     assert_eq!(s::fault_of(&a).code, FaultCode::Sender);
     // the same request as MTOM (root part only) is answered
@@ -306,7 +315,16 @@ async fn unreadable_requests_get_soap_faults() {
     let r = s::query_response(&a, Transaction::Iti18);
     assert_eq!(r.objects.len(), 6);
     // the fault names the request it answers
-    let a = s::post(&url, "application/soap+xml", write_soap(&SoapHeader::request(Transaction::Rad69.request_action(), None), &req).into_bytes()).await;
+    let a = s::post(
+        &url,
+        "application/soap+xml",
+        write_soap(
+            &SoapHeader::request(Transaction::Rad69.request_action(), None),
+            &req,
+        )
+        .into_bytes(),
+    )
+    .await;
     assert!(a.text().contains("RelatesTo"), "{}", a.text());
 }
 
@@ -328,7 +346,11 @@ async fn repository_retrieve() {
         ],
     };
     let a = s::send(&url, Transaction::Iti43, &req).await;
-    assert!(a.content_type.starts_with("multipart/related"), "{}", a.content_type);
+    assert!(
+        a.content_type.starts_with("multipart/related"),
+        "{}",
+        a.content_type
+    );
     let ct = mtom::ContentType::parse(&a.content_type).unwrap();
     let parts = mtom::read_multipart(&ct, &a.body, &MtomLimits::default()).unwrap();
     assert_eq!(parts.len(), 3, "root plus one part per document");
@@ -407,16 +429,20 @@ async fn imaging_document_source_retrieve_streams_every_instance() {
     let h = SoapHeader::request(Transaction::Rad69.request_action(), None);
     let resp = s::client()
         .post(&url)
-        .header("content-type", s::soap_ct(Transaction::Rad69.request_action()))
+        .header(
+            "content-type",
+            s::soap_ct(Transaction::Rad69.request_action()),
+        )
         .body(write_soap(&h, &req))
         .send()
         .await
         .unwrap();
     let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
     let len = resp.content_length();
-    let mut reader = RetrieveResponseReader::open(&ct, len, resp.bytes_stream(), &MtomLimits::default())
-        .await
-        .unwrap();
+    let mut reader =
+        RetrieveResponseReader::open(&ct, len, resp.bytes_stream(), &MtomLimits::default())
+            .await
+            .unwrap();
     assert_eq!(reader.header().relates_to, h.message_id);
     let mut seen = 0;
     while let Some(i) = reader.next_document().await.unwrap() {
@@ -438,13 +464,19 @@ async fn imaging_document_source_retrieve_streams_every_instance() {
     assert_eq!(seen, st.instances.len());
 
     // an unknown imaging document source (RAD-69: XDSUnknownRepositoryId)
-    let r = s::retrieve(&url, Transaction::Rad69, &study_request(st, "9.9.9", &["1.2.840.10008.1.2.1"])).await;
+    let r = s::retrieve(
+        &url,
+        Transaction::Rad69,
+        &study_request(st, "9.9.9", &["1.2.840.10008.1.2.1"]),
+    )
+    .await;
     assert_eq!(r.response.status, ResponseStatus::Failure);
-    assert!(r
-        .response
-        .errors
-        .iter()
-        .all(|e| e.error_code == ErrorCode::XDSUnknownRepositoryId));
+    assert!(
+        r.response
+            .errors
+            .iter()
+            .all(|e| e.error_code == ErrorCode::XDSUnknownRepositoryId)
+    );
 }
 
 /// The data the `ids_4812` test plans assume: the IDS under test is
@@ -590,9 +622,18 @@ async fn fault_knobs_over_the_wire() {
     });
     let a = s::send(&q_url, Transaction::Iti18, &q).await;
     assert_eq!(a.status, 200);
-    assert!(duo_runtime::ihe::read_soap::<duo_runtime::ihe::query::AdhocQueryResponse>(&a.body, &Limits::default()).is_err());
+    assert!(
+        duo_runtime::ihe::read_soap::<duo_runtime::ihe::query::AdhocQueryResponse>(
+            &a.body,
+            &Limits::default()
+        )
+        .is_err()
+    );
     let a = s::send(&r_url, Transaction::Rad69, &rq).await;
-    assert!(mtom::read_retrieve_response(&a.content_type, a.body.clone(), &MtomLimits::default()).is_err());
+    assert!(
+        mtom::read_retrieve_response(&a.content_type, a.body.clone(), &MtomLimits::default())
+            .is_err()
+    );
 
     // SOAP fault
     set(Faults {
@@ -625,7 +666,11 @@ async fn fault_knobs_over_the_wire() {
         let a = s::send(&r_url, Transaction::Rad69, &rq).await;
         match enc {
             RetrieveEncoding::PlainSoapBase64 => {
-                assert!(a.content_type.starts_with("application/soap+xml"), "{}", a.content_type);
+                assert!(
+                    a.content_type.starts_with("application/soap+xml"),
+                    "{}",
+                    a.content_type
+                );
                 assert!(!a.text().contains("Include"));
             }
             _ => {
@@ -652,7 +697,11 @@ async fn fault_knobs_over_the_wire() {
     }
     assert_eq!(seen[0], seen[1]);
     assert_eq!(seen[0], seen[2]);
-    let want: Vec<String> = studies[0].instances.iter().map(|i| i.sha256.clone()).collect();
+    let want: Vec<String> = studies[0]
+        .instances
+        .iter()
+        .map(|i| i.sha256.clone())
+        .collect();
     assert_eq!(seen[0], want);
 
     // other prefixes: query and MTOM retrieve (the schema checks in s:: run on the rewritten XML)
@@ -688,9 +737,13 @@ async fn stopped_simulator_refuses_connections() {
     let (_sim, run, _) = domain(XdsConfig::default()).await;
     let url = run.url(paths::ITI18);
     assert_eq!(
-        s::send(&url, Transaction::Iti18, &find_documents(ReturnType::ObjectRef))
-            .await
-            .status,
+        s::send(
+            &url,
+            Transaction::Iti18,
+            &find_documents(ReturnType::ObjectRef)
+        )
+        .await
+        .status,
         200
     );
     run.stop().await;
@@ -735,7 +788,8 @@ fn pki() -> (
     // a client of another CA
     let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let other_ca = CertifiedIssuer::self_signed(other_params, KeyPair::generate().unwrap()).unwrap();
+    let other_ca =
+        CertifiedIssuer::self_signed(other_params, KeyPair::generate().unwrap()).unwrap();
     let stranger = leaf(vec!["stranger.example".into()], &other_ca);
     (server, client, stranger)
 }

@@ -41,9 +41,9 @@ use crate::dicom::{StoredInstance, transfer_syntax};
 use crate::ihe::mtom::ContentType;
 
 use super::faults::Endpoint;
-use crate::server::listener::PeerCertificate;
 use super::tlb::TlbState;
 use super::wire;
+use crate::server::listener::PeerCertificate;
 
 /// What a QIDO-RS search with no match answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,7 +283,7 @@ async fn qido(
     uri: &Uri,
     headers: &HeaderMap,
     tls: Option<Extension<PeerCertificate>>,
-) -> Result<(Vec<(String, String)>, String), Response> {
+) -> Result<(Vec<(String, String)>, String), Box<Response>> {
     let (_faults, early) = wire::intake(
         &st.control,
         Endpoint::Qido,
@@ -294,14 +294,16 @@ async fn qido(
     )
     .await;
     if let Some(r) = early {
-        return Err(r);
+        return Err(Box::new(r));
     }
     if !qido_accept(headers) {
-        return Err((
-            StatusCode::NOT_ACCEPTABLE,
-            "QIDO-RS answers application/dicom+json\n",
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::NOT_ACCEPTABLE,
+                "QIDO-RS answers application/dicom+json\n",
+            )
+                .into_response(),
+        ));
     }
     Ok((params(uri.query()), base_url(tls.is_some(), headers)))
 }
@@ -315,7 +317,7 @@ async fn search_studies(
 ) -> Response {
     let (p, base) = match qido(&st, &method, &uri, &headers, tls).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // study UID → its instances, in first-seen order
     let mut order: Vec<String> = Vec::new();
@@ -348,7 +350,10 @@ async fn search_studies(
         let mods_filter = key(&p, "ModalitiesInStudy", "00080061");
         if !(text_matches(key(&p, "PatientID", "00100020"), &first.patient_id)
             && uid_list_matches(key(&p, "StudyInstanceUID", "0020000D"), &uid)
-            && text_matches(key(&p, "AccessionNumber", "00080050"), &first.accession_number)
+            && text_matches(
+                key(&p, "AccessionNumber", "00080050"),
+                &first.accession_number,
+            )
             && date_matches(key(&p, "StudyDate", "00080020"), &first.study_date)
             && text_matches(key(&p, "PatientName", "00100010"), &first.patient_name)
             && mods_filter.is_none_or(|f| {
@@ -366,7 +371,10 @@ async fn search_studies(
                 "00080061",
                 attr(
                     "CS",
-                    modalities.iter().map(|m| Value::String(m.clone())).collect(),
+                    modalities
+                        .iter()
+                        .map(|m| Value::String(m.clone()))
+                        .collect(),
                 ),
             ),
             ("00080090", pn(&first.referring_physician_name)),
@@ -384,10 +392,7 @@ async fn search_studies(
         ]));
     }
     let (limit, offset) = limit_offset(&p);
-    qido_response(
-        &st,
-        results.into_iter().skip(offset).take(limit).collect(),
-    )
+    qido_response(&st, results.into_iter().skip(offset).take(limit).collect())
 }
 
 async fn search_series(
@@ -400,7 +405,7 @@ async fn search_series(
 ) -> Response {
     let (p, base) = match qido(&st, &method, &uri, &headers, tls).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut order: Vec<String> = Vec::new();
     let mut series: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
@@ -441,10 +446,7 @@ async fn search_series(
         ]));
     }
     let (limit, offset) = limit_offset(&p);
-    qido_response(
-        &st,
-        results.into_iter().skip(offset).take(limit).collect(),
-    )
+    qido_response(&st, results.into_iter().skip(offset).take(limit).collect())
 }
 
 fn instance_results(
@@ -459,7 +461,10 @@ fn instance_results(
         .filter(|i| {
             i.info.study_instance_uid == study
                 && series.is_none_or(|s| i.info.series_instance_uid == s)
-                && uid_list_matches(key(p, "SOPInstanceUID", "00080018"), &i.info.sop_instance_uid)
+                && uid_list_matches(
+                    key(p, "SOPInstanceUID", "00080018"),
+                    &i.info.sop_instance_uid,
+                )
                 && uid_list_matches(key(p, "SOPClassUID", "00080016"), &i.info.sop_class_uid)
         })
         .map(|i| {
@@ -499,14 +504,11 @@ async fn search_instances(
 ) -> Response {
     let (p, base) = match qido(&st, &method, &uri, &headers, tls).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let results = instance_results(&st, &base, &p, &study, Some(&series));
     let (limit, offset) = limit_offset(&p);
-    qido_response(
-        &st,
-        results.into_iter().skip(offset).take(limit).collect(),
-    )
+    qido_response(&st, results.into_iter().skip(offset).take(limit).collect())
 }
 
 async fn search_study_instances(
@@ -519,14 +521,11 @@ async fn search_study_instances(
 ) -> Response {
     let (p, base) = match qido(&st, &method, &uri, &headers, tls).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let results = instance_results(&st, &base, &p, &study, None);
     let (limit, offset) = limit_offset(&p);
-    qido_response(
-        &st,
-        results.into_iter().skip(offset).take(limit).collect(),
-    )
+    qido_response(&st, results.into_iter().skip(offset).take(limit).collect())
 }
 
 async fn wado(
@@ -555,7 +554,10 @@ async fn wado(
         )
             .into_response();
     };
-    let instances: Vec<StoredInstance> = all_instances(st).into_iter().filter(|i| select(i)).collect();
+    let instances: Vec<StoredInstance> = all_instances(st)
+        .into_iter()
+        .filter(|i| select(i))
+        .collect();
     if instances.is_empty() {
         return (StatusCode::NOT_FOUND, "no such study, series or instance\n").into_response();
     }
@@ -688,10 +690,16 @@ mod tests {
             HeaderValue::from_static("image/jpeg, multipart/related; type=application/dicom"),
         );
         assert_eq!(wado_accept(&h), Ok(None));
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/dicom+xml"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/dicom+xml"),
+        );
         assert_eq!(wado_accept(&h), Err(()));
         assert!(!qido_accept(&h));
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/dicom+json"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/dicom+json"),
+        );
         assert!(qido_accept(&h));
     }
 }

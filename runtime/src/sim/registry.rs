@@ -156,4 +156,3 @@ fn evaluate(store: &Store, q: &AdhocQuery) -> Result<Vec<DocumentEntry>, ParamEr
 pub fn requires_home(q: StoredQuery) -> bool {
     matches!(q, StoredQuery::GetDocuments | StoredQuery::GetAssociations)
 }
-

@@ -142,10 +142,7 @@ pub(crate) fn instances(
             InstanceLookup::UnknownSource => errors.push(
                 RegistryError::new(
                     unknown_source.clone(),
-                    format!(
-                        "unknown imaging document source {}",
-                        d.repository_unique_id
-                    ),
+                    format!("unknown imaging document source {}", d.repository_unique_id),
                 )
                 .at(d.repository_unique_id.clone()),
             ),

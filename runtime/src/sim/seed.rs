@@ -216,7 +216,12 @@ pub fn seed_study(
     }
     let m = &published.manifest_entry;
     let r = &published.report_entry;
-    let manifest = seeded_document(&m.entry_uuid, &m.unique_id, &m.mime_type, &published.kos.bytes);
+    let manifest = seeded_document(
+        &m.entry_uuid,
+        &m.unique_id,
+        &m.mime_type,
+        &published.kos.bytes,
+    );
     let report = seeded_document(
         &r.entry_uuid,
         &r.unique_id,
@@ -310,7 +315,11 @@ pub fn with_uids(
     sop_uid: &str,
 ) -> Result<(InstanceInfo, Bytes), DicomError> {
     let obj = crate::dicom::instance::open(bytes, false)?;
-    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_owned();
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_owned();
     if ts != transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN
         && ts != transfer_syntax::IMPLICIT_VR_LITTLE_ENDIAN
     {
@@ -368,11 +377,14 @@ mod tests {
             assert_eq!(sha256_hex(&kos.bytes), s.manifest.sha256);
             let m = parse_kos(&kos.bytes).unwrap();
             assert_eq!(m.study().unwrap().study_instance_uid, s.study_instance_uid);
-            assert_eq!(m.study().unwrap().series[0].retrieve_location_uid, "1.2.3.2");
+            assert_eq!(
+                m.study().unwrap().series[0].retrieve_location_uid,
+                "1.2.3.2"
+            );
             let rep = store.document("1.2.3.1", &s.report.unique_id).unwrap();
             assert_eq!(rep.mime_type, s.report.mime_type);
             assert_eq!(sha256_hex(&rep.bytes), s.report.sha256);
-            let entries = store.get_documents(&[], &[s.manifest.unique_id.clone()]);
+            let entries = store.get_documents(&[], std::slice::from_ref(&s.manifest.unique_id));
             assert_eq!(entries[0].kind(), DocumentKind::ImagingManifest);
             for i in &s.instances {
                 match store.instance(
@@ -403,7 +415,10 @@ mod tests {
         let sa = seed_study(&a, &ca, &p.bsn, &study, ReportFormat::Pdf, 1).unwrap();
         let sb = seed_study(&b, &cb, &p.bsn, &study, ReportFormat::Cda, 2).unwrap();
         assert_eq!(sa.study_instance_uid, sb.study_instance_uid);
-        assert_ne!(sa.manifest.unique_id, sb.manifest.unique_id, "a KOS per community");
+        assert_ne!(
+            sa.manifest.unique_id, sb.manifest.unique_id,
+            "a KOS per community"
+        );
         let ha: Vec<_> = sa.instances.iter().map(|i| &i.sha256).collect();
         let hb: Vec<_> = sb.instances.iter().map(|i| &i.sha256).collect();
         assert_eq!(ha, hb, "the same instance bytes");
@@ -414,8 +429,8 @@ mod tests {
     fn restamped_instances() {
         let p = SynthPatient::example();
         let study = generate_study(&SynthConfig::default(), &p, 3).unwrap();
-        let (info, bytes) = with_uids(&study.instances[0].bytes, "1.2.3", "1.2.3.4", "1.2.3.4.5")
-            .unwrap();
+        let (info, bytes) =
+            with_uids(&study.instances[0].bytes, "1.2.3", "1.2.3.4", "1.2.3.4.5").unwrap();
         assert_eq!(info.study_instance_uid, "1.2.3");
         assert_eq!(info.series_instance_uid, "1.2.3.4");
         assert_eq!(info.sop_instance_uid, "1.2.3.4.5");

@@ -123,7 +123,10 @@ impl FindDocuments {
             && code_matches(&self.class_code, e.class_code.as_ref())
             && code_matches(&self.type_code, e.type_code.as_ref())
             && code_matches(&self.format_code, e.format_code.as_ref())
-            && code_matches(&self.practice_setting_code, e.practice_setting_code.as_ref())
+            && code_matches(
+                &self.practice_setting_code,
+                e.practice_setting_code.as_ref(),
+            )
             && code_matches(
                 &self.healthcare_facility_type_code,
                 e.healthcare_facility_type_code.as_ref(),
@@ -183,7 +186,7 @@ fn reference_matches(filter: &str, r: &ReferenceId) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstanceLookup {
     /// The instance (cheap clone: the encodings are reference-counted [`Bytes`]).
-    Found(StoredInstance),
+    Found(Box<StoredInstance>),
     /// The source is known but does not hold this instance under this study and series, or not in an
     /// acceptable transfer syntax (see [`StoredInstance::select_encoding`]).
     Missing(LookupError),
@@ -344,7 +347,7 @@ impl Store {
         match g.sources.get(source_unique_id.trim()) {
             None => InstanceLookup::UnknownSource,
             Some(s) => match s.get(study_uid, series_uid, sop_uid) {
-                Ok(i) => InstanceLookup::Found(i.clone()),
+                Ok(i) => InstanceLookup::Found(Box::new(i.clone())),
                 Err(e) => InstanceLookup::Missing(e),
             },
         }

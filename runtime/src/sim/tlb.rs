@@ -175,7 +175,7 @@ async fn iti38(
     }
     let (h, req) = match wire::read_request::<AdhocQueryRequest>(&st.control, tx, &headers, body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let home = &st.config.home_community_id;
     let mut resp = match check_query_home(&req, home) {
@@ -204,7 +204,7 @@ async fn iti39(
     let (h, req) =
         match wire::read_request::<RetrieveDocumentSetRequest>(&st.control, tx, &headers, body) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
     let side = Side::Gateway(st.config.home_community_id.clone());
     let (rr, docs) = retrieve::documents(&st.store, &req, &side);
@@ -231,10 +231,9 @@ async fn rad75(
         body,
     ) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let side = Side::Gateway(st.config.home_community_id.clone());
-    let (rr, docs) =
-        retrieve::instances(&st.store, &req, &side, ErrorCode::XDSIUnknownIdsUid);
+    let (rr, docs) = retrieve::instances(&st.store, &req, &side, ErrorCode::XDSIUnknownIdsUid);
     wire::retrieve_response(tx, &h, rr, docs, &faults)
 }

@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::ihe::mtom::{MtomLimits, RetrieveItem, RetrieveResponseWriter, soap_envelope, wrap_root};
+use crate::ihe::mtom::{
+    MtomLimits, RetrieveItem, RetrieveResponseWriter, soap_envelope, wrap_root,
+};
 use crate::ihe::query::AdhocQueryResponse;
 use crate::ihe::retrieve::{
     Content, DocumentResponse, DocumentResponseMeta, RegistryResponse, RetrieveDocumentSetResponse,
@@ -149,32 +151,27 @@ pub(crate) fn read_request<T: Message>(
     tx: Transaction,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<(SoapHeader, T), Response> {
+) -> Result<(SoapHeader, T), Box<Response>> {
     let ct = content_type(headers).unwrap_or("application/soap+xml");
-    let (root, _attachments) =
-        soap_envelope(ct, body, &MtomLimits::default()).map_err(|e| {
-            fault_response(&e.to_fault(), None)
-        })?;
+    let (root, _attachments) = soap_envelope(ct, body, &MtomLimits::default())
+        .map_err(|e| Box::new(fault_response(&e.to_fault(), None)))?;
     let limits = Limits::default();
     // Header first, so that a request sent to the wrong endpoint is told so by its Action.
     let (header, ()) = soap::read_envelope(&root, &limits, |r, el| r.skip(&el))
-        .map_err(|e| fault_response(&e.to_fault(), None))?;
+        .map_err(|e| Box::new(fault_response(&e.to_fault(), None)))?;
     control.set_last_soap_header(&header);
     if header.action.is_empty() {
-        return Err(fault_response(
+        return Err(Box::new(fault_response(
             &Fault {
                 code: FaultCode::Sender,
                 subcode: Some("wsa:MessageAddressingHeaderRequired".into()),
-                reason: format!(
-                    "wsa:Action is required; expected {}",
-                    tx.request_action()
-                ),
+                reason: format!("wsa:Action is required; expected {}", tx.request_action()),
             },
             Some(&header),
-        ));
+        )));
     }
     if header.action != tx.request_action() {
-        return Err(fault_response(
+        return Err(Box::new(fault_response(
             &Fault {
                 code: FaultCode::Sender,
                 subcode: Some("wsa:ActionNotSupported".into()),
@@ -185,9 +182,10 @@ pub(crate) fn read_request<T: Message>(
                 ),
             },
             Some(&header),
-        ));
+        )));
     }
-    read_soap::<T>(&root, &limits).map_err(|e| fault_response(&e.to_fault(), Some(&header)))
+    read_soap::<T>(&root, &limits)
+        .map_err(|e| Box::new(fault_response(&e.to_fault(), Some(&header))))
 }
 
 /// A plain SOAP response (ITI-18 / ITI-38), shaped by `faults` (prefixes).

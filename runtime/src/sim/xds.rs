@@ -30,11 +30,11 @@ use crate::ihe::soap::Transaction;
 use crate::model::HomeCommunityId;
 
 use super::faults::{Endpoint, SimControl};
+use super::registry;
 use super::retrieve::{self, Side};
 use super::serve::{RunningSim, Transport, start};
 use super::store::Store;
 use super::wire::{self, MAX_REQUEST_BYTES};
-use super::registry;
 
 /// The routes of [`XdsSim::router`].
 pub mod paths {
@@ -129,7 +129,7 @@ async fn iti18(
     }
     let (h, req) = match wire::read_request::<AdhocQueryRequest>(&st.control, tx, &headers, body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut resp = registry::run_query(&st.store, &req, st.config.home_community_id.as_ref());
     if faults.omit_home {
@@ -154,7 +154,7 @@ async fn iti43(
     let (h, req) =
         match wire::read_request::<RetrieveDocumentSetRequest>(&st.control, tx, &headers, body) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
     let (rr, docs) = retrieve::documents(&st.store, &req, &Side::Local);
     wire::retrieve_response(tx, &h, rr, docs, &faults)
@@ -180,7 +180,7 @@ async fn rad69(
         body,
     ) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (rr, docs) = retrieve::instances(
         &st.store,

@@ -98,7 +98,12 @@ pub fn soap_ct(action: &str) -> String {
 /// Sends `body` as a `tx` request in a SOAP envelope written by the codec.
 pub async fn send<T: Message>(url: &str, tx: Transaction, body: &T) -> Answer {
     let h = SoapHeader::request(tx.request_action(), Some(url));
-    post(url, &soap_ct(tx.request_action()), write_soap(&h, body).into_bytes()).await
+    post(
+        url,
+        &soap_ct(tx.request_action()),
+        write_soap(&h, body).into_bytes(),
+    )
+    .await
 }
 
 /// Wraps a bare body document (a NIST testkit file, XML declaration dropped) in a SOAP 1.2 envelope
@@ -141,14 +146,19 @@ pub async fn query(url: &str, tx: Transaction, req: &AdhocQueryRequest) -> Adhoc
 pub fn retrieve_response(a: &Answer, tx: Transaction) -> RetrieveDocumentSetResponse {
     assert_eq!(a.status, 200, "{}", a.text());
     validate_retrieve(a, &format!("{tx} response"));
-    let (h, r) = mtom::read_retrieve_response(&a.content_type, a.body.clone(), &MtomLimits::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (h, r) =
+        mtom::read_retrieve_response(&a.content_type, a.body.clone(), &MtomLimits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(h.action, tx.response_action());
     r
 }
 
 /// Sends a retrieve request and reads the answer.
-pub async fn retrieve<T: Message>(url: &str, tx: Transaction, req: &T) -> RetrieveDocumentSetResponse {
+pub async fn retrieve<T: Message>(
+    url: &str,
+    tx: Transaction,
+    req: &T,
+) -> RetrieveDocumentSetResponse {
     retrieve_response(&send(url, tx, req).await, tx)
 }
 
@@ -193,7 +203,12 @@ pub fn validate_retrieve(a: &Answer, label: &str) {
 
 /// The SOAP fault of an answer (status 400 or 500), after checking the envelope schema.
 pub fn fault_of(a: &Answer) -> duo_runtime::ihe::Fault {
-    assert!(a.status == 400 || a.status == 500, "{} {}", a.status, a.text());
+    assert!(
+        a.status == 400 || a.status == 500,
+        "{} {}",
+        a.status,
+        a.text()
+    );
     common::assert_valid(SOAP, &a.text(), "fault");
     match read_soap::<AdhocQueryResponse>(&a.body, &Limits::default()) {
         Err(SoapError::Fault(f)) => f,
