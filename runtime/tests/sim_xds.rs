@@ -15,8 +15,7 @@ use duo_runtime::ihe::ebrim::{ErrorCode, Identifiable, ResponseStatus};
 use duo_runtime::ihe::mtom::{self, MtomLimits, RetrieveResponseReader};
 use duo_runtime::ihe::query::{AdhocQuery, AdhocQueryRequest, ReturnType, StoredQuery, param};
 use duo_runtime::ihe::retrieve::{
-    DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest, SeriesRequest,
-    StudyRequest,
+    DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
 };
 use duo_runtime::ihe::soap::{FaultCode, SoapHeader, Transaction};
 use duo_runtime::ihe::transform::document_entries;
@@ -387,32 +386,16 @@ async fn repository_retrieve() {
     );
 }
 
+/// RAD-69 for the whole study, from `source` (normally the study's own imaging document source).
 fn study_request(st: &SeededStudy, source: &str, ts: &[&str]) -> RetrieveImagingDocumentSetRequest {
-    let mut series: Vec<SeriesRequest> = Vec::new();
-    for i in &st.instances {
-        let d = DocumentRequest {
-            home_community_id: None,
-            repository_unique_id: source.into(),
-            document_unique_id: i.sop_instance_uid.clone(),
-        };
-        match series
-            .iter_mut()
-            .find(|s| s.series_instance_uid == i.series_instance_uid)
-        {
-            Some(s) => s.documents.push(d),
-            None => series.push(SeriesRequest {
-                series_instance_uid: i.series_instance_uid.clone(),
-                documents: vec![d],
-            }),
+    let mut req = st.imaging_request(None, ts);
+    assert_eq!(req.documents().count(), st.instances.len());
+    for se in &mut req.studies[0].series {
+        for d in &mut se.documents {
+            d.repository_unique_id = source.into();
         }
     }
-    RetrieveImagingDocumentSetRequest {
-        studies: vec![StudyRequest {
-            study_instance_uid: st.study_instance_uid.clone(),
-            series,
-        }],
-        transfer_syntaxes: ts.iter().map(|t| t.to_string()).collect(),
-    }
+    req
 }
 
 #[tokio::test]

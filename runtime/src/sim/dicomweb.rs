@@ -1,7 +1,7 @@
 //! DICOMweb QIDO-RS and WADO-RS (DICOM PS3.18) over a simulated community's imaging document sources,
 //! as a TLB node or PACS offers them.
 //!
-//! Routes (all `GET`, below the prefix given to [`router`], e.g. `/dicomweb`):
+//! Routes (all `GET`, below [`super::tlb::paths::DICOMWEB`], i.e. `/dicomweb`):
 //!
 //! | Path | Service | Answer |
 //! |---|---|---|
@@ -385,6 +385,7 @@ async fn search_studies(
             ("00100021", s("LO", &first.issuer_of_patient_id)),
             ("00100030", s("DA", &first.patient_birth_date)),
             ("00100040", s("CS", &first.patient_sex)),
+            ("00180015", s("CS", &first.body_part)),
             ("0020000D", s("UI", &uid)),
             ("00200010", s("SH", &first.study_id)),
             ("00201206", is(Some(series.len() as i64))),

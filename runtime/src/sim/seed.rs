@@ -22,6 +22,9 @@ use crate::dicom::store::InsertError;
 use crate::dicom::synth::{SynthConfig, SynthPatient, SyntheticStudy, generate_studies};
 use crate::dicom::xds::{Publisher, ReportFormat, publish_study};
 use crate::dicom::{DicomError, InstanceInfo, StoredInstance, read_instance, transfer_syntax};
+use crate::ihe::retrieve::{
+    DocumentRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest,
+};
 use crate::model::{AuthorInstitution, Bsn, FacilityType, HomeCommunityId};
 
 use super::store::{Store, StoredDocument};
@@ -145,6 +148,59 @@ pub struct SeededStudy {
     pub report_format: String,
     /// The instances, series by series.
     pub instances: Vec<SeededInstance>,
+}
+
+impl SeededStudy {
+    /// A RAD-69 / RAD-75 request for every instance of the study from its imaging document source, in
+    /// series order, asking for `transfer_syntaxes` (in order of preference). `home` is written on every
+    /// DocumentRequest (required for RAD-75, ITI TF-2b / RAD TF-3 4.75.4.1.2).
+    pub fn imaging_request(
+        &self,
+        home: Option<&HomeCommunityId>,
+        transfer_syntaxes: &[&str],
+    ) -> RetrieveImagingDocumentSetRequest {
+        let mut series: Vec<SeriesRequest> = Vec::new();
+        for i in &self.instances {
+            let d = DocumentRequest {
+                home_community_id: home.cloned(),
+                repository_unique_id: self.source_unique_id.clone(),
+                document_unique_id: i.sop_instance_uid.clone(),
+            };
+            match series
+                .iter_mut()
+                .find(|s| s.series_instance_uid == i.series_instance_uid)
+            {
+                Some(s)
+                    if !s
+                        .documents
+                        .iter()
+                        .any(|x| x.document_unique_id == d.document_unique_id) =>
+                {
+                    s.documents.push(d)
+                }
+                Some(_) => {}
+                None => series.push(SeriesRequest {
+                    series_instance_uid: i.series_instance_uid.clone(),
+                    documents: vec![d],
+                }),
+            }
+        }
+        RetrieveImagingDocumentSetRequest {
+            studies: vec![StudyRequest {
+                study_instance_uid: self.study_instance_uid.clone(),
+                series,
+            }],
+            transfer_syntaxes: transfer_syntaxes.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    /// The stored instance with this SOP Instance UID (the first encoding listed), to verify a retrieved
+    /// one against: `sha256_hex(bytes) == instance.sha256`.
+    pub fn instance(&self, sop_instance_uid: &str) -> Option<&SeededInstance> {
+        self.instances
+            .iter()
+            .find(|i| i.sop_instance_uid == sop_instance_uid)
+    }
 }
 
 /// Lower-case hex SHA-256.
