@@ -3,5 +3,14 @@
 //! imaging document source), a TLB node (XCA-I responding gateway) and [`mitz`] (closed question, open
 //! question, subscriptions). The demo and the tests use them.
 
+pub mod dicomweb;
+pub mod faults;
 pub mod mitz;
+pub mod registry;
+mod retrieve;
+pub mod seed;
+pub mod serve;
 pub mod store;
+pub mod tlb;
+pub mod wire;
+pub mod xds;
