@@ -12,6 +12,7 @@ pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod consent;
+pub mod demo;
 pub mod dicom;
 pub mod gateway;
 pub mod ihe;

@@ -25,6 +25,16 @@ enum Command {
         #[arg(long, short, env = "DUO_CONFIG")]
         config: PathBuf,
     },
+    /// The main job on the embedded default: four hospitals (XDS, XDS, TLB, and one without consent) with
+    /// their own gateways on loopback; a timeline query, a verified RAD-75 retrieve, the audit trail.
+    Demo {
+        /// Exit after the run instead of serving.
+        #[arg(long)]
+        once: bool,
+        /// Print one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file and exit (0 when valid, 1 with a one-line reason otherwise).
     CheckConfig {
         /// Path of the YAML configuration.
@@ -65,6 +75,26 @@ fn init_tracing() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { once, json } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing();
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("duo-gateway: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = rt.block_on(duo_runtime::demo::run(duo_runtime::demo::DemoOptions {
+                once,
+                json,
+            }));
+            ExitCode::from(code as u8)
+        }
         Command::CheckConfig { config } => match duo_runtime::config::Config::load(&config) {
             Ok(_) => {
                 println!("{}: valid", config.display());

@@ -124,7 +124,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         "server.reloadIntervalSeconds",
         c.server.reload_interval_seconds,
     )?;
-    if c.server.listen == c.server.ops_listen {
+    if c.server.listen == c.server.ops_listen && c.server.listen.port() != 0 {
         return Err(ConfigError::new(
             "server.opsListen",
             "must differ from server.listen",

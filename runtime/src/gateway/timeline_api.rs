@@ -192,7 +192,7 @@ pub async fn build_timeline(
         .chain(
             unmatched
                 .iter()
-                .map(|r| r.source.document_unique_id.clone()),
+                .flat_map(|r| r.sources.iter().map(|x| x.document_unique_id.clone())),
         )
         .collect();
     audit.outcome = initiating::outcome_of(status);

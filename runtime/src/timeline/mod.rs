@@ -76,8 +76,31 @@ pub struct Report {
     /// creationTime (DTM).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub creation_time: String,
-    /// Where to retrieve it (ITI-39 with this HomeCommunityId, RepositoryUniqueId, DocumentUniqueId).
-    pub source: Source,
+    /// Where to retrieve it (ITI-39 with a source's HomeCommunityId, RepositoryUniqueId,
+    /// DocumentUniqueId): every community that returned this report (same uniqueId), listed once.
+    pub sources: Vec<Source>,
+}
+
+/// Adds `r` to `list`, or its source to the report with the same document uniqueId already there.
+fn add_report(list: &mut Vec<Report>, r: Report) {
+    let uid = r
+        .sources
+        .first()
+        .map(|s| s.document_unique_id.clone())
+        .unwrap_or_default();
+    match list
+        .iter_mut()
+        .find(|x| x.sources.iter().any(|s| s.document_unique_id == uid))
+    {
+        Some(existing) => {
+            for s in r.sources {
+                if !existing.sources.contains(&s) {
+                    existing.sources.push(s);
+                }
+            }
+        }
+        None => list.push(r),
+    }
 }
 
 /// One study on the timeline.
@@ -188,7 +211,7 @@ pub fn merge(results: &[CommunityResult]) -> (Vec<TimelineEntry>, Vec<Report>) {
                         .unwrap_or_default(),
                     accession_number: e.accession_number().unwrap_or("").to_owned(),
                     creation_time: e.creation_time.clone(),
-                    source,
+                    sources: vec![source],
                 }),
                 DocumentKind::Other => {}
             }
@@ -205,12 +228,8 @@ pub fn merge(results: &[CommunityResult]) -> (Vec<TimelineEntry>, Vec<Report>) {
                 .find(|s| s.accession_number == r.accession_number)
         };
         match target {
-            Some(s) => {
-                if !s.reports.iter().any(|x| x.source == r.source) {
-                    s.reports.push(r);
-                }
-            }
-            None => unmatched.push(r),
+            Some(s) => add_report(&mut s.reports, r),
+            None => add_report(&mut unmatched, r),
         }
     }
 

@@ -92,6 +92,7 @@ fn merges_on_study_uid_keeps_both_sources_newest_first() {
     assert_eq!(shared.sources[0].home_community_id, hcid("1.1"));
     assert_eq!(shared.sources[1].home_community_id, hcid("1.2"));
     assert_eq!(shared.reports.len(), 1);
+    assert_eq!(shared.reports[0].sources.len(), 1);
     assert_eq!(shared.modalities, vec!["CT".to_string()]);
     assert_eq!(
         shared.sources[0]
@@ -102,6 +103,29 @@ fn merges_on_study_uid_keeps_both_sources_newest_first() {
             .as_str(),
         "12345678"
     );
+}
+
+#[test]
+fn a_report_held_by_two_communities_is_listed_once_with_both_sources() {
+    let a = community(
+        "urn:oid:1.1",
+        "A",
+        vec![
+            manifest("1.9.1", "1.2.840.1", "ACC1", "20240105", "CT"),
+            report("1.9.2", "ACC1"),
+        ],
+    );
+    let b = community(
+        "urn:oid:1.2",
+        "B",
+        vec![
+            manifest("1.9.3", "1.2.840.1", "ACC1", "20240105", "CT"),
+            report("1.9.2", "ACC1"),
+        ],
+    );
+    let (list, _) = merge(&[a, b]);
+    assert_eq!(list[0].reports.len(), 1);
+    assert_eq!(list[0].reports[0].sources.len(), 2);
 }
 
 #[test]
