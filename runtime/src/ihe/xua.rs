@@ -770,11 +770,7 @@ fn apply_attribute(a: &mut Attrs, name: &str, v: &Value) -> Result<(), XuaError>
         attr::RESOURCE_ID => {
             a.patient = Some(parse(name, ii_value(name, v, Bsn::OID)?)?);
         }
-        attr::SUBJECT_ID => {
-            if !v.text.is_empty() {
-                a.name = Some(v.text.clone());
-            }
-        }
+        attr::SUBJECT_ID if !v.text.is_empty() => a.name = Some(v.text.clone()),
         _ => {} // other attributes (organisation name, NPI ...) are not used here
     }
     Ok(())
