@@ -115,7 +115,7 @@ pub enum Outcome {
     /// Children applied from the current spec.
     Applied {
         /// The hospital's certificate.
-        certificate: CertificateInfo,
+        certificate: Box<CertificateInfo>,
         /// Communities in the rendered configuration.
         communities: i32,
         /// Checksum on the pod template.
@@ -700,6 +700,7 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
     let name = gw.name_any();
     let api: Api<DuoGateway> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Timestamp::now();
+    tracing::debug!(gateway = %format!("{ns}/{name}"), "reconciling");
     let consent = match gw.spec.consent.mode {
         crate::crd::ConsentMode::Mitz => "mitz",
         crate::crd::ConsentMode::PermitAll => "permitAll",
@@ -725,7 +726,7 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             Ok(p) => {
                 let d = apply_children(gw, ctx, &p).await?;
                 let o = Outcome::Applied {
-                    certificate: p.certificate.clone(),
+                    certificate: Box::new(p.certificate.clone()),
                     communities: i32::try_from(p.communities).unwrap_or(i32::MAX),
                     checksum: p.checksum.clone(),
                 };
@@ -1029,7 +1030,7 @@ mod tests {
     fn applied_and_available_is_ready() {
         let g = gw();
         let o = Outcome::Applied {
-            certificate: cert(),
+            certificate: Box::new(cert()),
             communities: 4,
             checksum: "c".into(),
         };
@@ -1051,7 +1052,7 @@ mod tests {
     fn degraded_keeps_last_applied_checksum_and_says_why() {
         let mut g = gw();
         let o = Outcome::Applied {
-            certificate: cert(),
+            certificate: Box::new(cert()),
             communities: 1,
             checksum: "good".into(),
         };
@@ -1083,7 +1084,7 @@ mod tests {
         let mut g = gw();
         let t0 = Timestamp::from_second(1_000_000).unwrap();
         let o = Outcome::Applied {
-            certificate: cert(),
+            certificate: Box::new(cert()),
             communities: 1,
             checksum: "c".into(),
         };
@@ -1104,7 +1105,7 @@ mod tests {
         let st = gateway_status(
             &g,
             &Outcome::Applied {
-                certificate: c,
+                certificate: Box::new(c),
                 communities: 0,
                 checksum: "c".into(),
             },
@@ -1138,9 +1139,9 @@ mod tests {
             c.metadata.labels = Some([("net".to_owned(), net.to_owned())].into());
             c
         };
-        assert_eq!(gateways_selecting(&[g.clone()], &mk("h", "a")).len(), 1);
-        assert_eq!(gateways_selecting(&[g.clone()], &mk("h", "b")).len(), 0);
-        assert_eq!(gateways_selecting(&[g.clone()], &mk("other", "a")).len(), 0);
+        assert_eq!(gateways_selecting(std::slice::from_ref(&g), &mk("h", "a")).len(), 1);
+        assert_eq!(gateways_selecting(std::slice::from_ref(&g), &mk("h", "b")).len(), 0);
+        assert_eq!(gateways_selecting(std::slice::from_ref(&g), &mk("other", "a")).len(), 0);
         let all = vec![
             Arc::new(mk("h", "a")),
             Arc::new(mk("h", "b")),

@@ -146,19 +146,16 @@ pub async fn run_controllers(
     )
     .default_backoff()
     .reflect(community_writer)
-    .touched_objects()
-    .predicate_filter(
-        predicates::generation.combine(predicates::labels),
-        Default::default(),
-    );
+    // no predicate filter: a deletion keeps the generation and must still reach the selecting gateways
+    .touched_objects();
     let mitz_stream = watcher(
         Api::<MitzConnection>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
     .reflect(mitz_writer)
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    // unfiltered for the same reason; a MitzConnection status write only re-runs a no-op reconcile
+    .touched_objects();
     let secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default().any_semantic(),

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 
 /// Environment variable naming the folder with `etcd`, `kube-apiserver` and `helm`.
 pub const TOOLS_ENV: &str = "DUO_TOOLS_BIN";
@@ -38,14 +41,18 @@ pub fn tools_bin() -> Option<PathBuf> {
             Some(dir)
         }
         None => {
-            let required = ["CI", "DUO_REQUIRE_TOOLS"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty() && x != "0"));
+            let required = ["CI", "DUO_REQUIRE_TOOLS"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty() && x != "0"));
             if required {
                 panic!(
                     "{TOOLS_ENV} is not set but CI / DUO_REQUIRE_TOOLS requires the real API server: \
                      run scripts/setup.sh and `source .tools/env`"
                 );
             }
-            eprintln!("SKIPPED: {TOOLS_ENV} is not set (run scripts/setup.sh and `source .tools/env` to run this test)");
+            eprintln!(
+                "SKIPPED: {TOOLS_ENV} is not set (run scripts/setup.sh and `source .tools/env` to run this test)"
+            );
             None
         }
     }
@@ -78,24 +85,43 @@ struct Pki {
 
 fn pki() -> anyhow::Result<Pki> {
     let mut ca = CertificateParams::default();
-    ca.distinguished_name.push(DnType::CommonName, "duo-testenv-ca");
+    ca.distinguished_name
+        .push(DnType::CommonName, "duo-testenv-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::from_params(&ca, &ca_key);
 
-    let mut serving = CertificateParams::new(vec!["localhost".to_owned(), "kubernetes".to_owned(), "kubernetes.default.svc".to_owned()])?;
-    serving.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-    serving.subject_alt_names.push(SanType::IpAddress([10, 0, 0, 1].into()));
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    let mut serving = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "kubernetes".to_owned(),
+        "kubernetes.default.svc".to_owned(),
+    ])?;
+    serving
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    serving
+        .subject_alt_names
+        .push(SanType::IpAddress([10, 0, 0, 1].into()));
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_key = KeyPair::generate()?;
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
     let mut admin = CertificateParams::default();
-    admin.distinguished_name.push(DnType::CommonName, "duo-testenv-admin");
-    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    admin
+        .distinguished_name
+        .push(DnType::CommonName, "duo-testenv-admin");
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_key = KeyPair::generate()?;
     let admin_cert = admin.signed_by(&admin_key, &issuer)?;
@@ -207,7 +233,13 @@ impl TestEnv {
         );
         let mut f = fs::File::create(&kubeconfig)?;
         f.write_all(text.as_bytes())?;
-        let mut env = TestEnv { etcd, apiserver, dir, kubeconfig, server };
+        let mut env = TestEnv {
+            etcd,
+            apiserver,
+            dir,
+            kubeconfig,
+            server,
+        };
         env.wait_ready(Duration::from_secs(90)).await.map_err(|e| {
             anyhow!(
                 "{e}\n--- kube-apiserver log (tail) ---\n{}\n--- etcd log (tail) ---\n{}",
@@ -233,7 +265,8 @@ impl TestEnv {
                     let req = http::Request::get("/readyz").body(Vec::new())?;
                     match client.request_text(req).await {
                         Ok(t) if t.trim() == "ok" => {
-                            let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+                            let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                                kube::Api::all(client);
                             match ns.get_opt("default").await {
                                 Ok(Some(_)) => return Ok(()),
                                 Ok(None) => last = "namespace default not created yet".into(),
@@ -254,7 +287,9 @@ impl TestEnv {
     /// A client with cluster-admin rights.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
         config.read_timeout = Some(Duration::from_secs(295));
         Ok(kube::Client::try_from(config)?)
     }
@@ -271,14 +306,29 @@ impl TestEnv {
         let client = self.client().await?;
         let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client);
         let mut names = Vec::new();
-        let mut entries: Vec<_> = fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+        let mut entries: Vec<_> = fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
         entries.sort();
-        for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        for path in entries
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        {
             let text = fs::read_to_string(&path)?;
-            let crd: CustomResourceDefinition =
-                serde_saphyr::from_str(&text).with_context(|| format!("{} is not a CRD", path.display()))?;
-            let name = crd.metadata.name.clone().ok_or_else(|| anyhow!("{}: CRD without a name", path.display()))?;
-            api.patch(&name, &PatchParams::apply("duo-testenv").force(), &Patch::Apply(&crd)).await?;
+            let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
+                .with_context(|| format!("{} is not a CRD", path.display()))?;
+            let name = crd
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| anyhow!("{}: CRD without a name", path.display()))?;
+            api.patch(
+                &name,
+                &PatchParams::apply("duo-testenv").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
             names.push(name);
         }
         let start = Instant::now();
@@ -289,7 +339,10 @@ impl TestEnv {
                     .status
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    });
                 if established {
                     break;
                 }

@@ -13,7 +13,9 @@ fn main() -> ExitCode {
         match a.as_str() {
             "--crds" => crds = args.next().map(PathBuf::from),
             "-h" | "--help" => {
-                println!("usage: duo-testenv [--crds DIR]   (needs DUO_TOOLS_BIN; prints the kubeconfig path)");
+                println!(
+                    "usage: duo-testenv [--crds DIR]   (needs DUO_TOOLS_BIN; prints the kubeconfig path)"
+                );
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -22,11 +24,20 @@ fn main() -> ExitCode {
             }
         }
     }
-    let Some(tools) = std::env::var_os(duo_testenv::TOOLS_ENV).filter(|v| !v.is_empty()).map(PathBuf::from) else {
-        eprintln!("duo-testenv: {} is not set: run scripts/setup.sh and `source .tools/env`", duo_testenv::TOOLS_ENV);
+    let Some(tools) = std::env::var_os(duo_testenv::TOOLS_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    else {
+        eprintln!(
+            "duo-testenv: {} is not set: run scripts/setup.sh and `source .tools/env`",
+            duo_testenv::TOOLS_ENV
+        );
         return ExitCode::FAILURE;
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("duo-testenv: {e}");
@@ -39,7 +50,10 @@ fn main() -> ExitCode {
             env.install_crds(dir).await?;
         }
         println!("{}", env.kubeconfig.display());
-        eprintln!("duo-testenv: API server {} ready; Ctrl-C or SIGTERM stops it", env.server);
+        eprintln!(
+            "duo-testenv: API server {} ready; Ctrl-C or SIGTERM stops it",
+            env.server
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
