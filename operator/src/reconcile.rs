@@ -1139,9 +1139,18 @@ mod tests {
             c.metadata.labels = Some([("net".to_owned(), net.to_owned())].into());
             c
         };
-        assert_eq!(gateways_selecting(std::slice::from_ref(&g), &mk("h", "a")).len(), 1);
-        assert_eq!(gateways_selecting(std::slice::from_ref(&g), &mk("h", "b")).len(), 0);
-        assert_eq!(gateways_selecting(std::slice::from_ref(&g), &mk("other", "a")).len(), 0);
+        assert_eq!(
+            gateways_selecting(std::slice::from_ref(&g), &mk("h", "a")).len(),
+            1
+        );
+        assert_eq!(
+            gateways_selecting(std::slice::from_ref(&g), &mk("h", "b")).len(),
+            0
+        );
+        assert_eq!(
+            gateways_selecting(std::slice::from_ref(&g), &mk("other", "a")).len(),
+            0
+        );
         let all = vec![
             Arc::new(mk("h", "a")),
             Arc::new(mk("h", "b")),
