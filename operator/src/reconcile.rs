@@ -81,7 +81,14 @@ pub struct Context {
     pub communities: Store<DuoCommunity>,
     /// Every MitzConnection the operator sees (reflector store).
     pub mitz: Store<MitzConnection>,
+    /// Per gateway (`namespace/name`): digest of the children last applied and when. An unchanged
+    /// digest skips the server-side apply calls (most reconciliations are triggered by peers and change
+    /// nothing); after [`APPLY_REFRESH`] the children are applied again anyway, which corrects drift.
+    pub applied: std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>,
 }
+
+/// How long an applied set of children is trusted before it is applied again although unchanged.
+pub const APPLY_REFRESH: Duration = Duration::from_secs(600);
 
 /// A spec problem: condition reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +132,30 @@ pub enum Outcome {
     Degraded(Problem),
     /// Reconciliation is paused by annotation.
     Paused,
+}
+
+/// `tls.crt` and `tls.key` of a `kubernetes.io/tls` Secret, read with one GET.
+async fn tls_pair(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<Result<(Vec<u8>, Vec<u8>), Problem>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(Err(problem(
+            "SecretMissing",
+            format!("{what}: Secret {name:?} not found"),
+        )));
+    };
+    let get = |key: &str| match secret.data.as_ref().and_then(|d| d.get(key)) {
+        Some(v) if !v.0.is_empty() => Ok(v.0.clone()),
+        _ => Err(problem(
+            "SecretMissing",
+            format!("{what}: Secret {name:?} has no key {key:?}"),
+        )),
+    };
+    Ok(get("tls.crt").and_then(|c| get("tls.key").map(|k| (c, k))))
 }
 
 async fn secret_key(
@@ -246,8 +277,7 @@ async fn prepare(
         )));
     }
     let what = format!("spec.tls.secretName ({})", s.tls.secret_name);
-    let cert = try_problem!(secret_key(c, &ns, &s.tls.secret_name, "tls.crt", &what).await);
-    let key = try_problem!(secret_key(c, &ns, &s.tls.secret_name, "tls.key", &what).await);
+    let (cert, key) = try_problem!(tls_pair(c, &ns, &s.tls.secret_name, &what).await);
     let certificate = match validate::check_certificate(&cert, &key, Some(&s.organization.ura), now)
     {
         Ok(i) => i,
@@ -276,26 +306,8 @@ async fn prepare(
                 "MitzConnection {}: clientCertificateSecretName ({})",
                 r.connection_name, m.spec.client_certificate_secret_name
             );
-            let mcert = try_problem!(
-                secret_key(
-                    c,
-                    &ns,
-                    &m.spec.client_certificate_secret_name,
-                    "tls.crt",
-                    &what
-                )
-                .await
-            );
-            let mkey = try_problem!(
-                secret_key(
-                    c,
-                    &ns,
-                    &m.spec.client_certificate_secret_name,
-                    "tls.key",
-                    &what
-                )
-                .await
-            );
+            let (mcert, mkey) =
+                try_problem!(tls_pair(c, &ns, &m.spec.client_certificate_secret_name, &what).await);
             if let Err(e) = validate::check_certificate(&mcert, &mkey, None, now) {
                 return Ok(Err(cert_problem(&what, e)));
             }
@@ -373,27 +385,59 @@ async fn apply_children(gw: &DuoGateway, ctx: &Context, p: &Prepared) -> Result<
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
     let c = &ctx.client;
-    apply(c, &ns, &build::service_account(gw, &owner)).await?;
-    apply(c, &ns, &build::config_map(gw, &owner, &p.config_yaml)).await?;
-    apply(c, &ns, &build::service(gw, &owner)).await?;
-    let deployment = apply(
-        c,
-        &ns,
-        &build::deployment(gw, &owner, p.mitz.as_ref(), &ctx.gateway_image, &p.checksum),
-    )
-    .await?;
-    match build::pod_disruption_budget(gw, &owner) {
+    let sa = build::service_account(gw, &owner);
+    let cm = build::config_map(gw, &owner, &p.config_yaml);
+    let svc = build::service(gw, &owner);
+    let dep = build::deployment(gw, &owner, p.mitz.as_ref(), &ctx.gateway_image, &p.checksum);
+    let pdb = build::pod_disruption_budget(gw, &owner);
+    let np = build::network_policy(gw, &owner, &p.config);
+    let community = build::published_community(gw, &owner);
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let json =
+            serde_json::to_vec(&(&sa, &cm, &svc, &dep, &pdb, &np, &community)).unwrap_or_default();
+        h.update(&json);
+        hex::encode(h.finalize())
+    };
+    let key = format!("{ns}/{}", gw.name_any());
+    let fresh = ctx
+        .applied
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key).cloned())
+        .is_some_and(|(d, at)| d == digest && at.elapsed() < APPLY_REFRESH);
+    if fresh {
+        // nothing to change: only the Deployment's status is needed (re-applied when it disappeared)
+        if let Some(d) = Api::<Deployment>::namespaced(c.clone(), &ns)
+            .get_opt(&build::child_name(gw))
+            .await?
+        {
+            return Ok(d);
+        }
+    }
+    if let Ok(mut m) = ctx.applied.lock() {
+        m.remove(&key);
+    }
+    apply(c, &ns, &sa).await?;
+    apply(c, &ns, &cm).await?;
+    apply(c, &ns, &svc).await?;
+    let deployment = apply(c, &ns, &dep).await?;
+    match &pdb {
         Some(pdb) => {
-            apply(c, &ns, &pdb).await?;
+            apply(c, &ns, pdb).await?;
         }
         None => delete_if_present::<PodDisruptionBudget>(c, &ns, &build::child_name(gw)).await?,
     }
-    apply(c, &ns, &build::network_policy(gw, &owner, &p.config)).await?;
-    match build::published_community(gw, &owner) {
+    apply(c, &ns, &np).await?;
+    match &community {
         Some(community) => {
-            apply(c, &ns, &community).await?;
+            apply(c, &ns, community).await?;
         }
         None => delete_published(c, &ns, gw).await?,
+    }
+    if let Ok(mut m) = ctx.applied.lock() {
+        m.insert(key, (digest, Instant::now()));
     }
     Ok(deployment)
 }
@@ -421,6 +465,9 @@ async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
     delete_if_present::<ServiceAccount>(c, &ns, &name).await?;
     delete_if_present::<ConfigMap>(c, &ns, &build::config_map_name(gw)).await?;
     delete_published(c, &ns, gw).await?;
+    if let Ok(mut m) = ctx.applied.lock() {
+        m.remove(&format!("{ns}/{}", gw.name_any()));
+    }
     ctx.metrics
         .set_gateway_modes(&format!("{ns}/{}", gw.name_any()), None);
     Ok(Action::await_change())
@@ -789,30 +836,11 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
         m.spec.client_certificate_secret_name
     );
     let checked: Result<CertificateInfo, Problem> = async {
-        let cert = match secret_key(
-            c,
-            &ns,
-            &m.spec.client_certificate_secret_name,
-            "tls.crt",
-            &what,
-        )
-        .await?
-        {
-            Ok(v) => v,
-            Err(p) => return Ok::<_, Error>(Err(p)),
-        };
-        let key = match secret_key(
-            c,
-            &ns,
-            &m.spec.client_certificate_secret_name,
-            "tls.key",
-            &what,
-        )
-        .await?
-        {
-            Ok(v) => v,
-            Err(p) => return Ok(Err(p)),
-        };
+        let (cert, key) =
+            match tls_pair(c, &ns, &m.spec.client_certificate_secret_name, &what).await? {
+                Ok(v) => v,
+                Err(p) => return Ok::<_, Error>(Err(p)),
+            };
         let info = match validate::check_certificate(&cert, &key, None, now) {
             Ok(i) => i,
             Err(e) => return Ok(Err(cert_problem(&what, e))),

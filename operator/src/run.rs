@@ -330,6 +330,7 @@ pub fn context(
         gateway_image,
         communities,
         mitz,
+        applied: Default::default(),
     };
     (
         Arc::new(ctx),

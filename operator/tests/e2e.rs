@@ -344,6 +344,21 @@ async fn examples_end_to_end() {
         Some("False")
     );
 
+    // --- no reconcile storm: with nothing changing, the operator goes quiet ---------------------------
+    // (its own status writes are filtered out; a storm would keep the counter moving)
+    let reconciles = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with("duo_operator_reconciliations_total{"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok()))
+            .sum()
+    };
+    wait_for("the operator to go quiet", T, || async {
+        let before = reconciles(&operator.metrics.encode());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (reconciles(&operator.metrics.encode()) == before).then_some(())
+    })
+    .await;
+
     // --- a community change: only the config and the checksum change -------------------------------
     let before_dep = deps.get("duo-oost").await.expect("deployment");
     let before_cm = cms.get("duo-oost-config").await.expect("cm");
