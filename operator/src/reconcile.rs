@@ -1126,6 +1126,36 @@ mod tests {
     }
 
     #[test]
+    fn paused_keeps_conditions_and_says_so() {
+        let mut g = gw();
+        let o = Outcome::Applied {
+            certificate: Box::new(cert()),
+            communities: 1,
+            checksum: "c".into(),
+        };
+        g.status = Some(gateway_status(
+            &g,
+            &o,
+            Some(&deployment(2)),
+            Timestamp::now(),
+        ));
+        g.metadata.generation = Some(4);
+        let st = gateway_status(&g, &Outcome::Paused, Some(&deployment(2)), Timestamp::now());
+        assert_eq!(get(&st, "Progressing").reason, "Paused");
+        assert_eq!(
+            get(&st, "Ready").status,
+            "True",
+            "the running gateway is still ready"
+        );
+        assert_eq!(
+            st.observed_generation,
+            Some(3),
+            "generation 4 is not applied yet"
+        );
+        assert_eq!(st.applied_checksum.as_deref(), Some("c"));
+    }
+
+    #[test]
     fn expiring_certificate_sets_condition() {
         let g = gw();
         let mut c = cert();

@@ -496,6 +496,78 @@ async fn examples_end_to_end() {
     .expect("fix secretName");
     wait_status(&gws, "oost", "oost applied again", applied).await;
 
+    // --- a certificate 20 days from expiry: condition and Warning event --------------------------------
+    let short = secrets
+        .ca
+        .issue(&ServerCertSpec::uzi(
+            "12345678".parse().unwrap(),
+            "Ziekenhuis Oost",
+            &["duo.oost.example"],
+            20,
+        ))
+        .expect("short cert");
+    apply(
+        &Api::<Secret>::namespaced(client.clone(), NS),
+        "oost-tls",
+        &tls_secret("oost-tls", &short),
+    )
+    .await;
+    wait_status(&gws, "oost", "CertificateExpiring", |g| {
+        condition(g, "CertificateExpiring").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    wait_for("CertificateExpiresSoon event", T, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("CertificateExpiresSoon")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .then_some(())
+    })
+    .await;
+
+    // --- pause: spec changes wait until the annotation goes ---------------------------------------------
+    gws.patch(
+        "oost",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {duo_operator::crd::PAUSED_ANNOTATION: "true"}},
+            "spec": {"replicas": 3}
+        })),
+    )
+    .await
+    .expect("pause and scale");
+    wait_for("Progressing=Paused", T, || async {
+        let g = gws.get("oost").await.ok()?;
+        condition(&g, "Progressing")
+            .is_some_and(|c| c.reason == "Paused")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        deps.get("duo-oost")
+            .await
+            .expect("dep")
+            .spec
+            .and_then(|s| s.replicas),
+        Some(2),
+        "paused: not applied"
+    );
+    gws.patch(
+        "oost",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {duo_operator::crd::PAUSED_ANNOTATION: null}}})),
+    )
+    .await
+    .expect("unpause");
+    wait_for("3 replicas after unpause", T, || async {
+        (deps.get("duo-oost").await.ok()?.spec?.replicas == Some(3)).then_some(())
+    })
+    .await;
+
     // --- deleting a DuoGateway removes its children --------------------------------------------------
     gws.delete("west", &DeleteParams::default())
         .await
