@@ -432,7 +432,21 @@ async fn apply_children(gw: &DuoGateway, ctx: &Context, p: &Prepared) -> Result<
     apply(c, &ns, &np).await?;
     match &community {
         Some(community) => {
-            apply(c, &ns, community).await?;
+            // never take over a hand-written DuoCommunity that happens to have the gateway's name
+            let existing = Api::<DuoCommunity>::namespaced(c.clone(), &ns)
+                .get_opt(&gw.name_any())
+                .await?;
+            let foreign = existing.as_ref().is_some_and(|e| {
+                e.labels().get(crate::crd::PUBLISHED_BY_LABEL) != Some(&gw.name_any())
+            });
+            if foreign {
+                tracing::warn!(
+                    gateway = %key,
+                    "not publishing: a DuoCommunity with this name exists and was not published by the operator"
+                );
+            } else {
+                apply(c, &ns, community).await?;
+            }
         }
         None => delete_published(c, &ns, gw).await?,
     }
