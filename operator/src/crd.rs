@@ -416,7 +416,8 @@ pub struct CommunitySelection {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Publish {
-    /// Publish this gateway as a DuoCommunity named like the gateway (default true).
+    /// Publish this gateway as a DuoCommunity named like the gateway (default true). A hand-written
+    /// DuoCommunity of that name is never overwritten.
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Labels put on the published DuoCommunity, so that other gateways' selectors can match it.

@@ -81,7 +81,14 @@ pub struct Context {
     pub communities: Store<DuoCommunity>,
     /// Every MitzConnection the operator sees (reflector store).
     pub mitz: Store<MitzConnection>,
+    /// Per gateway (`namespace/name`): digest of the children last applied and when. An unchanged
+    /// digest skips the server-side apply calls (most reconciliations are triggered by peers and change
+    /// nothing); after [`APPLY_REFRESH`] the children are applied again anyway, which corrects drift.
+    pub applied: std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>,
 }
+
+/// How long an applied set of children is trusted before it is applied again although unchanged.
+pub const APPLY_REFRESH: Duration = Duration::from_secs(600);
 
 /// A spec problem: condition reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +122,7 @@ pub enum Outcome {
     /// Children applied from the current spec.
     Applied {
         /// The hospital's certificate.
-        certificate: CertificateInfo,
+        certificate: Box<CertificateInfo>,
         /// Communities in the rendered configuration.
         communities: i32,
         /// Checksum on the pod template.
@@ -125,6 +132,30 @@ pub enum Outcome {
     Degraded(Problem),
     /// Reconciliation is paused by annotation.
     Paused,
+}
+
+/// `tls.crt` and `tls.key` of a `kubernetes.io/tls` Secret, read with one GET.
+async fn tls_pair(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<Result<(Vec<u8>, Vec<u8>), Problem>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(Err(problem(
+            "SecretMissing",
+            format!("{what}: Secret {name:?} not found"),
+        )));
+    };
+    let get = |key: &str| match secret.data.as_ref().and_then(|d| d.get(key)) {
+        Some(v) if !v.0.is_empty() => Ok(v.0.clone()),
+        _ => Err(problem(
+            "SecretMissing",
+            format!("{what}: Secret {name:?} has no key {key:?}"),
+        )),
+    };
+    Ok(get("tls.crt").and_then(|c| get("tls.key").map(|k| (c, k))))
 }
 
 async fn secret_key(
@@ -246,8 +277,7 @@ async fn prepare(
         )));
     }
     let what = format!("spec.tls.secretName ({})", s.tls.secret_name);
-    let cert = try_problem!(secret_key(c, &ns, &s.tls.secret_name, "tls.crt", &what).await);
-    let key = try_problem!(secret_key(c, &ns, &s.tls.secret_name, "tls.key", &what).await);
+    let (cert, key) = try_problem!(tls_pair(c, &ns, &s.tls.secret_name, &what).await);
     let certificate = match validate::check_certificate(&cert, &key, Some(&s.organization.ura), now)
     {
         Ok(i) => i,
@@ -276,26 +306,8 @@ async fn prepare(
                 "MitzConnection {}: clientCertificateSecretName ({})",
                 r.connection_name, m.spec.client_certificate_secret_name
             );
-            let mcert = try_problem!(
-                secret_key(
-                    c,
-                    &ns,
-                    &m.spec.client_certificate_secret_name,
-                    "tls.crt",
-                    &what
-                )
-                .await
-            );
-            let mkey = try_problem!(
-                secret_key(
-                    c,
-                    &ns,
-                    &m.spec.client_certificate_secret_name,
-                    "tls.key",
-                    &what
-                )
-                .await
-            );
+            let (mcert, mkey) =
+                try_problem!(tls_pair(c, &ns, &m.spec.client_certificate_secret_name, &what).await);
             if let Err(e) = validate::check_certificate(&mcert, &mkey, None, now) {
                 return Ok(Err(cert_problem(&what, e)));
             }
@@ -373,27 +385,73 @@ async fn apply_children(gw: &DuoGateway, ctx: &Context, p: &Prepared) -> Result<
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
     let c = &ctx.client;
-    apply(c, &ns, &build::service_account(gw, &owner)).await?;
-    apply(c, &ns, &build::config_map(gw, &owner, &p.config_yaml)).await?;
-    apply(c, &ns, &build::service(gw, &owner)).await?;
-    let deployment = apply(
-        c,
-        &ns,
-        &build::deployment(gw, &owner, p.mitz.as_ref(), &ctx.gateway_image, &p.checksum),
-    )
-    .await?;
-    match build::pod_disruption_budget(gw, &owner) {
+    let sa = build::service_account(gw, &owner);
+    let cm = build::config_map(gw, &owner, &p.config_yaml);
+    let svc = build::service(gw, &owner);
+    let dep = build::deployment(gw, &owner, p.mitz.as_ref(), &ctx.gateway_image, &p.checksum);
+    let pdb = build::pod_disruption_budget(gw, &owner);
+    let np = build::network_policy(gw, &owner, &p.config);
+    let community = build::published_community(gw, &owner);
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let json =
+            serde_json::to_vec(&(&sa, &cm, &svc, &dep, &pdb, &np, &community)).unwrap_or_default();
+        h.update(&json);
+        hex::encode(h.finalize())
+    };
+    let key = format!("{ns}/{}", gw.name_any());
+    let fresh = ctx
+        .applied
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key).cloned())
+        .is_some_and(|(d, at)| d == digest && at.elapsed() < APPLY_REFRESH);
+    if fresh {
+        // nothing to change: only the Deployment's status is needed (re-applied when it disappeared)
+        if let Some(d) = Api::<Deployment>::namespaced(c.clone(), &ns)
+            .get_opt(&build::child_name(gw))
+            .await?
+        {
+            return Ok(d);
+        }
+    }
+    if let Ok(mut m) = ctx.applied.lock() {
+        m.remove(&key);
+    }
+    apply(c, &ns, &sa).await?;
+    apply(c, &ns, &cm).await?;
+    apply(c, &ns, &svc).await?;
+    let deployment = apply(c, &ns, &dep).await?;
+    match &pdb {
         Some(pdb) => {
-            apply(c, &ns, &pdb).await?;
+            apply(c, &ns, pdb).await?;
         }
         None => delete_if_present::<PodDisruptionBudget>(c, &ns, &build::child_name(gw)).await?,
     }
-    apply(c, &ns, &build::network_policy(gw, &owner, &p.config)).await?;
-    match build::published_community(gw, &owner) {
+    apply(c, &ns, &np).await?;
+    match &community {
         Some(community) => {
-            apply(c, &ns, &community).await?;
+            // never take over a hand-written DuoCommunity that happens to have the gateway's name
+            let existing = Api::<DuoCommunity>::namespaced(c.clone(), &ns)
+                .get_opt(&gw.name_any())
+                .await?;
+            let foreign = existing.as_ref().is_some_and(|e| {
+                e.labels().get(crate::crd::PUBLISHED_BY_LABEL) != Some(&gw.name_any())
+            });
+            if foreign {
+                tracing::warn!(
+                    gateway = %key,
+                    "not publishing: a DuoCommunity with this name exists and was not published by the operator"
+                );
+            } else {
+                apply(c, &ns, community).await?;
+            }
         }
         None => delete_published(c, &ns, gw).await?,
+    }
+    if let Ok(mut m) = ctx.applied.lock() {
+        m.insert(key, (digest, Instant::now()));
     }
     Ok(deployment)
 }
@@ -421,6 +479,9 @@ async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
     delete_if_present::<ServiceAccount>(c, &ns, &name).await?;
     delete_if_present::<ConfigMap>(c, &ns, &build::config_map_name(gw)).await?;
     delete_published(c, &ns, gw).await?;
+    if let Ok(mut m) = ctx.applied.lock() {
+        m.remove(&format!("{ns}/{}", gw.name_any()));
+    }
     ctx.metrics
         .set_gateway_modes(&format!("{ns}/{}", gw.name_any()), None);
     Ok(Action::await_change())
@@ -700,6 +761,7 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
     let name = gw.name_any();
     let api: Api<DuoGateway> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Timestamp::now();
+    tracing::debug!(gateway = %format!("{ns}/{name}"), "reconciling");
     let consent = match gw.spec.consent.mode {
         crate::crd::ConsentMode::Mitz => "mitz",
         crate::crd::ConsentMode::PermitAll => "permitAll",
@@ -725,7 +787,7 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             Ok(p) => {
                 let d = apply_children(gw, ctx, &p).await?;
                 let o = Outcome::Applied {
-                    certificate: p.certificate.clone(),
+                    certificate: Box::new(p.certificate.clone()),
                     communities: i32::try_from(p.communities).unwrap_or(i32::MAX),
                     checksum: p.checksum.clone(),
                 };
@@ -788,30 +850,11 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
         m.spec.client_certificate_secret_name
     );
     let checked: Result<CertificateInfo, Problem> = async {
-        let cert = match secret_key(
-            c,
-            &ns,
-            &m.spec.client_certificate_secret_name,
-            "tls.crt",
-            &what,
-        )
-        .await?
-        {
-            Ok(v) => v,
-            Err(p) => return Ok::<_, Error>(Err(p)),
-        };
-        let key = match secret_key(
-            c,
-            &ns,
-            &m.spec.client_certificate_secret_name,
-            "tls.key",
-            &what,
-        )
-        .await?
-        {
-            Ok(v) => v,
-            Err(p) => return Ok(Err(p)),
-        };
+        let (cert, key) =
+            match tls_pair(c, &ns, &m.spec.client_certificate_secret_name, &what).await? {
+                Ok(v) => v,
+                Err(p) => return Ok::<_, Error>(Err(p)),
+            };
         let info = match validate::check_certificate(&cert, &key, None, now) {
             Ok(i) => i,
             Err(e) => return Ok(Err(cert_problem(&what, e))),
@@ -1029,7 +1072,7 @@ mod tests {
     fn applied_and_available_is_ready() {
         let g = gw();
         let o = Outcome::Applied {
-            certificate: cert(),
+            certificate: Box::new(cert()),
             communities: 4,
             checksum: "c".into(),
         };
@@ -1051,7 +1094,7 @@ mod tests {
     fn degraded_keeps_last_applied_checksum_and_says_why() {
         let mut g = gw();
         let o = Outcome::Applied {
-            certificate: cert(),
+            certificate: Box::new(cert()),
             communities: 1,
             checksum: "good".into(),
         };
@@ -1083,7 +1126,7 @@ mod tests {
         let mut g = gw();
         let t0 = Timestamp::from_second(1_000_000).unwrap();
         let o = Outcome::Applied {
-            certificate: cert(),
+            certificate: Box::new(cert()),
             communities: 1,
             checksum: "c".into(),
         };
@@ -1097,6 +1140,36 @@ mod tests {
     }
 
     #[test]
+    fn paused_keeps_conditions_and_says_so() {
+        let mut g = gw();
+        let o = Outcome::Applied {
+            certificate: Box::new(cert()),
+            communities: 1,
+            checksum: "c".into(),
+        };
+        g.status = Some(gateway_status(
+            &g,
+            &o,
+            Some(&deployment(2)),
+            Timestamp::now(),
+        ));
+        g.metadata.generation = Some(4);
+        let st = gateway_status(&g, &Outcome::Paused, Some(&deployment(2)), Timestamp::now());
+        assert_eq!(get(&st, "Progressing").reason, "Paused");
+        assert_eq!(
+            get(&st, "Ready").status,
+            "True",
+            "the running gateway is still ready"
+        );
+        assert_eq!(
+            st.observed_generation,
+            Some(3),
+            "generation 4 is not applied yet"
+        );
+        assert_eq!(st.applied_checksum.as_deref(), Some("c"));
+    }
+
+    #[test]
     fn expiring_certificate_sets_condition() {
         let g = gw();
         let mut c = cert();
@@ -1104,7 +1177,7 @@ mod tests {
         let st = gateway_status(
             &g,
             &Outcome::Applied {
-                certificate: c,
+                certificate: Box::new(c),
                 communities: 0,
                 checksum: "c".into(),
             },
@@ -1138,9 +1211,18 @@ mod tests {
             c.metadata.labels = Some([("net".to_owned(), net.to_owned())].into());
             c
         };
-        assert_eq!(gateways_selecting(&[g.clone()], &mk("h", "a")).len(), 1);
-        assert_eq!(gateways_selecting(&[g.clone()], &mk("h", "b")).len(), 0);
-        assert_eq!(gateways_selecting(&[g.clone()], &mk("other", "a")).len(), 0);
+        assert_eq!(
+            gateways_selecting(std::slice::from_ref(&g), &mk("h", "a")).len(),
+            1
+        );
+        assert_eq!(
+            gateways_selecting(std::slice::from_ref(&g), &mk("h", "b")).len(),
+            0
+        );
+        assert_eq!(
+            gateways_selecting(std::slice::from_ref(&g), &mk("other", "a")).len(),
+            0
+        );
         let all = vec![
             Arc::new(mk("h", "a")),
             Arc::new(mk("h", "b")),

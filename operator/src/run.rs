@@ -3,6 +3,25 @@
 //!
 //! Only the replica holding the Lease reconciles; the others wait. On SIGTERM / SIGINT the controllers
 //! finish the reconciliations in flight, the Lease is released, and the process exits 0.
+//!
+//! # Permissions the operator needs (the chart's ClusterRole / Role)
+//!
+//! | API group | Resources | Verbs | Why |
+//! |---|---|---|---|
+//! | `duo.beeldbeschikbaarheid.nl` | `duogateways` | get, list, watch, patch, update | reconcile; add/remove the finalizer |
+//! | `duo.beeldbeschikbaarheid.nl` | `duogateways/status`, `mitzconnections/status` | patch | server-side apply of status |
+//! | `duo.beeldbeschikbaarheid.nl` | `mitzconnections` | get, list, watch | reflector store, Mitz settings |
+//! | `duo.beeldbeschikbaarheid.nl` | `duocommunities` | get, list, watch, create, patch, delete | select peers; publish each gateway |
+//! | `""` | `secrets` | get, list, watch | TLS and Mitz certificates (list/watch metadata only, to re-reconcile on rotation) |
+//! | `""` | `configmaps` | get, list, watch, create, patch, delete | trust bundles (read), rendered config (owned) |
+//! | `""` | `services`, `serviceaccounts` | get, create, patch, delete | children |
+//! | `apps` | `deployments` | get, list, watch, create, patch, delete | children; status feeds Ready |
+//! | `policy` | `poddisruptionbudgets` | get, create, patch, delete | child when replicas > 1 |
+//! | `networking.k8s.io` | `networkpolicies` | get, create, patch, delete | child |
+//! | `events.k8s.io` | `events` | create, patch | Warning events (certificate expiry, degraded) |
+//! | `coordination.k8s.io` | `leases` (operator namespace only) | get, create, patch, update | leader election |
+//!
+//! Server-side apply of an object that does not exist yet needs `create` as well as `patch`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -146,19 +165,16 @@ pub async fn run_controllers(
     )
     .default_backoff()
     .reflect(community_writer)
-    .touched_objects()
-    .predicate_filter(
-        predicates::generation.combine(predicates::labels),
-        Default::default(),
-    );
+    // no predicate filter: a deletion keeps the generation and must still reach the selecting gateways
+    .touched_objects();
     let mitz_stream = watcher(
         Api::<MitzConnection>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
     .reflect(mitz_writer)
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    // unfiltered for the same reason; a MitzConnection status write only re-runs a no-op reconcile
+    .touched_objects();
     let secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default().any_semantic(),
@@ -333,6 +349,7 @@ pub fn context(
         gateway_image,
         communities,
         mitz,
+        applied: Default::default(),
     };
     (
         Arc::new(ctx),

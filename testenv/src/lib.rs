@@ -206,7 +206,8 @@ impl TestEnv {
                 format!("--tls-cert-file={}", serving_cert.display()),
                 format!("--tls-private-key-file={}", serving_key.display()),
                 format!("--client-ca-file={}", ca.display()),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                // a /16: the scale benchmark creates hundreds of Services (a /24 runs out at 254)
+                "--service-cluster-ip-range=10.0.0.0/16".into(),
                 "--allow-privileged=true".into(),
                 "--disable-admission-plugins=ServiceAccount".into(),
                 "--authorization-mode=RBAC".into(),

@@ -1,0 +1,276 @@
+//! Helpers shared by the operator's tests on a real kube-apiserver (`duo-testenv`).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duo_operator::crd::{DuoCommunity, DuoGateway, MitzConnection};
+use duo_operator::metrics::Metrics;
+use duo_runtime::pki::generate::{Ca, CertifiedPem, ServerCertSpec};
+use duo_testenv::TestEnv;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+/// Repository root (the operator crate's parent).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate has a parent")
+        .to_path_buf()
+}
+
+/// Starts an API server with the CRDs of `crds/`, or `None` when the tools are absent locally.
+pub async fn env() -> Option<TestEnv> {
+    let tools = duo_testenv::tools_bin()?;
+    let env = TestEnv::start(&tools)
+        .await
+        .expect("start etcd + kube-apiserver");
+    env.install_crds(&repo().join("crds"))
+        .await
+        .expect("install crds/");
+    Some(env)
+}
+
+/// Creates namespace `ns`.
+pub async fn namespace(client: &Client, ns: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut n = Namespace::default();
+    n.metadata.name = Some(ns.into());
+    api.create(&PostParams::default(), &n)
+        .await
+        .expect("create namespace");
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A `kubernetes.io/tls` Secret.
+pub fn tls_secret(name: &str, c: &CertifiedPem) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.into());
+    s.type_ = Some("kubernetes.io/tls".into());
+    s.data = Some(
+        [
+            (
+                "tls.crt".to_owned(),
+                ByteString(c.cert_pem.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_owned(),
+                ByteString(c.key_pem.clone().into_bytes()),
+            ),
+        ]
+        .into(),
+    );
+    s
+}
+
+/// Applies `obj` with server-side apply as the test's field manager.
+pub async fn apply<K>(api: &Api<K>, name: &str, obj: &K)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("duo-test").force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .expect("apply");
+}
+
+/// The example Secrets and trust bundles for `ns`, with UZI-style certificates from a fresh test CA.
+pub struct ExampleSecrets {
+    pub ca: Ca,
+    pub oost: CertifiedPem,
+    pub west: CertifiedPem,
+    pub mitz: CertifiedPem,
+}
+
+pub async fn create_example_secrets(client: &Client, ns: &str) -> ExampleSecrets {
+    let ca = Ca::new("DUO test UZI CA").expect("ca");
+    let oost = ca
+        .issue(&ServerCertSpec::uzi(
+            "12345678".parse().unwrap(),
+            "Ziekenhuis Oost",
+            &["duo.oost.example"],
+            365,
+        ))
+        .expect("oost cert");
+    let west = ca
+        .issue(&ServerCertSpec::uzi(
+            "87654321".parse().unwrap(),
+            "Ziekenhuis West",
+            &["duo.west.example"],
+            365,
+        ))
+        .expect("west cert");
+    let mut mitz_spec = ServerCertSpec::uzi(
+        "12345678".parse().unwrap(),
+        "Hosting provider",
+        &["client.hosting.example"],
+        365,
+    );
+    mitz_spec.ura = None;
+    let mitz = ca.issue(&mitz_spec).expect("mitz cert");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for (name, c) in [
+        ("oost-tls", &oost),
+        ("west-tls", &west),
+        ("mitz-client", &mitz),
+    ] {
+        apply(&secrets, name, &tls_secret(name, c)).await;
+    }
+    let mut ca_secret = Secret::default();
+    ca_secret.metadata.name = Some("mitz-ca".into());
+    ca_secret.data = Some(
+        [(
+            "ca.crt".to_owned(),
+            ByteString(ca.cert_pem.clone().into_bytes()),
+        )]
+        .into(),
+    );
+    apply(&secrets, "mitz-ca", &ca_secret).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut trust = ConfigMap::default();
+    trust.metadata.name = Some("duo-trust".into());
+    trust.data = Some([("ca.crt".to_owned(), ca.cert_pem.clone())].into());
+    apply(&cms, "duo-trust", &trust).await;
+    ExampleSecrets {
+        ca,
+        oost,
+        west,
+        mitz,
+    }
+}
+
+/// Applies every document of the YAML files in `examples/<folder>` into `ns`.
+pub async fn apply_example(client: &Client, ns: &str, folder: &str) {
+    let dir = repo().join("examples").join(folder);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
+        let text = std::fs::read_to_string(&f).expect("read example");
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&text).expect("example YAML");
+        for doc in docs {
+            let name = doc["metadata"]["name"].as_str().expect("name").to_owned();
+            match doc["kind"].as_str() {
+                Some("DuoGateway") => {
+                    let o: DuoGateway = serde_json::from_value(doc).expect("DuoGateway");
+                    apply(&Api::namespaced(client.clone(), ns), &name, &o).await;
+                }
+                Some("DuoCommunity") => {
+                    let o: DuoCommunity = serde_json::from_value(doc).expect("DuoCommunity");
+                    apply(&Api::namespaced(client.clone(), ns), &name, &o).await;
+                }
+                Some("MitzConnection") => {
+                    let o: MitzConnection = serde_json::from_value(doc).expect("MitzConnection");
+                    apply(&Api::namespaced(client.clone(), ns), &name, &o).await;
+                }
+                other => panic!("{}: unexpected kind {other:?}", f.display()),
+            }
+        }
+    }
+}
+
+/// An operator running in-process against `client` until dropped.
+pub struct Operator {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Operator {
+    pub fn start(client: Client) -> Operator {
+        let metrics = Arc::new(Metrics::new());
+        let (ctx, writers) = duo_operator::run::context(
+            client.clone(),
+            metrics.clone(),
+            "duo-gateway:test".into(),
+            "test",
+        );
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(duo_operator::run::run_controllers(
+            client,
+            ctx,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+            8,
+            writers,
+        ));
+        Operator {
+            stop,
+            task: Some(task),
+            metrics,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The `duo-gateway` binary: `$DUO_GATEWAY_BIN`, else `duo-gateway` next to this test's target folder
+/// (`target/<profile>/duo-gateway`, built by `cargo test --workspace` because duo-runtime has
+/// integration tests, or by `cargo build --release --bin duo-gateway`).
+pub fn duo_gateway_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("DUO_GATEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/duo-gateway
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("duo-gateway");
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build --release --bin duo-gateway` (cargo test --workspace builds it) or set DUO_GATEWAY_BIN",
+        bin.display()
+    );
+    bin
+}
