@@ -452,3 +452,57 @@ pub fn log_of(c: &SimControl) -> Vec<(String, u64)> {
         .filter(|(_, n)| *n > 0)
         .collect()
 }
+
+/// Starts another Mitz simulator with `config`, with a certificate of the world's CA for `localhost`.
+pub async fn start_mitz(
+    w: &World,
+    name: &str,
+    config: duo_runtime::sim::mitz::MitzSimConfig,
+) -> duo_runtime::sim::mitz::MitzSim {
+    let (_, tls) = w
+        .issue(name, world::plain_spec("Mitz test", &["localhost"]))
+        .unwrap();
+    duo_runtime::sim::mitz::start(config, "127.0.0.1:0".parse().unwrap(), &tls)
+        .await
+        .unwrap()
+}
+
+/// Points hospital `i`'s gateway at the Mitz simulator listening on `port` (closed and open question)
+/// with this deadline and cache lifetime.
+pub async fn use_mitz(w: &mut World, i: usize, port: u16, deadline_ms: u64, cache_seconds: u64) {
+    w.reconfigure(i, |c| {
+        let m = c.mitz.as_mut().unwrap();
+        m.closed_question_url = format!("https://localhost:{port}/geslotenautorisatievraag/xacml3");
+        m.open_question_url = Some(format!("https://localhost:{port}/openautorisatievraag"));
+        m.deadline_ms = deadline_ms;
+        m.cache_seconds = cache_seconds;
+    })
+    .await
+    .unwrap();
+}
+
+/// A remote community entry for hospital `i`'s TLB node itself (its simulator, not its gateway): the
+/// initiating gateway then talks ITI-38/39 and RAD-75 to the node directly.
+pub fn node_community(
+    w: &World,
+    i: usize,
+    deadline_ms: u64,
+) -> duo_runtime::config::RemoteCommunity {
+    let h = &w.hospitals[i];
+    let duo_runtime::config::LocalBackend::Xca(x) = &h.config.local else {
+        panic!("hospital {i} is not on TLB")
+    };
+    duo_runtime::config::RemoteCommunity {
+        home_community_id: x.home_community_id.clone(),
+        name: format!("{} node", h.spec.name),
+        organizations: vec![duo_runtime::config::CommunityOrganization {
+            ura: h.spec.ura.clone(),
+            name: h.spec.name.clone(),
+        }],
+        query_url: x.query_url.clone(),
+        retrieve_url: x.retrieve_url.clone(),
+        imaging_retrieve_url: x.imaging_retrieve_url.clone(),
+        certificate_ura: None,
+        deadline_ms,
+    }
+}
