@@ -267,6 +267,70 @@ async fn a_down_and_a_slow_community_cost_no_more_than_the_deadline() {
 }
 
 #[tokio::test]
+async fn slow_manifests_of_one_community_and_a_slow_query_of_another_share_the_deadline() {
+    let _t = TIMING.write().await;
+    const DEADLINE_MS: u64 = 800;
+    let mut w = build(options(
+        vec![
+            spec("A", Kind::Xds, 1, Decision::Permit),
+            spec("B", Kind::Xds, 1, Decision::Permit),
+            spec("C", Kind::Tlb, 1, Decision::Permit),
+            spec("D", Kind::Xds, 1, Decision::Permit),
+        ],
+        LocalizationMode::Mitz,
+    ))
+    .await;
+    w.reconfigure(0, |c| {
+        for r in &mut c.communities {
+            r.deadline_ms = DEADLINE_MS;
+        }
+    })
+    .await
+    .unwrap();
+    let r = requester(&w, 0);
+    let bsn = w.patient.bsn.to_string();
+    let t = timeline(&w, 0, &r, &bsn).await.json();
+    assert_eq!(t["status"], "Success", "{t}");
+    // C's node answers its queries late; D answers its query at once but its repository (the KOS
+    // manifests) late
+    w.hospitals[2].control.set_faults(Faults {
+        delay_ms: 2_000,
+        only: vec![Endpoint::Iti38],
+        ..Faults::default()
+    });
+    w.hospitals[3].control.set_faults(Faults {
+        delay_ms: 2_000,
+        only: vec![Endpoint::Iti43],
+        ..Faults::default()
+    });
+    let a = timeline(&w, 0, &r, &bsn).await;
+    eprintln!(
+        "timeline with a slow query and slow manifests: {:?} (deadline {DEADLINE_MS} ms)",
+        a.elapsed
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(
+        a.elapsed <= Duration::from_millis(DEADLINE_MS + 100),
+        "timeline took {:?}, deadline {DEADLINE_MS} ms",
+        a.elapsed
+    );
+    let t = a.json();
+    assert_eq!(t["status"], "PartialSuccess", "{t}");
+    let home_d = w.hospitals[3].home.to_string();
+    // D's studies are on the timeline (found in time), only their manifest details are missing
+    let got: BTreeSet<String> = studies(&t).into_keys().collect();
+    let want: BTreeSet<String> = [0, 1, 3].iter().flat_map(|i| seeded(&w, *i)).collect();
+    assert_eq!(got, want, "{t}");
+    assert!(
+        timeline_errors(&t).iter().any(|(_, l)| l == &home_d),
+        "the manifest problem is reported: {t}"
+    );
+    w.hospitals[2].control.reset_faults();
+    w.hospitals[3].control.reset_faults();
+    w.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_or_missing_home_community_ids_cause_no_outbound_call() {
     let _t = TIMING.read().await;
     let w = abc(1, LocalizationMode::Mitz).await;
