@@ -8,14 +8,21 @@ mod gateway_support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duo_runtime::config::{Config, LocalizationMode};
+use duo_runtime::config::{Config, LocalizationMode, RemoteCommunity};
 use duo_runtime::consent::Decision;
+use duo_runtime::ihe::query::{AdhocQueryRequest, AdhocQueryResponse};
+use duo_runtime::ihe::soap::{SoapHeader, Transaction};
+use duo_runtime::ihe::{read_soap, write_soap};
 use duo_runtime::pki::generate::{Ca, ServerCertSpec};
+use duo_runtime::server::listener::PeerCertificate;
 use duo_runtime::server::run::{self, Running};
 use duo_runtime::sim::faults::Faults;
+use duo_runtime::sim::serve::{RunningSim, Transport};
 use duo_runtime::tls::TlsMaterial;
+use duo_runtime::xml::Limits;
 use gateway_support::*;
 
 /// The leaf certificate (DER) a fresh TLS handshake with `addr` presents.
@@ -29,6 +36,58 @@ async fn server_certificate(addr: SocketAddr, client: &TlsMaterial) -> Vec<u8> {
 
 fn der_of(pem: &str) -> Vec<u8> {
     duo_runtime::pki::parse_certificates(pem.as_bytes()).unwrap()[0].to_vec()
+}
+
+/// A community that records the client certificate (leaf, DER) of every ITI-38 it gets and answers
+/// "nothing found".
+async fn recorder(w: &World) -> (RunningSim, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let log = seen.clone();
+    let router = axum::Router::new().route(
+        "/xca/iti38",
+        axum::routing::post(move |req: axum::extract::Request| {
+            let log = log.clone();
+            async move {
+                let leaf = req
+                    .extensions()
+                    .get::<PeerCertificate>()
+                    .and_then(|p| p.leaf())
+                    .map(|c| c.to_vec())
+                    .unwrap_or_default();
+                log.lock().unwrap().push(leaf);
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let (h, _) = read_soap::<AdhocQueryRequest>(&body, &Limits::default()).unwrap();
+                let xml = write_soap(
+                    &SoapHeader::response(Transaction::Iti38.response_action(), &h),
+                    &AdhocQueryResponse::new(Vec::new(), Vec::new()),
+                );
+                ([("content-type", "application/soap+xml")], xml)
+            }
+        }),
+    );
+    let (_, tls) = w
+        .issue("recorder", world::plain_spec("Recorder", &["localhost"]))
+        .unwrap();
+    let sim = duo_runtime::sim::serve::start(router, Transport::mutual_tls(&tls).unwrap())
+        .await
+        .unwrap();
+    (sim, seen)
+}
+
+fn recorder_community(sim: &RunningSim) -> RemoteCommunity {
+    let base = format!("https://localhost:{}", sim.addr().port());
+    RemoteCommunity {
+        home_community_id: "urn:oid:2.16.528.1.1007.99.77.1".parse().unwrap(),
+        name: "Recorder".into(),
+        organizations: Vec::new(),
+        query_url: format!("{base}/xca/iti38"),
+        retrieve_url: format!("{base}/xca/iti39"),
+        imaging_retrieve_url: format!("{base}/xcai/rad75"),
+        certificate_ura: None,
+        deadline_ms: 5_000,
+    }
 }
 
 /// Waits until `duo_config_reloads_total{result}` of the gateway reaches `n`.
@@ -119,12 +178,14 @@ async fn config_and_certificates_reload_without_dropping_requests() {
     std::fs::write(&key_file, &key1).unwrap();
     let node_b = node_community(&w, 1, 5_000);
     let node_c = node_community(&w, 2, 5_000);
+    let (rec_sim, presented) = recorder(&w).await;
+    let rec = recorder_community(&rec_sim);
     let mut config: Config = w.hospitals[0].config.clone();
     config.server.tls.cert_file = cert_file.clone();
     config.server.tls.key_file = key_file.clone();
     config.server.reload_interval_seconds = 1;
     config.audit.sink = dir.join("audit-g.jsonl").to_string_lossy().into_owned();
-    config.communities = vec![node_b.clone()];
+    config.communities = vec![node_b.clone(), rec.clone()];
     let path = dir.join("g.yaml");
     std::fs::write(&path, config.to_yaml()).unwrap();
     let g = run::start(
@@ -183,8 +244,8 @@ async fn config_and_certificates_reload_without_dropping_requests() {
     assert_eq!(metric(&m, "duo_fanout_size_count", &[]), 2.0);
     assert_eq!(
         metric(&m, "duo_fanout_size_sum", &[]),
-        4.0,
-        "local + B, twice"
+        6.0,
+        "local + B + recorder, twice"
     );
     assert_eq!(
         metric(&m, "duo_requests_total", &[("endpoint", "timeline")]),
@@ -222,7 +283,7 @@ async fn config_and_certificates_reload_without_dropping_requests() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::write(&cert_file, &cert2).unwrap();
     std::fs::write(&key_file, &key2).unwrap();
-    config.communities = vec![node_c.clone()];
+    config.communities = vec![node_c.clone(), rec.clone()];
     std::fs::write(&path, config.to_yaml()).unwrap();
     reloads(ops, "applied", 1.0).await;
     assert!(
@@ -245,6 +306,12 @@ async fn config_and_certificates_reload_without_dropping_requests() {
     );
     assert_eq!(study_set(&t), seeded_set(&w, &[0, 2]), "new configuration");
     assert_eq!(server_certificate(g.addr, viewer).await, der_of(&cert2));
+    // outbound calls present the hospital's certificate: the old one before, the new one after
+    {
+        let seen = presented.lock().unwrap();
+        assert_eq!(seen.first(), Some(&der_of(&cert1)));
+        assert_eq!(seen.last(), Some(&der_of(&cert2)));
+    }
 
     // broken edits are rejected and the running configuration stays: invalid YAML, then a key that
     // is not a key
@@ -276,6 +343,7 @@ async fn config_and_certificates_reload_without_dropping_requests() {
     );
     assert_eq!(get(format!("http://{ops}/readyz")).await.0, 200);
     g.stop().await;
+    rec_sim.stop().await;
     w.stop().await;
 }
 

@@ -929,3 +929,143 @@ async fn requester_organisation_must_be_the_certificates_or_one_it_speaks_for() 
     assert_eq!(a.status, 400, "{}", a.text());
     w.stop().await;
 }
+
+#[tokio::test]
+async fn consent_for_one_patient_opens_nothing_of_another() {
+    let mut w = abc().await;
+    let patient = w.patient.bsn.clone();
+    let other = other_bsn(&patient);
+    let (a_ura, b_ura) = (
+        w.hospitals[0].spec.ura.clone(),
+        w.hospitals[1].spec.ura.clone(),
+    );
+    let category = w.hospitals[1].config.consent.category.clone();
+    // A may see B's data of `other` (who has none), not of the patient
+    let mut cfg = w.mitz_config.clone();
+    for (p, d) in [(&patient, Decision::Deny), (&other, Decision::Permit)] {
+        cfg.consents.push(ConsentRule {
+            patient: p.clone(),
+            holder: b_ura.clone(),
+            requester: Some(a_ura.clone()),
+            category: Some(category.clone()),
+            decision: d,
+        });
+    }
+    let mitz = start_mitz(&w, "mitz-deputy", cfg).await;
+    use_mitz(&mut w, 1, mitz.local_addr().port(), 3_000, 0).await;
+    let r = requester(&w, 0);
+    let b = &w.hospitals[1];
+    let disclosed = metric_of(b, "duo_disclosures_total", &[]).await;
+    // the patient's manifests and images, asked with an assertion naming the permitted patient
+    let i39 = to_gateway(
+        &w,
+        0,
+        1,
+        Transaction::Iti39,
+        &r,
+        Some(&other),
+        &manifests(&b.studies, Some(&b.home)),
+    )
+    .await
+    .retrieve(Transaction::Iti39);
+    assert!(i39.documents.is_empty(), "{:?}", i39.response);
+    assert!(
+        i39.response
+            .errors
+            .iter()
+            .all(|e| e.error_code.as_str() == "XDSDocumentUniqueIdError")
+    );
+    let r75 = to_gateway(
+        &w,
+        0,
+        1,
+        Transaction::Rad75,
+        &r,
+        Some(&other),
+        &images(&b.studies[0], Some(&b.home)),
+    )
+    .await
+    .retrieve(Transaction::Rad75);
+    assert!(r75.documents.is_empty(), "{:?}", r75.response);
+    // the patient's entries, asked in a query about the patient with an assertion naming the other
+    let q = to_gateway(
+        &w,
+        0,
+        1,
+        Transaction::Iti38,
+        &r,
+        Some(&other),
+        &find_documents(&patient, None, ReturnType::LeafClass),
+    )
+    .await
+    .query(Transaction::Iti38);
+    assert!(q.objects.is_empty());
+    // and without any patient in the assertion, ITI-39 asks about the documents' own patient
+    let i39 = to_gateway(
+        &w,
+        0,
+        1,
+        Transaction::Iti39,
+        &r,
+        None,
+        &manifests(&b.studies, Some(&b.home)),
+    )
+    .await
+    .retrieve(Transaction::Iti39);
+    assert!(i39.documents.is_empty());
+    assert_eq!(metric_of(b, "duo_disclosures_total", &[]).await, disclosed);
+    mitz.shutdown().await;
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_hospital_and_its_trusted_front_end_use_the_initiating_side() {
+    let w = abc().await;
+    let bsn = w.patient.bsn.clone();
+    let r = requester(&w, 0);
+    let url = format!(
+        "{}/api/v1/patients/{bsn}/timeline",
+        w.hospitals[0].gateway_url()
+    );
+    let get = |client: reqwest::Client, headers: bool| {
+        let url = url.clone();
+        let r = r.clone();
+        async move {
+            let mut req = client.get(url);
+            if headers {
+                req = req
+                    .header("X-DUO-Requester-UZI", r.uzi.as_str())
+                    .header("X-DUO-Requester-Role", r.role.as_str());
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    // another hospital's gateway is no local consumer; a local one must say who asks
+    assert_eq!(get(gateway_client(&w, 1), true).await, 403);
+    assert_eq!(get(front_end(&w, 0), false).await, 400);
+    assert_eq!(get(front_end(&w, 1), true).await, 403, "B's viewer at A");
+    let a = timeline(&w, 0, &r, "123456789").await;
+    assert_eq!(a.status, 400, "BSN 11-check: {}", a.text());
+    // ITI-18 from another gateway's certificate, or with another organisation's assertion
+    let find = find_documents(&bsn, None, ReturnType::LeafClass);
+    let u = format!("{}/xds/iti18", w.hospitals[0].gateway_url());
+    let a = soap(
+        &gateway_client(&w, 1),
+        &u,
+        Transaction::Iti18,
+        vec![xua(&requester(&w, 1), Some(&bsn), "x")],
+        &find,
+    )
+    .await;
+    assert_eq!((a.status, a.fault().code), (400, FaultCode::Sender));
+    let foreign = for_organisation(&r, &w.hospitals[2].spec.ura);
+    let a = local(&w, 0, Transaction::Iti18, Some(&foreign), Some(&bsn), &find).await;
+    assert_eq!((a.status, a.fault().code), (400, FaultCode::Sender));
+    let before = traffic(&w).await;
+    assert_eq!(
+        before.sims,
+        vec![0, 0, 0],
+        "nothing was asked on their behalf"
+    );
+    w.stop().await;
+}
