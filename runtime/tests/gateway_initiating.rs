@@ -133,6 +133,25 @@ async fn aggregation_success_partial_success_failure() {
         let want: BTreeSet<String> = seeded(&w, 0).into_iter().chain(seeded(&w, 1)).collect();
         assert_eq!(got, want, "{f:?}");
     }
+    // C's node leaves `home` off: its objects cannot be retrieved, so they are left out and reported
+    c.control.set_faults(Faults {
+        omit_home: true,
+        ..Faults::default()
+    });
+    let p = iti18().await.query(Transaction::Iti18);
+    assert_eq!(p.status, ResponseStatus::PartialSuccess);
+    assert_eq!(
+        homes_of(&p),
+        BTreeSet::from([home_a.clone(), home_b.clone()])
+    );
+    let missing = errors(&p.errors);
+    assert!(!missing.is_empty());
+    assert!(
+        missing
+            .iter()
+            .all(|(code, at)| code == "XDSMissingHomeCommunityId" && at == &node_home),
+        "{missing:?}"
+    );
     c.control.reset_faults();
     let m = metrics_text(a).await;
     for label in ["http", "fault", "protocol"] {

@@ -1000,6 +1000,25 @@ async fn consent_for_one_patient_opens_nothing_of_another() {
     .await
     .query(Transaction::Iti38);
     assert!(q.objects.is_empty());
+    // a query by id finds the documents' patient in the registry and asks about that one
+    let uids: Vec<&str> = b
+        .studies
+        .iter()
+        .map(|s| s.manifest.unique_id.as_str())
+        .collect();
+    let q = to_gateway(
+        &w,
+        0,
+        1,
+        Transaction::Iti38,
+        &r,
+        Some(&other),
+        &get_documents(&uids, Some(&b.home.to_string())),
+    )
+    .await
+    .query(Transaction::Iti38);
+    assert_eq!(q.status, ResponseStatus::Success, "{:?}", q.errors);
+    assert!(q.objects.is_empty(), "{:?}", q.objects);
     // and without any patient in the assertion, ITI-39 asks about the documents' own patient
     let i39 = to_gateway(
         &w,
