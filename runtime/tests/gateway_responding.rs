@@ -558,6 +558,17 @@ fn consent_records(all: &[AuditRecord], from: usize, patient: &Bsn) -> Vec<Audit
         .collect()
 }
 
+/// (case, Mitz's decision for the patient, fault injected for the patient, decision expected at the
+/// gateway, its source, words of the reason the audit record must give)
+type Case = (
+    &'static str,
+    Decision,
+    Option<FaultRule>,
+    Decision,
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test]
 async fn only_permit_discloses_and_every_refusal_looks_like_no_data() {
     let mut w = abc().await;
@@ -580,8 +591,7 @@ async fn only_permit_discloses_and_every_refusal_looks_like_no_data() {
         http_status,
         garbage,
     };
-    // (case, decision for the patient, fault, expected decision, source, words of the reason)
-    let cases: Vec<(&str, Decision, Option<FaultRule>, Decision, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "permit",
             Decision::Permit,
