@@ -293,7 +293,7 @@ impl AuditRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// The JSON-lines sink failed.
-    #[error("audit sink {sink}: {err}")]
+    #[error("audit.sink {sink}: {err}")]
     Sink {
         /// `stdout` or the file.
         sink: String,
@@ -301,7 +301,7 @@ pub enum AuditError {
         err: std::io::Error,
     },
     /// The syslog connection could not be set up.
-    #[error("audit syslog: {0}")]
+    #[error("audit.syslog: {0}")]
     Syslog(String),
 }
 

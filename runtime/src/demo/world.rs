@@ -202,6 +202,13 @@ pub struct World {
     pub shared: Option<SeededStudy>,
     /// The demo CA (trust bundle of everyone).
     pub ca_pem: String,
+    /// The demo CA itself, to issue further identities for test set-ups ([`World::issue`]).
+    pub ca: Ca,
+    /// The CA certificate file (the trust bundle every participant uses).
+    pub ca_file: PathBuf,
+    /// The consents, locations and faults the Mitz simulator was started with (tests extend a copy for
+    /// a simulator of their own).
+    pub mitz_config: MitzSimConfig,
     /// Working folder (certificates, audit files); removed when the world is dropped.
     pub dir: tempfile::TempDir,
 }
@@ -233,7 +240,9 @@ fn identity(
     Ok((tls, m))
 }
 
-fn plain_spec(org: &str, dns: &[&str]) -> ServerCertSpec {
+/// A plain TLS certificate (no UZI identity) for organisation `org` and DNS names `dns`, valid from an
+/// hour ago for 30 days: simulators, Mitz, viewer front ends.
+pub fn plain_spec(org: &str, dns: &[&str]) -> ServerCertSpec {
     let now = jiff::Timestamp::now();
     ServerCertSpec {
         ura: None,
@@ -310,9 +319,13 @@ pub async fn build(opts: Options) -> Result<World, String> {
         locations,
         ..MitzSimConfig::default()
     };
-    let mitz = mitz::start(mitz_cfg, "127.0.0.1:0".parse().map_err(err)?, &mitz_tls)
-        .await
-        .map_err(err)?;
+    let mitz = mitz::start(
+        mitz_cfg.clone(),
+        "127.0.0.1:0".parse().map_err(err)?,
+        &mitz_tls,
+    )
+    .await
+    .map_err(err)?;
     let mitz_port = mitz.local_addr().port();
 
     // the shared study is generated once and seeded into two communities
@@ -526,11 +539,7 @@ pub async fn build(opts: Options) -> Result<World, String> {
             .filter(|r| r.home_community_id != h.home)
             .cloned()
             .collect();
-        h.config.validate().map_err(err)?;
-        let hk = hooks::from_config(&h.config).await?;
-        let metrics = h.gateway.shared.current().metrics.clone();
-        let g = Gateway::build(h.config.clone(), hk, metrics).map_err(err)?;
-        h.gateway.shared.replace(g);
+        swap_snapshot(h).await?;
     }
     Ok(World {
         patient: opts.patient,
@@ -538,11 +547,59 @@ pub async fn build(opts: Options) -> Result<World, String> {
         mitz,
         shared: shared_seeded,
         ca_pem: ca.cert_pem.clone(),
+        ca,
+        ca_file,
+        mitz_config: mitz_cfg,
         dir,
     })
 }
 
+/// Validates `h.config`, builds its hooks and a gateway snapshot from it and makes that the current one
+/// (requests in flight finish on the old one), as a reload does. The listener's server certificate is
+/// the one the gateway started with.
+async fn swap_snapshot(h: &Hospital) -> Result<(), String> {
+    h.config
+        .validate()
+        .map_err(|e| format!("gateway {}: {e}", h.spec.key))?;
+    let hk = hooks::from_config(&h.config).await?;
+    let metrics = h.gateway.shared.current().metrics.clone();
+    let g = Gateway::build(h.config.clone(), hk, metrics).map_err(err)?;
+    h.gateway.shared.replace(g);
+    Ok(())
+}
+
 impl World {
+    /// Issues a certificate of the world's CA for `spec`, written into the world's folder as
+    /// `<name>.crt` / `<name>.key` with the world's CA file as trust bundle. Errors name the step.
+    pub fn issue(
+        &self,
+        name: &str,
+        spec: ServerCertSpec,
+    ) -> Result<(TlsConfig, TlsMaterial), String> {
+        identity(self.dir.path(), &self.ca, &self.ca_file, name, spec)
+    }
+
+    /// Changes hospital `i`'s gateway configuration with `change` and swaps its gateway snapshot
+    /// (consent, localisation and audit services rebuilt; requests in flight finish on the old one).
+    /// Errors: the changed configuration is invalid or unusable (the running snapshot stays).
+    pub async fn reconfigure(
+        &mut self,
+        i: usize,
+        change: impl FnOnce(&mut Config),
+    ) -> Result<(), String> {
+        let h = self
+            .hospitals
+            .get_mut(i)
+            .ok_or_else(|| format!("no hospital {i}"))?;
+        let before = h.config.clone();
+        change(&mut h.config);
+        if let Err(e) = swap_snapshot(h).await {
+            h.config = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// An HTTPS client of hospital `i`'s viewer front end (trusted by its gateway), trusting the demo CA.
     pub fn front_end_client(&self, i: usize) -> Result<reqwest::Client, String> {
         self.hospitals[i]

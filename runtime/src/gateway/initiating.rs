@@ -223,106 +223,120 @@ pub async fn fan_out_query(
     Vec<AdhocQueryResponse>,
 ) {
     g.metrics.fanout_size.observe(targets.len() as f64);
-    let calls = targets.iter().map(|t| {
-        let ctx = context_for(g, t, requester, patient);
-        let mut r = req.clone();
-        r.query.home = None;
-        async move {
-            let start = Instant::now();
-            // the deadline is enforced here too: a backend must not hold the fan-out beyond it
-            let res = match tokio::time::timeout(t.deadline, t.community.query(ctx, r)).await {
-                Ok(r) => r,
-                Err(_) => Err(crate::backend::BackendError::Timeout(t.deadline)),
-            };
-            (res, start.elapsed())
-        }
-    });
+    let calls = targets
+        .iter()
+        .map(|t| query_one(g, t, requester, patient, req));
     let results = futures::future::join_all(calls).await;
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     let mut outcomes = Vec::new();
     let mut per = Vec::new();
-    for (t, (res, took)) in targets.iter().zip(results) {
-        let tx = if t.local {
-            Transaction::Iti18
-        } else {
-            Transaction::Iti38
-        };
-        let community = if t.local {
-            "local".to_owned()
-        } else {
-            t.home.to_string()
-        };
-        g.metrics
-            .community_latency
-            .get_or_create(&CommunityLabels {
-                community: community.clone(),
-                transaction: tx.name().into(),
-            })
-            .observe(took.as_secs_f64());
-        let mut resp = match res {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(community = %t.home, error = %e, "community query failed");
-                g.metrics
-                    .community_errors
-                    .get_or_create(&CommunityErrorLabels {
-                        community,
-                        transaction: tx.name().into(),
-                        code: e.label().into(),
-                    })
-                    .inc();
-                AdhocQueryResponse::new(
-                    Vec::new(),
-                    vec![e.to_registry_error(tx, &t.home.to_string())],
-                )
-            }
-        };
-        if t.local {
-            set_home_if_missing(&mut resp.objects, &t.home);
-        }
-        // objects without home cannot be retrieved: reported and left out (ITI TF-2b 3.38.4.1.3)
-        let missing = resp.missing_home_errors(Some(&t.home));
-        if !missing.is_empty() {
-            resp.objects
-                .retain(|o| !(o.requires_home() && o.home().is_none()));
-            resp.errors.extend(missing);
-        }
-        for e in &mut resp.errors {
-            if e.location.is_none() {
-                e.location = Some(t.home.to_string());
-            }
-        }
-        let docs = resp
-            .objects
-            .iter()
-            .filter(|o| matches!(o, Identifiable::ExtrinsicObject(_)))
-            .count();
-        let status = if resp
-            .errors
-            .iter()
-            .any(|e| e.severity == crate::ihe::Severity::Error)
-        {
-            if resp.objects.is_empty() {
-                ResponseStatus::Failure
-            } else {
-                ResponseStatus::PartialSuccess
-            }
-        } else {
-            ResponseStatus::Success
-        };
-        outcomes.push(CommunityOutcome {
-            home_community_id: t.home.clone(),
-            name: t.name.clone(),
-            status,
-            duration_ms: took.as_millis() as u64,
-            documents: docs,
-        });
+    for (resp, outcome) in results {
         objects.extend(resp.objects.iter().cloned());
         errors.extend(resp.errors.iter().cloned());
+        outcomes.push(outcome);
         per.push(resp);
     }
     (AdhocQueryResponse::new(objects, errors), outcomes, per)
+}
+
+/// Asks one target within its deadline (one community's part of [`fan_out_query`]): its answer, or
+/// the error its failure stands for (XDSUnavailableCommunity when it did not answer in time), with
+/// `home` filled in for the local community, objects without `home` reported and left out, every error
+/// located at the community, and the per-community metrics recorded.
+pub async fn query_one(
+    g: &Gateway,
+    t: &Target,
+    requester: Option<&Requester>,
+    patient: Option<&Bsn>,
+    req: &AdhocQueryRequest,
+) -> (AdhocQueryResponse, CommunityOutcome) {
+    let ctx = context_for(g, t, requester, patient);
+    let mut r = req.clone();
+    r.query.home = None;
+    let start = Instant::now();
+    // the deadline is enforced here too: a backend must not hold the fan-out beyond it
+    let res = match tokio::time::timeout(t.deadline, t.community.query(ctx, r)).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::backend::BackendError::Timeout(t.deadline)),
+    };
+    let took = start.elapsed();
+    let tx = if t.local {
+        Transaction::Iti18
+    } else {
+        Transaction::Iti38
+    };
+    let community = if t.local {
+        "local".to_owned()
+    } else {
+        t.home.to_string()
+    };
+    g.metrics
+        .community_latency
+        .get_or_create(&CommunityLabels {
+            community: community.clone(),
+            transaction: tx.name().into(),
+        })
+        .observe(took.as_secs_f64());
+    let mut resp = match res {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(community = %t.home, error = %e, "community query failed");
+            g.metrics
+                .community_errors
+                .get_or_create(&CommunityErrorLabels {
+                    community,
+                    transaction: tx.name().into(),
+                    code: e.label().into(),
+                })
+                .inc();
+            AdhocQueryResponse::new(
+                Vec::new(),
+                vec![e.to_registry_error(tx, &t.home.to_string())],
+            )
+        }
+    };
+    if t.local {
+        set_home_if_missing(&mut resp.objects, &t.home);
+    }
+    // objects without home cannot be retrieved: reported and left out (ITI TF-2b 3.38.4.1.3)
+    let missing = resp.missing_home_errors(Some(&t.home));
+    if !missing.is_empty() {
+        resp.objects
+            .retain(|o| !(o.requires_home() && o.home().is_none()));
+        resp.errors.extend(missing);
+    }
+    for e in &mut resp.errors {
+        if e.location.is_none() {
+            e.location = Some(t.home.to_string());
+        }
+    }
+    let docs = resp
+        .objects
+        .iter()
+        .filter(|o| matches!(o, Identifiable::ExtrinsicObject(_)))
+        .count();
+    let status = if resp
+        .errors
+        .iter()
+        .any(|e| e.severity == crate::ihe::Severity::Error)
+    {
+        if resp.objects.is_empty() {
+            ResponseStatus::Failure
+        } else {
+            ResponseStatus::PartialSuccess
+        }
+    } else {
+        ResponseStatus::Success
+    };
+    let outcome = CommunityOutcome {
+        home_community_id: t.home.clone(),
+        name: t.name.clone(),
+        status,
+        duration_ms: took.as_millis() as u64,
+        documents: docs,
+    };
+    (resp, outcome)
 }
 
 fn local_caller(

@@ -61,8 +61,9 @@ pub struct Gateway {
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// Certificates or keys could not be loaded.
-    #[error(transparent)]
+    /// Certificates or keys of `server.tls` could not be loaded (the message names the field, as every
+    /// configuration error does).
+    #[error("server.tls: {0}")]
     Tls(#[from] TlsError),
     /// Something else in the configuration is unusable.
     #[error("{0}")]

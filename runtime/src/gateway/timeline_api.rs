@@ -1,13 +1,15 @@
 //! `GET /api/v1/patients/{bsn}/timeline`: the patient's imaging timeline for viewers (OpenAPI in
 //! `runtime/openapi.yaml`, served at `/api/v1/openapi.yaml`).
 //!
-//! Flow: identify the requester (trusted front end headers) → localise → FindDocuments to every chosen
-//! community in parallel → retrieve each community's KOS manifests (ITI-39 / ITI-43, one request per
-//! community) for series and instance counts and retrieve references → merge on Study Instance UID →
-//! audit → JSON.
+//! Flow: identify the requester (trusted front end headers) → localise → per chosen community, in
+//! parallel: FindDocuments, then its KOS manifests (ITI-39 / ITI-43, one request per community) for
+//! series and instance counts and retrieve references, both within the community's one deadline (what
+//! is left of it after the query bounds the manifests; late manifests only lose the details, with a
+//! warning) → merge on Study Instance UID → audit → JSON.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -144,27 +146,59 @@ pub async fn build_timeline(
         &["urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"],
     );
     let req = AdhocQueryRequest::new(q, ReturnType::LeafClass);
-    let (agg, outcomes, per) =
-        initiating::fan_out_query(g, &targets, Some(requester), Some(patient), &req).await;
-    let mut errors: Vec<RegistryError> = agg.errors.clone();
-
+    // each community's query and its manifests form one pipeline under the community's one deadline:
+    // a community slow to query and another slow to deliver manifests cost one deadline, not two
+    g.metrics.fanout_size.observe(targets.len() as f64);
     let details = g.config.initiating.manifest_details;
-    let fetches = targets.iter().zip(&per).map(|(t, resp)| {
-        let (entries, bad) = document_entries(&resp.objects);
-        for b in bad {
-            tracing::info!(community = %t.home, error = %b, "DocumentEntry left out");
-        }
+    let pipelines = targets.iter().map(|t| {
+        let req = &req;
         async move {
+            let started = Instant::now();
+            let (resp, outcome) =
+                initiating::query_one(g, t, Some(requester), Some(patient), req).await;
+            let (entries, bad) = document_entries(&resp.objects);
+            for b in bad {
+                tracing::info!(community = %t.home, error = %b, "DocumentEntry left out");
+            }
             let manifests = if details {
-                fetch_manifests(g, t, requester, patient, &entries).await
+                let left = t.deadline.saturating_sub(started.elapsed());
+                match tokio::time::timeout(
+                    left,
+                    fetch_manifests(g, t, requester, patient, &entries),
+                )
+                .await
+                {
+                    Ok(m) => m,
+                    Err(_) => Err((
+                        BTreeMap::new(),
+                        vec![
+                            RegistryError::new(
+                                ErrorCode::XDSUnavailableCommunity,
+                                format!(
+                                    "{}: manifests not retrieved within the deadline of {:?}",
+                                    t.home, t.deadline
+                                ),
+                            )
+                            .at(t.home.to_string())
+                            .warning(),
+                        ],
+                    )),
+                }
             } else {
                 Ok(BTreeMap::new())
             };
-            (t, entries, manifests)
+            (t, resp, outcome, entries, manifests)
         }
     });
+    let done = futures::future::join_all(pipelines).await;
+    // the communities' errors first, then those of manifest retrieval (as before)
+    let mut errors: Vec<RegistryError> = done
+        .iter()
+        .flat_map(|(_, resp, ..)| resp.errors.iter().cloned())
+        .collect();
+    let mut outcomes = Vec::new();
     let mut results = Vec::new();
-    for (t, entries, manifests) in futures::future::join_all(fetches).await {
+    for (t, _, outcome, entries, manifests) in done {
         let manifests = match manifests {
             Ok(m) => m,
             Err(mut e) => {
@@ -172,6 +206,7 @@ pub async fn build_timeline(
                 e.0
             }
         };
+        outcomes.push(outcome);
         results.push(CommunityResult {
             home_community_id: Some(t.home.clone()),
             name: t.name.clone(),

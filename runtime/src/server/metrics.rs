@@ -45,13 +45,27 @@ pub struct ConsentLabels {
     pub source: String,
 }
 
-/// Localisation mode as a label value.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// Localisation mode as a label value, spelt as in the configuration (`initiating.localization`):
+/// `mitz` or `allCommunities`, so the metric reads like the custom resource that chose it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum ModeValue {
-    /// Mitz open question.
+    /// Mitz open question (`mitz`).
     Mitz,
-    /// Every configured community.
+    /// Every configured community (`allCommunities`).
     AllCommunities,
+}
+
+impl EncodeLabelValue for ModeValue {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            ModeValue::Mitz => "mitz",
+            ModeValue::AllCommunities => "allCommunities",
+        })
+    }
 }
 
 /// Labels of the localisation mode gauge.
@@ -81,7 +95,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// `duo_consent_decisions_total{decision,source}`.
     pub consent_decisions: Family<ConsentLabels, Counter>,
-    /// `duo_localization_mode{mode}`: 1 for the configured mode.
+    /// `duo_localization_mode{mode}`: 1 for the configured mode (`mitz` / `allCommunities`), 0 for the other.
     pub localization_mode: Family<ModeLabels, Gauge>,
     /// `duo_disclosures_total`: responses that disclosed data after a Permit.
     pub disclosures: Counter,

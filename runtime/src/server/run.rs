@@ -46,8 +46,10 @@ pub enum StartError {
     #[error("{0}")]
     Build(String),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {err}")]
+    #[error("{field}: cannot listen on {addr}: {err}")]
     Bind {
+        /// The configuration field naming the address (`server.listen`, `server.opsListen`).
+        field: &'static str,
         /// The address.
         addr: SocketAddr,
         /// Why.
@@ -155,17 +157,25 @@ pub async fn start(
     let (tls_tx, tls_rx) = watch::channel(server_tls);
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|err| StartError::Bind { addr: listen, err })?;
+        .map_err(|err| StartError::Bind {
+            field: "server.listen",
+            addr: listen,
+            err,
+        })?;
     let ops = TcpListener::bind(ops_listen)
         .await
         .map_err(|err| StartError::Bind {
+            field: "server.opsListen",
             addr: ops_listen,
             err,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|err| StartError::Bind { addr: listen, err })?;
+    let addr = listener.local_addr().map_err(|err| StartError::Bind {
+        field: "server.listen",
+        addr: listen,
+        err,
+    })?;
     let ops_addr = ops.local_addr().map_err(|err| StartError::Bind {
+        field: "server.opsListen",
         addr: ops_listen,
         err,
     })?;
