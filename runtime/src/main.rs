@@ -72,6 +72,20 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The multi-threaded tokio runtime; `None` (after a one-line reason on stderr) when the OS refuses it.
+fn async_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("duo-gateway: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -79,15 +93,8 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("duo-gateway: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = async_runtime() else {
+                return ExitCode::FAILURE;
             };
             let code = rt.block_on(duo_runtime::demo::run(duo_runtime::demo::DemoOptions {
                 once,
@@ -107,15 +114,8 @@ fn main() -> ExitCode {
         },
         Command::Serve { config } => {
             init_tracing();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("duo-gateway: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = async_runtime() else {
+                return ExitCode::FAILURE;
             };
             rt.block_on(serve(config))
         }

@@ -264,18 +264,19 @@ impl AuditRecord {
 
     /// The record of a consent decision taken for a request in `transaction`: requester, patient, the
     /// data holder, the decision with its source and reason; outcome success when it discloses, denied
-    /// otherwise.
+    /// otherwise. `requester` is `None` when the request carried no identity (a decision that fails
+    /// closed before Mitz is asked).
     pub fn consent_decision(
         transaction: impl Into<AuditTransaction>,
         side: Side,
         patient: &Bsn,
-        requester: &Requester,
+        requester: Option<&Requester>,
         holder: HolderRecord,
         outcome: &ConsentOutcome,
     ) -> AuditRecord {
         let mut r = AuditRecord::new(AuditEvent::ConsentDecision, transaction, side);
         r.patient = Some(patient.clone());
-        r.requester = Some(requester.into());
+        r.requester = requester.map(Into::into);
         r.data_holder = Some(holder);
         let c = ConsentRecord::from(outcome);
         r.outcome = if c.disclosed {

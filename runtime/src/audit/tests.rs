@@ -43,7 +43,7 @@ fn timeout_decision() -> AuditRecord {
         Transaction::Iti38,
         Side::Responding,
         &"900186021".parse().unwrap(),
-        &requester("00000666"),
+        Some(&requester("00000666")),
         HolderRecord {
             ura: Some("00000659".parse().unwrap()),
             home_community_id: None,

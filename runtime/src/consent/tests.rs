@@ -97,7 +97,7 @@ async fn only_permit_discloses_and_every_other_answer_leaves_an_audit_record_wit
             Transaction::Iti38,
             Side::Responding,
             patient,
-            &who,
+            Some(&who),
             HolderRecord {
                 ura: Some(HOLDER.parse().unwrap()),
                 home_community_id: None,

@@ -30,7 +30,7 @@ use crate::ihe::xua::{UnsignedAssertions, XuaAssertion};
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
 use crate::model::{Bsn, HomeCommunityId, Organization, Requester};
 use crate::server::listener::PeerCertificate;
-use crate::server::metrics::{CommunityErrorLabels, CommunityLabels, RequestLabels};
+use crate::server::metrics::{CommunityErrorLabels, CommunityLabels};
 
 /// A community to ask.
 #[derive(Clone)]
@@ -368,13 +368,7 @@ pub async fn iti18(
         Err(r) => return r,
     };
     let resp = initiate_query(&g, requester.as_ref(), req).await;
-    g.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: resp.status.name().to_string(),
-        })
-        .inc();
+    g.metrics.count_request(tx.name(), resp.status.name());
     SoapReply::message(tx, &h, &resp)
 }
 
@@ -543,8 +537,22 @@ pub async fn initiate_retrieve(
             (t, tx, res)
         }
     });
+    combine_retrieved(futures::future::join_all(calls).await, errors)
+}
+
+/// Combines the routed retrieves' answers into one stream: `home` set on every document of the own
+/// community (and on a remote one's that left it out), each failed community's error as a
+/// RegistryError located at its homeCommunityId (ITI TF-2 3.39.4.1.3).
+fn combine_retrieved(
+    results: Vec<(
+        Target,
+        Transaction,
+        Result<RetrieveStream, crate::backend::BackendError>,
+    )>,
+    mut errors: Vec<RegistryError>,
+) -> RetrieveStream {
     let mut parts = Vec::new();
-    for (t, tx, res) in futures::future::join_all(calls).await {
+    for (t, tx, res) in results {
         match res {
             Ok(mut s) => {
                 for d in &mut s.documents {
@@ -558,6 +566,31 @@ pub async fn initiate_retrieve(
         }
     }
     RetrieveStream::combine(parts, errors)
+}
+
+/// Counts, audits and answers a local consumer's retrieve (ITI-43 / RAD-69). Nothing is disclosed when
+/// the audit record cannot be written: a Receiver fault instead.
+async fn answer_local_retrieve(
+    g: &Gateway,
+    tx: Transaction,
+    h: &crate::ihe::soap::SoapHeader,
+    requester: Option<&Requester>,
+    patient: Option<&Bsn>,
+    s: RetrieveStream,
+) -> SoapReply {
+    let event = retrieve_audit(tx, requester, patient, &s);
+    g.metrics.count_request(tx.name(), s.response.status.name());
+    if let Err(e) = g.hooks.audit(&event).await {
+        return SoapReply::fault(
+            &crate::ihe::Fault {
+                code: crate::ihe::FaultCode::Receiver,
+                subcode: None,
+                reason: format!("audit trail unavailable, nothing disclosed: {e}"),
+            },
+            Some(h),
+        );
+    }
+    SoapReply::retrieve(tx, h, s)
 }
 
 /// ITI-43 from a local document consumer.
@@ -580,25 +613,7 @@ pub async fn iti43(
         Err(r) => return r,
     };
     let s = initiate_retrieve(&g, requester.as_ref(), patient.as_ref(), req).await;
-    let event = retrieve_audit(tx, requester.as_ref(), patient.as_ref(), &s);
-    g.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: s.response.status.name().into(),
-        })
-        .inc();
-    if let Err(e) = g.hooks.audit(&event).await {
-        return SoapReply::fault(
-            &crate::ihe::Fault {
-                code: crate::ihe::FaultCode::Receiver,
-                subcode: None,
-                reason: format!("audit trail unavailable, nothing disclosed: {e}"),
-            },
-            Some(&h),
-        );
-    }
-    SoapReply::retrieve(tx, &h, s)
+    answer_local_retrieve(&g, tx, &h, requester.as_ref(), patient.as_ref(), s).await
 }
 
 /// The audit record of a retrieve for a local consumer.
@@ -670,21 +685,7 @@ pub async fn initiate_retrieve_images(
             (t, tx, res)
         }
     });
-    let mut parts = Vec::new();
-    for (t, tx, res) in futures::future::join_all(calls).await {
-        match res {
-            Ok(mut s) => {
-                for d in &mut s.documents {
-                    if t.local || d.home_community_id.is_none() {
-                        d.home_community_id = Some(t.home.clone());
-                    }
-                }
-                parts.push(s)
-            }
-            Err(e) => errors.push(e.to_registry_error(tx, &t.home.to_string())),
-        }
-    }
-    RetrieveStream::combine(parts, errors)
+    combine_retrieved(futures::future::join_all(calls).await, errors)
 }
 
 /// RAD-69 from a local imaging document consumer (XCA-I Initiating Imaging Gateway).
@@ -708,23 +709,5 @@ pub async fn rad69(
         Err(r) => return r,
     };
     let s = initiate_retrieve_images(&g, requester.as_ref(), patient.as_ref(), req).await;
-    let event = retrieve_audit(tx, requester.as_ref(), patient.as_ref(), &s);
-    g.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: s.response.status.name().into(),
-        })
-        .inc();
-    if let Err(e) = g.hooks.audit(&event).await {
-        return SoapReply::fault(
-            &crate::ihe::Fault {
-                code: crate::ihe::FaultCode::Receiver,
-                subcode: None,
-                reason: format!("audit trail unavailable, nothing disclosed: {e}"),
-            },
-            Some(&h),
-        );
-    }
-    SoapReply::retrieve(tx, &h, s)
+    answer_local_retrieve(&g, tx, &h, requester.as_ref(), patient.as_ref(), s).await
 }

@@ -51,13 +51,7 @@ const PATIENT_PARAMS: [&str; 4] = [
 
 fn refused(g: &Gateway, tx: Transaction, r: &Refusal, h: &SoapHeader) -> SoapReply {
     tracing::warn!(transaction = %tx, reason = %r, "request refused");
-    g.metrics
-        .requests
-        .get_or_create(&crate::server::metrics::RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: "refused".into(),
-        })
-        .inc();
+    g.metrics.count_request(tx.name(), "refused");
     SoapReply::sender(format!("refused: {r}"), Some(h))
 }
 
@@ -144,25 +138,14 @@ async fn consent(
             source: outcome.source.as_str().into(),
         })
         .inc();
-    let mut rec = match requester {
-        Some(r) => {
-            AuditRecord::consent_decision(tx, Side::Responding, patient, r, holder(g), &outcome)
-        }
-        None => {
-            let mut r = AuditRecord::new(AuditEvent::ConsentDecision, tx, Side::Responding);
-            r.patient = Some(patient.clone());
-            r.data_holder = Some(holder(g));
-            let c = ConsentRecord::from(&outcome);
-            r.outcome = if c.disclosed {
-                Outcome::Success
-            } else {
-                Outcome::Denied
-            };
-            r.outcome_detail = Some(outcome.reason());
-            r.consent = Some(c);
-            r
-        }
-    };
+    let mut rec = AuditRecord::consent_decision(
+        tx,
+        Side::Responding,
+        patient,
+        requester,
+        holder(g),
+        &outcome,
+    );
     rec.message_id = h.message_id.clone();
     if let Err(e) = g.hooks.audit(&rec).await {
         outcome = failure_outcome(g, format!("audit trail unavailable: {e}"));
@@ -280,13 +263,7 @@ pub async fn iti38(
         Ok(r) => r,
         Err(e) => return audit_unavailable(&h, &e),
     };
-    g.metrics
-        .requests
-        .get_or_create(&crate::server::metrics::RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: resp.status.name().into(),
-        })
-        .inc();
+    g.metrics.count_request(tx.name(), resp.status.name());
     SoapReply::message(tx, &h, &resp)
 }
 
@@ -712,13 +689,7 @@ pub async fn iti39(
     if !delivered.is_empty() {
         g.metrics.disclosures.inc();
     }
-    g.metrics
-        .requests
-        .get_or_create(&crate::server::metrics::RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: status.name().into(),
-        })
-        .inc();
+    g.metrics.count_request(tx.name(), status.name());
     SoapReply::retrieve(tx, &h, combined)
 }
 
@@ -872,12 +843,7 @@ pub async fn rad75(
         g.metrics.disclosures.inc();
     }
     g.metrics
-        .requests
-        .get_or_create(&crate::server::metrics::RequestLabels {
-            endpoint: tx.name().into(),
-            outcome: combined.response.status.name().into(),
-        })
-        .inc();
+        .count_request(tx.name(), combined.response.status.name());
     SoapReply::retrieve(tx, &h, combined)
 }
 

@@ -103,13 +103,7 @@ pub async fn timeline(
     };
     match build_timeline(&g, &requester, &patient).await {
         Ok(t) => {
-            g.metrics
-                .requests
-                .get_or_create(&crate::server::metrics::RequestLabels {
-                    endpoint: "timeline".into(),
-                    outcome: t.status.name().to_string(),
-                })
-                .inc();
+            g.metrics.count_request("timeline", t.status.name());
             (StatusCode::OK, serde_json::to_value(&t).unwrap_or_default())
         }
         Err(e) => problem(StatusCode::BAD_GATEWAY, e),

@@ -110,6 +110,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one answered request of `endpoint` (a transaction name such as `ITI-38`, or `timeline`)
+    /// with its `outcome` (a response status name, `refused` or `fault`): `duo_requests_total`.
+    pub fn count_request(&self, endpoint: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// Registers every metric under the `duo` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("duo");
