@@ -13,6 +13,18 @@ pub mod reconcile;
 pub mod run;
 pub mod validate;
 
+/// Registry and organisation of the project's container images (`images/`, the charts' defaults).
+pub const IMAGE_PREFIX: &str = "ghcr.io/duo-beeldbeschikbaarheid";
+
+/// The gateway image the operator runs when a DuoGateway sets no `spec.image`:
+/// `ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:<crate version>`. The operator chart's
+/// `gatewayImage` defaults render exactly this (checked by `operator/tests/helm.rs`), and the images are
+/// tagged with the workspace version (`images/README.md`).
+pub const DEFAULT_GATEWAY_IMAGE: &str = concat!(
+    "ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:",
+    env!("CARGO_PKG_VERSION")
+);
+
 /// Every CRD the operator serves, in a stable order (`duo-operator crd` writes one file per CRD).
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>

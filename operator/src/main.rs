@@ -37,7 +37,7 @@ struct RunArgs {
     #[arg(long, env = "DUO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
     /// Gateway image used when a DuoGateway sets no `spec.image`.
-    #[arg(long, env = "DUO_GATEWAY_IMAGE", default_value = concat!("duo-gateway:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "DUO_GATEWAY_IMAGE", default_value = duo_operator::DEFAULT_GATEWAY_IMAGE)]
     gateway_image: String,
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]

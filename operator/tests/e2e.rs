@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -19,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 
 const NS: &str = "duo-e2e";
 const T: Duration = Duration::from_secs(60);
@@ -68,62 +67,6 @@ fn checksum_of(d: &Deployment) -> String {
         .and_then(|m| m.annotations.as_ref())
         .expect("annotations")[CHECKSUM_ANNOTATION]
         .clone()
-}
-
-/// Lays the ConfigMap and Secrets out as the pod mounts them under `root` (instead of `/etc/duo`) and
-/// returns the config path, with `/etc/duo` in the rendered paths rewritten to `root`.
-async fn lay_out_like_the_pod(client: &Client, d: &Deployment, root: &Path) -> std::path::PathBuf {
-    let pod = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod spec");
-    let container = &pod.containers[0];
-    let volumes = pod.volumes.as_ref().expect("volumes");
-    for m in container.volume_mounts.as_ref().expect("mounts") {
-        let Some(rel) = m.mount_path.strip_prefix("/etc/duo/") else {
-            continue;
-        };
-        let dir = root.join(rel);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let v = volumes
-            .iter()
-            .find(|v| v.name == m.name)
-            .expect("volume of mount");
-        if let Some(cm) = &v.config_map {
-            let data = Api::<ConfigMap>::namespaced(client.clone(), NS)
-                .get(&cm.name)
-                .await
-                .expect("configmap")
-                .data
-                .unwrap_or_default();
-            for item in cm.items.as_ref().expect("items") {
-                let text = data[&item.key].replace("/etc/duo", &root.display().to_string());
-                std::fs::write(dir.join(&item.path), text).expect("write");
-            }
-        }
-        if let Some(s) = &v.secret {
-            let name = s.secret_name.as_ref().expect("secret name");
-            let data = Api::<Secret>::namespaced(client.clone(), NS)
-                .get(name)
-                .await
-                .expect("secret")
-                .data
-                .unwrap_or_default();
-            for item in s.items.as_ref().expect("items") {
-                std::fs::write(dir.join(&item.path), &data[&item.key].0).expect("write");
-            }
-        }
-    }
-    // the same argument the container gets
-    let args = container.args.as_ref().expect("args");
-    assert_eq!(args[0], "serve");
-    assert_eq!(args[1], "--config");
-    root.join(
-        args[2]
-            .strip_prefix("/etc/duo/")
-            .expect("config under /etc/duo"),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,13 +233,12 @@ async fn examples_end_to_end() {
     );
 
     // --- the runtime accepts what the pod would mount ----------------------------------------------
-    // `duo-gateway serve` is not written yet: check-config parses and validates the same file. When
-    // serve exists, start it here with the same arguments against simulated backends and run a
-    // timeline query through it.
+    // check-config parses and validates the same file; operator/tests/serve.rs starts `duo-gateway
+    // serve` from such a layout against simulators and runs a timeline query through it.
     for name in ["duo-oost", "duo-west"] {
         let d = deps.get(name).await.expect("deployment");
         let root = tempfile::tempdir().expect("tempdir");
-        let config_path = lay_out_like_the_pod(&client, &d, root.path()).await;
+        let config_path = lay_out_like_the_pod(&client, NS, &d, root.path()).await;
         let rendered = Config::load(&config_path).expect("config loads from the mounted layout");
         for f in [
             &rendered.server.tls.cert_file,

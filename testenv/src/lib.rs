@@ -58,6 +58,19 @@ pub fn tools_bin() -> Option<PathBuf> {
     }
 }
 
+/// The `helm` binary of the tools folder, or `None` (after printing why) when `DUO_TOOLS_BIN` is unset
+/// during local unit work; the same rules as [`tools_bin`]. Panics when the folder has no `helm`.
+pub fn helm_bin() -> Option<PathBuf> {
+    let dir = tools_bin()?;
+    let helm = dir.join("helm");
+    assert!(
+        helm.is_file(),
+        "{TOOLS_ENV}={} has no helm: run scripts/setup.sh (it builds the tools) and `source .tools/env`",
+        dir.display()
+    );
+    Some(helm)
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -160,6 +173,15 @@ impl TestEnv {
     /// Starts etcd and kube-apiserver from `tools` and waits (up to 90 s) until `/readyz` answers ok
     /// and the `default` namespace exists.
     pub async fn start(tools: &Path) -> anyhow::Result<TestEnv> {
+        TestEnv::start_with(tools, &[]).await
+    }
+
+    /// [`TestEnv::start`] with extra kube-apiserver flags (appended, so they win over the defaults), e.g.
+    /// `--enable-admission-plugins=OwnerReferencesPermissionEnforcement`.
+    pub async fn start_with(
+        tools: &Path,
+        extra_apiserver_args: &[&str],
+    ) -> anyhow::Result<TestEnv> {
         let dir = tempfile::Builder::new().prefix("duo-testenv-").tempdir()?;
         let d = dir.path();
         let pki = pki()?;
@@ -215,7 +237,10 @@ impl TestEnv {
                 format!("--service-account-key-file={}", sa_pub.display()),
                 format!("--service-account-signing-key-file={}", sa_key.display()),
                 "--v=0".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra_apiserver_args.iter().map(|a| a.to_string()))
+            .collect::<Vec<String>>(),
             &api_log,
         ) {
             Ok(c) => c,
@@ -298,6 +323,46 @@ impl TestEnv {
     /// Folder of the environment (certificates, logs, kubeconfig); removed on drop.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` with a bound token from
+    /// the TokenRequest API (valid `seconds`), so that a process runs with exactly that account's RBAC,
+    /// as it would in a pod. Returns its path (inside [`TestEnv::dir`]).
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        seconds: i64,
+    ) -> anyhow::Result<PathBuf> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        let api: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec!["https://kubernetes.default.svc".into()]),
+                expiration_seconds: Some(seconds),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let token = api
+            .create_token_request(name, &Default::default(), &request)
+            .await
+            .with_context(|| format!("token for ServiceAccount {namespace}/{name}"))?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| anyhow!("TokenRequest for {namespace}/{name} returned no token"))?;
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-{namespace}-{name}.yaml"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: duo-testenv\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context:\n    cluster: duo-testenv\n    user: sa\n    namespace: {namespace}\ncurrent-context: sa\n",
+            self.server,
+            self.dir.path().join("ca.crt").display(),
+        );
+        fs::write(&path, text)?;
+        Ok(path)
     }
 
     /// Installs every `*.yaml` CRD in `dir` with server-side apply and waits until each is Established.

@@ -12,6 +12,7 @@ use duo_operator::metrics::Metrics;
 use duo_runtime::pki::generate::{Ca, CertifiedPem, ServerCertSpec};
 use duo_testenv::TestEnv;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -166,7 +167,7 @@ pub async fn create_example_secrets(client: &Client, ns: &str) -> ExampleSecrets
     }
 }
 
-/// Applies every document of the YAML files in `examples/<folder>` into `ns`.
+/// Applies every document of the YAML files in `examples/<folder>` into `ns` (not the chart values).
 pub async fn apply_example(client: &Client, ns: &str, folder: &str) {
     let dir = repo().join("examples").join(folder);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -177,7 +178,8 @@ pub async fn apply_example(client: &Client, ns: &str, folder: &str) {
     files.sort();
     for f in files
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        // values.yaml is the duo-gateway chart's values for the same example (operator/tests/helm.rs)
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("values.yaml"))
     {
         let text = std::fs::read_to_string(&f).expect("read example");
         let docs: Vec<serde_json::Value> =
@@ -273,4 +275,66 @@ pub fn duo_gateway_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Lays the ConfigMap and Secrets of namespace `ns` out as the pod of `d` mounts them, under `root`
+/// instead of `/etc/duo`, and returns the config path (`/etc/duo` in the rendered paths rewritten to
+/// `root`). Checks that the container runs `serve --config <that file>`.
+pub async fn lay_out_like_the_pod(
+    client: &Client,
+    ns: &str,
+    d: &Deployment,
+    root: &Path,
+) -> PathBuf {
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    let container = &pod.containers[0];
+    let volumes = pod.volumes.as_ref().expect("volumes");
+    for m in container.volume_mounts.as_ref().expect("mounts") {
+        let Some(rel) = m.mount_path.strip_prefix("/etc/duo/") else {
+            continue;
+        };
+        let dir = root.join(rel);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let v = volumes
+            .iter()
+            .find(|v| v.name == m.name)
+            .expect("volume of mount");
+        if let Some(cm) = &v.config_map {
+            let data = Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get(&cm.name)
+                .await
+                .expect("configmap")
+                .data
+                .unwrap_or_default();
+            for item in cm.items.as_ref().expect("items") {
+                let text = data[&item.key].replace("/etc/duo", &root.display().to_string());
+                std::fs::write(dir.join(&item.path), text).expect("write");
+            }
+        }
+        if let Some(s) = &v.secret {
+            let name = s.secret_name.as_ref().expect("secret name");
+            let data = Api::<Secret>::namespaced(client.clone(), ns)
+                .get(name)
+                .await
+                .expect("secret")
+                .data
+                .unwrap_or_default();
+            for item in s.items.as_ref().expect("items") {
+                std::fs::write(dir.join(&item.path), &data[&item.key].0).expect("write");
+            }
+        }
+    }
+    // the same argument the container gets
+    let args = container.args.as_ref().expect("args");
+    assert_eq!(args[0], "serve");
+    assert_eq!(args[1], "--config");
+    root.join(
+        args[2]
+            .strip_prefix("/etc/duo/")
+            .expect("config under /etc/duo"),
+    )
 }
