@@ -274,6 +274,7 @@ pub fn runtime_config(
             include_local: true,
             manifest_details: true,
             trusted_front_end: TrustedFrontEnd::default(),
+            require_assertion: true,
         },
         consent: ConsentConfig {
             mode: match s.consent.mode {

@@ -35,11 +35,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a configuration file and exit (0 when valid, 1 with a one-line reason otherwise).
+    /// Validate a configuration file as `serve` would load it (fields, then the TLS files, Mitz
+    /// clients and audit sink it names) and exit: 0 when valid, 1 with a one-line reason otherwise.
     CheckConfig {
         /// Path of the YAML configuration.
         #[arg(long, short)]
         config: PathBuf,
+        /// Check the fields only, not the files they name (a config checked away from its host,
+        /// e.g. in a GitOps pipeline).
+        #[arg(long)]
+        fields_only: bool,
     },
     /// Run the Mitz simulator (closed question, open question, subscriptions) over mutual TLS until
     /// interrupted. The consents file format is documented in `duo_runtime::sim::mitz`.
@@ -102,16 +107,24 @@ fn main() -> ExitCode {
             }));
             ExitCode::from(code as u8)
         }
-        Command::CheckConfig { config } => match duo_runtime::config::Config::load(&config) {
-            Ok(_) => {
-                println!("{}: valid", config.display());
-                ExitCode::SUCCESS
+        Command::CheckConfig {
+            config,
+            fields_only,
+        } => {
+            let Some(rt) = async_runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match rt.block_on(check_config(&config, fields_only)) {
+                Ok(()) => {
+                    println!("{}: valid", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Serve { config } => {
             init_tracing();
             let Some(rt) = async_runtime() else {
@@ -133,6 +146,18 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `check-config`: the file as `serve` would load it, TLS files and Mitz clients included.
+async fn check_config(path: &std::path::Path, fields_only: bool) -> Result<(), String> {
+    duo_runtime::tls::install_crypto_provider();
+    let config = duo_runtime::config::Config::load(path).map_err(|e| e.to_string())?;
+    if fields_only {
+        return Ok(());
+    }
+    duo_runtime::server::run::check(config, &duo_runtime::server::run::default_hooks())
+        .await
+        .map_err(|e| format!("duo-gateway: {e}"))
 }
 
 async fn serve(path: PathBuf) -> ExitCode {

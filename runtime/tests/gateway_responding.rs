@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use duo_runtime::audit::{AuditEvent, AuditRecord, Outcome, Side};
 use duo_runtime::config::{CommunityOrganization, TlsConfig};
 use duo_runtime::consent::Decision;
+use duo_runtime::gateway::responding::push_document;
 use duo_runtime::ihe::ebrim::ResponseStatus;
 use duo_runtime::ihe::mtom::{self, MtomLimits};
 use duo_runtime::ihe::query::ReturnType;
@@ -861,6 +862,23 @@ async fn requester_organisation_must_be_the_certificates_or_one_it_speaks_for() 
         metric(&m, "duo_requests_total", &[("outcome", "refused")]),
         4.0
     );
+    // every refusal leaves an audit record: failure, the reason, the caller's address
+    let refusals: Vec<AuditRecord> = audit(&w.hospitals[b])
+        .into_iter()
+        .filter(|r| {
+            r.outcome == Outcome::Failure
+                && r.outcome_detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("refused"))
+        })
+        .collect();
+    assert_eq!(refusals.len(), 4, "{refusals:#?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.side == Side::Responding && r.remote_address.as_deref() == Some("127.0.0.1")),
+        "{refusals:#?}"
+    );
     assert_eq!(
         w.hospitals[b].control.total_requests(),
         sim_before,
@@ -1090,6 +1108,42 @@ async fn only_the_hospital_and_its_trusted_front_end_use_the_initiating_side() {
     let foreign = for_organisation(&r, &w.hospitals[2].spec.ura);
     let a = local(&w, 0, Transaction::Iti18, Some(&foreign), Some(&bsn), &find).await;
     assert_eq!((a.status, a.fault().code), (400, FaultCode::Sender));
+    // the own front end without an assertion: no requester to state to other communities or to audit
+    for tx in [Transaction::Iti18, Transaction::Iti43, Transaction::Rad69] {
+        let a = match tx {
+            Transaction::Iti18 => local(&w, 0, tx, None, Some(&bsn), &find).await,
+            Transaction::Iti43 => {
+                let req = RetrieveDocumentSetRequest {
+                    documents: vec![DocumentRequest {
+                        home_community_id: Some(w.hospitals[1].home.clone()),
+                        repository_unique_id: "1.2.3".into(),
+                        document_unique_id: "1.2.3.4".into(),
+                    }],
+                };
+                local(&w, 0, tx, None, Some(&bsn), &req).await
+            }
+            _ => {
+                let mut req = RetrieveImagingDocumentSetRequest {
+                    studies: Vec::new(),
+                    transfer_syntaxes: vec!["1.2.840.10008.1.2.1".into()],
+                };
+                push_document(
+                    &mut req,
+                    "1.2.3",
+                    "1.2.3.1",
+                    DocumentRequest {
+                        home_community_id: Some(w.hospitals[1].home.clone()),
+                        repository_unique_id: "1.2.3".into(),
+                        document_unique_id: "1.2.3.1.1".into(),
+                    },
+                );
+                local(&w, 0, tx, None, Some(&bsn), &req).await
+            }
+        };
+        let f = a.fault();
+        assert_eq!((a.status, f.code), (400, FaultCode::Sender), "{tx}");
+        assert!(f.reason.contains("XUA assertion"), "{tx}: {}", f.reason);
+    }
     let before = traffic(&w).await;
     assert_eq!(
         before.sims,

@@ -91,6 +91,18 @@ impl BackendError {
         RegistryError::new(code, format!("{community}: {self}")).at(community.to_owned())
     }
 
+    /// [`Self::to_registry_error`] for an answer to another community: the same code, but the text
+    /// names only the kind of failure, not internal addresses or messages (those are logged here).
+    pub fn to_peer_registry_error(&self, tx: Transaction, community: &str) -> RegistryError {
+        tracing::warn!(%tx, %community, error = %self, "local community failed");
+        let mut e = self.to_registry_error(tx, community);
+        e.code_context = format!(
+            "{community}: local community failed ({}); details are in the gateway's log",
+            self.label()
+        );
+        e
+    }
+
     /// Short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

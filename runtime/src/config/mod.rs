@@ -295,6 +295,12 @@ pub struct InitiatingConfig {
     /// Trusted front end that may state the requester's identity in HTTP headers on the JSON API.
     #[serde(default)]
     pub trusted_front_end: TrustedFrontEnd,
+    /// Whether a local ITI-18 / ITI-43 / RAD-69 request must carry an ITI-40 XUA assertion (default
+    /// true). Without one there is no requester to state to other communities or to audit, so the
+    /// request is refused. `false` only for a conformance harness that sends none (the NIST tools):
+    /// then outbound requests carry no assertion and a consent-checking community discloses nothing.
+    #[serde(default = "yes")]
+    pub require_assertion: bool,
 }
 
 fn yes() -> bool {
@@ -308,6 +314,7 @@ impl Default for InitiatingConfig {
             include_local: true,
             manifest_details: true,
             trusted_front_end: TrustedFrontEnd::default(),
+            require_assertion: true,
         }
     }
 }

@@ -49,11 +49,15 @@ pub enum MitzError {
     /// Mitz is not configured (no `mitz` section or no URL for this question).
     #[error("Mitz is not configured: {0}")]
     NotConfigured(String),
+    /// Mitz was not asked because the question cannot be put (no requester identity, a patient id
+    /// that is not a BSN) or the decision could not be recorded.
+    #[error("Mitz not asked: {0}")]
+    NotAsked(String),
 }
 
 impl MitzError {
     /// A short machine-friendly kind: `timeout`, `tls`, `transport`, `http`, `fault`, `unparseable`,
-    /// `notConfigured` (metrics labels, audit).
+    /// `notConfigured`, `notAsked` (metrics labels, audit).
     pub fn kind(&self) -> &'static str {
         match self {
             MitzError::Timeout { .. } => "timeout",
@@ -63,6 +67,7 @@ impl MitzError {
             MitzError::Fault(_) => "fault",
             MitzError::Unparseable(_) => "unparseable",
             MitzError::NotConfigured(_) => "notConfigured",
+            MitzError::NotAsked(_) => "notAsked",
         }
     }
 }

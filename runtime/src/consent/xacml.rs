@@ -316,13 +316,7 @@ pub fn read_closed_answer(
     let any_echo = results.iter().any(|r| !r.echoed.is_empty());
     if !any_echo {
         if asked.len() == 1 && results.len() == 1 {
-            let r = &results[0];
-            return Ok(vec![CategoryDecision {
-                category: asked[0].clone(),
-                decision: r.decision,
-                status_code: r.status_code.clone(),
-                status_message: r.status_message.clone(),
-            }]);
+            return Ok(vec![decided(&asked[0], &results[0])]);
         }
         return Ok(asked
             .iter()
@@ -341,12 +335,7 @@ pub fn read_closed_answer(
                 .iter()
                 .filter(|r| r.echoed.iter().any(|e| e == c.as_str()));
             match (matching.next(), matching.next()) {
-                (Some(r), None) => CategoryDecision {
-                    category: c.clone(),
-                    decision: r.decision,
-                    status_code: r.status_code.clone(),
-                    status_message: r.status_message.clone(),
-                },
+                (Some(r), None) => decided(c, r),
                 (None, _) => undetermined(c, "answer holds no Result for this category"),
                 (Some(_), Some(_)) => {
                     undetermined(c, "answer holds several Results for this category")
@@ -354,6 +343,30 @@ pub fn read_closed_answer(
             }
         })
         .collect())
+}
+
+/// The decision of one `Result` for category `c`. A Permit whose `StatusCode` is present and not
+/// `status:ok` is not a clean Permit (XACML 3.0 §5.57: the PDP reports an error) and counts as
+/// Indeterminate, so that it discloses nothing.
+fn decided(c: &DataCategory, r: &RawResult) -> CategoryDecision {
+    let clean = r.status_code.as_deref().is_none_or(|s| s == STATUS_OK);
+    let (decision, status_message) = if r.decision == Decision::Permit && !clean {
+        (
+            Decision::Indeterminate,
+            Some(format!(
+                "Permit with status {} is not a clean Permit",
+                r.status_code.as_deref().unwrap_or_default()
+            )),
+        )
+    } else {
+        (r.decision, r.status_message.clone())
+    };
+    CategoryDecision {
+        category: c.clone(),
+        decision,
+        status_code: r.status_code.clone(),
+        status_message,
+    }
 }
 
 struct RawResult {

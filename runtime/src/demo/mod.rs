@@ -544,7 +544,7 @@ pub async fn run(opts: DemoOptions) -> i32 {
             })
             .unwrap_or(0);
         println!(
-            "\nAudit: {} records written ({} denials); files in {}",
+            "\nAudit: {} records written ({} denials); files in {}{}",
             report["audit"]
                 .as_object()
                 .map(|m| m
@@ -553,7 +553,8 @@ pub async fn run(opts: DemoOptions) -> i32 {
                     .sum::<usize>())
                 .unwrap_or(0),
             denied,
-            world.dir.path().display()
+            world.dir.path().display(),
+            if opts.once { " (removed on exit)" } else { "" }
         );
     }
     if !opts.once {

@@ -217,9 +217,19 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Writes `text` to `dir/name`, readable by the owner only (private keys among them).
 fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let p = dir.join(name);
-    std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&p)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(p)
 }
 
@@ -472,6 +482,7 @@ pub async fn build(opts: Options) -> Result<World, String> {
                 trusted_front_end: TrustedFrontEnd {
                     certificate_dns_names: vec![front_dns],
                 },
+                require_assertion: true,
             },
             consent: ConsentConfig {
                 mode: opts.consent,

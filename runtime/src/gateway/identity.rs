@@ -153,6 +153,9 @@ pub const H_UZI: &str = "x-duo-requester-uzi";
 pub const H_ROLE: &str = "x-duo-requester-role";
 /// Header naming the professional (audit only).
 pub const H_NAME: &str = "x-duo-requester-name";
+/// Longest professional's name accepted in [`H_NAME`] (it is copied into every audit record and
+/// assertion).
+pub const MAX_NAME_CHARS: usize = 200;
 /// Header with the purpose of use (default `TREAT`).
 pub const H_PURPOSE: &str = "x-duo-purpose-of-use";
 
@@ -192,6 +195,13 @@ pub fn api_requester(
         ura: g.config.organization.ura.clone(),
         facility_type: g.config.organization.facility_type.clone(),
         purpose_of_use: purpose,
-        name: get(H_NAME).map(str::to_owned),
+        name: match get(H_NAME) {
+            Some(n) if n.chars().count() > MAX_NAME_CHARS => {
+                return Err(Refusal::Headers(format!(
+                    "{H_NAME}: longer than {MAX_NAME_CHARS} characters"
+                )));
+            }
+            n => n.map(str::to_owned),
+        },
     })
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::Gateway;
 use super::identity;
-use super::reply::{SoapReply, read_request};
+use super::reply::{SoapReply, read_request, reject};
 use super::responding::push_document;
 use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::{CallContext, Community, RetrieveStream};
@@ -339,16 +339,27 @@ pub async fn query_one(
     (resp, outcome)
 }
 
-fn local_caller(
+/// The local caller's assertion ([`identity::local_requester`]); a refusal is a `Sender` fault, audited.
+async fn local_caller(
     g: &Gateway,
     tx: Transaction,
     peer: Option<&PeerCertificate>,
     h: &crate::ihe::SoapHeader,
 ) -> Result<Option<XuaAssertion>, SoapReply> {
-    identity::local_requester(g, peer, h).map_err(|r| {
-        tracing::warn!(transaction = %tx, reason = %r, "local request refused");
-        SoapReply::sender(format!("refused: {r}"), Some(h))
-    })
+    let reason = match identity::local_requester(g, peer, h) {
+        Ok(None) if g.config.initiating.require_assertion => {
+            "no ITI-40 XUA assertion in the request (wsse:Security); initiating.requireAssertion is on"
+                .to_owned()
+        }
+        Ok(a) => return Ok(a),
+        Err(r) => r.to_string(),
+    };
+    let f = crate::ihe::Fault {
+        code: crate::ihe::FaultCode::Sender,
+        subcode: None,
+        reason: format!("refused: {reason}"),
+    };
+    Err(reject(g, tx, Side::Initiating, peer, Some(h), f).await)
 }
 
 /// ITI-18 from a local document consumer (XCA Initiating Gateway).
@@ -359,11 +370,20 @@ pub async fn iti18(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti18;
-    let (h, req) = match read_request::<AdhocQueryRequest>(&g, tx, &content_type, body) {
+    let (h, req) = match read_request::<AdhocQueryRequest>(
+        &g,
+        tx,
+        Side::Initiating,
+        peer.as_ref(),
+        &content_type,
+        body,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let requester = match local_caller(&g, tx, peer.as_ref(), &h) {
+    let requester = match local_caller(&g, tx, peer.as_ref(), &h).await {
         Ok(a) => a.map(|a| a.requester),
         Err(r) => return r,
     };
@@ -601,11 +621,20 @@ pub async fn iti43(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti43;
-    let (h, req) = match read_request::<RetrieveDocumentSetRequest>(&g, tx, &content_type, body) {
+    let (h, req) = match read_request::<RetrieveDocumentSetRequest>(
+        &g,
+        tx,
+        Side::Initiating,
+        peer.as_ref(),
+        &content_type,
+        body,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h) {
+    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h).await {
         Ok(a) => (
             a.as_ref().map(|a| a.requester.clone()),
             a.and_then(|a| a.patient),
@@ -696,12 +725,20 @@ pub async fn rad69(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Rad69;
-    let (h, req) =
-        match read_request::<RetrieveImagingDocumentSetRequest>(&g, tx, &content_type, body) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h) {
+    let (h, req) = match read_request::<RetrieveImagingDocumentSetRequest>(
+        &g,
+        tx,
+        Side::Initiating,
+        peer.as_ref(),
+        &content_type,
+        body,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h).await {
         Ok(a) => (
             a.as_ref().map(|a| a.requester.clone()),
             a.and_then(|a| a.patient),

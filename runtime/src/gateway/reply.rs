@@ -5,10 +5,12 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use super::Gateway;
+use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
 use crate::backend::RetrieveStream;
 use crate::ihe::mtom::{self, MtomError, RetrieveResponseWriter};
 use crate::ihe::soap::{SoapHeader, write_fault};
 use crate::ihe::{Fault, FaultCode, Message, SoapError, Transaction, read_soap, write_soap};
+use crate::server::listener::PeerCertificate;
 
 /// What a SOAP handler answers.
 pub enum SoapReply {
@@ -72,26 +74,78 @@ impl SoapReply {
 }
 
 /// Reads a request of transaction `tx` from an HTTP body (plain SOAP or MTOM). The Action must be
-/// `tx`'s (surrounding whitespace tolerated), else `wsa:ActionNotSupported`.
-pub fn read_request<T: Message>(
+/// `tx`'s (surrounding whitespace tolerated), else `wsa:ActionNotSupported`. A request that cannot be
+/// read is answered with its fault and leaves an audit record (outcome failure) like any other request.
+pub async fn read_request<T: Message>(
+    g: &Gateway,
+    tx: Transaction,
+    side: Side,
+    peer: Option<&PeerCertificate>,
+    content_type: &str,
+    body: Bytes,
+) -> Result<(SoapHeader, T), SoapReply> {
+    match parse_request(g, tx, content_type, body) {
+        Ok(x) => Ok(x),
+        Err((h, f)) => Err(reject(g, tx, side, peer, h.as_deref(), f).await),
+    }
+}
+
+/// Answers a request that is refused or cannot be read with fault `f`: logged, counted (`refused` or
+/// `fault`), and recorded in the audit trail (outcome failure, the reason as detail) before the fault
+/// leaves. The fault is sent even when the audit record cannot be written: nothing is disclosed.
+pub async fn reject(
+    g: &Gateway,
+    tx: Transaction,
+    side: Side,
+    peer: Option<&PeerCertificate>,
+    h: Option<&SoapHeader>,
+    f: Fault,
+) -> SoapReply {
+    tracing::warn!(transaction = %tx, ?side, reason = %f.reason, "request rejected");
+    let refused = f.reason.starts_with("refused");
+    g.metrics
+        .count_request(tx.name(), if refused { "refused" } else { "fault" });
+    let event = match tx {
+        Transaction::Iti18 | Transaction::Iti38 => AuditEvent::Query,
+        _ => AuditEvent::Retrieve,
+    };
+    let mut r = AuditRecord::new(event, tx, side);
+    r.outcome = Outcome::Failure;
+    r.outcome_detail = Some(f.reason.clone());
+    r.message_id = h.and_then(|h| h.message_id.clone());
+    r.remote_address = peer.and_then(|p| p.remote).map(|a| a.ip().to_string());
+    if let Err(e) = g.hooks.audit(&r).await {
+        tracing::error!(transaction = %tx, error = %e, "audit record of a rejected request not written");
+    }
+    SoapReply::fault(&f, h)
+}
+
+/// The header (when it could be read) and the fault of a request that cannot be served.
+type Unreadable = (Option<Box<SoapHeader>>, Fault);
+
+fn parse_request<T: Message>(
     g: &Gateway,
     tx: Transaction,
     content_type: &str,
     body: Bytes,
-) -> Result<(SoapHeader, T), SoapReply> {
+) -> Result<(SoapHeader, T), Unreadable> {
     let root = match mtom::soap_envelope(content_type, body, &g.mtom_limits) {
         Ok((root, _attachments)) => root,
-        Err(e) => return Err(SoapReply::fault(&e.to_fault(), None)),
+        Err(e) => return Err((None, e.to_fault())),
     };
     let (h, msg) = match read_soap::<T>(&root, &g.xml_limits) {
         Ok(x) => x,
         Err(SoapError::Xml(crate::xml::XmlError::Unexpected { expected, found })) => {
-            return Err(SoapReply::sender(
-                format!("{tx} expects {expected} in the SOAP Body, found {found}"),
+            return Err((
                 None,
+                Fault {
+                    code: FaultCode::Sender,
+                    subcode: None,
+                    reason: format!("{tx} expects {expected} in the SOAP Body, found {found}"),
+                },
             ));
         }
-        Err(e) => return Err(SoapReply::fault(&e.to_fault(), None)),
+        Err(e) => return Err((None, e.to_fault())),
     };
     if h.action.trim() != tx.request_action() {
         let f = Fault {
@@ -103,7 +157,7 @@ pub fn read_request<T: Message>(
                 h.action
             ),
         };
-        return Err(SoapReply::fault(&f, Some(&h)));
+        return Err((Some(Box::new(h)), f));
     }
     Ok((h, msg))
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use super::Gateway;
 use super::identity::{self, Refusal};
-use super::reply::{SoapReply, read_request};
+use super::reply::{SoapReply, read_request, reject};
 use crate::audit::{AuditEvent, AuditRecord, HolderRecord, Outcome, Side};
 use crate::backend::{CallContext, RetrieveStream};
 use crate::config::ConsentMode;
@@ -49,19 +49,31 @@ const PATIENT_PARAMS: [&str; 4] = [
     "$patientId",
 ];
 
-fn refused(g: &Gateway, tx: Transaction, r: &Refusal, h: &SoapHeader) -> SoapReply {
-    tracing::warn!(transaction = %tx, reason = %r, "request refused");
-    g.metrics.count_request(tx.name(), "refused");
-    SoapReply::sender(format!("refused: {r}"), Some(h))
+/// A request whose caller is refused (see [`Refusal`]): a `Sender` fault, audited.
+async fn refused(
+    g: &Gateway,
+    tx: Transaction,
+    peer: Option<&PeerCertificate>,
+    r: &Refusal,
+    h: &SoapHeader,
+) -> SoapReply {
+    let f = crate::ihe::Fault {
+        code: crate::ihe::FaultCode::Sender,
+        subcode: None,
+        reason: format!("refused: {r}"),
+    };
+    reject(g, tx, Side::Responding, peer, Some(h), f).await
 }
 
 /// The answer when the audit trail cannot be written: nothing is disclosed without its record.
 fn audit_unavailable(h: &SoapHeader, e: &str) -> SoapReply {
+    // the reason (a file path, an I/O error) is for the hospital's log, not for the peer
+    tracing::error!(error = %e, "audit trail unavailable: nothing disclosed");
     SoapReply::fault(
         &crate::ihe::Fault {
             code: crate::ihe::FaultCode::Receiver,
             subcode: None,
-            reason: format!("audit trail unavailable, nothing disclosed: {e}"),
+            reason: "audit trail unavailable, nothing disclosed".into(),
         },
         Some(h),
     )
@@ -106,9 +118,53 @@ fn failure_outcome(g: &Gateway, why: String) -> ConsentOutcome {
     ConsentOutcome {
         category: g.config.consent.category.clone(),
         decision: Decision::Indeterminate,
-        source: ConsentSource::Failure(MitzError::NotConfigured(why)),
+        source: ConsentSource::Failure(MitzError::NotAsked(why)),
         detail: None,
     }
+}
+
+/// The consent decision for the patient of CX id `cx`: asked for a BSN ([`consent`]); for another id
+/// Permit in mode `permitAll` (no consent checked at all), else Indeterminate, counted and audited
+/// like any decision, because Mitz only knows BSNs.
+async fn consent_for(
+    g: &Gateway,
+    tx: Transaction,
+    h: &SoapHeader,
+    cx: &str,
+    requester: Option<&Requester>,
+) -> ConsentOutcome {
+    if let Some(bsn) = bsn_of(cx) {
+        return consent(g, tx, h, &bsn, requester).await;
+    }
+    if g.config.consent.mode != ConsentMode::Mitz {
+        return ConsentOutcome {
+            category: g.config.consent.category.clone(),
+            decision: Decision::Permit,
+            source: ConsentSource::PermitAll,
+            detail: None,
+        };
+    }
+    let outcome = ConsentOutcome {
+        category: g.config.consent.category.clone(),
+        decision: Decision::Indeterminate,
+        source: ConsentSource::Failure(MitzError::NotAsked(format!(
+            "patient id {cx} is not a BSN"
+        ))),
+        detail: None,
+    };
+    count_decision(g, &outcome);
+    outcome
+}
+
+/// Counts a consent decision (`duo_consent_decisions_total`).
+fn count_decision(g: &Gateway, outcome: &ConsentOutcome) {
+    g.metrics
+        .consent_decisions
+        .get_or_create(&crate::server::metrics::ConsentLabels {
+            decision: outcome.decision.to_string(),
+            source: outcome.source.as_str().into(),
+        })
+        .inc();
 }
 
 /// Asks consent for `patient` (the consent service answers `permitAll` itself in that mode), counts the
@@ -131,13 +187,7 @@ async fn consent(
         },
         (ConsentMode::Mitz, None) => failure_outcome(g, "no requester identity".into()),
     };
-    g.metrics
-        .consent_decisions
-        .get_or_create(&crate::server::metrics::ConsentLabels {
-            decision: outcome.decision.to_string(),
-            source: outcome.source.as_str().into(),
-        })
-        .inc();
+    count_decision(g, &outcome);
     let mut rec = AuditRecord::consent_decision(
         tx,
         Side::Responding,
@@ -250,13 +300,22 @@ pub async fn iti38(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti38;
-    let (h, req) = match read_request::<AdhocQueryRequest>(&g, tx, &content_type, body) {
+    let (h, req) = match read_request::<AdhocQueryRequest>(
+        &g,
+        tx,
+        Side::Responding,
+        peer.as_ref(),
+        &content_type,
+        body,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
     let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
         Ok(a) => a,
-        Err(r) => return refused(&g, tx, &r, &h),
+        Err(r) => return refused(&g, tx, peer.as_ref(), &r, &h).await,
     };
     let requester = assertion.as_ref().map(|a| &a.requester);
     let resp = match answer_query(&g, &h, requester, req).await {
@@ -315,16 +374,7 @@ pub async fn answer_query(
     // patient-based query: consent first, nothing read without it
     let mut decided: BTreeMap<String, ConsentOutcome> = BTreeMap::new();
     if let Some(cx) = &patient_cx {
-        let decision = match &patient {
-            Some(bsn) => consent(g, tx, h, bsn, requester).await,
-            None if !mitz => ConsentOutcome {
-                category: g.config.consent.category.clone(),
-                decision: Decision::Permit,
-                source: ConsentSource::PermitAll,
-                detail: None,
-            },
-            None => failure_outcome(g, format!("patient id {cx} is not a BSN")),
-        };
+        let decision = consent_for(g, tx, h, cx, requester).await;
         if !decision.discloses() {
             // the answer looks like "nothing found": it does not reveal whether data exists
             let mut rec = record(g, AuditEvent::Query, tx, h, requester, patient.as_ref());
@@ -349,7 +399,7 @@ pub async fn answer_query(
             g.hooks.audit(&rec).await?;
             return Ok(AdhocQueryResponse::new(
                 Vec::new(),
-                vec![e.to_registry_error(Transaction::Iti18, &home.to_string())],
+                vec![e.to_peer_registry_error(Transaction::Iti18, &home.to_string())],
             ));
         }
     };
@@ -362,16 +412,7 @@ pub async fn answer_query(
             .map(str::to_owned)
             .collect();
         for p in patients {
-            let d = match bsn_of(&p) {
-                Some(bsn) => consent(g, tx, h, &bsn, requester).await,
-                None if !mitz => ConsentOutcome {
-                    category: g.config.consent.category.clone(),
-                    decision: Decision::Permit,
-                    source: ConsentSource::PermitAll,
-                    detail: None,
-                },
-                None => failure_outcome(g, format!("patient id {p} is not a BSN")),
-            };
+            let d = consent_for(g, tx, h, &p, requester).await;
             decided.insert(p, d);
         }
         let kept_ids: HashSet<String> = resp
@@ -455,7 +496,7 @@ async fn patients_of_documents(
         .local
         .query(ctx, req)
         .await
-        .map_err(|e| e.to_registry_error(Transaction::Iti18, &g.home.to_string()))?;
+        .map_err(|e| e.to_peer_registry_error(Transaction::Iti18, &g.home.to_string()))?;
     let mut out = BTreeMap::new();
     for o in &resp.objects {
         if let Identifiable::ExtrinsicObject(e) = o
@@ -494,7 +535,7 @@ async fn study_belongs_to(
         .local
         .query(ctx, req)
         .await
-        .map_err(|e| e.to_registry_error(Transaction::Iti18, &g.home.to_string()))?;
+        .map_err(|e| e.to_peer_registry_error(Transaction::Iti18, &g.home.to_string()))?;
     Ok(!resp.objects.is_empty())
 }
 
@@ -554,13 +595,22 @@ pub async fn iti39(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti39;
-    let (h, req) = match read_request::<RetrieveDocumentSetRequest>(&g, tx, &content_type, body) {
+    let (h, req) = match read_request::<RetrieveDocumentSetRequest>(
+        &g,
+        tx,
+        Side::Responding,
+        peer.as_ref(),
+        &content_type,
+        body,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
     let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
         Ok(a) => a,
-        Err(r) => return refused(&g, tx, &r, &h),
+        Err(r) => return refused(&g, tx, peer.as_ref(), &r, &h).await,
     };
     let requester = assertion.as_ref().map(|a| a.requester.clone());
     let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
@@ -599,10 +649,7 @@ pub async fn iti39(
                     }
                 }
                 for (p, ds) in by_patient {
-                    let d = match Bsn::from_cx(&p) {
-                        Some(bsn) => consent(&g, tx, &h, &bsn, requester.as_ref()).await,
-                        None => failure_outcome(&g, format!("patient id {p} is not a BSN")),
-                    };
+                    let d = consent_for(&g, tx, &h, &p, requester.as_ref()).await;
                     if d.discloses() {
                         allowed.extend(ds.iter().cloned());
                     } else {
@@ -633,7 +680,7 @@ pub async fn iti39(
         match g.local.retrieve(ctx, sub).await {
             Ok(s) => s,
             Err(e) => RetrieveStream::errors(vec![
-                e.to_registry_error(Transaction::Iti43, &g.home.to_string()),
+                e.to_peer_registry_error(Transaction::Iti43, &g.home.to_string()),
             ]),
         }
     };
@@ -701,14 +748,22 @@ pub async fn rad75(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Rad75;
-    let (h, req) =
-        match read_request::<RetrieveImagingDocumentSetRequest>(&g, tx, &content_type, body) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
+    let (h, req) = match read_request::<RetrieveImagingDocumentSetRequest>(
+        &g,
+        tx,
+        Side::Responding,
+        peer.as_ref(),
+        &content_type,
+        body,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
         Ok(a) => a,
-        Err(r) => return refused(&g, tx, &r, &h),
+        Err(r) => return refused(&g, tx, peer.as_ref(), &r, &h).await,
     };
     let requester = assertion.as_ref().map(|a| a.requester.clone());
     let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
@@ -818,7 +873,7 @@ pub async fn rad75(
         match g.local.retrieve_images(ctx, sub).await {
             Ok(s) => s,
             Err(e) => RetrieveStream::errors(vec![
-                e.to_registry_error(Transaction::Rad69, &g.home.to_string()),
+                e.to_peer_registry_error(Transaction::Rad69, &g.home.to_string()),
             ]),
         }
     };

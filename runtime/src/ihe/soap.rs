@@ -274,10 +274,16 @@ pub fn read_envelope<'i, T>(
                 return Err(SoapError::Fault(read_fault(&mut r, &payload)?));
             }
             let value = body(&mut r, payload)?;
-            // Trailing content of Body/Envelope is consumed so that well-formedness errors after the
-            // payload are still reported.
+            // Trailing content is read so that well-formedness errors after the payload are still
+            // reported; SOAP 1.2 Part 1 5.1: nothing follows the one Body, nothing follows Envelope.
             r.skip(&part)?;
-            r.skip(&env)?;
+            if let Some(extra) = r.child(&env)? {
+                return Err(SoapError::Xml(XmlError::Syntax {
+                    pos: extra.position() as u64,
+                    msg: format!("{} after soap:Body", extra.qualified()),
+                }));
+            }
+            r.end(&env)?;
             return Ok((header, value));
         } else {
             r.skip(&part)?;
@@ -474,6 +480,21 @@ mod tests {
         let e = read_envelope(mu, &limits(), |r, e| r.skip(&e)).unwrap_err();
         assert!(matches!(e, SoapError::MustUnderstand(_)));
         assert_eq!(e.to_fault().code, FaultCode::MustUnderstand);
+    }
+
+    #[test]
+    fn nothing_may_follow_the_body_or_the_envelope() {
+        let ok = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><a/></s:Body></s:Envelope>"#;
+        let read = |t: &str| read_envelope(t.as_bytes(), &limits(), |r, e| r.skip(&e));
+        assert!(read(ok).is_ok());
+        assert!(read(&format!("{ok}\n<!-- trailing comment -->\n")).is_ok());
+        let two_bodies = ok.replace("</s:Body>", "</s:Body><s:Body><b/></s:Body>");
+        let e = read(&two_bodies).unwrap_err();
+        assert!(e.to_string().contains("after soap:Body"), "{e}");
+        assert_eq!(e.to_fault().code, FaultCode::Sender);
+        for junk in ["<x/>", "junk", "<s:Envelope/>"] {
+            assert!(read(&format!("{ok}{junk}")).is_err(), "{junk}");
+        }
     }
 
     #[test]

@@ -181,14 +181,19 @@ impl Bsn {
         id.parse().ok()
     }
 
+    /// The BSN 11-check: 9·d1 + 8·d2 + … + 2·d8 − 1·d9 divisible by 11. A weighted sum of 0 passes
+    /// (e.g. 100000009); only all zeros, which no one is issued, is refused.
     fn elfproef(d: &[u8]) -> bool {
+        if d.iter().all(|b| *b == b'0') {
+            return false;
+        }
         let mut sum: i64 = 0;
         for (i, b) in d.iter().enumerate() {
             let v = i64::from(b - b'0');
             let w = if i == 8 { -1 } else { 9 - i as i64 };
             sum += v * w;
         }
-        sum != 0 && sum % 11 == 0
+        sum % 11 == 0
     }
 }
 
@@ -329,12 +334,23 @@ fn is_simple_code(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
+/// RoleCodeNL form: two digits, a dot, three digits (`01.015`).
+fn is_role_code(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 6
+        && b[2] == b'.'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
+}
+
 code_newtype!(
-    /// UZI role code (RoleCodeNL), e.g. `01.015` radiologist; code system `2.16.840.1.113883.2.4.15.111`.
+    /// UZI role code (RoleCodeNL, `NN.NNN`), e.g. `01.015` radiologist; code system
+    /// `2.16.840.1.113883.2.4.15.111`.
     RoleCode,
     "UZI role",
     "2.16.840.1.113883.2.4.15.111",
-    is_simple_code
+    is_role_code
 );
 code_newtype!(
     /// Zorgaanbiedercategorie (healthcare facility type), e.g. `V6` general hospital, `Z4` independent clinic;
@@ -386,6 +402,10 @@ mod tests {
         assert!("123456782".parse::<Bsn>().is_ok());
         assert!("123456789".parse::<Bsn>().is_err());
         assert!("000000000".parse::<Bsn>().is_err());
+        assert!(
+            "100000009".parse::<Bsn>().is_ok(),
+            "weighted sum 0 passes the 11-check"
+        );
         assert!("12345678".parse::<Bsn>().is_err());
         assert!("12345678a".parse::<Bsn>().is_err());
         assert!("".parse::<Bsn>().is_err());
@@ -423,6 +443,9 @@ mod tests {
         assert!("00000659".parse::<Ura>().is_ok());
         assert!("0000065".parse::<Ura>().is_err());
         assert!("01.015".parse::<RoleCode>().is_ok());
+        for bad in ["zz", "1.015", "01015", "01.0155", "ab.cde"] {
+            assert!(bad.parse::<RoleCode>().is_err(), "{bad}");
+        }
         assert!("V6".parse::<FacilityType>().is_ok());
         assert!("V 6".parse::<FacilityType>().is_err());
         assert_eq!(DataCategory::default().as_str(), "GGC002");

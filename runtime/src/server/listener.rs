@@ -18,14 +18,20 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// The verified client certificate chain of the connection a request came in on (leaf first).
+/// The verified client certificate chain of the connection a request came in on (leaf first), and the
+/// connection's remote address (for the audit trail).
 #[derive(Debug, Clone)]
-pub struct PeerCertificate(pub Arc<Vec<CertificateDer<'static>>>);
+pub struct PeerCertificate {
+    /// The chain, leaf first, as verified against the trust bundle.
+    pub chain: Arc<Vec<CertificateDer<'static>>>,
+    /// The remote socket address.
+    pub remote: Option<SocketAddr>,
+}
 
 impl PeerCertificate {
     /// The leaf certificate, DER.
     pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
-        self.0.first()
+        self.chain.first()
     }
 }
 
@@ -78,7 +84,10 @@ pub async fn serve_tls(
                 .peer_certificates()
                 .map(|c| c.to_vec())
                 .unwrap_or_default();
-            let peer = PeerCertificate(Arc::new(peer));
+            let peer = PeerCertificate {
+                chain: Arc::new(peer),
+                remote: Some(remote),
+            };
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());

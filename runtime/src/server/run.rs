@@ -136,6 +136,21 @@ fn fingerprint(files: &[PathBuf]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// Everything [`start`] checks before it binds its listeners: the configuration's rules, the TLS
+/// files (certificate, key matching it, trust bundle) of the server, Mitz and syslog, the Mitz clients,
+/// and the audit sink (a file sink is opened for appending, so it is created when absent). Binds and
+/// sends nothing. Errors: the one-line reason `start` would give.
+pub async fn check(config: Config, hooks: &HookFactory) -> Result<(), StartError> {
+    config.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let gateway = build(config, hooks, &metrics).await?;
+    gateway
+        .tls
+        .server_config()
+        .map_err(|e| StartError::Build(e.to_string()))?;
+    Ok(())
+}
+
 /// Starts a gateway for `config`. With `config_path`, the file (and the TLS files it names) are watched
 /// and reloaded on change.
 pub async fn start(

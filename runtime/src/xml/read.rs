@@ -112,6 +112,11 @@ impl<'i> Elem<'i> {
             .ok_or_else(|| XmlError::Missing(format!("{}/@{local}", self.local)))
     }
 
+    /// Byte offset of the element's start tag in the input (for error positions).
+    pub fn position(&self) -> usize {
+        self.start
+    }
+
     /// `{ns}local` text for messages.
     pub fn qualified(&self) -> String {
         format!("{{{}}}{}", self.ns.uri(), self.local)
@@ -279,6 +284,26 @@ impl<'i> Reader<'i> {
                     });
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Checks that nothing but whitespace, comments and processing instructions follows the document
+    /// element `root` (consuming what is left of it). Errors: trailing elements or text.
+    pub fn end(&mut self, root: &Elem<'i>) -> Result<(), XmlError> {
+        self.skip(root)?;
+        loop {
+            let (ev, pos) = self.next()?;
+            match ev {
+                Event::Eof => return Ok(()),
+                Event::Text(t) if t.bytes().all(|b| b.is_ascii_whitespace()) => {}
+                Event::Comment(_) | Event::PI(_) => {}
+                _ => {
+                    return Err(XmlError::Syntax {
+                        pos: pos as u64,
+                        msg: "content after the document element".into(),
+                    });
+                }
             }
         }
     }

@@ -278,6 +278,23 @@ fn reads_the_derived_permit_and_deny_samples() {
 }
 
 #[test]
+fn a_permit_with_an_error_status_is_indeterminate() {
+    let permit = sample("xacml/derived/xacml-response-permit.xml");
+    assert!(permit.contains(STATUS_OK));
+    for status in [
+        STATUS_PROCESSING_ERROR,
+        STATUS_MISSING_ATTRIBUTE,
+        "urn:example:odd",
+    ] {
+        let answer = permit.replacen(STATUS_OK, status, 1);
+        let d =
+            read_closed_answer(answer.as_bytes(), &[ggc("GGC002")], &Limits::default()).unwrap();
+        assert_eq!(d[0].decision, Decision::Indeterminate, "{status}");
+        assert_eq!(d[0].status_code.as_deref(), Some(status));
+    }
+}
+
+#[test]
 fn a_single_decision_answer_is_written_exactly_like_the_derived_samples() {
     for (file, decision, msg) in [
         (
