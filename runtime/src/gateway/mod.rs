@@ -72,6 +72,36 @@ pub enum BuildError {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The gateway's own certificate must be valid now and, when it is a UZI server certificate, name the
+/// configured organisation's URA: peers check both, and a reload with a wrong certificate must leave the
+/// last good one serving (the operator checks the same before it renders a Secret, but the volume is
+/// refreshed by the kubelet regardless). Errors name `server.tls.certFile`.
+fn check_identity(config: &Config, tls: &TlsMaterial) -> Result<(), BuildError> {
+    let file = config.server.tls.cert_file.display();
+    let Some(leaf) = tls.chain.first() else {
+        return Err(BuildError::Config(format!(
+            "server.tls.certFile: {file}: no certificate"
+        )));
+    };
+    let info = crate::pki::certificate_info(leaf)
+        .map_err(|e| BuildError::Config(format!("server.tls.certFile: {file}: {e}")))?;
+    if !info.is_valid_at(jiff::Timestamp::now()) {
+        return Err(BuildError::Config(format!(
+            "server.tls.certFile: {file}: certificate {} is not valid now (valid {} to {})",
+            info.subject, info.not_before, info.not_after
+        )));
+    }
+    if let Some(ura) = &info.ura
+        && ura != &config.organization.ura
+    {
+        return Err(BuildError::Config(format!(
+            "server.tls.certFile: {file}: certificate is of URA {ura}, organization.ura is {}",
+            config.organization.ura
+        )));
+    }
+    Ok(())
+}
+
 impl Gateway {
     /// Builds a snapshot: loads the TLS files, creates the HTTP clients and backends, and the hooks of
     /// `hooks` (consent, localisation, audit), which the caller builds from the same configuration.
@@ -81,6 +111,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
     ) -> Result<Gateway, BuildError> {
         let tls = TlsMaterial::load(&config.server.tls)?;
+        check_identity(&config, &tls)?;
         let https = tls.http_client(CONNECT_TIMEOUT)?;
         let plain = if config.allow_plain_http {
             Some(crate::tls::plain_http_client(CONNECT_TIMEOUT)?)
