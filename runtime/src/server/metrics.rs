@@ -113,8 +113,7 @@ impl Metrics {
             "Failed calls to a community by error code",
             community_errors.clone(),
         );
-        let fanout_size =
-            Histogram::new([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 50.0]);
+        let fanout_size = Histogram::new([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 50.0]);
         registry.register(
             "fanout_size",
             "Communities asked per initiating query",
