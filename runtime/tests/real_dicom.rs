@@ -505,7 +505,11 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
     let stored_syntaxes: BTreeSet<String> = report
         .studies
         .iter()
-        .flat_map(|st| st.instances.iter().map(|i| i.info.transfer_syntax_uid.clone()))
+        .flat_map(|st| {
+            st.instances
+                .iter()
+                .map(|i| i.info.transfer_syntax_uid.clone())
+        })
         .collect();
     let mut req = RetrieveImagingDocumentSetRequest {
         studies: Vec::new(),

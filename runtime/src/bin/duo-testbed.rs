@@ -176,7 +176,11 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", fixture.display()))?;
     let pki = Pki::new(&dir, "DUO interop test CA")?;
     let gateway = Hospital::new("13700201", "Interop hospital", &f.home.to_string());
-    let remote = Hospital::new("13700202", "Interop remote community", &f.remote.home.to_string());
+    let remote = Hospital::new(
+        "13700202",
+        "Interop remote community",
+        &f.remote.home.to_string(),
+    );
     let gateway_tls = pki.hospital("gateway", &gateway.ura, &gateway.name)?;
     // the remote community's gateway identity: what zeep presents acting as a remote initiating gateway
     let peer_tls = pki.hospital("peer", &remote.ura, &remote.name)?;

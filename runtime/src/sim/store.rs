@@ -253,12 +253,20 @@ impl Store {
 
     /// Stores a document's content in repository `repository_unique_id` (declared if new) without
     /// registering an entry: a document only retrievable by id (e.g. a fixture of a wire test).
-    pub fn add_content(&self, repository_unique_id: &str, unique_id: &str, content: StoredDocument) {
+    pub fn add_content(
+        &self,
+        repository_unique_id: &str,
+        unique_id: &str,
+        content: StoredDocument,
+    ) {
         let mut g = self.write();
         g.repositories
             .insert(repository_unique_id.trim().to_owned());
         g.documents.insert(
-            (repository_unique_id.trim().to_owned(), unique_id.trim().to_owned()),
+            (
+                repository_unique_id.trim().to_owned(),
+                unique_id.trim().to_owned(),
+            ),
             content,
         );
     }
