@@ -11,6 +11,8 @@ step "setup"
 scripts/setup.sh
 # shellcheck disable=SC1091
 source .tools/env
+# setup installed every tool the tests use: a test that would skip for a missing tool fails instead
+export DUO_REQUIRE_TOOLS=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -489,6 +489,11 @@ pub async fn initiate_query(
 
 /// Groups requests by the community their homeCommunityId names: `Ok(target)` for known ones, errors
 /// (XDSMissingHomeCommunityId / XDSUnknownCommunity) for the rest, without any outbound call.
+///
+/// A request without HomeCommunityId whose RepositoryUniqueId is a repository or imaging document
+/// source of the hospital's own community goes to that community: documents a local consumer found in
+/// its own affinity domain's registry carry no `home`, and HomeCommunityId is optional in ITI-43 and RAD-69
+/// requests (NIST 15816 and ids_4812 send none). Any other request without it cannot be routed.
 fn route<'a, T>(
     g: &Gateway,
     items: impl Iterator<Item = (T, &'a DocumentRequest)>,
@@ -497,7 +502,12 @@ fn route<'a, T>(
     let mut out: BTreeMap<HomeCommunityId, (Target, Vec<T>)> = BTreeMap::new();
     let all = all_targets(g);
     for (item, d) in items {
-        let Some(h) = &d.home_community_id else {
+        let h = match &d.home_community_id {
+            Some(h) => Some(h),
+            None if g.local_holds(&d.repository_unique_id) => Some(&g.home),
+            None => None,
+        };
+        let Some(h) = h else {
             errors.push(
                 RegistryError::new(
                     ErrorCode::XDSMissingHomeCommunityId,

@@ -95,8 +95,8 @@ pub enum RetrieveEncoding {
 ///
 /// Order of application to a request on an affected endpoint: the request is recorded, then
 /// `delay_ms`, then the first of `http_500`, `garbage_body`, `soap_fault` that is set answers instead
-/// of the simulator; otherwise the request is processed and the response shaped by `omit_home`,
-/// `retrieve_encoding` and `foreign_prefixes`.
+/// of the simulator; otherwise the request is processed (a query answered by `registry_error` when
+/// set) and the response shaped by `omit_home`, `retrieve_encoding` and `foreign_prefixes`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Faults {
     /// Wait this long (milliseconds) before answering; for deadline and `XDSUnavailableCommunity` tests.
@@ -108,6 +108,9 @@ pub struct Faults {
     pub garbage_body: bool,
     /// Answer with a SOAP 1.2 `Receiver` fault, HTTP 500 (SOAP endpoints; DICOMweb answers HTTP 500).
     pub soap_fault: bool,
+    /// Answer stored queries (ITI-18, ITI-38) with a well-formed Failure carrying one RegistryError of
+    /// this code instead of the result (a community whose registry fails, NIST 15814 `XDSRegistryError`).
+    pub registry_error: Option<crate::ihe::ErrorCode>,
     /// Leave `home` off returned ExtrinsicObjects / ObjectRefs / RegistryPackages and HomeCommunityId off
     /// DocumentResponses (a peer breaking ITI TF-2b 3.38.4.1.2.1 / 3.39.4.2.2).
     pub omit_home: bool,

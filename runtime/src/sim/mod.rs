@@ -3,6 +3,7 @@
 //! imaging document source), a TLB node (XCA-I responding gateway) and [`mitz`] (closed question, open
 //! question, subscriptions). The demo and the tests use them.
 
+pub mod bed;
 pub mod dicomweb;
 pub mod faults;
 pub mod mitz;

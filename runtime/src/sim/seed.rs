@@ -239,6 +239,32 @@ pub fn seed_study(
         .cloned()
         .map(StoredInstance::from)
         .collect();
+    let mut s = seed_instances(store, community, bsn, instances, format, seed)?;
+    s.study_instance_uid = study.study_instance_uid.clone();
+    s.accession_number = study.accession_number.clone();
+    s.description = study.description.clone();
+    s.study_date = study.study_date.clone();
+    s.study_time = study.study_time.clone();
+    Ok(s)
+}
+
+/// Publishes one study's `instances` (e.g. a [`crate::dicom::corpus::CorpusStudy`] of real files, every
+/// encoding kept) of patient `bsn` as [`seed_study`] does; study facts (accession number, description,
+/// date) come from the first instance.
+///
+/// Errors: as [`seed_study`]; [`DicomError::Inconsistent`] for an empty list.
+pub fn seed_instances(
+    store: &Store,
+    community: &CommunitySeed,
+    bsn: &Bsn,
+    instances: Vec<StoredInstance>,
+    format: ReportFormat,
+    seed: u64,
+) -> Result<SeededStudy, SeedError> {
+    let first = instances
+        .first()
+        .map(|i| i.info.clone())
+        .ok_or_else(|| DicomError::Inconsistent("a study without instances".into()))?;
     let kos = KosOptions {
         retrieve_location_uid: community.source_unique_id.clone(),
         institution_name: Some(community.publisher.institution.name.clone()),
@@ -299,12 +325,12 @@ pub fn seed_study(
         },
     );
     Ok(SeededStudy {
-        study_instance_uid: study.study_instance_uid.clone(),
-        accession_number: study.accession_number.clone(),
+        study_instance_uid: first.study_instance_uid.clone(),
+        accession_number: first.accession_number.clone(),
         modalities: m.modalities().map(str::to_owned).collect(),
-        description: study.description.clone(),
-        study_date: study.study_date.clone(),
-        study_time: study.study_time.clone(),
+        description: first.study_description.clone(),
+        study_date: first.study_date.clone(),
+        study_time: first.study_time.clone(),
         patient_id: m.patient_id.clone(),
         home_community_id: community
             .publisher

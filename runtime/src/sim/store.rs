@@ -251,6 +251,26 @@ impl Store {
         g.entries.push(entry);
     }
 
+    /// Stores a document's content in repository `repository_unique_id` (declared if new) without
+    /// registering an entry: a document only retrievable by id (e.g. a fixture of a wire test).
+    pub fn add_content(
+        &self,
+        repository_unique_id: &str,
+        unique_id: &str,
+        content: StoredDocument,
+    ) {
+        let mut g = self.write();
+        g.repositories
+            .insert(repository_unique_id.trim().to_owned());
+        g.documents.insert(
+            (
+                repository_unique_id.trim().to_owned(),
+                unique_id.trim().to_owned(),
+            ),
+            content,
+        );
+    }
+
     /// Registers a DocumentEntry without content (metadata only; a retrieve then gets
     /// XDSDocumentUniqueIdError).
     pub fn add_entry(&self, entry: DocumentEntry) {

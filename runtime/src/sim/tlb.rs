@@ -182,6 +182,9 @@ async fn iti38(
         Err(e) => AdhocQueryResponse::new(Vec::new(), vec![e]),
         Ok(()) => run_query(&st.store, &req, Some(home)),
     };
+    if let Some(r) = wire::registry_error(&faults) {
+        resp = r;
+    }
     if faults.omit_home {
         wire::strip_home(&mut resp);
     }

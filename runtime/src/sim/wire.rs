@@ -204,6 +204,19 @@ pub(crate) fn soap_response<T: Message>(
 }
 
 /// Removes `home` from the objects of a query response (the `omit_home` quirk).
+/// The query answer a `registry_error` fault gives instead of the result, if set.
+pub(crate) fn registry_error(faults: &Faults) -> Option<AdhocQueryResponse> {
+    faults.registry_error.clone().map(|code| {
+        AdhocQueryResponse::new(
+            Vec::new(),
+            vec![crate::ihe::RegistryError::new(
+                code,
+                "simulated registry error",
+            )],
+        )
+    })
+}
+
 pub(crate) fn strip_home(resp: &mut AdhocQueryResponse) {
     for o in &mut resp.objects {
         match o {

@@ -132,6 +132,9 @@ async fn iti18(
         Err(r) => return *r,
     };
     let mut resp = registry::run_query(&st.store, &req, st.config.home_community_id.as_ref());
+    if let Some(r) = wire::registry_error(&faults) {
+        resp = r;
+    }
     if faults.omit_home {
         wire::strip_home(&mut resp);
     }
