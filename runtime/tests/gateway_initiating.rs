@@ -800,3 +800,30 @@ async fn all_communities_mode_asks_everyone_and_says_so() {
     }
     w.stop().await;
 }
+
+#[tokio::test]
+async fn timelines_beyond_the_limit_are_shed_with_503() {
+    let mut w = abc(1, LocalizationMode::AllCommunities).await;
+    w.reconfigure(0, |c| c.server.limits.max_concurrent_timelines = 1)
+        .await
+        .unwrap();
+    let r = requester(&w, 0);
+    let bsn = w.patient.bsn.to_string();
+    // B answers slowly: the first timeline holds the only permit while the second arrives
+    w.hospitals[1].control.set_faults(Faults {
+        delay_ms: 1_500,
+        ..Faults::default()
+    });
+    let (first, second) = tokio::join!(timeline(&w, 0, &r, &bsn), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        timeline(&w, 0, &r, &bsn).await
+    });
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert!(second.text().contains("retry later"), "{}", second.text());
+    // the permit is returned: the next one is served
+    w.hospitals[1].control.reset_faults();
+    let third = timeline(&w, 0, &r, &bsn).await;
+    assert_eq!(third.status, 200, "{}", third.text());
+    w.stop().await;
+}

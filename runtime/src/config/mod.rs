@@ -133,6 +133,14 @@ pub struct LimitsConfig {
     /// Seconds a request may take end to end before the server answers with a fault (default 120).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// Most timeline queries (JSON API) in progress at once (default 64); one more is answered 503
+    /// at once instead of queueing, so an overloaded gateway sheds load instead of growing its memory.
+    #[serde(default = "default_max_timelines")]
+    pub max_concurrent_timelines: usize,
+}
+
+fn default_max_timelines() -> usize {
+    64
 }
 
 fn default_max_body() -> u64 {
@@ -159,6 +167,7 @@ impl Default for LimitsConfig {
             max_xml_elements: default_max_elements(),
             max_inline_document_bytes: default_max_inline(),
             request_timeout_seconds: default_request_timeout(),
+            max_concurrent_timelines: default_max_timelines(),
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Gateway {
     pub mtom_limits: MtomLimits,
     /// The hospital's TLS identity (server side and outbound client).
     pub tls: TlsMaterial,
+    /// Permits for timeline queries in progress (`server.limits.maxConcurrentTimelines`).
+    pub timelines: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a snapshot could not be built.
@@ -174,6 +176,7 @@ impl Gateway {
         metrics.set_localization_mode(
             config.initiating.localization == crate::config::LocalizationMode::Mitz,
         );
+        let config_timelines = config.server.limits.max_concurrent_timelines;
         Ok(Gateway {
             home: config.organization.home_community_id.clone(),
             config: Arc::new(config),
@@ -184,6 +187,7 @@ impl Gateway {
             xml_limits,
             mtom_limits,
             tls,
+            timelines: Arc::new(tokio::sync::Semaphore::new(config_timelines.max(1))),
         })
     }
 

@@ -101,6 +101,16 @@ pub async fn timeline(
         Err(r @ Refusal::Headers(_)) => return problem(StatusCode::BAD_REQUEST, r.to_string()),
         Err(r) => return problem(StatusCode::FORBIDDEN, r.to_string()),
     };
+    let Ok(_permit) = g.timelines.clone().try_acquire_owned() else {
+        g.metrics.count_request("timeline", "overloaded");
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "more than {} timeline queries in progress; retry later",
+                g.config.server.limits.max_concurrent_timelines
+            ),
+        );
+    };
     match build_timeline(&g, &requester, &patient).await {
         Ok(t) => {
             g.metrics.count_request("timeline", t.status.name());

@@ -126,9 +126,9 @@ impl Hospital {
 }
 
 /// A gateway configuration for a test environment: listeners on `127.0.0.1` ports the OS picks,
-/// consent `permitAll`, localisation `allCommunities`, plain `http://` allowed (simulators without TLS),
-/// audit to `audit_file`, no remote communities yet, and `front_ends` (DNS names) trusted as local
-/// callers.
+/// consent `permitAll`, localisation `allCommunities`, no XUA assertion required of local callers (the
+/// NIST tools and zeep send none), plain `http://` allowed (simulators without TLS), audit to
+/// `audit_file`, no remote communities yet, and `front_ends` (DNS names) trusted as local callers.
 pub fn test_config(
     h: &Hospital,
     tls: TlsConfig,
@@ -159,6 +159,7 @@ pub fn test_config(
             trusted_front_end: TrustedFrontEnd {
                 certificate_dns_names: front_ends.iter().map(|s| (*s).to_owned()).collect(),
             },
+            require_assertion: false,
         },
         consent: ConsentConfig {
             mode: ConsentMode::PermitAll,
