@@ -1415,6 +1415,44 @@ mod tests {
     }
 
     #[test]
+    fn expired_certificate_is_not_reported_as_valid() {
+        let mut g = gw();
+        let o = Outcome::Applied {
+            certificate: Box::new(cert()),
+            communities: 1,
+            checksum: "c".into(),
+            skipped: vec![],
+        };
+        g.status = Some(gateway_status(&g, &o, None, Timestamp::now()));
+        assert_eq!(
+            get(g.status.as_ref().unwrap(), "CertificateExpiring").reason,
+            "CertificateValid"
+        );
+        let p = problem(
+            "CertificateExpired",
+            "spec.tls.secretName (tls): the certificate expired",
+        );
+        let st = gateway_status(&g, &Outcome::Degraded(p), None, Timestamp::now());
+        let c = get(&st, "CertificateExpiring");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "CertificateExpired")
+        );
+    }
+
+    #[test]
+    fn pause_annotation_is_case_insensitive() {
+        let mut g = gw();
+        assert!(!crate::crd::is_paused(&g));
+        for v in ["true", "True", "TRUE"] {
+            g.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), v.to_owned())].into());
+            assert!(crate::crd::is_paused(&g), "{v}");
+        }
+        g.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), "yes".to_owned())].into());
+        assert!(!crate::crd::is_paused(&g));
+    }
+
+    #[test]
     fn community_selection_by_label_and_namespace() {
         let g = Arc::new(gw());
         let mk = |ns: &str, net: &str| {
