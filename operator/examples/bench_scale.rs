@@ -213,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
             },
             deadline_ms: 3000,
             cache_seconds: 60,
+            allow_plain_http: false,
         },
     );
     Api::<MitzConnection>::namespaced(client.clone(), NS)

@@ -119,14 +119,172 @@ fn meta(gw: &DuoGateway, name: String, owner: &OwnerReference) -> ObjectMeta {
     }
 }
 
-/// The runtime configuration for `gw`, with `communities` (already selected; the gateway's own
-/// homeCommunityId is skipped) and its MitzConnection. Errors name the offending field; the result has
-/// passed [`Config::validate`].
+/// A selected DuoCommunity that was left out of a gateway's configuration, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedCommunity {
+    /// `namespace/name` of the DuoCommunity.
+    pub community: String,
+    /// CamelCase reason: `CommunityInvalid` or `DuplicateHomeCommunityId`.
+    pub reason: &'static str,
+    /// What is wrong, naming the DuoCommunity and its field.
+    pub message: String,
+}
+
+/// The runtime configuration for `gw`, with `communities` (already selected) and its MitzConnection.
+/// Errors name the offending field of the gateway or its MitzConnection; the result has passed
+/// [`Config::validate`]. Communities that cannot be used are left out silently; [`resolve`] says which.
 pub fn runtime_config(
     gw: &DuoGateway,
     communities: &[DuoCommunity],
     mitz: Option<&MitzConnection>,
 ) -> Result<Config, BuildError> {
+    resolve(gw, communities, mitz).map(|(c, _)| c)
+}
+
+/// Whether `c` is the DuoCommunity the operator publishes for `gw` itself.
+pub fn is_published_by(c: &DuoCommunity, gw: &DuoGateway) -> bool {
+    c.namespace() == gw.namespace()
+        && c.name_any() == gw.name_any()
+        && c.labels().get(PUBLISHED_BY_LABEL) == Some(&gw.name_any())
+}
+
+fn community_field(runtime_field: &str) -> &'static str {
+    match runtime_field.rsplit('.').next().unwrap_or("") {
+        "homeCommunityId" => "spec.homeCommunityId",
+        "queryUrl" => "spec.endpoints.queryUrl",
+        "retrieveUrl" => "spec.endpoints.retrieveUrl",
+        "imagingRetrieveUrl" => "spec.endpoints.imagingRetrieveUrl",
+        "deadlineMs" => "spec.deadlineMs",
+        _ => "spec",
+    }
+}
+
+fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
+    let f = |n: &str| format!("spec.{n}");
+    let hcid: HomeCommunityId = c
+        .spec
+        .home_community_id
+        .parse()
+        .map_err(|e| bad(f("homeCommunityId"), e))?;
+    let mut organizations = Vec::new();
+    for (i, o) in c.spec.organizations.iter().enumerate() {
+        organizations.push(rc::CommunityOrganization {
+            ura: o
+                .ura
+                .parse()
+                .map_err(|e| bad(f(&format!("organizations[{i}].ura")), e))?,
+            name: o.name.clone(),
+        });
+    }
+    let certificate_ura = match &c.spec.trust.certificate_ura {
+        Some(u) => Some(u.parse().map_err(|e| bad(f("trust.certificateUra"), e))?),
+        None => None,
+    };
+    Ok(RemoteCommunity {
+        home_community_id: hcid,
+        name: c.spec.name.clone(),
+        organizations,
+        query_url: c.spec.endpoints.query_url.clone(),
+        retrieve_url: c.spec.endpoints.retrieve_url.clone(),
+        imaging_retrieve_url: c.spec.endpoints.imaging_retrieve_url.clone(),
+        certificate_ura,
+        deadline_ms: positive(&f("deadlineMs"), c.spec.deadline_ms)?,
+    })
+}
+
+/// Like [`runtime_config`], and also returns the selected communities that were left out: one that does
+/// not parse or validate (a plain `http://` endpoint for a gateway without `allowPlainHttp`, ...), one
+/// whose homeCommunityId is the gateway's own, and every one whose homeCommunityId another selected
+/// community has too. The DuoCommunity the operator publishes for `gw` itself is left out silently. One
+/// bad community therefore never blocks the others.
+pub fn resolve(
+    gw: &DuoGateway,
+    communities: &[DuoCommunity],
+    mitz: Option<&MitzConnection>,
+) -> Result<(Config, Vec<SkippedCommunity>), BuildError> {
+    let mut config = base_config(gw, mitz)?;
+    config
+        .validate()
+        .map_err(|e| match (e.field.strip_prefix("mitz."), mitz) {
+            // name the MitzConnection and its field, not a path in the rendered file
+            (Some(f), Some(m)) => bad(
+                format!("MitzConnection {}: spec.{f}", m.name_any()),
+                e.message,
+            ),
+            _ => bad(format!("runtime config {}", e.field), e.message),
+        })?;
+    let id = |c: &DuoCommunity| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any());
+    let mut skipped = Vec::new();
+    let mut parsed = Vec::new();
+    for c in communities.iter().filter(|c| !is_published_by(c, gw)) {
+        match remote_community(c) {
+            Ok(r) => parsed.push((c, r)),
+            Err(e) => skipped.push(SkippedCommunity {
+                community: id(c),
+                reason: "CommunityInvalid",
+                message: format!("DuoCommunity {}: {e}", id(c)),
+            }),
+        }
+    }
+    let mut count: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (c, r) in &parsed {
+        count
+            .entry(r.home_community_id.to_string())
+            .or_default()
+            .push(id(c));
+    }
+    let home = config.organization.home_community_id.clone();
+    for (c, r) in parsed {
+        let others = &count[&r.home_community_id.to_string()];
+        if r.home_community_id == home {
+            skipped.push(SkippedCommunity {
+                community: id(c),
+                reason: "DuplicateHomeCommunityId",
+                message: format!(
+                    "DuoCommunity {}: spec.homeCommunityId {} is this gateway's own homeCommunityId",
+                    id(c),
+                    r.home_community_id
+                ),
+            });
+            continue;
+        }
+        if others.len() > 1 {
+            skipped.push(SkippedCommunity {
+                community: id(c),
+                reason: "DuplicateHomeCommunityId",
+                message: format!(
+                    "DuoCommunity {}: spec.homeCommunityId {} is also used by {}",
+                    id(c),
+                    r.home_community_id,
+                    others
+                        .iter()
+                        .filter(|o| **o != id(c))
+                        .map(|o| format!("DuoCommunity {o}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+            continue;
+        }
+        config.communities.push(r);
+        if let Err(e) = config.validate() {
+            config.communities.pop();
+            skipped.push(SkippedCommunity {
+                community: id(c),
+                reason: "CommunityInvalid",
+                message: format!(
+                    "DuoCommunity {}: {}: {}",
+                    id(c),
+                    community_field(&e.field),
+                    e.message
+                ),
+            });
+        }
+    }
+    Ok((config, skipped))
+}
+
+fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config, BuildError> {
     let s = &gw.spec;
     let ura: Ura = s
         .organization
@@ -177,48 +335,6 @@ pub fn runtime_config(
         }),
         _ => return Err(bad("spec.connection", "set exactly one of xds or tlb")),
     };
-    let mut remote = Vec::new();
-    for c in communities {
-        let f = |n: &str| {
-            format!(
-                "DuoCommunity {}/{}: spec.{n}",
-                c.namespace().unwrap_or_default(),
-                c.name_any()
-            )
-        };
-        let hcid: HomeCommunityId = c
-            .spec
-            .home_community_id
-            .parse()
-            .map_err(|e| bad(f("homeCommunityId"), e))?;
-        if hcid == home {
-            continue;
-        }
-        let mut organizations = Vec::new();
-        for (i, o) in c.spec.organizations.iter().enumerate() {
-            organizations.push(rc::CommunityOrganization {
-                ura: o
-                    .ura
-                    .parse()
-                    .map_err(|e| bad(f(&format!("organizations[{i}].ura")), e))?,
-                name: o.name.clone(),
-            });
-        }
-        let certificate_ura = match &c.spec.trust.certificate_ura {
-            Some(u) => Some(u.parse().map_err(|e| bad(f("trust.certificateUra"), e))?),
-            None => None,
-        };
-        remote.push(RemoteCommunity {
-            home_community_id: hcid,
-            name: c.spec.name.clone(),
-            organizations,
-            query_url: c.spec.endpoints.query_url.clone(),
-            retrieve_url: c.spec.endpoints.retrieve_url.clone(),
-            imaging_retrieve_url: c.spec.endpoints.imaging_retrieve_url.clone(),
-            certificate_ura,
-            deadline_ms: positive(&f("deadlineMs"), c.spec.deadline_ms)?,
-        });
-    }
     let mitz = match (&s.mitz, mitz) {
         (None, _) => None,
         (Some(r), None) => {
@@ -246,7 +362,7 @@ pub fn runtime_config(
         .category
         .parse()
         .map_err(|e| bad("spec.consent.category", e))?;
-    let config = Config {
+    Ok(Config {
         organization: OrganizationConfig {
             ura,
             name: s.organization.name.clone(),
@@ -265,7 +381,7 @@ pub fn runtime_config(
             reload_interval_seconds: 5,
         },
         local,
-        communities: remote,
+        communities: Vec::new(),
         initiating: InitiatingConfig {
             localization: match s.localization {
                 Localization::Mitz => rc::LocalizationMode::Mitz,
@@ -287,11 +403,7 @@ pub fn runtime_config(
         mitz,
         audit: AuditConfig::default(),
         allow_plain_http: s.allow_plain_http,
-    };
-    config
-        .validate()
-        .map_err(|e| bad(format!("runtime config {}", e.field), e.message))?;
-    Ok(config)
+    })
 }
 
 fn positive(field: &str, v: i64) -> Result<u64, BuildError> {
@@ -744,6 +856,7 @@ pub fn published_community(gw: &DuoGateway, owner: &OwnerReference) -> Option<Du
                 certificate_ura: Some(gw.spec.organization.ura.clone()),
             },
             deadline_ms: 10_000,
+            allow_plain_http: false,
         },
     );
     c.metadata.namespace = Some(ns);
@@ -831,6 +944,7 @@ mod tests {
                 },
                 deadline_ms: 3000,
                 cache_seconds: 60,
+                allow_plain_http: false,
             },
         );
         m.metadata.namespace = Some("hospitals".into());
@@ -854,6 +968,7 @@ mod tests {
                 },
                 trust: CommunityTrust::default(),
                 deadline_ms: 5000,
+                allow_plain_http: false,
             },
         );
         c.metadata.namespace = Some("hospitals".into());

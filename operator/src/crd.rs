@@ -16,8 +16,17 @@ use serde::{Deserialize, Serialize};
 
 /// API group of every DUO resource.
 pub const GROUP: &str = "duo.beeldbeschikbaarheid.nl";
-/// Annotation that pauses reconciliation of a DuoGateway while it is `"true"`: children stay as they are.
+/// Annotation that pauses reconciliation of a DuoGateway while it is `"true"` (any case: `True`, `TRUE`
+/// too): children stay as they are. Any other value, or no annotation, reconciles.
 pub const PAUSED_ANNOTATION: &str = "duo.beeldbeschikbaarheid.nl/paused";
+
+/// Whether `gw` carries [`PAUSED_ANNOTATION`] with the value `true`, case-insensitively.
+pub fn is_paused(gw: &DuoGateway) -> bool {
+    use kube::ResourceExt;
+    gw.annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 /// Label on a DuoCommunity that the operator published for a DuoGateway (value: the gateway's name).
 pub const PUBLISHED_BY_LABEL: &str = "duo.beeldbeschikbaarheid.nl/published-by";
 
@@ -488,7 +497,7 @@ pub struct CertificateStatus {
 
 /// A remote community that gateways may query: another DUO gateway (in or outside the cluster) or a TLB
 /// node. The operator also creates one for every DuoGateway (label `duo.beeldbeschikbaarheid.nl/published-by`).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "duo.beeldbeschikbaarheid.nl",
     version = "v1alpha1",
@@ -501,6 +510,9 @@ pub struct CertificateStatus {
     printcolumn = r#"{"name":"Community","type":"string","jsonPath":".spec.homeCommunityId"}"#,
     printcolumn = r#"{"name":"Name","type":"string","jsonPath":".spec.name"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = kube::core::Rule::new("(has(self.allowPlainHttp) && self.allowPlainHttp) || (self.endpoints.queryUrl.startsWith('https://') && self.endpoints.retrieveUrl.startsWith('https://') && self.endpoints.imagingRetrieveUrl.startsWith('https://'))").message("endpoints must be https:// unless allowPlainHttp is true"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DuoCommunitySpec {
@@ -523,6 +535,14 @@ pub struct DuoCommunitySpec {
     #[serde(default = "default_deadline_ms")]
     #[schemars(range(min = 1, max = 600000))]
     pub deadline_ms: i64,
+    /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false. Only gateways that
+    /// set `allowPlainHttp` themselves use such a community; the others leave it out and say so.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plain_http: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An organisation served by a community.
@@ -582,6 +602,7 @@ fn opt_ura_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
     namespaced,
     category = "duo",
     status = "MitzConnectionStatus",
+    validation = kube::core::Rule::new("(has(self.spec.allowPlainHttp) && self.spec.allowPlainHttp) || (self.spec.closedQuestionUrl.startsWith('https://') && (!has(self.spec.openQuestionUrl) || self.spec.openQuestionUrl.startsWith('https://')) && (!has(self.spec.subscriptionUrl) || self.spec.subscriptionUrl.startsWith('https://')))").message("Mitz endpoints must be https:// unless spec.allowPlainHttp is true"),
     printcolumn = r#"{"name":"Closed question","type":"string","jsonPath":".spec.closedQuestionUrl","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -613,6 +634,33 @@ pub struct MitzConnectionSpec {
     #[serde(default = "default_cache_seconds")]
     #[schemars(range(min = 0, max = 3600))]
     pub cache_seconds: i64,
+    /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false. Gateways without
+    /// `allowPlainHttp` of their own still refuse an http:// Mitz.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plain_http: bool,
+}
+
+impl MitzConnectionSpec {
+    /// The first endpoint that is plain `http://` although `allowPlainHttp` is not set, as
+    /// `(field, url)`; `None` when every endpoint is acceptable.
+    pub fn plain_http_endpoint(&self) -> Option<(&'static str, &str)> {
+        if self.allow_plain_http {
+            return None;
+        }
+        [
+            (
+                "spec.closedQuestionUrl",
+                Some(self.closed_question_url.as_str()),
+            ),
+            ("spec.openQuestionUrl", self.open_question_url.as_deref()),
+            ("spec.subscriptionUrl", self.subscription_url.as_deref()),
+        ]
+        .into_iter()
+        .find_map(|(f, u)| {
+            u.filter(|u| !u.to_ascii_lowercase().starts_with("https://"))
+                .map(|u| (f, u))
+        })
+    }
 }
 
 /// Observed state of a MitzConnection.

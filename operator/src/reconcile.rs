@@ -38,6 +38,11 @@ use crate::crd::{
 use crate::metrics::{Metrics, ModeLabels};
 use crate::validate::{self, CertProblem};
 
+/// Condition type: `True` when selected DuoCommunities were left out of the configuration (invalid, or
+/// a homeCommunityId that is the gateway's own or used by another selected community); the message names
+/// each one (`namespace/name`) and the field.
+pub const COMMUNITIES_SKIPPED: &str = "CommunitiesSkipped";
+
 /// Finalizer on every DuoGateway: its children are deleted before the gateway goes.
 pub const FINALIZER: &str = "duo.beeldbeschikbaarheid.nl/cleanup";
 
@@ -114,6 +119,7 @@ struct Prepared {
     mitz: Option<MitzConnection>,
     certificate: CertificateInfo,
     communities: usize,
+    skipped: Vec<build::SkippedCommunity>,
 }
 
 /// What a reconciliation did, for the status.
@@ -127,6 +133,8 @@ pub enum Outcome {
         communities: i32,
         /// Checksum on the pod template.
         checksum: String,
+        /// Selected communities left out of the configuration, and why.
+        skipped: Vec<build::SkippedCommunity>,
     },
     /// The spec cannot be applied; nothing was changed.
     Degraded(Problem),
@@ -151,7 +159,7 @@ async fn tls_pair(
     let get = |key: &str| match secret.data.as_ref().and_then(|d| d.get(key)) {
         Some(v) if !v.0.is_empty() => Ok(v.0.clone()),
         _ => Err(problem(
-            "SecretMissing",
+            "SecretIncomplete",
             format!("{what}: Secret {name:?} has no key {key:?}"),
         )),
     };
@@ -175,7 +183,7 @@ async fn secret_key(
     match secret.data.as_ref().and_then(|d| d.get(key)) {
         Some(v) if !v.0.is_empty() => Ok(Ok(v.0.clone())),
         _ => Ok(Err(problem(
-            "SecretMissing",
+            "SecretIncomplete",
             format!("{what}: Secret {name:?} has no key {key:?}"),
         ))),
     }
@@ -326,7 +334,7 @@ async fn prepare(
         Ok(c) => c,
         Err(p) => return Ok(Err(p)),
     };
-    let config = match build::runtime_config(gw, &communities, mitz.as_ref()) {
+    let (config, skipped) = match build::resolve(gw, &communities, mitz.as_ref()) {
         Ok(c) => c,
         Err(e) => return Ok(Err(problem("InvalidSpec", e.to_string()))),
     };
@@ -340,6 +348,7 @@ async fn prepare(
         checksum,
         mitz,
         certificate,
+        skipped,
     }))
 }
 
@@ -377,10 +386,87 @@ where
     }
 }
 
+/// Whether `meta` carries an owner reference to the object with `uid`.
+fn owned_by(meta: &kube::core::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| r.uid == uid))
+}
+
+/// `Some(problem)` when an object `K` named `name` exists in `ns` but is not owned by the gateway with
+/// `uid`: the operator never takes over (and later deletes) an object it did not create.
+async fn foreign_child<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Option<String>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<kube::core::PartialObjectMeta<K>> = Api::namespaced(client.clone(), ns);
+    Ok(match api.get_metadata_opt(name).await? {
+        Some(existing) if !owned_by(&existing.metadata, uid) => {
+            Some(format!("{} {name}", K::kind(&())))
+        }
+        _ => None,
+    })
+}
+
+/// The API server's answer when it refused an apply (invalid, forbidden, rejected by admission, or a
+/// conversion failure it reports as 500 such as an unparseable quantity): reported in status and
+/// retried. Transport errors are not answers and stay plain errors.
+fn rejected(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) => Some(format!("{} (HTTP {})", s.message, s.code)),
+        _ => None,
+    }
+}
+
+/// Applies `obj`; an object the API server rejects becomes an `ApplyFailed` problem naming it.
+async fn apply_or_problem<K>(
+    client: &Client,
+    ns: &str,
+    obj: &K,
+) -> Result<Result<K, Problem>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    match apply(client, ns, obj).await {
+        Ok(o) => Ok(Ok(o)),
+        Err(Error::Kube(e)) => match rejected(&e) {
+            Some(message) => Ok(Err(problem(
+                "ApplyFailed",
+                format!(
+                    "{} {}: {message}",
+                    K::kind(&()),
+                    obj.meta().name.clone().unwrap_or_default()
+                ),
+            ))),
+            None => Err(Error::Kube(e)),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 /// Applies every child of `gw` and deletes the ones the spec no longer asks for. Returns the Deployment
-/// as the API server has it (with its status).
-async fn apply_children(gw: &DuoGateway, ctx: &Context, p: &Prepared) -> Result<Deployment, Error> {
+/// as the API server has it (with its status), or the problem that stopped it: a child name taken by an
+/// object the gateway does not own (`ChildConflict`, nothing applied), or a child the API server rejects
+/// (`ApplyFailed`).
+async fn apply_children(
+    gw: &DuoGateway,
+    ctx: &Context,
+    p: &Prepared,
+) -> Result<Result<Deployment, Problem>, Error> {
     let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let uid = gw.uid().ok_or(Error::Incomplete("uid"))?;
     let owner = gw
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
@@ -391,12 +477,10 @@ async fn apply_children(gw: &DuoGateway, ctx: &Context, p: &Prepared) -> Result<
     let dep = build::deployment(gw, &owner, p.mitz.as_ref(), &ctx.gateway_image, &p.checksum);
     let pdb = build::pod_disruption_budget(gw, &owner);
     let np = build::network_policy(gw, &owner, &p.config);
-    let community = build::published_community(gw, &owner);
     let digest = {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        let json =
-            serde_json::to_vec(&(&sa, &cm, &svc, &dep, &pdb, &np, &community)).unwrap_or_default();
+        let json = serde_json::to_vec(&(&sa, &cm, &svc, &dep, &pdb, &np)).unwrap_or_default();
         h.update(&json);
         hex::encode(h.finalize())
     };
@@ -413,47 +497,97 @@ async fn apply_children(gw: &DuoGateway, ctx: &Context, p: &Prepared) -> Result<
             .get_opt(&build::child_name(gw))
             .await?
         {
-            return Ok(d);
+            return Ok(Ok(d));
         }
     }
     if let Ok(mut m) = ctx.applied.lock() {
         m.remove(&key);
     }
-    apply(c, &ns, &sa).await?;
-    apply(c, &ns, &cm).await?;
-    apply(c, &ns, &svc).await?;
-    let deployment = apply(c, &ns, &dep).await?;
+    let name = build::child_name(gw);
+    let mut foreign = Vec::new();
+    foreign.extend(foreign_child::<ServiceAccount>(c, &ns, &name, &uid).await?);
+    foreign.extend(foreign_child::<ConfigMap>(c, &ns, &build::config_map_name(gw), &uid).await?);
+    foreign.extend(foreign_child::<Service>(c, &ns, &name, &uid).await?);
+    foreign.extend(foreign_child::<Deployment>(c, &ns, &name, &uid).await?);
+    foreign.extend(foreign_child::<PodDisruptionBudget>(c, &ns, &name, &uid).await?);
+    foreign.extend(foreign_child::<NetworkPolicy>(c, &ns, &name, &uid).await?);
+    if !foreign.is_empty() {
+        return Ok(Err(problem(
+            "ChildConflict",
+            format!(
+                "{} already exist(s) and not owned by this DuoGateway; nothing applied (rename or delete it)",
+                foreign.join(", ")
+            ),
+        )));
+    }
+    try_problem!(apply_or_problem(c, &ns, &sa).await);
+    try_problem!(apply_or_problem(c, &ns, &cm).await);
+    try_problem!(apply_or_problem(c, &ns, &svc).await);
+    let deployment = try_problem!(apply_or_problem(c, &ns, &dep).await);
     match &pdb {
         Some(pdb) => {
-            apply(c, &ns, pdb).await?;
+            try_problem!(apply_or_problem(c, &ns, pdb).await);
         }
-        None => delete_if_present::<PodDisruptionBudget>(c, &ns, &build::child_name(gw)).await?,
+        None => delete_owned::<PodDisruptionBudget>(c, &ns, &name, &uid).await?,
     }
-    apply(c, &ns, &np).await?;
-    match &community {
-        Some(community) => {
-            // never take over a hand-written DuoCommunity that happens to have the gateway's name
-            let existing = Api::<DuoCommunity>::namespaced(c.clone(), &ns)
-                .get_opt(&gw.name_any())
-                .await?;
-            let foreign = existing.as_ref().is_some_and(|e| {
-                e.labels().get(crate::crd::PUBLISHED_BY_LABEL) != Some(&gw.name_any())
-            });
-            if foreign {
-                tracing::warn!(
-                    gateway = %key,
-                    "not publishing: a DuoCommunity with this name exists and was not published by the operator"
-                );
-            } else {
-                apply(c, &ns, community).await?;
-            }
-        }
-        None => delete_published(c, &ns, gw).await?,
-    }
+    try_problem!(apply_or_problem(c, &ns, &np).await);
     if let Ok(mut m) = ctx.applied.lock() {
         m.insert(key, (digest, Instant::now()));
     }
-    Ok(deployment)
+    Ok(Ok(deployment))
+}
+
+/// Publishes `gw` as a DuoCommunity (or removes the published one when publishing is off). Runs on
+/// every reconciliation before anything else can fail, so a corrected homeCommunityId reaches the
+/// other gateways even while this one is degraded. Returns a problem only when the API server rejects it.
+async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Error> {
+    let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let owner = gw
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
+    let c = &ctx.client;
+    let Some(community) = build::published_community(gw, &owner) else {
+        delete_published(c, &ns, gw).await?;
+        return Ok(None);
+    };
+    // never take over a hand-written DuoCommunity that happens to have the gateway's name
+    let existing = Api::<DuoCommunity>::namespaced(c.clone(), &ns)
+        .get_opt(&gw.name_any())
+        .await?;
+    if let Some(e) = &existing {
+        if e.labels().get(crate::crd::PUBLISHED_BY_LABEL) != Some(&gw.name_any()) {
+            tracing::warn!(
+                gateway = %format!("{ns}/{}", gw.name_any()),
+                "not publishing: a DuoCommunity with this name exists and was not published by the operator"
+            );
+            return Ok(None);
+        }
+        let wanted = community
+            .labels()
+            .iter()
+            .all(|(k, v)| e.labels().get(k) == Some(v));
+        if e.spec == community.spec && wanted && owned_by(&e.metadata, &owner.uid) {
+            return Ok(None);
+        }
+    }
+    Ok(apply_or_problem(c, &ns, &community).await?.err())
+}
+
+/// Deletes `K` named `name` in `ns` only when the gateway with `uid` owns it.
+async fn delete_owned<K>(client: &Client, ns: &str, name: &str, uid: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<kube::core::PartialObjectMeta<K>> = Api::namespaced(client.clone(), ns);
+    match api.get_metadata_opt(name).await? {
+        Some(existing) if owned_by(&existing.metadata, uid) => {
+            delete_if_present::<K>(client, ns, name).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Deletes the published DuoCommunity of `gw`, but only one the operator published for it.
@@ -467,17 +601,19 @@ async fn delete_published(c: &Client, ns: &str, gw: &DuoGateway) -> Result<(), E
     Ok(())
 }
 
-/// Deletes every child of `gw` (finalizer cleanup; envtest-style clusters have no garbage collector).
+/// Deletes every child `gw` owns (finalizer cleanup; envtest-style clusters have no garbage collector).
 async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
     let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
     let c = &ctx.client;
     let name = build::child_name(gw);
-    delete_if_present::<Deployment>(c, &ns, &name).await?;
-    delete_if_present::<Service>(c, &ns, &name).await?;
-    delete_if_present::<PodDisruptionBudget>(c, &ns, &name).await?;
-    delete_if_present::<NetworkPolicy>(c, &ns, &name).await?;
-    delete_if_present::<ServiceAccount>(c, &ns, &name).await?;
-    delete_if_present::<ConfigMap>(c, &ns, &build::config_map_name(gw)).await?;
+    let uid = gw.uid().ok_or(Error::Incomplete("uid"))?;
+    // only what this gateway owns: an object of the same name that someone else made stays
+    delete_owned::<Deployment>(c, &ns, &name, &uid).await?;
+    delete_owned::<Service>(c, &ns, &name, &uid).await?;
+    delete_owned::<PodDisruptionBudget>(c, &ns, &name, &uid).await?;
+    delete_owned::<NetworkPolicy>(c, &ns, &name, &uid).await?;
+    delete_owned::<ServiceAccount>(c, &ns, &name, &uid).await?;
+    delete_owned::<ConfigMap>(c, &ns, &build::config_map_name(gw), &uid).await?;
     delete_published(c, &ns, gw).await?;
     if let Ok(mut m) = ctx.applied.lock() {
         m.remove(&format!("{ns}/{}", gw.name_any()));
@@ -565,6 +701,7 @@ pub fn gateway_status(
             certificate,
             communities,
             checksum,
+            skipped,
         } => {
             st.communities = *communities;
             st.applied_checksum = Some(checksum.clone());
@@ -621,6 +758,32 @@ pub fn gateway_status(
                 pc,
                 now,
             ));
+            let (reason, msg) = match skipped.first() {
+                None => (
+                    "AllCommunitiesUsed",
+                    "every selected community is in the configuration".to_owned(),
+                ),
+                Some(first) => (
+                    first.reason,
+                    format!(
+                        "left out of the configuration: {}",
+                        skipped
+                            .iter()
+                            .map(|s| s.message.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                ),
+            };
+            st.conditions.push(condition(
+                COMMUNITIES_SKIPPED,
+                !skipped.is_empty(),
+                reason,
+                &msg,
+                gen_,
+                pc,
+                now,
+            ));
         }
         Outcome::Degraded(p) => {
             let kept = if deployment.is_some() {
@@ -643,8 +806,26 @@ pub fn gateway_status(
             st.conditions.push(condition(
                 "Degraded", true, &p.reason, &p.message, gen_, pc, now,
             ));
-            if let Some(c) = pc.iter().find(|c| c.type_ == "CertificateExpiring") {
+            if p.reason == "CertificateExpired" {
+                // an expired certificate is past expiring: say so rather than keep "CertificateValid"
+                st.conditions.push(condition(
+                    "CertificateExpiring",
+                    true,
+                    "CertificateExpired",
+                    &p.message,
+                    gen_,
+                    pc,
+                    now,
+                ));
+            } else if let Some(c) = pc.iter().find(|c| c.type_ == "CertificateExpiring") {
                 st.conditions.push(c.clone());
+            }
+            if let Some(c) = pc.iter().find(|c| c.type_ == COMMUNITIES_SKIPPED) {
+                st.conditions.push(c.clone());
+            }
+            if p.reason == "ApplyFailed" {
+                // the API server refused part of this generation: it is not applied
+                st.observed_generation = prev.observed_generation;
             }
         }
         Outcome::Paused => {
@@ -773,28 +954,36 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             consent: consent.into(),
         }),
     );
-    let paused = gw
-        .annotations()
-        .get(PAUSED_ANNOTATION)
-        .is_some_and(|v| v == "true");
+    let paused = crate::crd::is_paused(gw);
     let (outcome, deployment, label) = if paused {
         let d = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&build::child_name(gw))
             .await?;
         (Outcome::Paused, d, "paused")
     } else {
-        match prepare(gw, ctx, now).await? {
-            Ok(p) => {
-                let d = apply_children(gw, ctx, &p).await?;
+        // first, so that other gateways see this one's current identity even when the rest fails
+        let published = publish(gw, ctx).await?;
+        let prepared = match prepare(gw, ctx, now).await? {
+            Ok(p) => match apply_children(gw, ctx, &p).await? {
+                Ok(d) => Ok((p, d)),
+                Err(problem) => Err(problem),
+            },
+            Err(problem) => Err(problem),
+        };
+        match (prepared, published) {
+            (Ok((p, d)), None) => {
                 let o = Outcome::Applied {
                     certificate: Box::new(p.certificate.clone()),
                     communities: i32::try_from(p.communities).unwrap_or(i32::MAX),
                     checksum: p.checksum.clone(),
+                    skipped: p.skipped.clone(),
                 };
                 (o, Some(d), "applied")
             }
-            Err(p) => {
-                tracing::info!(gateway = %format!("{ns}/{name}"), reason = %p.reason, message = %p.message, "not applied");
+            (Ok((_, d)), Some(p)) => (Outcome::Degraded(p), Some(d), "degraded"),
+            (Err(p), _) => {
+                // "detail", not "message": the JSON formatter already writes the event text as "message"
+                tracing::info!(gateway = %format!("{ns}/{name}"), reason = %p.reason, detail = %p.message, "not applied");
                 let d = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
                     .get_opt(&build::child_name(gw))
                     .await?;
@@ -815,6 +1004,27 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             .unwrap_or_default();
         publish_event(ctx, gw, EventType::Warning, "CertificateExpiresSoon", note).await;
     }
+    let skipped_now = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == COMMUNITIES_SKIPPED && c.status == "True");
+    let skipped_before = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == COMMUNITIES_SKIPPED && c.status == "True")
+        .map(|c| c.message.as_str());
+    if let Some(c) = skipped_now
+        && skipped_before != Some(c.message.as_str())
+    {
+        publish_event(
+            ctx,
+            gw,
+            EventType::Warning,
+            "CommunitySkipped",
+            c.message.clone(),
+        )
+        .await;
+    }
     if let Outcome::Degraded(p) = &outcome {
         let was = old
             .conditions
@@ -826,6 +1036,8 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
         }
     }
     let requeue = match outcome {
+        // possibly transient (conflict, throttling): try again soon
+        Outcome::Degraded(p) if p.reason == "ApplyFailed" => Duration::from_secs(30),
         Outcome::Degraded(_) => Duration::from_secs(300),
         _ => Duration::from_secs(3600),
     };
@@ -861,6 +1073,15 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
         };
         if let Err(p) = trust_bundle(c, &ns, &m.spec.trust_bundle, "spec.trustBundle").await? {
             return Ok(Err(p));
+        }
+        if let Some((field, url)) = m.spec.plain_http_endpoint() {
+            // the CRD's CEL rule refuses this now; objects stored before it still say so here
+            return Ok(Err(problem(
+                "InvalidSpec",
+                format!(
+                    "{field}: {url:?} is plain http; use https or set spec.allowPlainHttp: true"
+                ),
+            )));
         }
         Ok(Ok(info))
     }
@@ -1075,6 +1296,7 @@ mod tests {
             certificate: Box::new(cert()),
             communities: 4,
             checksum: "c".into(),
+            skipped: vec![],
         };
         let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
         assert_eq!(get(&st, "Ready").status, "True");
@@ -1097,6 +1319,7 @@ mod tests {
             certificate: Box::new(cert()),
             communities: 1,
             checksum: "good".into(),
+            skipped: vec![],
         };
         g.status = Some(gateway_status(
             &g,
@@ -1129,6 +1352,7 @@ mod tests {
             certificate: Box::new(cert()),
             communities: 1,
             checksum: "c".into(),
+            skipped: vec![],
         };
         g.status = Some(gateway_status(&g, &o, Some(&deployment(2)), t0));
         let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
@@ -1146,6 +1370,7 @@ mod tests {
             certificate: Box::new(cert()),
             communities: 1,
             checksum: "c".into(),
+            skipped: vec![],
         };
         g.status = Some(gateway_status(
             &g,
@@ -1180,12 +1405,51 @@ mod tests {
                 certificate: Box::new(c),
                 communities: 0,
                 checksum: "c".into(),
+                skipped: vec![],
             },
             None,
             Timestamp::now(),
         );
         assert_eq!(get(&st, "CertificateExpiring").status, "True");
         assert_eq!(get(&st, "Ready").status, "False", "no Deployment yet");
+    }
+
+    #[test]
+    fn expired_certificate_is_not_reported_as_valid() {
+        let mut g = gw();
+        let o = Outcome::Applied {
+            certificate: Box::new(cert()),
+            communities: 1,
+            checksum: "c".into(),
+            skipped: vec![],
+        };
+        g.status = Some(gateway_status(&g, &o, None, Timestamp::now()));
+        assert_eq!(
+            get(g.status.as_ref().unwrap(), "CertificateExpiring").reason,
+            "CertificateValid"
+        );
+        let p = problem(
+            "CertificateExpired",
+            "spec.tls.secretName (tls): the certificate expired",
+        );
+        let st = gateway_status(&g, &Outcome::Degraded(p), None, Timestamp::now());
+        let c = get(&st, "CertificateExpiring");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "CertificateExpired")
+        );
+    }
+
+    #[test]
+    fn pause_annotation_is_case_insensitive() {
+        let mut g = gw();
+        assert!(!crate::crd::is_paused(&g));
+        for v in ["true", "True", "TRUE"] {
+            g.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), v.to_owned())].into());
+            assert!(crate::crd::is_paused(&g), "{v}");
+        }
+        g.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), "yes".to_owned())].into());
+        assert!(!crate::crd::is_paused(&g));
     }
 
     #[test]
@@ -1205,6 +1469,7 @@ mod tests {
                     },
                     trust: CommunityTrust::default(),
                     deadline_ms: 1000,
+                    allow_plain_http: false,
                 },
             );
             c.metadata.namespace = Some(ns.into());

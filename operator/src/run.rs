@@ -87,7 +87,7 @@ async fn shutdown_signal() {
 }
 
 async fn serve_ops(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
@@ -124,7 +124,6 @@ async fn serve_ops(
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let mut stop = stop;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -360,14 +359,64 @@ pub fn context(
     )
 }
 
+/// Watches this replica's own Lease while it leads, and returns (an error saying why) once it can no
+/// longer be sure to hold it: the Lease names another holder, or its last confirmed renewal plus its
+/// duration has passed, for example because renewals fail with 401/403. The lease manager keeps
+/// believing it leads in that case; this does not.
+async fn lease_watchdog(
+    client: Client,
+    ns: &str,
+    name: &str,
+    identity: &str,
+    lease_seconds: u64,
+) -> anyhow::Error {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let api: Api<Lease> = Api::namespaced(client, ns);
+    let every = Duration::from_millis((lease_seconds * 1000 / 4).max(250));
+    // just acquired: valid for one lease duration from now at least
+    let mut valid_until = std::time::Instant::now() + Duration::from_secs(lease_seconds);
+    loop {
+        tokio::time::sleep(every).await;
+        match api.get(name).await {
+            Ok(lease) => {
+                let spec = lease.spec.unwrap_or_default();
+                let holder = spec.holder_identity.unwrap_or_default();
+                if holder != identity {
+                    return anyhow::anyhow!(
+                        "Lease {ns}/{name} is held by {holder:?}, not by {identity:?}"
+                    );
+                }
+                if let (Some(renewed), Some(secs)) = (spec.renew_time, spec.lease_duration_seconds)
+                {
+                    let expiry = renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs));
+                    let left = Duration::try_from(expiry.duration_since(jiff::Timestamp::now()))
+                        .unwrap_or(Duration::ZERO);
+                    valid_until = std::time::Instant::now() + left;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the leader-election Lease"),
+        }
+        if std::time::Instant::now() >= valid_until {
+            return anyhow::anyhow!(
+                "Lease {ns}/{name} was not renewed before it expired; another replica may lead"
+            );
+        }
+    }
+}
+
 /// Runs the operator: ops listener, leader election, controllers while leader; returns on SIGTERM/SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    // first: without /healthz and /readyz the operator must not run at all (the caller exits non-zero)
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {}", settings.metrics_addr))?;
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let (ops_stop_tx, ops_stop_rx) = watch::channel(false);
     let ops = tokio::spawn(serve_ops(
-        settings.metrics_addr,
+        listener,
         metrics.clone(),
         ready.clone(),
         ops_stop_rx,
@@ -410,15 +459,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             writers,
         ));
         tokio::pin!(controllers);
+        let watchdog = lease_watchdog(
+            client.clone(),
+            &settings.lease_namespace,
+            &settings.lease_name,
+            &settings.identity,
+            settings.lease_seconds,
+        );
+        tokio::pin!(watchdog);
         let mut shutting_down = false;
+        let mut expired = None;
         tokio::select! {
             _ = &mut shutdown => { shutting_down = true; }
             _ = leader.wait_for(|l| !*l) => { tracing::warn!("leadership lost: stopping controllers"); }
+            e = &mut watchdog => {
+                tracing::error!(error = %e, "leadership expired: stopping controllers and exiting");
+                expired = Some(e);
+            }
             _ = &mut controllers => { tracing::error!("controllers stopped unexpectedly"); }
         }
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
         metrics.leader.set(0);
+        if let Some(e) = expired {
+            // another replica may lead by now; exiting lets Kubernetes restart this one cleanly
+            ready.store(false, Ordering::Relaxed);
+            let _ = ops_stop_tx.send(true);
+            lease_task.abort();
+            return Err(e);
+        }
         if shutting_down {
             break;
         }

@@ -119,6 +119,7 @@ async fn two_replicas_one_leader_and_graceful_handover() {
             },
             deadline_ms: 3000,
             cache_seconds: 60,
+            allow_plain_http: false,
         },
     );
     let mitz_api: Api<MitzConnection> = Api::namespaced(client.clone(), "hosp");
@@ -181,4 +182,97 @@ async fn two_replicas_one_leader_and_graceful_handover() {
     let _ = follower.kill();
     let _ = follower.wait();
     drop(env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_addr_in_use_exits_non_zero_with_the_reason() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let out = Command::new(env!("CARGO_BIN_EXE_duo-operator"))
+        .args(["run", "--log-format", "text"])
+        .arg(format!("--metrics-addr={addr}"))
+        // no cluster needed: the listener comes first
+        .env("KUBECONFIG", "/nonexistent")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run duo-operator");
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on --metrics-addr") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_that_cannot_renew_stops_before_its_lease_is_others() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+    use kube::api::{DeleteParams, PostParams};
+    let Some(env) = env().await else { return };
+    let client = env.client().await.expect("client");
+    namespace(&client, "duo-system").await;
+    let mut sa = ServiceAccount::default();
+    sa.metadata.name = Some("op".into());
+    Api::<ServiceAccount>::namespaced(client.clone(), "duo-system")
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("sa");
+    let binding = ClusterRoleBinding {
+        metadata: kube::core::ObjectMeta {
+            name: Some("op-admin".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "cluster-admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "op".into(),
+            namespace: Some("duo-system".into()),
+            ..Default::default()
+        }]),
+    };
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    let kubeconfig = env
+        .service_account_kubeconfig("duo-system", "op", 3600)
+        .await
+        .expect("kubeconfig");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let log = dir.path().join("op.log");
+    let mut op = start(&kubeconfig, "replica-a", port, &log);
+    wait_for("leader", Duration::from_secs(30), || async {
+        (leader_gauge(port) == Some(1)).then_some(())
+    })
+    .await;
+    // renewals now fail with 403
+    bindings
+        .delete("op-admin", &DeleteParams::default())
+        .await
+        .expect("unbind");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = op.try_wait().expect("try_wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = op.kill();
+            panic!(
+                "still running 30 s after renewals began to fail:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("not renewed before it expired"), "{text}");
 }
