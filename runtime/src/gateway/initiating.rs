@@ -339,19 +339,23 @@ pub async fn query_one(
     (resp, outcome)
 }
 
-/// The local caller's assertion ([`identity::local_requester`]); a refusal is a `Sender` fault, audited.
-async fn local_caller(
+/// Reads a local consumer's request of `tx` and its caller ([`identity::local_requester`]): the header,
+/// the message and the XUA assertion (`None` only when `initiating.requireAssertion` is off). An
+/// unreadable request or a refused caller gets its `Sender` fault, audited.
+async fn read_local<T: crate::ihe::Message>(
     g: &Gateway,
     tx: Transaction,
     peer: Option<&PeerCertificate>,
-    h: &crate::ihe::SoapHeader,
-) -> Result<Option<XuaAssertion>, SoapReply> {
-    let reason = match identity::local_requester(g, peer, h) {
+    content_type: &str,
+    body: Bytes,
+) -> Result<(crate::ihe::SoapHeader, T, Option<XuaAssertion>), SoapReply> {
+    let (h, req) = read_request::<T>(g, tx, Side::Initiating, peer, content_type, body).await?;
+    let reason = match identity::local_requester(g, peer, &h) {
         Ok(None) if g.config.initiating.require_assertion => {
             "no ITI-40 XUA assertion in the request (wsse:Security); initiating.requireAssertion is on"
                 .to_owned()
         }
-        Ok(a) => return Ok(a),
+        Ok(a) => return Ok((h, req, a)),
         Err(r) => r.to_string(),
     };
     let f = crate::ihe::Fault {
@@ -359,7 +363,7 @@ async fn local_caller(
         subcode: None,
         reason: format!("refused: {reason}"),
     };
-    Err(reject(g, tx, Side::Initiating, peer, Some(h), f).await)
+    Err(reject(g, tx, Side::Initiating, peer, Some(&h), f).await)
 }
 
 /// ITI-18 from a local document consumer (XCA Initiating Gateway).
@@ -370,23 +374,12 @@ pub async fn iti18(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti18;
-    let (h, req) = match read_request::<AdhocQueryRequest>(
-        &g,
-        tx,
-        Side::Initiating,
-        peer.as_ref(),
-        &content_type,
-        body,
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let requester = match local_caller(&g, tx, peer.as_ref(), &h).await {
-        Ok(a) => a.map(|a| a.requester),
-        Err(r) => return r,
-    };
+    let (h, req, assertion) =
+        match read_local::<AdhocQueryRequest>(&g, tx, peer.as_ref(), &content_type, body).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    let requester = assertion.map(|a| a.requester);
     let resp = initiate_query(&g, requester.as_ref(), req).await;
     g.metrics.count_request(tx.name(), resp.status.name());
     SoapReply::message(tx, &h, &resp)
@@ -631,25 +624,16 @@ pub async fn iti43(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti43;
-    let (h, req) = match read_request::<RetrieveDocumentSetRequest>(
-        &g,
-        tx,
-        Side::Initiating,
-        peer.as_ref(),
-        &content_type,
-        body,
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h).await {
-        Ok(a) => (
-            a.as_ref().map(|a| a.requester.clone()),
-            a.and_then(|a| a.patient),
-        ),
-        Err(r) => return r,
+    let (h, req, assertion) =
+        match read_local::<RetrieveDocumentSetRequest>(&g, tx, peer.as_ref(), &content_type, body)
+            .await
+        {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    let (requester, patient) = match assertion {
+        Some(a) => (Some(a.requester), a.patient),
+        None => (None, None),
     };
     let s = initiate_retrieve(&g, requester.as_ref(), patient.as_ref(), req).await;
     answer_local_retrieve(&g, tx, &h, requester.as_ref(), patient.as_ref(), s).await
@@ -735,10 +719,9 @@ pub async fn rad69(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Rad69;
-    let (h, req) = match read_request::<RetrieveImagingDocumentSetRequest>(
+    let (h, req, assertion) = match read_local::<RetrieveImagingDocumentSetRequest>(
         &g,
         tx,
-        Side::Initiating,
         peer.as_ref(),
         &content_type,
         body,
@@ -748,12 +731,9 @@ pub async fn rad69(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (requester, patient) = match local_caller(&g, tx, peer.as_ref(), &h).await {
-        Ok(a) => (
-            a.as_ref().map(|a| a.requester.clone()),
-            a.and_then(|a| a.patient),
-        ),
-        Err(r) => return r,
+    let (requester, patient) = match assertion {
+        Some(a) => (Some(a.requester), a.patient),
+        None => (None, None),
     };
     let s = initiate_retrieve_images(&g, requester.as_ref(), patient.as_ref(), req).await;
     answer_local_retrieve(&g, tx, &h, requester.as_ref(), patient.as_ref(), s).await

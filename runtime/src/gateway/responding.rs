@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Gateway;
-use super::identity::{self, Refusal};
+use super::identity;
 use super::reply::{SoapReply, read_request, reject};
 use crate::audit::{AuditEvent, AuditRecord, HolderRecord, Outcome, Side};
 use crate::backend::{CallContext, RetrieveStream};
@@ -49,20 +49,28 @@ const PATIENT_PARAMS: [&str; 4] = [
     "$patientId",
 ];
 
-/// A request whose caller is refused (see [`Refusal`]): a `Sender` fault, audited.
-async fn refused(
+/// Reads a peer's request of `tx` and its requester ([`identity::responding_requester`]): the header,
+/// the message and the XUA assertion, if any. An unreadable request or a refused caller gets its
+/// `Sender` fault, audited.
+async fn read_remote<T: crate::ihe::Message>(
     g: &Gateway,
     tx: Transaction,
     peer: Option<&PeerCertificate>,
-    r: &Refusal,
-    h: &SoapHeader,
-) -> SoapReply {
-    let f = crate::ihe::Fault {
-        code: crate::ihe::FaultCode::Sender,
-        subcode: None,
-        reason: format!("refused: {r}"),
-    };
-    reject(g, tx, Side::Responding, peer, Some(h), f).await
+    content_type: &str,
+    body: Bytes,
+) -> Result<(SoapHeader, T, Option<XuaAssertion>), SoapReply> {
+    let (h, req) = read_request::<T>(g, tx, Side::Responding, peer, content_type, body).await?;
+    match identity::responding_requester(g, peer, &h) {
+        Ok(a) => Ok((h, req, a)),
+        Err(r) => {
+            let f = crate::ihe::Fault {
+                code: crate::ihe::FaultCode::Sender,
+                subcode: None,
+                reason: format!("refused: {r}"),
+            };
+            Err(reject(g, tx, Side::Responding, peer, Some(&h), f).await)
+        }
+    }
 }
 
 /// The answer when the audit trail cannot be written: nothing is disclosed without its record.
@@ -300,23 +308,11 @@ pub async fn iti38(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti38;
-    let (h, req) = match read_request::<AdhocQueryRequest>(
-        &g,
-        tx,
-        Side::Responding,
-        peer.as_ref(),
-        &content_type,
-        body,
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
-        Ok(a) => a,
-        Err(r) => return refused(&g, tx, peer.as_ref(), &r, &h).await,
-    };
+    let (h, req, assertion) =
+        match read_remote::<AdhocQueryRequest>(&g, tx, peer.as_ref(), &content_type, body).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let requester = assertion.as_ref().map(|a| &a.requester);
     let resp = match answer_query(&g, &h, requester, req).await {
         Ok(r) => r,
@@ -595,23 +591,13 @@ pub async fn iti39(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Iti39;
-    let (h, req) = match read_request::<RetrieveDocumentSetRequest>(
-        &g,
-        tx,
-        Side::Responding,
-        peer.as_ref(),
-        &content_type,
-        body,
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
-        Ok(a) => a,
-        Err(r) => return refused(&g, tx, peer.as_ref(), &r, &h).await,
-    };
+    let (h, req, assertion) =
+        match read_remote::<RetrieveDocumentSetRequest>(&g, tx, peer.as_ref(), &content_type, body)
+            .await
+        {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let requester = assertion.as_ref().map(|a| a.requester.clone());
     let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
     let mut errors = Vec::new();
@@ -748,10 +734,9 @@ pub async fn rad75(
     body: Bytes,
 ) -> SoapReply {
     let tx = Transaction::Rad75;
-    let (h, req) = match read_request::<RetrieveImagingDocumentSetRequest>(
+    let (h, req, assertion) = match read_remote::<RetrieveImagingDocumentSetRequest>(
         &g,
         tx,
-        Side::Responding,
         peer.as_ref(),
         &content_type,
         body,
@@ -760,10 +745,6 @@ pub async fn rad75(
     {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let assertion = match identity::responding_requester(&g, peer.as_ref(), &h) {
-        Ok(a) => a,
-        Err(r) => return refused(&g, tx, peer.as_ref(), &r, &h).await,
     };
     let requester = assertion.as_ref().map(|a| a.requester.clone());
     let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
