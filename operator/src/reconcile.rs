@@ -352,7 +352,9 @@ async fn prepare(
     }))
 }
 
-async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+/// Server-side apply of `obj` with the operator's field manager; `dry` asks the API server to validate
+/// and admit it without storing anything (`dryRun=All`).
+async fn apply_with<K>(client: &Client, ns: &str, obj: &K, dry: bool) -> Result<K, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -362,13 +364,11 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let name = obj.meta().name.clone().ok_or(Error::Incomplete("name"))?;
-    Ok(api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await?)
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if dry {
+        params = params.dry_run();
+    }
+    Ok(api.patch(&name, &params, &Patch::Apply(obj)).await?)
 }
 
 async fn delete_if_present<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
@@ -426,11 +426,13 @@ fn rejected(e: &kube::Error) -> Option<String> {
     }
 }
 
-/// Applies `obj`; an object the API server rejects becomes an `ApplyFailed` problem naming it.
+/// Applies `obj` (only validates it with `dry`); an object the API server rejects becomes an
+/// `ApplyFailed` problem naming it.
 async fn apply_or_problem<K>(
     client: &Client,
     ns: &str,
     obj: &K,
+    dry: bool,
 ) -> Result<Result<K, Problem>, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -439,7 +441,7 @@ where
         + Serialize
         + DeserializeOwned,
 {
-    match apply(client, ns, obj).await {
+    match apply_with(client, ns, obj, dry).await {
         Ok(o) => Ok(Ok(o)),
         Err(Error::Kube(e)) => match rejected(&e) {
             Some(message) => Ok(Err(problem(
@@ -520,17 +522,24 @@ async fn apply_children(
             ),
         )));
     }
-    try_problem!(apply_or_problem(c, &ns, &sa).await);
-    try_problem!(apply_or_problem(c, &ns, &cm).await);
-    try_problem!(apply_or_problem(c, &ns, &svc).await);
-    let deployment = try_problem!(apply_or_problem(c, &ns, &dep).await);
-    match &pdb {
-        Some(pdb) => {
-            try_problem!(apply_or_problem(c, &ns, pdb).await);
+    // every child is first validated and admitted without being stored (dryRun=All): one the API
+    // server refuses (e.g. an unparseable resource quantity) must not leave the others half-applied,
+    // since the running pods pick up a new ConfigMap by themselves (hot reload)
+    let mut deployment = None;
+    for dry in [true, false] {
+        try_problem!(apply_or_problem(c, &ns, &sa, dry).await);
+        try_problem!(apply_or_problem(c, &ns, &cm, dry).await);
+        try_problem!(apply_or_problem(c, &ns, &svc, dry).await);
+        deployment = Some(try_problem!(apply_or_problem(c, &ns, &dep, dry).await));
+        if let Some(pdb) = &pdb {
+            try_problem!(apply_or_problem(c, &ns, pdb, dry).await);
         }
-        None => delete_owned::<PodDisruptionBudget>(c, &ns, &name, &uid).await?,
+        try_problem!(apply_or_problem(c, &ns, &np, dry).await);
     }
-    try_problem!(apply_or_problem(c, &ns, &np).await);
+    let deployment = deployment.ok_or(Error::Incomplete("deployment"))?;
+    if pdb.is_none() {
+        delete_owned::<PodDisruptionBudget>(c, &ns, &name, &uid).await?;
+    }
     if let Ok(mut m) = ctx.applied.lock() {
         m.insert(key, (digest, Instant::now()));
     }
@@ -560,7 +569,13 @@ async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Erro
                 gateway = %format!("{ns}/{}", gw.name_any()),
                 "not publishing: a DuoCommunity with this name exists and was not published by the operator"
             );
-            return Ok(None);
+            return Ok(Some(problem(
+                "PublishConflict",
+                format!(
+                    "DuoCommunity {ns}/{} exists and was not published for this gateway; it is left as it is and this gateway is not published (rename or delete it, or set publish.enabled: false)",
+                    gw.name_any()
+                ),
+            )));
         }
         let wanted = community
             .labels()
@@ -570,7 +585,7 @@ async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Erro
             return Ok(None);
         }
     }
-    Ok(apply_or_problem(c, &ns, &community).await?.err())
+    Ok(apply_or_problem(c, &ns, &community, false).await?.err())
 }
 
 /// Deletes `K` named `name` in `ns` only when the gateway with `uid` owns it.

@@ -361,8 +361,8 @@ pub fn context(
 
 /// Watches this replica's own Lease while it leads, and returns (an error saying why) once it can no
 /// longer be sure to hold it: the Lease names another holder, or its last confirmed renewal plus its
-/// duration has passed, for example because renewals fail with 401/403. The lease manager keeps
-/// believing it leads in that case; this does not.
+/// duration is less than two checks away, for example because renewals fail with 401/403. The lease
+/// manager keeps believing it leads in that case; this does not.
 async fn lease_watchdog(
     client: Client,
     ns: &str,
@@ -372,7 +372,10 @@ async fn lease_watchdog(
 ) -> anyhow::Error {
     use k8s_openapi::api::coordination::v1::Lease;
     let api: Api<Lease> = Api::namespaced(client, ns);
-    let every = Duration::from_millis((lease_seconds * 1000 / 4).max(250));
+    // checked every 1/8 of the lease and given up 2 checks before expiry: the controllers are
+    // dropped at once then, so they stop before another replica can take the Lease
+    let every = Duration::from_millis((lease_seconds * 1000 / 8).max(250));
+    let margin = every * 2;
     // just acquired: valid for one lease duration from now at least
     let mut valid_until = std::time::Instant::now() + Duration::from_secs(lease_seconds);
     loop {
@@ -396,7 +399,7 @@ async fn lease_watchdog(
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the leader-election Lease"),
         }
-        if std::time::Instant::now() >= valid_until {
+        if std::time::Instant::now() + margin >= valid_until {
             return anyhow::anyhow!(
                 "Lease {ns}/{name} was not renewed before it expired; another replica may lead"
             );
@@ -479,7 +482,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             _ = &mut controllers => { tracing::error!("controllers stopped unexpectedly"); }
         }
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
+        if expired.is_none() {
+            // graceful: reconciles in flight finish (bounded); an expiring lease allows no such wait
+            let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
+        }
         metrics.leader.set(0);
         if let Some(e) = expired {
             // another replica may lead by now; exiting lets Kubernetes restart this one cleanly

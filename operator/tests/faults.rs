@@ -268,7 +268,7 @@ async fn foreign_objects_are_not_adopted_and_rejected_applies_are_reported() {
     merge(
         &gws,
         "oost",
-        serde_json::json!({"spec": {"resources": {"requests": {"cpu": "lots"}}}}),
+        serde_json::json!({"spec": {"resources": {"requests": {"cpu": "lots"}}, "organization": {"name": "Renamed while refused"}}}),
     )
     .await;
     let oost = wait_gw(&gws, "oost", "ApplyFailed", |g| {
@@ -284,6 +284,19 @@ async fn foreign_objects_are_not_adopted_and_rejected_applies_are_reported() {
         "the refused generation is not observed"
     );
     warning_event(&client, ns, "ApplyFailed", "Deployment duo-oost").await;
+    // nothing of the refused generation was applied: the running pods would hot-reload a new ConfigMap
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let rendered = cms.get("duo-oost-config").await.expect("duo-oost-config");
+    let text = rendered
+        .data
+        .as_ref()
+        .and_then(|d| d.values().next().cloned())
+        .unwrap_or_default();
+    assert!(!text.is_empty(), "the last good configuration is there");
+    assert!(
+        !text.contains("Renamed while refused"),
+        "the refused generation's configuration was applied: {text}"
+    );
     merge(
         &gws,
         "oost",
