@@ -1275,6 +1275,16 @@ mod tests {
         g
     }
 
+    /// An applied outcome with a valid certificate, `communities` resolved, nothing skipped.
+    fn applied(communities: i32, checksum: &str) -> Outcome {
+        Outcome::Applied {
+            certificate: Box::new(cert()),
+            communities,
+            checksum: checksum.into(),
+            skipped: vec![],
+        }
+    }
+
     fn cert() -> CertificateInfo {
         CertificateInfo {
             not_before: Timestamp::UNIX_EPOCH,
@@ -1307,12 +1317,7 @@ mod tests {
     #[test]
     fn applied_and_available_is_ready() {
         let g = gw();
-        let o = Outcome::Applied {
-            certificate: Box::new(cert()),
-            communities: 4,
-            checksum: "c".into(),
-            skipped: vec![],
-        };
+        let o = applied(4, "c");
         let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
         assert_eq!(get(&st, "Ready").status, "True");
         assert_eq!(get(&st, "Progressing").status, "False");
@@ -1330,12 +1335,7 @@ mod tests {
     #[test]
     fn degraded_keeps_last_applied_checksum_and_says_why() {
         let mut g = gw();
-        let o = Outcome::Applied {
-            certificate: Box::new(cert()),
-            communities: 1,
-            checksum: "good".into(),
-            skipped: vec![],
-        };
+        let o = applied(1, "good");
         g.status = Some(gateway_status(
             &g,
             &o,
@@ -1363,12 +1363,7 @@ mod tests {
     fn transition_time_is_kept_while_status_holds() {
         let mut g = gw();
         let t0 = Timestamp::from_second(1_000_000).unwrap();
-        let o = Outcome::Applied {
-            certificate: Box::new(cert()),
-            communities: 1,
-            checksum: "c".into(),
-            skipped: vec![],
-        };
+        let o = applied(1, "c");
         g.status = Some(gateway_status(&g, &o, Some(&deployment(2)), t0));
         let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
         assert_eq!(get(&st, "Ready").last_transition_time.0, t0);
@@ -1381,12 +1376,7 @@ mod tests {
     #[test]
     fn paused_keeps_conditions_and_says_so() {
         let mut g = gw();
-        let o = Outcome::Applied {
-            certificate: Box::new(cert()),
-            communities: 1,
-            checksum: "c".into(),
-            skipped: vec![],
-        };
+        let o = applied(1, "c");
         g.status = Some(gateway_status(
             &g,
             &o,
@@ -1432,12 +1422,7 @@ mod tests {
     #[test]
     fn expired_certificate_is_not_reported_as_valid() {
         let mut g = gw();
-        let o = Outcome::Applied {
-            certificate: Box::new(cert()),
-            communities: 1,
-            checksum: "c".into(),
-            skipped: vec![],
-        };
+        let o = applied(1, "c");
         g.status = Some(gateway_status(&g, &o, None, Timestamp::now()));
         assert_eq!(
             get(g.status.as_ref().unwrap(), "CertificateExpiring").reason,

@@ -358,12 +358,7 @@ async fn read_local<T: crate::ihe::Message>(
         Ok(a) => return Ok((h, req, a)),
         Err(r) => r.to_string(),
     };
-    let f = crate::ihe::Fault {
-        code: crate::ihe::FaultCode::Sender,
-        subcode: None,
-        reason: format!("refused: {reason}"),
-    };
-    Err(reject(g, tx, Side::Initiating, peer, Some(&h), f).await)
+    Err(reject(g, tx, Side::Initiating, peer, Some(&h), Err(reason)).await)
 }
 
 /// ITI-18 from a local document consumer (XCA Initiating Gateway).

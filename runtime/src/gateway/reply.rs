@@ -86,25 +86,35 @@ pub async fn read_request<T: Message>(
 ) -> Result<(SoapHeader, T), SoapReply> {
     match parse_request(g, tx, content_type, body) {
         Ok(x) => Ok(x),
-        Err((h, f)) => Err(reject(g, tx, side, peer, h.as_deref(), f).await),
+        Err((h, f)) => Err(reject(g, tx, side, peer, h.as_deref(), Ok(f)).await),
     }
 }
 
-/// Answers a request that is refused or cannot be read with fault `f`: logged, counted (`refused` or
-/// `fault`), and recorded in the audit trail (outcome failure, the reason as detail) before the fault
-/// leaves. The fault is sent even when the audit record cannot be written: nothing is disclosed.
+/// Answers a request that cannot be read with fault `f`, or whose caller is refused (`refused`: a
+/// `Sender` fault whose reason starts with "refused: "): logged, counted (`refused` or `fault`), and
+/// recorded in the audit trail (outcome failure, the reason as detail) before the fault leaves. The
+/// fault is sent even when the audit record cannot be written: nothing is disclosed.
 pub async fn reject(
     g: &Gateway,
     tx: Transaction,
     side: Side,
     peer: Option<&PeerCertificate>,
     h: Option<&SoapHeader>,
-    f: Fault,
+    refusal: Result<Fault, String>,
 ) -> SoapReply {
+    let (f, outcome) = match refusal {
+        Ok(f) => (f, "fault"),
+        Err(why) => (
+            Fault {
+                code: FaultCode::Sender,
+                subcode: None,
+                reason: format!("refused: {why}"),
+            },
+            "refused",
+        ),
+    };
     tracing::warn!(transaction = %tx, ?side, reason = %f.reason, "request rejected");
-    let refused = f.reason.starts_with("refused");
-    g.metrics
-        .count_request(tx.name(), if refused { "refused" } else { "fault" });
+    g.metrics.count_request(tx.name(), outcome);
     let event = match tx {
         Transaction::Iti18 | Transaction::Iti38 => AuditEvent::Query,
         _ => AuditEvent::Retrieve,

@@ -62,14 +62,7 @@ async fn read_remote<T: crate::ihe::Message>(
     let (h, req) = read_request::<T>(g, tx, Side::Responding, peer, content_type, body).await?;
     match identity::responding_requester(g, peer, &h) {
         Ok(a) => Ok((h, req, a)),
-        Err(r) => {
-            let f = crate::ihe::Fault {
-                code: crate::ihe::FaultCode::Sender,
-                subcode: None,
-                reason: format!("refused: {r}"),
-            };
-            Err(reject(g, tx, Side::Responding, peer, Some(&h), f).await)
-        }
+        Err(r) => Err(reject(g, tx, Side::Responding, peer, Some(&h), Err(r.to_string())).await),
     }
 }
 

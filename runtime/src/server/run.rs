@@ -141,14 +141,24 @@ fn fingerprint(files: &[PathBuf]) -> Vec<u8> {
 /// and the audit sink (a file sink is opened for appending, so it is created when absent). Binds and
 /// sends nothing. Errors: the one-line reason `start` would give.
 pub async fn check(config: Config, hooks: &HookFactory) -> Result<(), StartError> {
+    prepare(config, hooks, &Arc::new(Metrics::new())).await?;
+    Ok(())
+}
+
+/// What [`start`] and [`check`] share: the configuration's rules, then the gateway snapshot and its
+/// server TLS configuration.
+async fn prepare(
+    config: Config,
+    hooks: &HookFactory,
+    metrics: &Arc<Metrics>,
+) -> Result<(Gateway, Arc<rustls::ServerConfig>), StartError> {
     config.validate()?;
-    let metrics = Arc::new(Metrics::new());
-    let gateway = build(config, hooks, &metrics).await?;
-    gateway
+    let gateway = build(config, hooks, metrics).await?;
+    let server_tls = gateway
         .tls
         .server_config()
         .map_err(|e| StartError::Build(e.to_string()))?;
-    Ok(())
+    Ok((gateway, server_tls))
 }
 
 /// Starts a gateway for `config`. With `config_path`, the file (and the TLS files it names) are watched
@@ -158,16 +168,11 @@ pub async fn start(
     config_path: Option<PathBuf>,
     hooks: HookFactory,
 ) -> Result<Running, StartError> {
-    config.validate()?;
     let metrics = Arc::new(Metrics::new());
     let listen = config.server.listen;
     let ops_listen = config.server.ops_listen;
     let interval = Duration::from_secs(config.server.reload_interval_seconds.max(1));
-    let gateway = build(config.clone(), &hooks, &metrics).await?;
-    let server_tls = gateway
-        .tls
-        .server_config()
-        .map_err(|e| StartError::Build(e.to_string()))?;
+    let (gateway, server_tls) = prepare(config.clone(), &hooks, &metrics).await?;
     let shared = Arc::new(Shared::new(gateway));
     let (tls_tx, tls_rx) = watch::channel(server_tls);
     let listener = TcpListener::bind(listen)

@@ -178,17 +178,11 @@ async fn iti38(
         Err(r) => return *r,
     };
     let home = &st.config.home_community_id;
-    let mut resp = match check_query_home(&req, home) {
+    let resp = match check_query_home(&req, home) {
         Err(e) => AdhocQueryResponse::new(Vec::new(), vec![e]),
         Ok(()) => run_query(&st.store, &req, Some(home)),
     };
-    if let Some(r) = wire::registry_error(&faults) {
-        resp = r;
-    }
-    if faults.omit_home {
-        wire::strip_home(&mut resp);
-    }
-    wire::soap_response(tx, &h, &resp, &faults)
+    wire::query_response(tx, &h, resp, &faults)
 }
 
 async fn iti39(

@@ -203,31 +203,37 @@ pub(crate) fn soap_response<T: Message>(
     xml_response(StatusCode::OK, xml, tx.response_action())
 }
 
-/// Removes `home` from the objects of a query response (the `omit_home` quirk).
-/// The query answer a `registry_error` fault gives instead of the result, if set.
-pub(crate) fn registry_error(faults: &Faults) -> Option<AdhocQueryResponse> {
-    faults.registry_error.clone().map(|code| {
-        AdhocQueryResponse::new(
+/// The answer of a simulated registry or responding gateway to a query (ITI-18 / ITI-38): `resp`,
+/// unless a `registry_error` fault replaces it with a Failure carrying that RegistryError; `home`
+/// removed from every object under the `omit_home` quirk; encoded as [`soap_response`].
+pub(crate) fn query_response(
+    tx: Transaction,
+    request: &SoapHeader,
+    mut resp: AdhocQueryResponse,
+    faults: &Faults,
+) -> Response {
+    if let Some(code) = faults.registry_error.clone() {
+        resp = AdhocQueryResponse::new(
             Vec::new(),
             vec![crate::ihe::RegistryError::new(
                 code,
                 "simulated registry error",
             )],
-        )
-    })
-}
-
-pub(crate) fn strip_home(resp: &mut AdhocQueryResponse) {
-    for o in &mut resp.objects {
-        match o {
-            Identifiable::ExtrinsicObject(e) => e.object.home = None,
-            Identifiable::RegistryPackage(p) => p.object.home = None,
-            Identifiable::ObjectRef(r) => r.home = None,
-            Identifiable::Association(a) => a.object.home = None,
-            Identifiable::Classification(c) => c.object.home = None,
-            Identifiable::Other(_) => {}
+        );
+    }
+    if faults.omit_home {
+        for o in &mut resp.objects {
+            match o {
+                Identifiable::ExtrinsicObject(e) => e.object.home = None,
+                Identifiable::RegistryPackage(p) => p.object.home = None,
+                Identifiable::ObjectRef(r) => r.home = None,
+                Identifiable::Association(a) => a.object.home = None,
+                Identifiable::Classification(c) => c.object.home = None,
+                Identifiable::Other(_) => {}
+            }
         }
     }
+    soap_response(tx, request, &resp, faults)
 }
 
 /// A retrieve response (ITI-39 / ITI-43 / RAD-69 / RAD-75) with these documents (metadata and

@@ -131,14 +131,8 @@ async fn iti18(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let mut resp = registry::run_query(&st.store, &req, st.config.home_community_id.as_ref());
-    if let Some(r) = wire::registry_error(&faults) {
-        resp = r;
-    }
-    if faults.omit_home {
-        wire::strip_home(&mut resp);
-    }
-    wire::soap_response(tx, &h, &resp, &faults)
+    let resp = registry::run_query(&st.store, &req, st.config.home_community_id.as_ref());
+    wire::query_response(tx, &h, resp, &faults)
 }
 
 async fn iti43(
