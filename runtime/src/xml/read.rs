@@ -8,10 +8,8 @@
 
 use std::borrow::Cow;
 
-use quick_xml::NsReader;
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
 
 use super::{Limits, XmlError, ns};
 
@@ -29,17 +27,15 @@ pub enum Ns {
 }
 
 impl Ns {
-    fn from_resolved(r: ResolveResult<'_>) -> Ns {
-        match r {
-            ResolveResult::Unbound => Ns::None,
-            ResolveResult::Unknown(_) => Ns::Undeclared,
-            ResolveResult::Bound(n) => {
-                let b = n.into_inner();
-                match ns::KNOWN.iter().find(|k| **k == b) {
-                    Some(k) => Ns::Known(k),
-                    None => Ns::Other(b.into()),
-                }
-            }
+    /// The namespace a declaration binds: `""` is none (an undeclaration); a known URI resolves to its
+    /// `&'static str` once, at the declaration, not at every element that uses it.
+    fn from_uri(uri: &str) -> Ns {
+        if uri.is_empty() {
+            return Ns::None;
+        }
+        match ns::KNOWN.iter().find(|k| **k == uri) {
+            Some(k) => Ns::Known(k),
+            None => Ns::Other(uri.into()),
         }
     }
 
@@ -63,6 +59,8 @@ pub struct Attr<'i> {
     pub local: &'i str,
     /// Value with entity references resolved.
     pub value: Cow<'i, str>,
+    /// The name as written (`prefix:local`), for the uniqueness check of undeclared prefixes.
+    qname: &'i str,
 }
 
 /// An element start as the reader hands it out. Consume it with [`Reader::child`] (until `None`),
@@ -123,16 +121,29 @@ impl<'i> Elem<'i> {
     }
 }
 
+/// A namespace declaration in scope (Namespaces in XML 1.0 §3).
+#[derive(Debug)]
+struct Decl {
+    /// Nesting level of the element that declared it.
+    depth: usize,
+    /// `""` for the default namespace.
+    prefix: Box<str>,
+    /// What the prefix is bound to; [`Ns::Undeclared`] for `xmlns:p=""` (XML 1.1 undeclaration, which
+    /// leaves `p` unbound) and [`Ns::None`] for `xmlns=""`.
+    ns: Ns,
+}
+
 /// The bounded pull reader. See the module documentation.
 pub struct Reader<'i> {
-    r: NsReader<&'i [u8]>,
+    r: quick_xml::Reader<&'i [u8]>,
     input: &'i str,
     depth: usize,
     elements: usize,
     limits: Limits,
-    /// Namespace declarations (prefix, uri) with the depth of the element that declared them, so a raw
-    /// fragment can be made self-contained.
-    decls: Vec<(usize, Box<str>, Box<str>)>,
+    /// Namespace declarations in scope, innermost last. Names are resolved against them here rather
+    /// than by quick-xml's `NsReader`, which parsed every start tag's attributes a second time; they
+    /// also make a raw fragment self-contained.
+    decls: Vec<Decl>,
 }
 
 impl<'i> Reader<'i> {
@@ -144,13 +155,11 @@ impl<'i> Reader<'i> {
         }
         // Validating UTF-8 once up front lets every later slice be taken as &str without re-checking.
         let text = std::str::from_utf8(input).map_err(|_| XmlError::Encoding)?;
-        let mut r = NsReader::from_str(text);
+        let mut r = quick_xml::Reader::from_str(text);
         let cfg = r.config_mut();
         cfg.check_end_names = true;
         cfg.expand_empty_elements = false;
         cfg.trim_text(false);
-        r.resolver_mut()
-            .set_max_namespace_bindings(limits.max_namespace_bindings);
         Ok(Reader {
             r,
             input: text,
@@ -168,10 +177,13 @@ impl<'i> Reader<'i> {
         let p = s.as_ptr() as usize;
         if p >= base && p + s.len() <= base + self.input.len() {
             let off = p - base;
-            self.input.get(off..off + s.len()).ok_or(XmlError::Syntax {
-                pos: off as u64,
-                msg: "name".into(),
-            })
+            // ok_or_else: an eager error would allocate its message for every name read
+            self.input
+                .get(off..off + s.len())
+                .ok_or_else(|| XmlError::Syntax {
+                    pos: off as u64,
+                    msg: "name".into(),
+                })
         } else {
             Err(XmlError::Syntax {
                 pos: 0,
@@ -214,6 +226,80 @@ impl<'i> Reader<'i> {
         Ok((ev, pos))
     }
 
+    /// The namespace `prefix` is bound to (`""`: the default namespace; Namespaces in XML 1.0 §6.2),
+    /// [`Ns::Undeclared`] when nothing in scope binds it.
+    fn lookup(&self, prefix: &str) -> Ns {
+        if prefix == "xml" {
+            return Ns::Known(ns::XML);
+        }
+        match self
+            .decls
+            .iter()
+            .rev()
+            .find(|d| d.prefix.as_ref() == prefix)
+        {
+            Some(d) => d.ns.clone(),
+            None if prefix.is_empty() => Ns::None,
+            None => Ns::Undeclared,
+        }
+    }
+
+    /// Records the declaration `xmlns[:prefix]="uri"` of the element at `depth`. Errors: a prefix
+    /// declared twice on one element, the reserved `xml` / `xmlns` prefixes or URIs misused
+    /// (Namespaces in XML 1.0 §3), more bindings in scope than the limit.
+    fn declare(
+        &mut self,
+        depth: usize,
+        prefix: &str,
+        uri: &str,
+        at: usize,
+    ) -> Result<(), XmlError> {
+        const XMLNS_URI: &str = "http://www.w3.org/2000/xmlns/";
+        let bad = |msg: String| XmlError::Syntax {
+            pos: at as u64,
+            msg,
+        };
+        if self
+            .decls
+            .iter()
+            .rev()
+            .take_while(|d| d.depth == depth)
+            .any(|d| d.prefix.as_ref() == prefix)
+        {
+            return Err(bad(format!(
+                "namespace prefix '{prefix}' declared twice on one element"
+            )));
+        }
+        match prefix {
+            "xmlns" => return Err(bad("the prefix xmlns may not be declared".into())),
+            "xml" if uri != ns::XML => {
+                return Err(bad(format!("the prefix xml may not be bound to {uri}")));
+            }
+            // xml is always bound; nothing to record
+            "xml" => return Ok(()),
+            p if uri == ns::XML || uri == XMLNS_URI => {
+                return Err(bad(format!("the prefix '{p}' may not be bound to {uri}")));
+            }
+            _ => {}
+        }
+        if self.decls.len() >= self.limits.max_namespace_bindings {
+            return Err(bad(format!(
+                "more than {} namespace declarations in scope",
+                self.limits.max_namespace_bindings
+            )));
+        }
+        let ns = match Ns::from_uri(uri) {
+            Ns::None if !prefix.is_empty() => Ns::Undeclared,
+            n => n,
+        };
+        self.decls.push(Decl {
+            depth,
+            prefix: prefix.into(),
+            ns,
+        });
+        Ok(())
+    }
+
     fn make_elem(
         &mut self,
         e: &BytesStart<'i>,
@@ -221,25 +307,12 @@ impl<'i> Reader<'i> {
         start: usize,
         depth: usize,
     ) -> Result<Elem<'i>, XmlError> {
-        let (ns_res, local) = self.r.resolver().resolve_element(e.name());
-        let ns = Ns::from_resolved(ns_res);
-        let local = self.rebase(local.into_inner())?;
-        let mut attrs = Vec::new();
-        for a in e.attributes() {
+        // One pass over the attributes: declarations are recorded first-come, the others kept with
+        // their prefix and resolved once the element's own declarations are all in scope.
+        let mut attrs: Vec<Attr<'i>> = Vec::new();
+        for a in e.attributes().with_checks(false) {
             let a = a.map_err(|err| self.syntax(err))?;
             let key = a.key;
-            if let Some(decl) = key.as_namespace_binding() {
-                let prefix = match decl {
-                    quick_xml::name::PrefixDeclaration::Default => "",
-                    quick_xml::name::PrefixDeclaration::Named(p) => self.rebase(p)?,
-                };
-                let uri = a
-                    .normalized_value(XmlVersion::Implicit1_0)
-                    .map_err(|err| self.syntax(err))?;
-                self.decls.push((depth, prefix.into(), uri.as_ref().into()));
-                continue;
-            }
-            let (ans, alocal) = self.r.resolver().resolve_attribute(key);
             let value = a
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|err| match err {
@@ -248,13 +321,47 @@ impl<'i> Reader<'i> {
                     ) => XmlError::Entity(name),
                     other => self.syntax(other),
                 })?;
-            let value = self.rebase_cow(value)?;
+            if let Some(decl) = key.as_namespace_binding() {
+                let prefix = match decl {
+                    quick_xml::name::PrefixDeclaration::Default => "",
+                    quick_xml::name::PrefixDeclaration::Named(p) => self.rebase(p)?,
+                };
+                self.declare(depth, prefix, &value, start)?;
+                continue;
+            }
+            let qname = self.rebase(key.into_inner())?;
             attrs.push(Attr {
-                ns: Ns::from_resolved(ans),
-                local: self.rebase(alocal.into_inner())?,
-                value,
+                ns: Ns::None,
+                local: qname,
+                value: self.rebase_cow(value)?,
+                qname,
             });
         }
+        // Resolution and uniqueness of expanded names (Namespaces in XML 1.0 §6.2, §6.3); the
+        // second covers the check on names as written, which quick-xml would do with an allocation.
+        for i in 0..attrs.len() {
+            let qname = attrs[i].qname;
+            if let Some((prefix, local)) = qname.split_once(':') {
+                attrs[i].ns = self.lookup(prefix);
+                attrs[i].local = local;
+            }
+            let (done, rest) = attrs.split_at(i);
+            let a = &rest[0];
+            if done.iter().any(|b| {
+                b.local == a.local
+                    && (b.qname == a.qname || (b.ns == a.ns && a.ns != Ns::Undeclared))
+            }) {
+                return Err(XmlError::Syntax {
+                    pos: start as u64,
+                    msg: format!("attribute '{qname}' given twice"),
+                });
+            }
+        }
+        let name = self.rebase(e.name().into_inner())?;
+        let (ns, local) = match name.split_once(':') {
+            Some((prefix, local)) => (self.lookup(prefix), local),
+            None => (self.lookup(""), name),
+        };
         Ok(Elem {
             ns,
             local,
@@ -309,7 +416,7 @@ impl<'i> Reader<'i> {
     }
 
     fn pop_decls(&mut self) {
-        while self.decls.last().is_some_and(|d| d.0 > self.depth) {
+        while self.decls.last().is_some_and(|d| d.depth > self.depth) {
             self.decls.pop();
         }
     }
@@ -502,10 +609,12 @@ impl<'i> Reader<'i> {
     pub fn raw(&mut self, el: &Elem<'i>) -> Result<&'i str, XmlError> {
         self.skip(el)?;
         let end = self.r.buffer_position() as usize;
-        self.input.get(el.start..end).ok_or(XmlError::Syntax {
-            pos: end as u64,
-            msg: "raw slice".into(),
-        })
+        self.input
+            .get(el.start..end)
+            .ok_or_else(|| XmlError::Syntax {
+                pos: end as u64,
+                msg: "raw slice".into(),
+            })
     }
 
     /// Like [`Reader::raw`], but the fragment is made self-contained: the namespace declarations in scope
@@ -516,18 +625,20 @@ impl<'i> Reader<'i> {
         // capture the declarations of the ancestors before consuming the element
         let inherited: Vec<(Box<str>, Box<str>)> = {
             let mut v: Vec<(Box<str>, Box<str>)> = Vec::new();
-            for (d, p, u) in self.decls.iter().rev() {
-                if *d < el.depth && !v.iter().any(|(q, _)| q == p) {
-                    v.push((p.clone(), u.clone()));
+            for d in self.decls.iter().rev() {
+                if d.depth < el.depth && !v.iter().any(|(q, _)| *q == d.prefix) {
+                    v.push((d.prefix.clone(), d.ns.uri().into()));
                 }
             }
+            // an undeclared prefix (`xmlns:p=""`) is not passed on as a declaration
+            v.retain(|(p, u)| p.is_empty() || !u.is_empty());
             v
         };
         let own: Vec<Box<str>> = self
             .decls
             .iter()
-            .filter(|d| d.0 == el.depth)
-            .map(|d| d.1.clone())
+            .filter(|d| d.depth == el.depth)
+            .map(|d| d.prefix.clone())
             .collect();
         let raw = self.raw(el)?;
         let name_end = raw[1..]

@@ -151,3 +151,36 @@ fn writer_escapes_and_shortens() {
         r#"<?xml version="1.0" encoding="UTF-8"?><a:x xmlns:a="urn:a" v="&lt;&quot;&amp;&gt;"><a:y/><a:z>1 &lt; 2 &amp; 3</a:z></a:x>"#
     );
 }
+
+#[test]
+fn attribute_names_are_unique_after_namespace_resolution() {
+    fn first_child(doc: &[u8]) -> Result<(), XmlError> {
+        let mut r = Reader::new(doc, &limits())?;
+        let a = r.root()?;
+        r.child(&a).map(|_| ())
+    }
+    // Namespaces in XML 1.0 §6.3: the same name twice, the same expanded name under two prefixes,
+    // and one prefix declared twice are all errors
+    for doc in [
+        &br#"<a><b x="1" x="2"/></a>"#[..],
+        br#"<a xmlns:p="urn:u" xmlns:q="urn:u"><b p:x="1" q:x="2"/></a>"#,
+        br#"<a><b xmlns:p="urn:u" xmlns:p="urn:v"/></a>"#,
+        br#"<a><b p:x="1" p:x="2"/></a>"#,
+    ] {
+        let err = first_child(doc).unwrap_err();
+        assert!(
+            matches!(err, XmlError::Syntax { .. }),
+            "{}: {err}",
+            String::from_utf8_lossy(doc)
+        );
+    }
+    // distinct expanded names pass, including two undeclared prefixes and xml:lang next to lang
+    for doc in [
+        &br#"<a xmlns:p="urn:u" xmlns:q="urn:v"><b p:x="1" q:x="2" x="3"/></a>"#[..],
+        br#"<a><b p:x="1" q:x="2"/></a>"#,
+        br#"<a><b xml:lang="nl" lang="en"/></a>"#,
+        br#"<a xmlns:p="urn:u"><b xmlns:p="urn:v" p:x="1"/></a>"#,
+    ] {
+        first_child(doc).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(doc)));
+    }
+}
