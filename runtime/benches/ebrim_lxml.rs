@@ -85,6 +85,7 @@ fn bench<T>(mut f: impl FnMut() -> T) -> f64 {
 }
 
 fn main() {
+    duo_runtime::tune_allocator();
     let resp = fixtures::query_response(1000);
     let h = SoapHeader::request(Transaction::Iti38.response_action(), None);
     let xml = write_soap(&h, &resp);

@@ -109,6 +109,7 @@ async fn fetch(
 }
 
 fn main() {
+    duo_runtime::tune_allocator();
     let parts: usize = bed::arg("--parts")
         .and_then(|v| v.parse().ok())
         .unwrap_or(2048);

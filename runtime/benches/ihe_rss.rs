@@ -16,6 +16,7 @@ fn vm_hwm_kib() -> Option<u64> {
 }
 
 fn main() {
+    duo_runtime::tune_allocator();
     // `cargo bench` passes `--bench`; nothing to configure
     const PARTS: usize = 2048;
     const PART: usize = 512 * 1024;

@@ -416,6 +416,7 @@ async fn measure(
 }
 
 fn main() {
+    duo_runtime::tune_allocator();
     let rates: Vec<f64> = bed::arg("--rates")
         .unwrap_or_else(|| "100,200,300,500".into())
         .split(',')

@@ -92,6 +92,7 @@ fn async_runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    duo_runtime::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { once, json } => {

@@ -274,6 +274,7 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    duo_runtime::tune_allocator();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -363,6 +363,7 @@ fn run(content_type: &str, fixture: &PathBuf, dump: Option<&PathBuf>) -> Result<
 }
 
 fn main() -> ExitCode {
+    duo_runtime::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Respond {
