@@ -602,6 +602,11 @@ fn read_object<'i>(
                     continue;
                 }
                 "Classification" => {
+                    if o.classifications.is_empty() && home == HomeMode::Strict {
+                        // a DocumentEntry carries 8 to 12 (ITI TF-3 Table 4.2.3.2-1): room for
+                        // them at once instead of growing 4 → 8 → 16 and copying each time
+                        o.classifications.reserve_exact(12);
+                    }
                     o.classifications.push(read_classification(r, &c)?);
                     continue;
                 }
