@@ -234,7 +234,14 @@ async fn run(parts: usize, rounds: usize) {
     let _ = hwm_idle;
     let (mut direct, mut relay) = (Vec::new(), Vec::new());
     let sampled_max = Arc::new(AtomicU64::new(0));
+    // CPU seconds per GiB moved: this process (source and client) for direct; this process plus the
+    // gateway for the relay
+    let (mut cpu_direct, mut cpu_relay, mut cpu_gw) = (Vec::new(), Vec::new(), Vec::new());
+    let me = std::process::id();
+    let per_gib =
+        |ticks: u64, bytes: u64| ticks as f64 / 100.0 / (bytes as f64 / (1u64 << 30) as f64);
     for round in 0..rounds {
+        let c0 = bed::cpu_ticks(me);
         let (b, n, s) = fetch(
             &client,
             &source_url,
@@ -244,11 +251,14 @@ async fn run(parts: usize, rounds: usize) {
         )
         .await;
         assert_eq!((b, n), (bytes_total, parts));
+        cpu_direct.push(per_gib(bed::cpu_ticks(me) - c0, b));
         println!(
-            "  round {round}: direct (RAD-69 to the source)      {s:6.2} s  {:7.1} MiB/s",
-            mib(b) / s
+            "  round {round}: direct (RAD-69 to the source)      {s:6.2} s  {:7.1} MiB/s  CPU {:.2} s/GiB",
+            mib(b) / s,
+            cpu_direct[round]
         );
         direct.push(mib(b) / s);
+        let (c0, g0) = (bed::cpu_ticks(me), bed::cpu_ticks(gw.pid()));
 
         let stop = Arc::new(AtomicBool::new(false));
         let pid = gw.pid();
@@ -271,9 +281,13 @@ async fn run(parts: usize, rounds: usize) {
         stop.store(true, Ordering::Relaxed);
         sampler.join().unwrap();
         assert_eq!((b, n), (bytes_total, parts));
+        cpu_gw.push(per_gib(bed::cpu_ticks(gw.pid()) - g0, b));
+        cpu_relay.push(per_gib(bed::cpu_ticks(me) - c0, b) + cpu_gw[round]);
         println!(
-            "  round {round}: relay (RAD-75 through the gateway) {s:6.2} s  {:7.1} MiB/s",
-            mib(b) / s
+            "  round {round}: relay (RAD-75 through the gateway) {s:6.2} s  {:7.1} MiB/s  CPU {:.2} s/GiB, of which the gateway {:.2}",
+            mib(b) / s,
+            cpu_relay[round],
+            cpu_gw[round]
         );
         relay.push(mib(b) / s);
     }
@@ -286,6 +300,14 @@ async fn run(parts: usize, rounds: usize) {
         mean(&relay),
         ratio * 100.0,
         if ratio >= 0.7 { "met" } else { "NOT met" }
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "  CPU per GiB: direct {:.2} s, relay {:.2} s (gateway {:.2} s). When both saturate the {cpus} CPUs, the relay can reach at most {:.0}% of direct on this machine",
+        mean(&cpu_direct),
+        mean(&cpu_relay),
+        mean(&cpu_gw),
+        mean(&cpu_direct) / mean(&cpu_relay) * 100.0
     );
     println!(
         "  gateway peak RSS (VmHWM, whole life) {:.1} MiB; highest VmRSS sampled during relays {:.1} MiB (bar < 100 MiB: {})",

@@ -245,15 +245,6 @@ async fn timeline(client: &reqwest::Client, gw: &str, bsn: &str) -> Result<(), S
     Ok(())
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // fields after the command name in parentheses; utime and stime are fields 14 and 15
-    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -347,6 +338,8 @@ struct Measured {
     overhead: Vec<f64>,
     lag: Vec<f64>,
     cpu_ms: f64,
+    /// CPU of this process (the three simulators and the load generator) per query, ms.
+    rest_cpu_ms: f64,
     rss_mib: f64,
 }
 
@@ -361,11 +354,13 @@ async fn measure(
     seconds: f64,
 ) -> Measured {
     log.lock().unwrap().clear();
-    let cpu0 = cpu_ticks(gw.pid());
+    let cpu0 = bed::cpu_ticks(gw.pid());
+    let rest0 = bed::cpu_ticks(std::process::id());
     let t0 = Instant::now();
     let queries = open_loop(client, gw_url, patients, rate, seconds).await;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_ticks(gw.pid());
+    let cpu1 = bed::cpu_ticks(gw.pid());
+    let rest1 = bed::cpu_ticks(std::process::id());
     let served = log.lock().unwrap().clone();
     let mut by_patient: HashMap<usize, Vec<Served>> = HashMap::new();
     for s in served {
@@ -381,6 +376,7 @@ async fn measure(
         overhead: Vec::new(),
         lag: Vec::new(),
         cpu_ms: (cpu1 - cpu0) as f64 / 100.0 * 1000.0 / queries.len() as f64,
+        rest_cpu_ms: (rest1 - rest0) as f64 / 100.0 * 1000.0 / queries.len() as f64,
         rss_mib: gw.memory_kib().1 as f64 / 1024.0,
     };
     for q in &queries {
@@ -523,7 +519,7 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
         "timeline load: 3 communities, every call answered after {latency_ms} ms (per community ITI-38 FindDocuments, then ITI-39 for the manifests), open loop {seconds:.0} s per rate; latency from each query's send, in ms"
     );
     println!(
-        "  {:>6} {:>9} {:>6} | {:>15} | {:>19} | {:>17} | {:>9} | {:>8} | {:>7}",
+        "  {:>6} {:>9} {:>6} | {:>15} | {:>19} | {:>17} | {:>9} | {:>8} | {:>8} | {:>7}",
         "rate",
         "achieved",
         "errors",
@@ -531,13 +527,18 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
         "slowest comm. p50/p99",
         "overhead p50/p99",
         "lag p99",
-        "CPU/query",
+        "gw CPU/q",
+        "rest CPU/q",
         "RSS MiB"
     );
+    println!(
+        "  (gw CPU/q: the gateway process's CPU per query; rest CPU/q: this process's, i.e. the three simulators and the load generator)"
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for &rate in rates {
         let r = measure(&client, &gw_url, &patients, &gw, &log, rate, seconds).await;
         println!(
-            "  {rate:>6.0} {:>8.0}/s {:>6} | {:>6.1} / {:>6.1} | {:>8.1} / {:>8.1} | {:>7.2} / {:>7.2} | {:>9.1} | {:>6.2}ms | {:>7.1}{}",
+            "  {rate:>6.0} {:>8.0}/s {:>6} | {:>6.1} / {:>6.1} | {:>8.1} / {:>8.1} | {:>7.2} / {:>7.2} | {:>9.1} | {:>6.2}ms | {:>8.2}ms | {:>7.1}{}",
             r.achieved,
             r.errors,
             percentile(&r.latency, 50.0),
@@ -548,6 +549,7 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
             percentile(&r.overhead, 99.0),
             percentile(&r.lag, 99.0),
             r.cpu_ms,
+            r.rest_cpu_ms,
             r.rss_mib,
             if r.unmatched > 0 {
                 format!("  ({} queries not attributable)", r.unmatched)
@@ -558,6 +560,13 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
         if let Some(e) = r.first_error {
             println!("         first error: {e}");
         }
+        // how much of the machine the set-up used at this rate: gateway, simulators and load
+        // generator share the same CPUs, so queueing for CPU shows in every latency above
+        println!(
+            "         CPU busy: {:.0}% of {cpus} CPUs (gateway {:.0}%)",
+            (r.cpu_ms + r.rest_cpu_ms) * r.achieved / (cpus as f64 * 10.0),
+            r.cpu_ms * r.achieved / (cpus as f64 * 10.0)
+        );
         if (rate - 500.0).abs() < f64::EPSILON {
             let p99 = percentile(&r.overhead, 99.0);
             println!(
