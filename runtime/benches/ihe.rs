@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use duo_runtime::ihe::query::AdhocQueryResponse;
 use duo_runtime::ihe::soap::{SoapHeader, Transaction};
 use duo_runtime::ihe::transform::document_entries;
@@ -81,4 +81,10 @@ fn retrieve_relay(c: &mut Criterion) {
 }
 
 criterion_group!(benches, query_response, retrieve_relay);
-criterion_main!(benches);
+
+fn main() {
+    // the allocator set-up of the shipped binaries (criterion_main! would skip it)
+    duo_runtime::tune_allocator();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
