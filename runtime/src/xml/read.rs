@@ -341,7 +341,7 @@ impl<'i> Reader<'i> {
         // second covers the check on names as written, which quick-xml would do with an allocation.
         for i in 0..attrs.len() {
             let qname = attrs[i].qname;
-            if let Some((prefix, local)) = split_qname(qname) {
+            if let Some((prefix, local)) = qname_parts(qname, start)? {
                 attrs[i].ns = self.lookup(prefix);
                 attrs[i].local = local;
             }
@@ -358,7 +358,7 @@ impl<'i> Reader<'i> {
             }
         }
         let name = self.rebase(e.name().into_inner())?;
-        let (ns, local) = match split_qname(name) {
+        let (ns, local) = match qname_parts(name, start)? {
             Some((prefix, local)) => (self.lookup(prefix), local),
             None => (self.lookup(""), name),
         };
@@ -693,6 +693,18 @@ fn split_qname(qname: &str) -> Option<(&str, &str)> {
     let i = qname.bytes().position(|b| b == b':')?;
     // ':' is ASCII, so both sides are on char boundaries
     Some((&qname[..i], &qname[i + 1..]))
+}
+
+/// `prefix:local` split as [`split_qname`], or [`XmlError::Syntax`] when it is not a QName of
+/// Namespaces in XML 1.0 §4 (an empty prefix or local part, or a second colon).
+fn qname_parts(qname: &str, at: usize) -> Result<Option<(&str, &str)>, XmlError> {
+    match split_qname(qname) {
+        Some((p, l)) if p.is_empty() || l.is_empty() || l.contains(':') => Err(XmlError::Syntax {
+            pos: at as u64,
+            msg: format!("'{qname}' is not a namespace-well-formed name"),
+        }),
+        r => Ok(r),
+    }
 }
 
 /// Namespace URI prefix given by [`Reader::raw_fragment`] to a prefix that was used without any

@@ -166,6 +166,11 @@ fn attribute_names_are_unique_after_namespace_resolution() {
         br#"<a xmlns:p="urn:u" xmlns:q="urn:u"><b p:x="1" q:x="2"/></a>"#,
         br#"<a><b xmlns:p="urn:u" xmlns:p="urn:v"/></a>"#,
         br#"<a><b p:x="1" p:x="2"/></a>"#,
+        // not QNames (Namespaces in XML 1.0 §4)
+        br#"<a><b :x="1"/></a>"#,
+        br#"<a><b x:="1"/></a>"#,
+        br#"<a xmlns:p="urn:u"><b p:x:y="1"/></a>"#,
+        br#"<a><p:b:c/></a>"#,
     ] {
         let err = first_child(doc).unwrap_err();
         assert!(
