@@ -128,8 +128,7 @@ struct Decl {
     depth: usize,
     /// `""` for the default namespace.
     prefix: Box<str>,
-    /// What the prefix is bound to; [`Ns::Undeclared`] for `xmlns:p=""` (XML 1.1 undeclaration, which
-    /// leaves `p` unbound) and [`Ns::None`] for `xmlns=""`.
+    /// What the prefix is bound to; [`Ns::None`] for `xmlns=""` (no default namespace).
     ns: Ns,
 }
 
@@ -270,6 +269,12 @@ impl<'i> Reader<'i> {
                 "namespace prefix '{prefix}' declared twice on one element"
             )));
         }
+        // an empty prefix here is the default namespace; `xmlns:=` never gets this far
+        if !prefix.is_empty() && uri.is_empty() {
+            return Err(bad(format!(
+                "the prefix '{prefix}' may not be undeclared (xmlns:{prefix}=\"\") in XML 1.0"
+            )));
+        }
         match prefix {
             "xmlns" => return Err(bad("the prefix xmlns may not be declared".into())),
             "xml" if uri != ns::XML => {
@@ -288,14 +293,10 @@ impl<'i> Reader<'i> {
                 self.limits.max_namespace_bindings
             )));
         }
-        let ns = match Ns::from_uri(uri) {
-            Ns::None if !prefix.is_empty() => Ns::Undeclared,
-            n => n,
-        };
         self.decls.push(Decl {
             depth,
             prefix: prefix.into(),
-            ns,
+            ns: Ns::from_uri(uri),
         });
         Ok(())
     }
@@ -324,6 +325,12 @@ impl<'i> Reader<'i> {
             if let Some(decl) = key.as_namespace_binding() {
                 let prefix = match decl {
                     quick_xml::name::PrefixDeclaration::Default => "",
+                    quick_xml::name::PrefixDeclaration::Named("") => {
+                        return Err(XmlError::Syntax {
+                            pos: start as u64,
+                            msg: "'xmlns:' declares no prefix".into(),
+                        });
+                    }
                     quick_xml::name::PrefixDeclaration::Named(p) => self.rebase(p)?,
                 };
                 self.declare(depth, prefix, &value, start)?;
@@ -339,27 +346,31 @@ impl<'i> Reader<'i> {
         }
         // Resolution and uniqueness of expanded names (Namespaces in XML 1.0 §6.2, §6.3); the
         // second covers the check on names as written, which quick-xml would do with an allocation.
-        for i in 0..attrs.len() {
-            let qname = attrs[i].qname;
-            if let Some((prefix, local)) = qname_parts(qname, start)? {
-                attrs[i].ns = self.lookup(prefix);
-                attrs[i].local = local;
+        for a in attrs.iter_mut() {
+            if let Some((prefix, local)) = qname_parts(a.qname, start)? {
+                a.ns = self.lookup(prefix);
+                a.local = local;
             }
-            let (done, rest) = attrs.split_at(i);
-            let a = &rest[0];
-            if done.iter().any(|b| {
-                b.local == a.local
-                    && (b.qname == a.qname || (b.ns == a.ns && a.ns != Ns::Undeclared))
-            }) {
-                return Err(XmlError::Syntax {
-                    pos: start as u64,
-                    msg: format!("attribute '{qname}' given twice"),
-                });
-            }
+        }
+        if let Some(dup) = duplicate_attribute(&attrs) {
+            return Err(XmlError::Syntax {
+                pos: start as u64,
+                msg: format!("attribute '{dup}' given twice"),
+            });
         }
         let name = self.rebase(e.name().into_inner())?;
         let (ns, local) = match qname_parts(name, start)? {
-            Some((prefix, local)) => (self.lookup(prefix), local),
+            // unlike an attribute's, an element's prefix must be declared (Namespaces in XML 1.0
+            // §5, "Prefix Declared"): the element would otherwise be taken for one in no namespace
+            Some((prefix, local)) => match self.lookup(prefix) {
+                Ns::Undeclared => {
+                    return Err(XmlError::Syntax {
+                        pos: start as u64,
+                        msg: format!("the prefix of element '{name}' is not declared"),
+                    });
+                }
+                ns => (ns, local),
+            },
             None => (self.lookup(""), name),
         };
         Ok(Elem {
@@ -630,26 +641,22 @@ impl<'i> Reader<'i> {
                     v.push((d.prefix.clone(), d.ns.uri().into()));
                 }
             }
-            // an undeclared prefix (`xmlns:p=""`) is not passed on as a declaration
-            v.retain(|(p, u)| p.is_empty() || !u.is_empty());
             v
         };
-        let own: Vec<Box<str>> = self
-            .decls
-            .iter()
-            .filter(|d| d.depth == el.depth)
-            .map(|d| d.prefix.clone())
-            .collect();
         let raw = self.raw(el)?;
+        let prefixes = FragmentPrefixes::of(raw).map_err(|msg| XmlError::Syntax {
+            pos: el.start as u64,
+            msg,
+        })?;
         let name_end = raw[1..]
             .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
             .map(|i| i + 1)
             .unwrap_or(raw.len());
         let mut out = String::with_capacity(raw.len() + 64);
         out.push_str(&raw[..name_end]);
-        let used = used_prefixes(raw);
+        let used = &prefixes.used;
         for (p, u) in inherited.iter().rev() {
-            if own.contains(p) || !used.contains(&p.as_ref()) {
+            if prefixes.own.contains(&p.as_ref()) || !used.contains(&p.as_ref()) {
                 continue;
             }
             out.push(' ');
@@ -668,10 +675,10 @@ impl<'i> Reader<'i> {
         // XML with the attribute and its value intact.
         for p in used {
             if p.is_empty()
-                || p == "xml"
-                || p == "xmlns"
-                || inherited.iter().any(|(q, _)| q.as_ref() == p)
-                || raw.contains(&format!("xmlns:{p}="))
+                || *p == "xml"
+                || *p == "xmlns"
+                || inherited.iter().any(|(q, _)| q.as_ref() == *p)
+                || prefixes.declared.contains(p)
             {
                 continue;
             }
@@ -685,6 +692,30 @@ impl<'i> Reader<'i> {
         out.push_str(&raw[name_end..]);
         Ok(out)
     }
+}
+
+/// The name as written of an attribute whose expanded name (or, for an undeclared prefix, whose name as
+/// written) an earlier attribute of the same element already has. Pairwise for the usual handful of
+/// attributes; through a hash set above that, so an element with a huge number of attributes costs linear
+/// time, not quadratic.
+fn duplicate_attribute<'a>(attrs: &[Attr<'a>]) -> Option<&'a str> {
+    // an undeclared prefix has no namespace to compare, so it is compared as written
+    fn key<'a, 'b>(a: &'b Attr<'a>) -> (bool, &'b str, &'b str) {
+        match a.ns {
+            Ns::Undeclared => (true, a.qname, ""),
+            _ => (false, a.ns.uri(), a.local),
+        }
+    }
+    if attrs.len() <= 16 {
+        for (i, a) in attrs.iter().enumerate() {
+            if attrs[..i].iter().any(|b| key(b) == key(a)) {
+                return Some(a.qname);
+            }
+        }
+        return None;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(attrs.len());
+    attrs.iter().find(|a| !seen.insert(key(a))).map(|a| a.qname)
 }
 
 /// `prefix:local` split at its colon. A byte scan: names are short, and `str::split_once` with a
@@ -711,41 +742,62 @@ fn qname_parts(qname: &str, at: usize) -> Result<Option<(&str, &str)>, XmlError>
 /// declaration: `urn:duo:undeclared-prefix:<prefix>`.
 pub const UNDECLARED_PREFIX_NS: &str = "urn:duo:undeclared-prefix:";
 
-/// Prefixes used by element and attribute names in `raw` (`""` for unprefixed element names). An
-/// over-approximation (text inside CDATA may add some) only adds harmless declarations.
-fn used_prefixes(raw: &str) -> Vec<&str> {
-    fn add<'a>(p: &'a str, used: &mut Vec<&'a str>) {
-        if !used.contains(&p) {
-            used.push(p);
-        }
-    }
-    let mut used: Vec<&str> = Vec::new();
-    let mut rest = raw;
-    while let Some(i) = rest.find('<') {
-        rest = &rest[i + 1..];
-        if rest.starts_with(['/', '!', '?']) {
-            continue;
-        }
-        let end = rest.find('>').unwrap_or(rest.len());
-        let tag = &rest[..end];
-        let mut tokens = tag.split(|c: char| c.is_whitespace() || c == '/');
-        if let Some(name) = tokens.next() {
-            add(
-                name.split_once(':').map(|(p, _)| p).unwrap_or(""),
-                &mut used,
-            );
-        }
-        for t in tokens {
-            if let Some((name, _)) = t.split_once('=')
-                && let Some((p, _)) = name.split_once(':')
-                && p != "xmlns"
-            {
-                add(p, &mut used);
+/// The prefixes of a fragment's names and declarations, read with quick-xml (so whitespace around `=` or
+/// a `>` inside an attribute value cannot hide one).
+struct FragmentPrefixes<'a> {
+    /// Declared on the fragment's own start tag (`""` for a default namespace declaration).
+    own: Vec<&'a str>,
+    /// Declared anywhere in the fragment.
+    declared: Vec<&'a str>,
+    /// Used by element and attribute names (`""` for unprefixed element names).
+    used: Vec<&'a str>,
+}
+
+impl<'a> FragmentPrefixes<'a> {
+    fn of(raw: &'a str) -> Result<FragmentPrefixes<'a>, String> {
+        fn add<'a>(p: &'a str, v: &mut Vec<&'a str>) {
+            if !v.contains(&p) {
+                v.push(p);
             }
         }
-        rest = &rest[end..];
+        let mut out = FragmentPrefixes {
+            own: Vec::new(),
+            declared: Vec::new(),
+            used: Vec::new(),
+        };
+        // names borrow from `raw` (an in-memory reader); re-borrowed so they outlive the event
+        let rebase = |n: &str| -> Result<&'a str, String> {
+            let off = (n.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+            raw.get(off..off.wrapping_add(n.len()))
+                .filter(|r| r.as_ptr() == n.as_ptr())
+                .ok_or_else(|| "name outside the fragment".to_owned())
+        };
+        let mut r = quick_xml::Reader::from_str(raw);
+        let mut first = true;
+        loop {
+            let e = match r.read_event().map_err(|e| e.to_string())? {
+                Event::Start(e) | Event::Empty(e) => e,
+                Event::Eof => return Ok(out),
+                _ => continue,
+            };
+            let name = rebase(e.name().into_inner())?;
+            add(split_qname(name).map_or("", |(p, _)| p), &mut out.used);
+            for a in e.attributes().with_checks(false) {
+                let a = a.map_err(|e| e.to_string())?;
+                let key = rebase(a.key.into_inner())?;
+                if key == "xmlns" || key.starts_with("xmlns:") {
+                    let p = key.strip_prefix("xmlns:").unwrap_or("");
+                    add(p, &mut out.declared);
+                    if first {
+                        add(p, &mut out.own);
+                    }
+                } else if let Some((p, _)) = split_qname(key) {
+                    add(p, &mut out.used);
+                }
+            }
+            first = false;
+        }
     }
-    used
 }
 
 fn resolve_ref(g: &quick_xml::events::BytesRef<'_>) -> Result<char, XmlError> {

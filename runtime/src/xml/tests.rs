@@ -189,3 +189,104 @@ fn attribute_names_are_unique_after_namespace_resolution() {
         first_child(doc).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(doc)));
     }
 }
+
+/// The first child of the root of `doc`, passed on with [`Reader::raw_fragment`] and read again on its
+/// own (which fails on a declaration given twice or a prefix left undeclared).
+fn pass_on(doc: &str) -> String {
+    let mut r = Reader::new(doc.as_bytes(), &limits()).unwrap();
+    let root = r.root().unwrap();
+    let first = r.child(&root).unwrap().unwrap();
+    let frag = r.raw_fragment(&first).unwrap();
+    let mut again = Reader::new(frag.as_bytes(), &limits()).unwrap();
+    let el = again
+        .root()
+        .unwrap_or_else(|e| panic!("{frag} does not read on its own: {e}"));
+    again.end(&el).unwrap();
+    frag
+}
+
+#[test]
+fn raw_fragment_of_an_empty_element_keeps_its_own_declarations() {
+    // an empty element's declarations leave scope as soon as it is read; the fragment must not then
+    // get the ancestor's declaration of the same prefix next to its own
+    let frag = pass_on(r#"<e xmlns:h="urn:h"><h:Trace xmlns:h="urn:h2"/></e>"#);
+    assert_eq!(frag, r#"<h:Trace xmlns:h="urn:h2"/>"#);
+    let frag = pass_on(r#"<e xmlns="urn:d"><Trace xmlns="urn:e"/></e>"#);
+    assert_eq!(frag, r#"<Trace xmlns="urn:e"/>"#);
+}
+
+#[test]
+fn raw_fragment_finds_prefixes_the_way_xml_is_written() {
+    // whitespace around '=' and a '>' inside a value must not hide the prefix k
+    for (doc, want) in [
+        (
+            r#"<e xmlns:k="urn:k"><Foo k:b = "1"/></e>"#,
+            r#"<Foo xmlns:k="urn:k" k:b = "1"/>"#,
+        ),
+        (
+            r#"<e xmlns:k="urn:k"><Foo a=">" k:b="1"/></e>"#,
+            r#"<Foo xmlns:k="urn:k" a=">" k:b="1"/>"#,
+        ),
+        (
+            r#"<e><Foo a=">" z:b="1"/></e>"#,
+            r#"<Foo xmlns:z="urn:duo:undeclared-prefix:z" a=">" z:b="1"/>"#,
+        ),
+    ] {
+        assert_eq!(pass_on(doc), want);
+    }
+}
+
+#[test]
+fn namespace_declarations_follow_xml_1_0() {
+    fn read_all(doc: &str) -> Result<(), XmlError> {
+        let mut r = Reader::new(doc.as_bytes(), &limits())?;
+        let root = r.root()?;
+        while let Some(c) = r.child(&root)? {
+            r.skip(&c)?;
+        }
+        Ok(())
+    }
+    // Namespaces in XML 1.0 §3 and §5: no prefix undeclaring, no empty prefix, element prefixes
+    // declared, the reserved prefixes left alone
+    for doc in [
+        r#"<a xmlns:p=""><b/></a>"#,
+        r#"<a xmlns:="urn:x"><b/></a>"#,
+        r#"<a><zz:b/></a>"#,
+        r#"<zz:a/>"#,
+        r#"<a><xmlns:b/></a>"#,
+        r#"<a xmlns:xml="urn:x"/>"#,
+        r#"<a xmlns:p="http://www.w3.org/XML/1998/namespace"/>"#,
+        r#"<a xmlns:xmlns="urn:x"/>"#,
+    ] {
+        assert!(
+            matches!(read_all(doc), Err(XmlError::Syntax { .. })),
+            "{doc} was accepted"
+        );
+    }
+    for doc in [
+        r#"<a xmlns="urn:d"><b xmlns=""/></a>"#,
+        r#"<a xmlns:xml="http://www.w3.org/XML/1998/namespace" xml:lang="nl"/>"#,
+        r#"<a xmlns:p="urn:1"><p:b xmlns:p="urn:2"/><p:c/></a>"#,
+    ] {
+        read_all(doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
+    }
+}
+
+#[test]
+fn many_attributes_are_checked_for_uniqueness_too() {
+    // above 16 attributes the check goes through a hash set
+    let distinct: String = (0..40).map(|i| format!(" a{i}=\"1\"")).collect();
+    let doc = format!(r#"<r xmlns:p="urn:u" xmlns:q="urn:u"><e{distinct} p:x="1"/></r>"#);
+    let mut r = Reader::new(doc.as_bytes(), &limits()).unwrap();
+    let root = r.root().unwrap();
+    assert_eq!(r.child(&root).unwrap().unwrap().attrs.len(), 41);
+    for dup in [r#" a3="2""#, r#" q:x="2""#] {
+        let doc = format!(r#"<r xmlns:p="urn:u" xmlns:q="urn:u"><e{distinct} p:x="1"{dup}/></r>"#);
+        let mut r = Reader::new(doc.as_bytes(), &limits()).unwrap();
+        let root = r.root().unwrap();
+        assert!(
+            matches!(r.child(&root), Err(XmlError::Syntax { .. })),
+            "{dup} not found"
+        );
+    }
+}
