@@ -633,18 +633,9 @@ impl<'i> Reader<'i> {
     /// them itself), so it can be placed into another document, e.g. a WS-Security header block passed on
     /// to the next hop. Passing the result on again adds nothing.
     pub fn raw_fragment(&mut self, el: &Elem<'i>) -> Result<String, XmlError> {
-        // capture the declarations of the ancestors before consuming the element
-        let inherited: Vec<(Box<str>, Box<str>)> = {
-            let mut v: Vec<(Box<str>, Box<str>)> = Vec::new();
-            for d in self.decls.iter().rev() {
-                if d.depth < el.depth && !v.iter().any(|(q, _)| *q == d.prefix) {
-                    v.push((d.prefix.clone(), d.ns.uri().into()));
-                }
-            }
-            v
-        };
         let raw = self.raw(el)?;
-        let prefixes = FragmentPrefixes::of(raw).map_err(|msg| XmlError::Syntax {
+        // the ancestors' declarations are still in scope once the element is consumed
+        let unbound = unbound_prefixes(raw).map_err(|msg| XmlError::Syntax {
             pos: el.start as u64,
             msg,
         })?;
@@ -654,40 +645,42 @@ impl<'i> Reader<'i> {
             .unwrap_or(raw.len());
         let mut out = String::with_capacity(raw.len() + 64);
         out.push_str(&raw[..name_end]);
-        let used = &prefixes.used;
-        for (p, u) in inherited.iter().rev() {
-            if prefixes.own.contains(&p.as_ref()) || !used.contains(&p.as_ref()) {
-                continue;
+        for p in unbound {
+            let inherited = self
+                .decls
+                .iter()
+                .rev()
+                .find(|d| d.depth < el.depth && d.prefix.as_ref() == p);
+            match (p, inherited) {
+                // the default namespace: inherited when an ancestor set one
+                ("", Some(d)) if d.ns != Ns::None => {
+                    out.push_str(" xmlns=\"");
+                    push_attr_value(&mut out, d.ns.uri());
+                    out.push('"');
+                }
+                ("", _) => {}
+                (p, Some(d)) => {
+                    out.push_str(" xmlns:");
+                    out.push_str(p);
+                    out.push_str("=\"");
+                    push_attr_value(&mut out, d.ns.uri());
+                    out.push('"');
+                }
+                // A prefix used but declared nowhere (a sloppy peer's `foo:attr` in a header block
+                // the gateway only passes on) gets a placeholder declaration, so the next hop receives
+                // namespace-well-formed XML with the attribute and its value intact.
+                (p, None) => {
+                    out.push_str(" xmlns:");
+                    out.push_str(p);
+                    out.push_str("=\"");
+                    out.push_str(UNDECLARED_PREFIX_NS);
+                    out.extend(percent_encoding::utf8_percent_encode(
+                        p,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    ));
+                    out.push('"');
+                }
             }
-            out.push(' ');
-            if p.is_empty() {
-                out.push_str("xmlns");
-            } else {
-                out.push_str("xmlns:");
-                out.push_str(p);
-            }
-            out.push_str("=\"");
-            out.push_str(&quick_xml::escape::escape(u.as_ref()));
-            out.push('"');
-        }
-        // A prefix used but declared nowhere (a sloppy peer's `foo:attr` in a header block the gateway
-        // only passes on) gets a placeholder declaration, so the next hop receives namespace-well-formed
-        // XML with the attribute and its value intact.
-        for p in used {
-            if p.is_empty()
-                || *p == "xml"
-                || *p == "xmlns"
-                || inherited.iter().any(|(q, _)| q.as_ref() == *p)
-                || prefixes.declared.contains(p)
-            {
-                continue;
-            }
-            out.push_str(" xmlns:");
-            out.push_str(p);
-            out.push_str("=\"");
-            out.push_str(UNDECLARED_PREFIX_NS);
-            out.push_str(p);
-            out.push('"');
         }
         out.push_str(&raw[name_end..]);
         Ok(out)
@@ -752,63 +745,89 @@ fn qname_parts(qname: &str, at: usize) -> Result<Option<(&str, &str)>, XmlError>
 }
 
 /// Namespace URI prefix given by [`Reader::raw_fragment`] to a prefix that was used without any
-/// declaration: `urn:duo:undeclared-prefix:<prefix>`.
+/// declaration: `urn:duo:undeclared-prefix:<prefix>`, the prefix percent-encoded beyond ASCII letters and
+/// digits.
 pub const UNDECLARED_PREFIX_NS: &str = "urn:duo:undeclared-prefix:";
 
-/// The prefixes of a fragment's names and declarations, read with quick-xml (so whitespace around `=` or
-/// a `>` inside an attribute value cannot hide one).
-struct FragmentPrefixes<'a> {
-    /// Declared on the fragment's own start tag (`""` for a default namespace declaration).
-    own: Vec<&'a str>,
-    /// Declared anywhere in the fragment.
-    declared: Vec<&'a str>,
-    /// Used by element and attribute names (`""` for unprefixed element names).
-    used: Vec<&'a str>,
-}
-
-impl<'a> FragmentPrefixes<'a> {
-    fn of(raw: &'a str) -> Result<FragmentPrefixes<'a>, String> {
-        fn add<'a>(p: &'a str, v: &mut Vec<&'a str>) {
-            if !v.contains(&p) {
-                v.push(p);
+/// The prefixes a fragment uses where the fragment itself does not declare them (`""`: an unprefixed
+/// element name with no default namespace declared around it), each once, in order of first use; `xml`
+/// never. Read with quick-xml, so whitespace around `=` or a `>` inside a value cannot hide a name, and
+/// in time linear in the fragment: the prefixes in scope are counted in a map, not searched in a list.
+fn unbound_prefixes(raw: &str) -> Result<Vec<&str>, String> {
+    use std::collections::{HashMap, HashSet};
+    // names borrow from `raw` (an in-memory reader); re-borrowed so they outlive the event
+    let rebase = |n: &str| -> Result<&str, String> {
+        let off = (n.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+        raw.get(off..off.wrapping_add(n.len()))
+            .filter(|r| r.as_ptr() == n.as_ptr())
+            .ok_or_else(|| "name outside the fragment".to_owned())
+    };
+    let mut in_scope: HashMap<&str, usize> = HashMap::new();
+    // the prefixes declared by each open element, to take out of scope at its end
+    let mut open: Vec<Vec<&str>> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut unbound: Vec<&str> = Vec::new();
+    let mut r = quick_xml::Reader::from_str(raw);
+    loop {
+        let (e, empty) = match r.read_event().map_err(|e| e.to_string())? {
+            Event::Start(e) => (e, false),
+            Event::Empty(e) => (e, true),
+            Event::End(_) => {
+                for p in open.pop().unwrap_or_default() {
+                    if let Some(n) = in_scope.get_mut(p) {
+                        *n -= 1;
+                    }
+                }
+                continue;
+            }
+            Event::Eof => return Ok(unbound),
+            _ => continue,
+        };
+        let mut declared = Vec::new();
+        let mut used = Vec::new();
+        for a in e.attributes().with_checks(false) {
+            let a = a.map_err(|e| e.to_string())?;
+            let key = rebase(a.key.into_inner())?;
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                declared.push(key.strip_prefix("xmlns:").unwrap_or(""));
+            } else if let Some((p, _)) = split_qname(key) {
+                used.push(p);
             }
         }
-        let mut out = FragmentPrefixes {
-            own: Vec::new(),
-            declared: Vec::new(),
-            used: Vec::new(),
-        };
-        // names borrow from `raw` (an in-memory reader); re-borrowed so they outlive the event
-        let rebase = |n: &str| -> Result<&'a str, String> {
-            let off = (n.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
-            raw.get(off..off.wrapping_add(n.len()))
-                .filter(|r| r.as_ptr() == n.as_ptr())
-                .ok_or_else(|| "name outside the fragment".to_owned())
-        };
-        let mut r = quick_xml::Reader::from_str(raw);
-        let mut first = true;
-        loop {
-            let e = match r.read_event().map_err(|e| e.to_string())? {
-                Event::Start(e) | Event::Empty(e) => e,
-                Event::Eof => return Ok(out),
-                _ => continue,
-            };
-            let name = rebase(e.name().into_inner())?;
-            add(split_qname(name).map_or("", |(p, _)| p), &mut out.used);
-            for a in e.attributes().with_checks(false) {
-                let a = a.map_err(|e| e.to_string())?;
-                let key = rebase(a.key.into_inner())?;
-                if key == "xmlns" || key.starts_with("xmlns:") {
-                    let p = key.strip_prefix("xmlns:").unwrap_or("");
-                    add(p, &mut out.declared);
-                    if first {
-                        add(p, &mut out.own);
-                    }
-                } else if let Some((p, _)) = split_qname(key) {
-                    add(p, &mut out.used);
+        used.push(split_qname(rebase(e.name().into_inner())?).map_or("", |(p, _)| p));
+        for p in &declared {
+            *in_scope.entry(p).or_insert(0) += 1;
+        }
+        for p in used {
+            if p != "xml" && in_scope.get(p).is_none_or(|n| *n == 0) && seen.insert(p) {
+                unbound.push(p);
+            }
+        }
+        if empty {
+            for p in declared {
+                if let Some(n) = in_scope.get_mut(p) {
+                    *n -= 1;
                 }
             }
-            first = false;
+        } else {
+            open.push(declared);
+        }
+    }
+}
+
+/// Appends `v` escaped for a double-quoted attribute value; tab, newline and carriage return as
+/// character references, so the next parser's attribute-value normalisation does not turn them into
+/// spaces.
+fn push_attr_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
         }
     }
 }

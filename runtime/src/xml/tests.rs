@@ -290,3 +290,27 @@ fn many_attributes_are_checked_for_uniqueness_too() {
         );
     }
 }
+
+#[test]
+fn raw_fragment_declares_what_is_unbound_where_it_is_used() {
+    // z is declared inside the block but used outside that declaration's scope: the root still needs
+    // a declaration for it
+    for doc in [
+        r#"<e><h:T xmlns:h="urn:h" z:a="1"><c xmlns:z="urn:z"/></h:T></e>"#,
+        r#"<e><h:T xmlns:h="urn:h"><c xmlns:z="urn:z"/><d z:a="1"/></h:T></e>"#,
+    ] {
+        let frag = pass_on(doc);
+        assert!(
+            frag.starts_with(r#"<h:T xmlns:z="urn:duo:undeclared-prefix:z""#),
+            "{frag}"
+        );
+    }
+    // a URI with a tab or newline reference keeps it; a non-ASCII prefix gets a valid placeholder
+    let frag = pass_on(r#"<e xmlns:k="urn:a&#9;b&#10;c"><T k:b="1"/></e>"#);
+    assert_eq!(frag, r#"<T xmlns:k="urn:a&#9;b&#10;c" k:b="1"/>"#);
+    let frag = pass_on(r#"<e><T ü:b="1"/></e>"#);
+    assert_eq!(
+        frag,
+        r#"<T xmlns:ü="urn:duo:undeclared-prefix:%C3%BC" ü:b="1"/>"#
+    );
+}
