@@ -110,17 +110,9 @@ async fn fetch(
 
 fn main() {
     duo_runtime::tune_allocator();
-    let parts: usize = bed::arg("--parts")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2048);
-    let rounds: usize = bed::arg("--rounds")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let parts: usize = bed::arg_or("--parts", 2048);
+    let rounds: usize = bed::arg_or("--rounds", 2);
+    let rt = bed::runtime();
     rt.block_on(run(parts, rounds));
 }
 

@@ -418,20 +418,10 @@ fn main() {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
-    let seconds: f64 = bed::arg("--seconds")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20.0);
-    let latency_ms: u64 = bed::arg("--latency-ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let concurrency: usize = bed::arg("--concurrency")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let seconds: f64 = bed::arg_or("--seconds", 20.0);
+    let latency_ms: u64 = bed::arg_or("--latency-ms", 10);
+    let concurrency: usize = bed::arg_or("--concurrency", 32);
+    let rt = bed::runtime();
     rt.block_on(run(&rates, seconds, latency_ms, concurrency));
 }
 

@@ -146,6 +146,20 @@ pub fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The value after `name` on the command line parsed as `T`, or `default` when absent or unparsable.
+pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The benchmarks' tokio runtime: two workers, as many as the development machine has CPUs.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// CPU time (user + system) of process `pid` so far, in clock ticks of 10 ms (`/proc/<pid>/stat`
 /// fields 14 and 15); 0 when unreadable.
 pub fn cpu_ticks(pid: u32) -> u64 {

@@ -172,23 +172,11 @@ impl<'i> Reader<'i> {
     /// Re-borrows a slice quick-xml handed out (tied to the event's lifetime) from the input itself, so
     /// names and values can outlive the event. Events of an in-memory reader always point into the input.
     fn rebase(&self, s: &str) -> Result<&'i str, XmlError> {
-        let base = self.input.as_ptr() as usize;
-        let p = s.as_ptr() as usize;
-        if p >= base && p + s.len() <= base + self.input.len() {
-            let off = p - base;
-            // ok_or_else: an eager error would allocate its message for every name read
-            self.input
-                .get(off..off + s.len())
-                .ok_or_else(|| XmlError::Syntax {
-                    pos: off as u64,
-                    msg: "name".into(),
-                })
-        } else {
-            Err(XmlError::Syntax {
-                pos: 0,
-                msg: "name outside the document".into(),
-            })
-        }
+        // ok_or_else: an eager error would allocate its message for every name read
+        reborrow(self.input, s).ok_or_else(|| XmlError::Syntax {
+            pos: 0,
+            msg: "name outside the document".into(),
+        })
     }
 
     fn rebase_cow(&self, c: Cow<'_, str>) -> Result<Cow<'i, str>, XmlError> {
@@ -755,13 +743,7 @@ pub const UNDECLARED_PREFIX_NS: &str = "urn:duo:undeclared-prefix:";
 /// in time linear in the fragment: the prefixes in scope are counted in a map, not searched in a list.
 fn unbound_prefixes(raw: &str) -> Result<Vec<&str>, String> {
     use std::collections::{HashMap, HashSet};
-    // names borrow from `raw` (an in-memory reader); re-borrowed so they outlive the event
-    let rebase = |n: &str| -> Result<&str, String> {
-        let off = (n.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
-        raw.get(off..off.wrapping_add(n.len()))
-            .filter(|r| r.as_ptr() == n.as_ptr())
-            .ok_or_else(|| "name outside the fragment".to_owned())
-    };
+    let rebase = |n: &str| reborrow(raw, n).ok_or_else(|| "name outside the fragment".to_owned());
     let mut in_scope: HashMap<&str, usize> = HashMap::new();
     // the prefixes declared by each open element, to take out of scope at its end
     let mut open: Vec<Vec<&str>> = Vec::new();
@@ -813,6 +795,15 @@ fn unbound_prefixes(raw: &str) -> Result<Vec<&str>, String> {
             open.push(declared);
         }
     }
+}
+
+/// `part`, a slice quick-xml handed out with the lifetime of its event, re-borrowed from `whole`, the
+/// in-memory input it points into, so it can outlive the event; `None` when it does not point into it.
+fn reborrow<'w>(whole: &'w str, part: &str) -> Option<&'w str> {
+    let off = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    whole
+        .get(off..off.checked_add(part.len())?)
+        .filter(|r| r.as_ptr() == part.as_ptr())
 }
 
 /// Appends `v` escaped for a double-quoted attribute value; tab, newline and carriage return as
