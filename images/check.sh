@@ -40,6 +40,11 @@ for df in images/*/Dockerfile; do
     [[ -e "$path" ]] || fail "$ignore lets in $path, which does not exist"
     tar -C . --exclude=target -cf - "$path" | tar -C "$ctx" -xf -
   done < "$ignore"
+  # fetch first: `cargo metadata` reads the manifest of every package in the lockfile, including those of
+  # other platforms that a host build never downloads, so --offline alone passes only where an earlier
+  # build happened to cache them. --locked on both: a lockfile that does not match the manifests fails.
+  fetched=$(cd "$ctx" && cargo fetch --locked 2>&1) \
+    || fail "the build context of $df does not fetch with the committed Cargo.lock: $fetched"
   meta=$(cd "$ctx" && cargo metadata --locked --offline --format-version 1 2>&1) \
     || fail "the build context of $df does not resolve: $meta"
   read -r pkg bin < <(sed -n 's/.*cargo build .* -p \([a-z-]*\) --bin \([a-z-]*\).*/\1 \2/p' "$df")
