@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let limits = Limits::default();
     c.bench_function("xacml_read_closed_answer", |b| {
-        b.iter(|| xacml::read_closed_answer(black_box(&answer), &q.categories, &limits).unwrap())
+        b.iter(|| xacml::read_closed_answer(black_box(&answer), &q, &limits).unwrap())
     });
     let now = jiff::Timestamp::now();
     c.bench_function("xua_build_security_header", |b| {

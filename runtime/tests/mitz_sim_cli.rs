@@ -118,12 +118,24 @@ async fn the_subcommand_serves_the_sample_question() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.bytes().await.unwrap();
-    let got = xacml::read_closed_answer(
-        &body,
-        &["GGC002".parse().unwrap()],
-        &duo_runtime::xml::Limits::default(),
-    )
-    .unwrap();
+    // the question of the sample, typed (the answer is read against it)
+    let question = xacml::ClosedQuestion {
+        patient: "900186021".parse().unwrap(),
+        holder_ura: "00000659".parse().unwrap(),
+        holder_facility_type: "Z3".parse().unwrap(),
+        categories: vec!["GGC002".parse().unwrap()],
+        requester: duo_runtime::model::Requester {
+            uzi: "000095254".parse().unwrap(),
+            role: "01.015".parse().unwrap(),
+            ura: "00000666".parse().unwrap(),
+            facility_type: "Z3".parse().unwrap(),
+            purpose_of_use: "TREAT".parse().unwrap(),
+            name: None,
+        },
+        mandated: None,
+    };
+    let got =
+        xacml::read_closed_answer(&body, &question, &duo_runtime::xml::Limits::default()).unwrap();
     assert_eq!(got[0].decision, Decision::Deny);
 
     // the consent service against the running process

@@ -145,20 +145,23 @@ impl MitzClient {
         &self.limits
     }
 
-    /// Asks the closed question and returns one decision per asked category, in question order.
+    /// Asks the closed question and returns one decision per asked category, in question order, read
+    /// and tied to the question by [`xacml::read_closed_answer`].
     /// Errors: see [`MitzError`]; the caller treats every error as no consent.
     pub async fn closed_question(
         &self,
         q: &ClosedQuestion,
     ) -> Result<Vec<CategoryDecision>, MitzError> {
+        let answer = self.send_closed_question(q).await?;
+        Ok(xacml::read_closed_answer(&answer, q, &self.limits)?)
+    }
+
+    /// Writes the closed question envelope, POSTs it and returns the body of the answer unread.
+    /// Errors: see [`MitzError`].
+    pub async fn send_closed_question(&self, q: &ClosedQuestion) -> Result<Bytes, MitzError> {
         let body =
             xacml::write_closed_question(q, &soap::new_message_id(), &self.closed_question_url);
-        let answer = self.post(&self.closed_question_url, body).await?;
-        Ok(xacml::read_closed_answer(
-            &answer,
-            &q.categories,
-            &self.limits,
-        )?)
+        self.post(&self.closed_question_url, body).await
     }
 
     /// POSTs a SOAP 1.2 envelope to `url` and returns the body of a 2xx answer, all within the deadline.

@@ -7,9 +7,15 @@
 //! failure to get an answer (timeout, TLS error, HTTP error, SOAP fault, unparseable answer), which is
 //! reported as Indeterminate with [`ConsentSource::Failure`] so the reason reaches the audit record.
 //!
-//! Permit and Deny answers of Mitz are cached for `mitz.cacheSeconds` (default 60) per (patient,
-//! requester organisation URA, requester role, category); nothing else is cached, so a failure or an
-//! Indeterminate is asked again next time.
+//! Permit and Deny answers of Mitz are cached for `mitz.cacheSeconds` (default 60) per closed question:
+//! the key holds every input of the question ([`ClosedQuestion`] less the other categories: patient, data
+//! holder URA and facility type, the requester's UZI number, role, organisation URA and facility type,
+//! purpose of use, the mandating professional, and the category), so an answer is only ever reused for
+//! exactly the question it answered. Nothing else is cached: a failure or an Indeterminate is asked again
+//! next time.
+//!
+//! Every answer is read and tied to its question by [`xacml::read_closed_answer`] here, whichever
+//! [`ClosedQuestionTransport`] carried it.
 //!
 //! Modules: [`xacml`] (the wire format), [`client`] (HTTP over mutual TLS).
 
@@ -21,14 +27,34 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use client::{MitzClient, MitzError};
 pub use xacml::{CategoryDecision, ClosedQuestion, Decision};
 
+use crate::backend::BoxFut;
 use crate::config::{Config, ConsentMode};
-use crate::model::{Bsn, DataCategory, FacilityType, Requester, RoleCode, Ura};
+use crate::model::{
+    Bsn, DataCategory, FacilityType, PurposeOfUse, Requester, RoleCode, Ura, UziNumber,
+};
 use crate::tls::TlsError;
+use crate::xml::Limits;
+
+/// How a closed question reaches Mitz and its answer comes back: [`MitzClient`] (HTTPS with mutual TLS)
+/// in the gateway; an in-process answerer in tests that generate hostile answers. The transport only
+/// carries bytes: the [`ConsentService`] reads every answer and ties it to the question itself.
+pub trait ClosedQuestionTransport: Send + Sync {
+    /// Puts question `q` and returns the body of the answer, unread. Errors: why there is no answer
+    /// ([`MitzError`]; every error means no consent).
+    fn send<'a>(&'a self, q: &'a ClosedQuestion) -> BoxFut<'a, Result<Bytes, MitzError>>;
+}
+
+impl ClosedQuestionTransport for MitzClient {
+    fn send<'a>(&'a self, q: &'a ClosedQuestion) -> BoxFut<'a, Result<Bytes, MitzError>> {
+        Box::pin(self.send_closed_question(q))
+    }
+}
 
 /// Where a [`ConsentOutcome`]'s decision came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,18 +136,45 @@ pub enum ConsentSetupError {
     Tls(#[from] TlsError),
 }
 
+/// Every input of a closed question about one category: an answer is reused only for exactly the
+/// question it answered (issue 12, defect 3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
     patient: Bsn,
-    organisation: Ura,
+    holder_ura: Ura,
+    holder_facility_type: FacilityType,
+    uzi: UziNumber,
     role: RoleCode,
+    organisation: Ura,
+    facility_type: FacilityType,
+    purpose_of_use: PurposeOfUse,
+    mandated: Option<UziNumber>,
     category: DataCategory,
+}
+
+impl CacheKey {
+    /// The key of `q`'s question about `category` (the other categories of `q` play no part).
+    fn of(q: &ClosedQuestion, category: &DataCategory) -> CacheKey {
+        let r = &q.requester;
+        CacheKey {
+            patient: q.patient.clone(),
+            holder_ura: q.holder_ura.clone(),
+            holder_facility_type: q.holder_facility_type.clone(),
+            uzi: r.uzi.clone(),
+            role: r.role.clone(),
+            organisation: r.ura.clone(),
+            facility_type: r.facility_type.clone(),
+            purpose_of_use: r.purpose_of_use.clone(),
+            mandated: q.mandated.clone(),
+            category: category.clone(),
+        }
+    }
 }
 
 type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
-/// Short-lived memory of Permit and Deny answers (issue 4: per patient, requester organisation, role,
-/// category; default 60 s). Bounded: when full, expired entries are dropped and, if still full, new
+/// Short-lived memory of Permit and Deny answers (per [`CacheKey`]: every input of the question; default
+/// 60 s). Bounded: when full, expired entries are dropped and, if still full, new
 /// answers are not remembered (the cache only saves questions, it is never needed for correctness).
 struct ConsentCache {
     ttl: Duration,
@@ -180,7 +233,9 @@ pub struct ConsentService {
     category: DataCategory,
     holder_ura: Ura,
     holder_facility_type: FacilityType,
-    mitz: Option<Arc<MitzClient>>,
+    mitz: Option<Arc<dyn ClosedQuestionTransport>>,
+    /// Limits answers are read with.
+    limits: Limits,
     cache: ConsentCache,
 }
 
@@ -190,7 +245,7 @@ impl fmt::Debug for ConsentService {
             .field("mode", &self.mode)
             .field("category", &self.category)
             .field("holder_ura", &self.holder_ura)
-            .field("mitz", &self.mitz)
+            .field("mitz", &self.mitz.is_some())
             .finish()
     }
 }
@@ -227,12 +282,41 @@ impl ConsentService {
         mitz: Option<Arc<MitzClient>>,
         cache_ttl: Duration,
     ) -> ConsentService {
+        let limits = mitz.as_ref().map_or_else(
+            || Limits {
+                max_bytes: client::MAX_ANSWER_BYTES,
+                ..Limits::default()
+            },
+            |m| m.limits().clone(),
+        );
+        ConsentService::with_transport(
+            mode,
+            category,
+            holder_ura,
+            holder_facility_type,
+            mitz.map(|m| m as Arc<dyn ClosedQuestionTransport>),
+            limits,
+            cache_ttl,
+        )
+    }
+
+    /// [`ConsentService::new`] with any [`ClosedQuestionTransport`]; answers are read with `limits`.
+    pub fn with_transport(
+        mode: ConsentMode,
+        category: DataCategory,
+        holder_ura: Ura,
+        holder_facility_type: FacilityType,
+        mitz: Option<Arc<dyn ClosedQuestionTransport>>,
+        limits: Limits,
+        cache_ttl: Duration,
+    ) -> ConsentService {
         ConsentService {
             mode,
             category,
             holder_ura,
             holder_facility_type,
             mitz,
+            limits,
             cache: ConsentCache::new(cache_ttl, Arc::new(Instant::now)),
         }
     }
@@ -285,12 +369,16 @@ impl ConsentService {
                 })
                 .collect();
         }
-        let key = |c: &DataCategory| CacheKey {
+        // the question without its categories: what every cache key and the question itself hold
+        let base = ClosedQuestion {
             patient: patient.clone(),
-            organisation: requester.ura.clone(),
-            role: requester.role.clone(),
-            category: c.clone(),
+            holder_ura: self.holder_ura.clone(),
+            holder_facility_type: self.holder_facility_type.clone(),
+            categories: Vec::new(),
+            requester: requester.clone(),
+            mandated: None,
         };
+        let key = |c: &DataCategory| CacheKey::of(&base, c);
         let mut out: Vec<Option<ConsentOutcome>> = categories
             .iter()
             .map(|c| {
@@ -302,45 +390,42 @@ impl ConsentService {
                 })
             })
             .collect();
-        let missing: Vec<DataCategory> = categories
-            .iter()
-            .zip(&out)
-            .filter(|(_, o)| o.is_none())
-            .map(|(c, _)| c.clone())
-            .collect();
+        let mut missing: Vec<DataCategory> = Vec::new();
+        for (c, o) in categories.iter().zip(&out) {
+            // each category is asked once, however often the caller names it
+            if o.is_none() && !missing.contains(c) {
+                missing.push(c.clone());
+            }
+        }
         if !missing.is_empty() {
+            let q = ClosedQuestion {
+                categories: missing.clone(),
+                ..base.clone()
+            };
             let answer = match &self.mitz {
                 None => Err(MitzError::NotConfigured(
                     "no Mitz client for consent mode mitz".into(),
                 )),
-                Some(m) => {
-                    let q = ClosedQuestion {
-                        patient: patient.clone(),
-                        holder_ura: self.holder_ura.clone(),
-                        holder_facility_type: self.holder_facility_type.clone(),
-                        categories: missing.clone(),
-                        requester: requester.clone(),
-                        mandated: None,
-                    };
-                    m.closed_question(&q).await
-                }
+                Some(m) => match m.send(&q).await {
+                    Ok(body) => {
+                        xacml::read_closed_answer(&body, &q, &self.limits).map_err(MitzError::from)
+                    }
+                    Err(e) => Err(e),
+                },
             };
             match answer {
                 Ok(decisions) => {
                     for d in decisions {
                         self.cache.put(key(&d.category), d.decision);
-                        if let Some(slot) = categories
-                            .iter()
-                            .zip(out.iter_mut())
-                            .find(|(c, o)| **c == d.category && o.is_none())
-                            .map(|(_, o)| o)
-                        {
-                            *slot = Some(ConsentOutcome {
-                                category: d.category,
-                                decision: d.decision,
-                                source: ConsentSource::Mitz,
-                                detail: d.status_message,
-                            });
+                        for (c, slot) in categories.iter().zip(out.iter_mut()) {
+                            if *c == d.category && slot.is_none() {
+                                *slot = Some(ConsentOutcome {
+                                    category: d.category.clone(),
+                                    decision: d.decision,
+                                    source: ConsentSource::Mitz,
+                                    detail: d.status_message.clone(),
+                                });
+                            }
                         }
                     }
                 }

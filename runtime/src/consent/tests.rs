@@ -6,6 +6,7 @@ use crate::ihe::soap::Transaction;
 use crate::sim::mitz::MitzSimConfig;
 use crate::sim::mitz::tests::SimEnv;
 use crate::test_pki::{Pki, bsns, requester};
+use crate::xml::Limits;
 
 const HOLDER: &str = "00000659";
 
@@ -260,18 +261,18 @@ faults:
         svc.check(&p[0], &other_role).await.source,
         ConsentSource::Mitz
     );
-    // ... but not the professional
+    // ... and the professional (issue 12: every input of the question is in the key)
     let mut colleague = who.clone();
     colleague.uzi = "000012345".parse().unwrap();
     assert_eq!(
         svc.check(&p[0], &colleague).await.source,
-        ConsentSource::Cache
+        ConsentSource::Mitz
     );
-    assert_eq!(asked(), 10);
+    assert_eq!(asked(), 11);
     // after cacheSeconds the question is asked again
     *now.lock().unwrap() += Duration::from_secs(61);
     assert_eq!(svc.check(&p[0], &who).await.source, ConsentSource::Mitz);
-    assert_eq!(asked(), 11);
+    assert_eq!(asked(), 12);
     env.sim.shutdown().await;
 }
 
@@ -443,12 +444,15 @@ async fn two_hundred_concurrent_checks_disclose_exactly_the_permits() {
 #[test]
 fn the_cache_remembers_only_permit_and_deny() {
     let c = ConsentCache::new(Duration::from_secs(60), Arc::new(Instant::now));
-    let k = |cat: &str| CacheKey {
+    let q = ClosedQuestion {
         patient: bsns(1)[0].clone(),
-        organisation: "00000666".parse().unwrap(),
-        role: "01.015".parse().unwrap(),
-        category: cat.parse().unwrap(),
+        holder_ura: HOLDER.parse().unwrap(),
+        holder_facility_type: "V6".parse().unwrap(),
+        categories: Vec::new(),
+        requester: requester("00000666"),
+        mandated: None,
     };
+    let k = |cat: &str| CacheKey::of(&q, &cat.parse().unwrap());
     c.put(k("GGC001"), Decision::Permit);
     c.put(k("GGC002"), Decision::Deny);
     c.put(k("GGC003"), Decision::NotApplicable);
@@ -515,4 +519,107 @@ mitz:
     let e = ConsentService::from_config(&bad).unwrap_err();
     assert!(e.to_string().contains("missing.key"), "{e}");
     env.sim.shutdown().await;
+}
+
+/// A Mitz that answers from a rule over the whole question (in process, through the transport seam),
+/// in the format of the derived samples, and counts the questions.
+struct RuleMitz {
+    permit: fn(&ClosedQuestion) -> bool,
+    asked: AtomicU64,
+}
+
+impl ClosedQuestionTransport for RuleMitz {
+    fn send<'a>(
+        &'a self,
+        q: &'a ClosedQuestion,
+    ) -> crate::backend::BoxFut<'a, Result<Bytes, MitzError>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let decision = if (self.permit)(q) {
+            Decision::Permit
+        } else {
+            Decision::Deny
+        };
+        let results: Vec<CategoryDecision> = q
+            .categories
+            .iter()
+            .map(|c| CategoryDecision {
+                category: c.clone(),
+                decision,
+                status_code: None,
+                status_message: None,
+            })
+            .collect();
+        let body = xacml::write_closed_answer(&results, q.categories.len() > 1);
+        Box::pin(async move { Ok(Bytes::from(body)) })
+    }
+}
+
+#[tokio::test]
+async fn a_cached_answer_is_reused_only_for_exactly_its_question() {
+    // issue 12, defect 3: a Permit cached for purpose TREAT was reused for another purpose of use,
+    // another UZI number and another facility type; a Deny cached for one purpose blocked another
+    let mitz = Arc::new(RuleMitz {
+        // Mitz permits exactly: radiologist 000095254 of a V6 hospital, for treatment
+        permit: |q| {
+            q.requester.purpose_of_use.as_str() == "TREAT"
+                && q.requester.uzi.as_str() == "000095254"
+                && q.requester.facility_type.as_str() == "V6"
+        },
+        asked: AtomicU64::new(0),
+    });
+    let svc = ConsentService::with_transport(
+        ConsentMode::Mitz,
+        "GGC002".parse().unwrap(),
+        HOLDER.parse().unwrap(),
+        "V6".parse().unwrap(),
+        Some(mitz.clone()),
+        Limits::default(),
+        Duration::from_secs(60),
+    );
+    let p = bsns(1).remove(0);
+    let mut treat = requester("00000666");
+    treat.uzi = "000095254".parse().unwrap();
+    treat.facility_type = "V6".parse().unwrap();
+    let asked = || mitz.asked.load(Ordering::SeqCst);
+    let o = svc.check(&p, &treat).await;
+    assert!(o.discloses(), "{o:?}");
+    assert_eq!(svc.check(&p, &treat).await.source, ConsentSource::Cache);
+    assert_eq!(asked(), 1);
+    let mut other_purpose = treat.clone();
+    other_purpose.purpose_of_use = "EMERGENCY".parse().unwrap();
+    let mut other_uzi = treat.clone();
+    other_uzi.uzi = "000012345".parse().unwrap();
+    let mut other_facility = treat.clone();
+    other_facility.facility_type = "Z3".parse().unwrap();
+    for (what, r) in [
+        ("purpose of use", &other_purpose),
+        ("UZI number", &other_uzi),
+        ("facility type", &other_facility),
+    ] {
+        let o = svc.check(&p, r).await;
+        assert_eq!(o.source, ConsentSource::Mitz, "{what}: asked, not cached");
+        assert!(
+            !o.discloses(),
+            "{what}: the cached Permit was reused: {o:?}"
+        );
+        // the Deny now cached for this question does not block the original one
+        assert!(svc.check(&p, &treat).await.discloses(), "{what}");
+    }
+    assert_eq!(asked(), 4);
+    // a Deny cached first blocks nothing else either
+    let svc = ConsentService::with_transport(
+        ConsentMode::Mitz,
+        "GGC002".parse().unwrap(),
+        HOLDER.parse().unwrap(),
+        "V6".parse().unwrap(),
+        Some(mitz.clone()),
+        Limits::default(),
+        Duration::from_secs(60),
+    );
+    assert!(!svc.check(&p, &other_purpose).await.discloses());
+    let o = svc.check(&p, &treat).await;
+    assert_eq!(
+        (o.decision, o.source),
+        (Decision::Permit, ConsentSource::Mitz)
+    );
 }

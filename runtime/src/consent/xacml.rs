@@ -8,12 +8,23 @@
 //! the public client bastion365/nl-generic-functions `mitz-connector` sends several categories. Tests
 //! compare the output with the sample structurally.
 //!
-//! Answers are read tolerantly (any prefixes; the XACML `Response` directly in the body, as in the samples
-//! under `testdata/mitz/xacml/derived/`, or nested in a SAML wrapper). Which `Result` belongs to which
-//! category: a `Result` that echoes the `event-code` of its action (XACML 3.0 §5.47, `IncludeInResult`)
-//! is matched on it; an answer without echoes is accepted only for a question with exactly one category
-//! and exactly one `Result`. Every category left without an unambiguous `Result` gets
-//! [`Decision::Indeterminate`] (fail closed).
+//! Answers are read tolerantly in form (any prefixes; the XACML `Response` directly in the body, as in the
+//! samples under `testdata/mitz/xacml/derived/`, or nested in a SAML wrapper) and strictly in meaning: an
+//! answer must be tied to the question ([`read_closed_answer`]), else it decides nothing.
+//! - Which `Result` belongs to which category: a `Result` that echoes the `event-code` of its action
+//!   (XACML 3.0 §5.47, `IncludeInResult`) is matched on it; an answer in which no `Result` echoes a
+//!   category (the nuts-knooppunt mock answers `Decision` and `Status` only) is accepted only for a
+//!   question with exactly one category and exactly one `Result`. A category needs exactly one `Result`
+//!   that names it and no other category; a `Result` naming no category beside ones that do makes every
+//!   category undecided.
+//! - A `Result` holds exactly one `Decision`: two (say Deny, then Permit) decide nothing.
+//! - Every echoed attribute the question holds must hold the asked value (and, when stated, the asked
+//!   identifier root or code system): the patient (resource-id), the data holder, the requester's UZI
+//!   number, role, organisation, facility type and purpose of use, the mandating professional, the
+//!   asked categories. One contradicting echo anywhere in the answer leaves every category undecided.
+//!
+//! Every category left without an unambiguous, uncontradicted `Result` gets [`Decision::Indeterminate`]
+//! with the reason as its status message (fail closed: it discloses nothing).
 
 use std::fmt;
 use std::str::FromStr;
@@ -291,13 +302,15 @@ impl From<XmlError> for XacmlError {
     }
 }
 
-/// Reads an answer to a question about `asked` (the categories in question order) and returns one
-/// [`CategoryDecision`] per asked category, in that order (see the module documentation for the
-/// matching rule). Errors: a SOAP fault, malformed or hostile XML, no XACML `Response`, a `Result`
-/// without a valid `Decision`.
+/// Reads an answer to question `q` and returns one [`CategoryDecision`] per asked category, in question
+/// order. The answer must be tied to the question (see the module documentation): exactly one `Result`
+/// per asked category holding exactly one `Decision`, and nothing echoed that contradicts the question;
+/// every category for which that does not hold is [`Decision::Indeterminate`], with the reason as its
+/// status message. Errors: a SOAP fault, malformed or hostile XML, no XACML `Response`, a `Result`
+/// without a `Decision`, a `Decision` that is not one of the four XACML values.
 pub fn read_closed_answer(
     body: &[u8],
-    asked: &[DataCategory],
+    q: &ClosedQuestion,
     limits: &Limits,
 ) -> Result<Vec<CategoryDecision>, XacmlError> {
     let (_, results) = soap::read_envelope(body, limits, |r, el| find_response(r, el))?;
@@ -307,35 +320,62 @@ pub fn read_closed_answer(
     if results.is_empty() {
         return Err(XacmlError::Content("XACML Response holds no Result".into()));
     }
+    let asked = &q.categories;
     let undetermined = |c: &DataCategory, why: &str| CategoryDecision {
         category: c.clone(),
         decision: Decision::Indeterminate,
         status_code: None,
         status_message: Some(why.to_owned()),
     };
-    let any_echo = results.iter().any(|r| !r.echoed.is_empty());
-    if !any_echo {
+    let all_undetermined = |why: &str| -> Vec<CategoryDecision> {
+        asked.iter().map(|c| undetermined(c, why)).collect()
+    };
+    // an answer any part of which is about another question answers none of this one
+    if let Some(why) = results.iter().find_map(|r| contradiction(r, q)) {
+        return Ok(all_undetermined(&format!(
+            "answer contradicts the question: {why}"
+        )));
+    }
+    fn categories_of(r: &RawResult) -> Vec<&str> {
+        let mut v: Vec<&str> = r
+            .echoed
+            .iter()
+            .filter(|e| e.attribute_id == attr::EVENT_CODE)
+            .map(|e| e.value.as_str())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+    let echoes: Vec<Vec<&str>> = results.iter().map(categories_of).collect();
+    if echoes.iter().all(Vec::is_empty) {
+        // the answer of the nuts-knooppunt mock: Decision and Status only, accepted when nothing else
+        // can be meant (one category asked, one Result)
         if asked.len() == 1 && results.len() == 1 {
             return Ok(vec![decided(&asked[0], &results[0])]);
         }
-        return Ok(asked
-            .iter()
-            .map(|c| {
-                undetermined(
-                    c,
-                    "answer does not say which Result belongs to which category",
-                )
-            })
-            .collect());
+        return Ok(all_undetermined(
+            "answer does not say which Result belongs to which category",
+        ));
+    }
+    if echoes.iter().any(Vec::is_empty) {
+        // a Result that names no category could be for any of them
+        return Ok(all_undetermined(
+            "a Result of the answer does not say which category it is for",
+        ));
     }
     Ok(asked
         .iter()
         .map(|c| {
             let mut matching = results
                 .iter()
-                .filter(|r| r.echoed.iter().any(|e| e == c.as_str()));
+                .zip(&echoes)
+                .filter(|(_, e)| e.contains(&c.as_str()));
             match (matching.next(), matching.next()) {
-                (Some(r), None) => decided(c, r),
+                (Some((r, e)), None) if e.len() == 1 => decided(c, r),
+                (Some(_), None) => {
+                    undetermined(c, "the Result for this category names other categories too")
+                }
                 (None, _) => undetermined(c, "answer holds no Result for this category"),
                 (Some(_), Some(_)) => {
                     undetermined(c, "answer holds several Results for this category")
@@ -345,21 +385,86 @@ pub fn read_closed_answer(
         .collect())
 }
 
-/// The decision of one `Result` for category `c`. A Permit whose `StatusCode` is present and not
-/// `status:ok` is not a clean Permit (XACML 3.0 §5.57: the PDP reports an error) and counts as
-/// Indeterminate, so that it discloses nothing.
+/// What in `r`'s echoed attributes (XACML 3.0 §5.47, `IncludeInResult`) contradicts question `q`, if
+/// anything: another patient, data holder, requester, role, organisation, facility type, purpose of use
+/// or mandating professional, a category that was not asked, or an identifier or code in another
+/// system. Attributes the question does not hold are ignored, except a mandating professional the
+/// question did not name. The reason names the attribute, never the value (it may be a BSN).
+fn contradiction(r: &RawResult, q: &ClosedQuestion) -> Option<String> {
+    let req = &q.requester;
+    let mandated = q.mandated.as_ref().map(UziNumber::as_str);
+    for e in &r.echoed {
+        // (expected value, expected OID of the identifier or code system)
+        let expected: Option<(Option<&str>, &str)> = match e.attribute_id.as_str() {
+            attr::RESOURCE_ID => Some((Some(q.patient.as_str()), Bsn::OID)),
+            attr::HOLDER_URA => Some((Some(q.holder_ura.as_str()), Ura::OID)),
+            attr::HOLDER_FACILITY_TYPE => Some((
+                Some(q.holder_facility_type.as_str()),
+                FacilityType::CODE_SYSTEM,
+            )),
+            attr::ROLE => Some((Some(req.role.as_str()), RoleCode::CODE_SYSTEM)),
+            attr::PROVIDER_IDENTIFIER => Some((Some(req.uzi.as_str()), UziNumber::OID)),
+            attr::PROVIDER_INSTITUTION => Some((Some(req.ura.as_str()), Ura::OID)),
+            attr::CONSULTING_FACILITY_TYPE => {
+                Some((Some(req.facility_type.as_str()), FacilityType::CODE_SYSTEM))
+            }
+            attr::PURPOSE_OF_USE => {
+                Some((Some(req.purpose_of_use.as_str()), PurposeOfUse::CODE_SYSTEM))
+            }
+            attr::MANDATED => Some((mandated, UziNumber::OID)),
+            attr::EVENT_CODE => {
+                if !q.categories.iter().any(|c| c.as_str() == e.value) {
+                    return Some(format!(
+                        "{} names a category that was not asked",
+                        e.attribute_id
+                    ));
+                }
+                Some((None, DataCategory::CODE_SYSTEM))
+            }
+            _ => None,
+        };
+        let Some((value, system)) = expected else {
+            continue;
+        };
+        if let Some(v) = value {
+            if e.value != v {
+                return Some(format!("{} is not the one asked about", e.attribute_id));
+            }
+        } else if e.attribute_id == attr::MANDATED {
+            return Some(format!("{} was not in the question", e.attribute_id));
+        }
+        if e.system.as_deref().is_some_and(|s| s != system) {
+            return Some(format!(
+                "{} is in another identifier or code system",
+                e.attribute_id
+            ));
+        }
+    }
+    None
+}
+
+/// The decision of one `Result` for category `c`. A Result with more than one `Decision` decides
+/// nothing (Indeterminate). A Permit whose `StatusCode` is present and not `status:ok` is not a clean
+/// Permit (XACML 3.0 §5.57: the PDP reports an error) and counts as Indeterminate, so that it discloses
+/// nothing.
 fn decided(c: &DataCategory, r: &RawResult) -> CategoryDecision {
     let clean = r.status_code.as_deref().is_none_or(|s| s == STATUS_OK);
-    let (decision, status_message) = if r.decision == Decision::Permit && !clean {
-        (
+    let (decision, status_message) = match r.decisions.as_slice() {
+        [d] if *d == Decision::Permit && !clean => (
             Decision::Indeterminate,
             Some(format!(
                 "Permit with status {} is not a clean Permit",
                 r.status_code.as_deref().unwrap_or_default()
             )),
-        )
-    } else {
-        (r.decision, r.status_message.clone())
+        ),
+        [d] => (*d, r.status_message.clone()),
+        many => (
+            Decision::Indeterminate,
+            Some(format!(
+                "the Result holds {} decisions, not one",
+                many.len()
+            )),
+        ),
     };
     CategoryDecision {
         category: c.clone(),
@@ -369,11 +474,20 @@ fn decided(c: &DataCategory, r: &RawResult) -> CategoryDecision {
     }
 }
 
+/// One attribute value a `Result` echoes: its AttributeId, the II extension / CV code (or the text of a
+/// plain value) and the II root / CV codeSystem when present.
+struct Echo {
+    attribute_id: String,
+    value: String,
+    system: Option<String>,
+}
+
 struct RawResult {
-    decision: Decision,
+    /// Every `Decision` of the Result, in order (one expected).
+    decisions: Vec<Decision>,
     status_code: Option<String>,
     status_message: Option<String>,
-    echoed: Vec<String>,
+    echoed: Vec<Echo>,
 }
 
 /// Descends from `el` to the first XACML `Response` and reads its Results (None when there is none).
@@ -390,20 +504,55 @@ fn find_response<'i>(r: &mut Reader<'i>, el: Elem<'i>) -> Result<Option<Vec<RawR
     Ok(None)
 }
 
+/// Reads the values of one echoed `Attribute` into `out`.
+fn read_echoed<'i>(
+    r: &mut Reader<'i>,
+    a: &Elem<'i>,
+    attribute_id: &str,
+    out: &mut Vec<Echo>,
+) -> Result<(), XmlError> {
+    while let Some(v) = r.child(a)? {
+        if !v.is(ns::XACML, "AttributeValue") {
+            continue;
+        }
+        let mut typed = Vec::new();
+        let text = r.mixed(&v, |_, val| {
+            let value = val.attr("extension").or_else(|| val.attr("code"));
+            let system = val.attr("root").or_else(|| val.attr("codeSystem"));
+            typed.push(Echo {
+                attribute_id: attribute_id.to_owned(),
+                value: value.unwrap_or("").trim().to_owned(),
+                system: system.map(|s| s.trim().to_owned()),
+            });
+            Ok(())
+        })?;
+        if typed.is_empty() {
+            // a plain XACML value (e.g. a string) instead of an HL7 v3 one
+            typed.push(Echo {
+                attribute_id: attribute_id.to_owned(),
+                value: text.trim().to_owned(),
+                system: None,
+            });
+        }
+        out.append(&mut typed);
+    }
+    Ok(())
+}
+
 fn read_response<'i>(r: &mut Reader<'i>, resp: &Elem<'i>) -> Result<Vec<RawResult>, XmlError> {
     let mut out = Vec::new();
     while let Some(res) = r.child(resp)? {
         if !res.is(ns::XACML, "Result") {
             continue;
         }
-        let mut decision = None;
+        let mut decisions = Vec::new();
         let mut status_code = None;
         let mut status_message = None;
         let mut echoed = Vec::new();
         while let Some(c) = r.child(&res)? {
             if c.is(ns::XACML, "Decision") {
                 let t = r.text(&c)?;
-                decision = Some(
+                decisions.push(
                     t.parse::<Decision>()
                         .map_err(|e| XmlError::invalid("Result/Decision", e))?,
                 );
@@ -415,31 +564,20 @@ fn read_response<'i>(r: &mut Reader<'i>, resp: &Elem<'i>) -> Result<Vec<RawResul
                         status_message = Some(r.text(&s)?.trim().to_owned());
                     }
                 }
-            } else if c.is(ns::XACML, "Attributes")
-                && c.attr("Category").map(str::trim) == Some(category::ACTION)
-            {
+            } else if c.is(ns::XACML, "Attributes") {
                 while let Some(a) = r.child(&c)? {
-                    if a.is(ns::XACML, "Attribute")
-                        && a.attr("AttributeId").map(str::trim) == Some(attr::EVENT_CODE)
-                    {
-                        while let Some(v) = r.child(&a)? {
-                            if v.is(ns::XACML, "AttributeValue") {
-                                while let Some(cv) = r.child(&v)? {
-                                    if let Some(code) = cv.attr("code") {
-                                        echoed.push(code.trim().to_owned());
-                                    }
-                                }
-                            }
-                        }
+                    if a.is(ns::XACML, "Attribute") {
+                        let id = a.attr("AttributeId").unwrap_or("").trim().to_owned();
+                        read_echoed(r, &a, &id, &mut echoed)?;
                     }
                 }
             }
         }
-        let Some(decision) = decision else {
+        if decisions.is_empty() {
             return Err(XmlError::Missing("Result/Decision".into()));
-        };
+        }
         out.push(RawResult {
-            decision,
+            decisions,
             status_code,
             status_message,
             echoed,

@@ -254,12 +254,20 @@ fn ggc(c: &str) -> DataCategory {
     c.parse().unwrap()
 }
 
+/// The sample question, asking these categories.
+fn asking(categories: &[DataCategory]) -> ClosedQuestion {
+    ClosedQuestion {
+        categories: categories.to_vec(),
+        ..sample_question()
+    }
+}
+
 #[test]
 fn reads_the_derived_permit_and_deny_samples() {
     let l = Limits::default();
     let p = read_closed_answer(
         sample("xacml/derived/xacml-response-permit.xml").as_bytes(),
-        &[ggc("GGC002")],
+        &asking(&[ggc("GGC002")]),
         &l,
     )
     .unwrap();
@@ -269,7 +277,7 @@ fn reads_the_derived_permit_and_deny_samples() {
     assert_eq!(p[0].status_message.as_deref(), Some("Consent granted"));
     let d = read_closed_answer(
         sample("xacml/derived/xacml-response-deny.xml").as_bytes(),
-        &[ggc("GGC002")],
+        &asking(&[ggc("GGC002")]),
         &l,
     )
     .unwrap();
@@ -287,8 +295,12 @@ fn a_permit_with_an_error_status_is_indeterminate() {
         "urn:example:odd",
     ] {
         let answer = permit.replacen(STATUS_OK, status, 1);
-        let d =
-            read_closed_answer(answer.as_bytes(), &[ggc("GGC002")], &Limits::default()).unwrap();
+        let d = read_closed_answer(
+            answer.as_bytes(),
+            &asking(&[ggc("GGC002")]),
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(d[0].decision, Decision::Indeterminate, "{status}");
         assert_eq!(d[0].status_code.as_deref(), Some(status));
     }
@@ -339,8 +351,12 @@ fn every_decision_round_trips_and_echoes_map_categories() {
         status_message: None,
     })
     .collect();
-    let got =
-        read_closed_answer(write_closed_answer(&results, true).as_bytes(), &asked, &l).unwrap();
+    let got = read_closed_answer(
+        write_closed_answer(&results, true).as_bytes(),
+        &asking(&asked),
+        &l,
+    )
+    .unwrap();
     let pairs: Vec<(&str, Decision)> = got
         .iter()
         .map(|c| (c.category.as_str(), c.decision))
@@ -356,7 +372,7 @@ fn every_decision_round_trips_and_echoes_map_categories() {
     // an asked category the answer does not mention is Indeterminate
     let got = read_closed_answer(
         write_closed_answer(&results[..1], true).as_bytes(),
-        &[ggc("GGC002"), ggc("GGC007")],
+        &asking(&[ggc("GGC002"), ggc("GGC007")]),
         &l,
     )
     .unwrap();
@@ -367,8 +383,12 @@ fn every_decision_round_trips_and_echoes_map_categories() {
     for r in &mut permits {
         r.decision = Decision::Permit;
     }
-    let got =
-        read_closed_answer(write_closed_answer(&permits, false).as_bytes(), &asked, &l).unwrap();
+    let got = read_closed_answer(
+        write_closed_answer(&permits, false).as_bytes(),
+        &asking(&asked),
+        &l,
+    )
+    .unwrap();
     assert!(got.iter().all(|c| c.decision == Decision::Indeterminate));
 }
 
@@ -403,19 +423,337 @@ fn broken_answers_are_errors() {
         ),
     ] {
         assert!(
-            read_closed_answer(bad.as_bytes(), &asked, &l).is_err(),
+            read_closed_answer(bad.as_bytes(), &asking(&asked), &l).is_err(),
             "accepted {bad:?}"
         );
     }
     // an answer with a Result but an empty Response is an error too
     let empty =
         permit.split("<Result>").next().unwrap().to_owned() + "</Response></s:Body></s:Envelope>";
-    assert!(read_closed_answer(empty.as_bytes(), &asked, &l).is_err());
+    assert!(read_closed_answer(empty.as_bytes(), &asking(&asked), &l).is_err());
 }
 
 #[test]
 fn a_response_nested_in_a_saml_wrapper_is_found() {
     let doc = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><p:Response xmlns:p="urn:oasis:names:tc:SAML:2.0:protocol"><a:Assertion xmlns:a="urn:oasis:names:tc:SAML:2.0:assertion"><x:XACMLAuthzDecisionStatement xmlns:x="urn:oasis:names:tc:xacml:3.0:profile:saml2.0:v2:schema:assertion:wd-14"><c:Response xmlns:c="urn:oasis:names:tc:xacml:3.0:core:schema:wd-17"><c:Result><c:Decision>Deny</c:Decision></c:Result></c:Response></x:XACMLAuthzDecisionStatement></a:Assertion></p:Response></e:Body></e:Envelope>"#;
-    let got = read_closed_answer(doc.as_bytes(), &[ggc("GGC002")], &Limits::default()).unwrap();
+    let got = read_closed_answer(
+        doc.as_bytes(),
+        &asking(&[ggc("GGC002")]),
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(got[0].decision, Decision::Deny);
+}
+
+/// An answer envelope with one `Result` per item: its `Decision` elements in order, and the attributes it
+/// echoes as (category, attribute id, II extension / CV code, root / codeSystem, II or CV).
+fn answer_with(results: &[(&[&str], &[(&str, &str, &str, &str, bool)])]) -> String {
+    let mut x = String::from(
+        r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><Response xmlns="urn:oasis:names:tc:xacml:3.0:core:schema:wd-17">"#,
+    );
+    for (decisions, echoes) in results {
+        x.push_str("<Result>");
+        for d in *decisions {
+            x.push_str(&format!("<Decision>{d}</Decision>"));
+        }
+        x.push_str(
+            r#"<Status><StatusCode Value="urn:oasis:names:tc:xacml:1.0:status:ok"/></Status>"#,
+        );
+        for (cat, id, value, system, is_ii) in *echoes {
+            let v = if *is_ii {
+                format!(
+                    r#"<InstanceIdentifier xmlns="urn:hl7-org:v3" extension="{value}" root="{system}"/>"#
+                )
+            } else {
+                format!(
+                    r#"<CodedValue xmlns="urn:hl7-org:v3" code="{value}" codeSystem="{system}"/>"#
+                )
+            };
+            x.push_str(&format!(
+                r#"<Attributes Category="{cat}"><Attribute AttributeId="{id}" IncludeInResult="true"><AttributeValue DataType="urn:hl7-org:v3#II">{v}</AttributeValue></Attribute></Attributes>"#
+            ));
+        }
+        x.push_str("</Result>");
+    }
+    x.push_str("</Response></s:Body></s:Envelope>");
+    x
+}
+
+/// Every attribute of the sample question as a Result echoes it (XACML 3.0 §5.47), for `category`.
+fn full_echo(category: &str) -> Vec<(&'static str, &'static str, String, &'static str, bool)> {
+    let q = sample_question();
+    let r = &q.requester;
+    vec![
+        (
+            category::RESOURCE,
+            attr::RESOURCE_ID,
+            q.patient.as_str().to_owned(),
+            Bsn::OID,
+            true,
+        ),
+        (
+            category::RESOURCE,
+            attr::HOLDER_FACILITY_TYPE,
+            q.holder_facility_type.as_str().to_owned(),
+            FacilityType::CODE_SYSTEM,
+            false,
+        ),
+        (
+            category::RESOURCE,
+            attr::HOLDER_URA,
+            q.holder_ura.as_str().to_owned(),
+            Ura::OID,
+            true,
+        ),
+        (
+            category::ACTION,
+            attr::EVENT_CODE,
+            category.to_owned(),
+            DataCategory::CODE_SYSTEM,
+            false,
+        ),
+        (
+            category::ACCESS_SUBJECT,
+            attr::ROLE,
+            r.role.as_str().to_owned(),
+            RoleCode::CODE_SYSTEM,
+            false,
+        ),
+        (
+            category::ACCESS_SUBJECT,
+            attr::PROVIDER_IDENTIFIER,
+            r.uzi.as_str().to_owned(),
+            UziNumber::OID,
+            true,
+        ),
+        (
+            category::ACCESS_SUBJECT,
+            attr::PROVIDER_INSTITUTION,
+            r.ura.as_str().to_owned(),
+            Ura::OID,
+            true,
+        ),
+        (
+            category::ACCESS_SUBJECT,
+            attr::CONSULTING_FACILITY_TYPE,
+            r.facility_type.as_str().to_owned(),
+            FacilityType::CODE_SYSTEM,
+            false,
+        ),
+        (
+            category::ENVIRONMENT,
+            attr::PURPOSE_OF_USE,
+            r.purpose_of_use.as_str().to_owned(),
+            PurposeOfUse::CODE_SYSTEM,
+            false,
+        ),
+    ]
+}
+
+fn borrowed<'a>(
+    v: &'a [(&'static str, &'static str, String, &'static str, bool)],
+) -> Vec<(&'static str, &'static str, &'a str, &'static str, bool)> {
+    v.iter()
+        .map(|(c, a, x, s, ii)| (*c, *a, x.as_str(), *s, *ii))
+        .collect()
+}
+
+fn decide(answer: &str, categories: &[&str]) -> Vec<Decision> {
+    let cats: Vec<DataCategory> = categories.iter().map(|c| ggc(c)).collect();
+    read_closed_answer(answer.as_bytes(), &asking(&cats), &Limits::default())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.decision)
+        .collect()
+}
+
+#[test]
+fn a_result_with_two_decisions_decides_nothing() {
+    // issue 12, defect 2: Deny then Permit in one Result was read as Permit (the last one won)
+    let permit = sample("xacml/derived/xacml-response-permit.xml");
+    for two in [
+        "<Decision>Deny</Decision><Decision>Permit</Decision>",
+        "<Decision>Permit</Decision><Decision>Deny</Decision>",
+        "<Decision>Permit</Decision><Decision>Permit</Decision>",
+    ] {
+        let answer = permit.replace("<Decision>Permit</Decision>", two);
+        let got = read_closed_answer(
+            answer.as_bytes(),
+            &asking(&[ggc("GGC002")]),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(got[0].decision, Decision::Indeterminate, "{two}");
+        assert!(
+            got[0]
+                .status_message
+                .as_deref()
+                .unwrap_or("")
+                .contains("2 decisions"),
+            "{:?}",
+            got[0]
+        );
+    }
+    // the same with echoed categories
+    let full = full_echo("GGC002");
+    let echo = borrowed(&full);
+    assert_eq!(
+        decide(&answer_with(&[(&["Deny", "Permit"], &echo)]), &["GGC002"]),
+        [Decision::Indeterminate]
+    );
+}
+
+#[test]
+fn an_answer_echoing_the_question_is_accepted_and_one_contradicting_it_is_not() {
+    let echo = full_echo("GGC002");
+    // every attribute echoed as asked: the Permit stands
+    assert_eq!(
+        decide(
+            &answer_with(&[(&["Permit"], &borrowed(&echo))]),
+            &["GGC002"]
+        ),
+        [Decision::Permit]
+    );
+    // issue 12, defect 2: a Permit whose echoed resource-id names another patient was accepted
+    let other_patient = "123456782";
+    let q = sample_question();
+    let r = &q.requester;
+    let contradictions: Vec<(&str, String, Option<&str>)> = vec![
+        (attr::RESOURCE_ID, other_patient.into(), None),
+        (
+            attr::RESOURCE_ID,
+            q.patient.as_str().into(),
+            Some("2.16.840.1.113883.2.4.6.4"),
+        ),
+        (attr::HOLDER_URA, "00000777".into(), None),
+        (attr::HOLDER_FACILITY_TYPE, "V6".into(), None),
+        (attr::ROLE, "01.039".into(), None),
+        (
+            attr::ROLE,
+            r.role.as_str().into(),
+            Some("2.16.840.1.113883.2.4.15.112"),
+        ),
+        (attr::PROVIDER_IDENTIFIER, "000012345".into(), None),
+        (attr::PROVIDER_INSTITUTION, "00000777".into(), None),
+        (attr::CONSULTING_FACILITY_TYPE, "B1".into(), None),
+        (attr::PURPOSE_OF_USE, "EMERGENCY".into(), None),
+        (attr::EVENT_CODE, "GGC007".into(), None),
+    ];
+    for (id, value, root) in &contradictions {
+        let mut e = echo.clone();
+        let item = e.iter_mut().find(|x| x.1 == *id).unwrap();
+        item.2 = value.clone();
+        if let Some(root) = root {
+            item.3 = root;
+        }
+        assert_eq!(
+            decide(&answer_with(&[(&["Permit"], &borrowed(&e))]), &["GGC002"]),
+            [Decision::Indeterminate],
+            "{id} = {value} ({root:?}) went unnoticed"
+        );
+    }
+    // a mandating professional the question did not name
+    let mut e = echo.clone();
+    e.push((
+        category::ACCESS_SUBJECT,
+        attr::MANDATED,
+        "123456782".into(),
+        UziNumber::OID,
+        true,
+    ));
+    assert_eq!(
+        decide(&answer_with(&[(&["Permit"], &borrowed(&e))]), &["GGC002"]),
+        [Decision::Indeterminate]
+    );
+    // a contradiction in one Result leaves every category undecided, also those of clean Results
+    let mut bad = full_echo("GGC007");
+    bad[0].2 = other_patient.into();
+    let got = decide(
+        &answer_with(&[
+            (&["Permit"], &borrowed(&echo)),
+            (&["Permit"], &borrowed(&bad)),
+        ]),
+        &["GGC002", "GGC007"],
+    );
+    assert_eq!(got, [Decision::Indeterminate, Decision::Indeterminate]);
+    // a plain string value (no HL7 type) naming another patient is a contradiction too
+    let plain = sample("xacml/derived/xacml-response-permit.xml").replace(
+        "</Status>",
+        &format!(
+            r#"</Status><Attributes Category="{}"><Attribute AttributeId="{}"><AttributeValue DataType="http://www.w3.org/2001/XMLSchema#string">{other_patient}</AttributeValue></Attribute></Attributes>"#,
+            category::RESOURCE,
+            attr::RESOURCE_ID
+        ),
+    );
+    assert_eq!(decide(&plain, &["GGC002"]), [Decision::Indeterminate]);
+}
+
+#[test]
+fn exactly_one_result_per_asked_category() {
+    let e2 = full_echo("GGC002");
+    let e7 = full_echo("GGC007");
+    // one Result each: both decided
+    assert_eq!(
+        decide(
+            &answer_with(&[(&["Deny"], &borrowed(&e7)), (&["Permit"], &borrowed(&e2))]),
+            &["GGC002", "GGC007"]
+        ),
+        [Decision::Permit, Decision::Deny]
+    );
+    // a duplicated Result for one category (even agreeing): that category is undecided
+    assert_eq!(
+        decide(
+            &answer_with(&[
+                (&["Permit"], &borrowed(&e2)),
+                (&["Permit"], &borrowed(&e2)),
+                (&["Deny"], &borrowed(&e7))
+            ]),
+            &["GGC002", "GGC007"]
+        ),
+        [Decision::Indeterminate, Decision::Deny]
+    );
+    // a Result naming two categories decides neither
+    let mut both = e2.clone();
+    both.push((
+        category::ACTION,
+        attr::EVENT_CODE,
+        "GGC007".into(),
+        DataCategory::CODE_SYSTEM,
+        false,
+    ));
+    assert_eq!(
+        decide(
+            &answer_with(&[(&["Permit"], &borrowed(&both))]),
+            &["GGC002", "GGC007"]
+        ),
+        [Decision::Indeterminate, Decision::Indeterminate]
+    );
+    // a Result naming no category beside one that does: it could be for either, so neither is decided
+    assert_eq!(
+        decide(
+            &answer_with(&[(&["Permit"], &borrowed(&e2)), (&["Deny"], &[])]),
+            &["GGC002", "GGC007"]
+        ),
+        [Decision::Indeterminate, Decision::Indeterminate]
+    );
+    assert_eq!(
+        decide(
+            &answer_with(&[(&["Permit"], &borrowed(&e2)), (&["Deny"], &[])]),
+            &["GGC002"]
+        ),
+        [Decision::Indeterminate]
+    );
+    // two Results without echoes for one category: not attributable
+    assert_eq!(
+        decide(
+            &answer_with(&[(&["Permit"], &[]), (&["Permit"], &[])]),
+            &["GGC002"]
+        ),
+        [Decision::Indeterminate]
+    );
+    // the nuts-knooppunt mock's answer (Decision and Status only) for one category stands
+    assert_eq!(
+        decide(&answer_with(&[(&["Permit"], &[])]), &["GGC002"]),
+        [Decision::Permit]
+    );
 }

@@ -150,7 +150,7 @@ consents:
     assert_eq!(diff(&tree(&body), &expected, "", &[]), None, "{body}");
     let got = xacml::read_closed_answer(
         body.as_bytes(),
-        &["GGC002".parse().unwrap()],
+        &crate::consent::xacml::tests::sample_question(),
         &Limits::default(),
     )
     .unwrap();
