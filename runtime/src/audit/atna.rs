@@ -30,7 +30,7 @@ use base64::Engine;
 use super::{AuditEvent, AuditRecord, AuditSource, AuditTransaction, Outcome, Side};
 use crate::ihe::soap::Transaction;
 use crate::ihe::xua::format_instant;
-use crate::model::RoleCode;
+use crate::model::{PurposeOfUse, RoleCode};
 use crate::xml::Writer;
 
 fn transaction_title(t: &AuditTransaction) -> &'static str {
@@ -102,6 +102,16 @@ pub fn audit_message(r: &AuditRecord, source: &AuditSource) -> String {
     };
     if let Some(d) = description {
         w.leaf("EventOutcomeDescription", &d);
+    }
+    // DICOM PS3.15 A.5.1: EventIdentification/PurposeOfUse (after EventOutcomeDescription)
+    if let Some(p) = r.requester.as_ref().and_then(|q| q.purpose_of_use.as_ref()) {
+        coded(
+            &mut w,
+            "PurposeOfUse",
+            p.as_str(),
+            PurposeOfUse::CODE_SYSTEM,
+            p.as_str(),
+        );
     }
     w.end();
 

@@ -16,11 +16,12 @@
 //! | `event` | `query`, `retrieve`, `consentDecision` or `localization` |
 //! | `transaction` | `ITI-38`, `ITI-39`, `RAD-75`, `ITI-18`, `ITI-43`, `RAD-69`, `ITI-56` (Mitz open question), `MITZ-CLOSED-QUESTION`, or another name (JSON API) |
 //! | `side` | `initiating` or `responding` |
-//! | `requester` | `{ura, uzi, role, facilityType?, name?}` of the professional and organisation |
+//! | `requester` | `{ura, uzi, role, facilityType?, purposeOfUse?, name?}` of the professional and organisation, with the purpose of use the request stated (or the configured default) |
 //! | `patient` | the BSN |
 //! | `dataHolder` | `{ura?, homeCommunityId?}` whose data was asked for |
 //! | `remoteCommunity`, `remoteAddress` | the peer community and its network address, when known |
-//! | `studyIds`, `documentIds` | Study Instance UIDs and document unique ids involved |
+//! | `studyIds`, `documentIds` | Study Instance UIDs and document unique ids involved; on a responding query or retrieve record exactly what left (a refused study or document is not listed) |
+//! | `objectIds` | ids (entryUUIDs) of every registry object a responding ITI-38 answer disclosed |
 //! | `consent` | `{category, decision, source, reason?, disclosed}`, `source` = `mitz`, `cache`, `permitAll`, `failure` |
 //! | `outcome` | `success`, `partialSuccess`, `denied` (nothing disclosed for lack of consent) or `failure` |
 //! | `outcomeDetail` | why, in one line |
@@ -40,7 +41,9 @@ use tokio::io::AsyncWriteExt;
 use crate::config::AuditConfig;
 use crate::consent::{ConsentOutcome, ConsentRecord};
 use crate::ihe::soap::Transaction;
-use crate::model::{Bsn, FacilityType, HomeCommunityId, Requester, RoleCode, Ura, UziNumber};
+use crate::model::{
+    Bsn, FacilityType, HomeCommunityId, PurposeOfUse, Requester, RoleCode, Ura, UziNumber,
+};
 use crate::tls::TlsMaterial;
 
 pub use syslog::{SyslogSender, SyslogStats};
@@ -161,6 +164,10 @@ pub struct RequesterRecord {
     /// Facility type of the organisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facility_type: Option<FacilityType>,
+    /// Purpose of use of the request (`urn:oasis:names:tc:xspa:1.0:subject:purposeofuse`, e.g. `TREAT`),
+    /// as stated in the assertion or the configured default; part of the consent question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_of_use: Option<PurposeOfUse>,
     /// Name of the professional, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -173,6 +180,7 @@ impl From<&Requester> for RequesterRecord {
             uzi: r.uzi.clone(),
             role: r.role.clone(),
             facility_type: Some(r.facility_type.clone()),
+            purpose_of_use: Some(r.purpose_of_use.clone()),
             name: r.name.clone(),
         }
     }
@@ -223,6 +231,10 @@ pub struct AuditRecord {
     /// Document unique ids involved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub document_ids: Vec<String>,
+    /// Ids (entryUUIDs) of the registry objects disclosed (responding ITI-38: DocumentEntries,
+    /// SubmissionSets, Folders, Associations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_ids: Vec<String>,
     /// The consent decision that applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<ConsentRecord>,
@@ -255,6 +267,7 @@ impl AuditRecord {
             remote_address: None,
             study_ids: Vec::new(),
             document_ids: Vec::new(),
+            object_ids: Vec::new(),
             consent: None,
             outcome: Outcome::Success,
             outcome_detail: None,

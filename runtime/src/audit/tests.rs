@@ -77,6 +77,8 @@ async fn records_are_json_lines_written_before_record_returns() {
     assert_eq!(v["requester"]["ura"], "00000666");
     assert_eq!(v["requester"]["uzi"], "000095254");
     assert_eq!(v["requester"]["role"], "01.015");
+    // issue 12, defect 10: the purpose of use is part of the question and of every record
+    assert_eq!(v["requester"]["purposeOfUse"], "TREAT");
     assert_eq!(v["patient"], "900186021");
     assert_eq!(v["dataHolder"]["ura"], "00000659");
     assert_eq!(v["studyIds"][0], "1.2.840.113619.2.55.3.1");
@@ -173,6 +175,13 @@ fn atna_messages_follow_the_dicom_audit_message_format() {
         (a(ty, "csd-code"), a(ty, "codeSystemName")),
         ("RAD-75", "IHE Transactions")
     );
+    let purpose = child(ev, "PurposeOfUse")[0];
+    assert_eq!(
+        (a(purpose, "csd-code"), a(purpose, "codeSystemName")),
+        ("TREAT", "2.16.840.1.113883.1.11.20448")
+    );
+    let names: Vec<&str> = ev.children.iter().map(|c| c.local.as_str()).collect();
+    assert_eq!(names.last(), Some(&"PurposeOfUse"), "after the event types");
     // responding side: the source is the calling community, the destination this gateway
     let src = &t.children[1];
     assert_eq!(a(src, "UserID"), "urn:oid:2.16.528.1.1007.3.3.666.1");

@@ -5,6 +5,7 @@
 //! clients with the hospital's certificate, backends, hooks). [`Shared`] holds the current snapshot and
 //! swaps it on reload; a request keeps the snapshot it started with.
 
+pub mod disclosure;
 pub mod hooks;
 pub mod identity;
 pub mod initiating;

@@ -6,19 +6,30 @@
 //!   on every DocumentResponse;
 //! - a request naming another community gets XDSUnknownCommunity; a query by id (GetDocuments ...) or a
 //!   retrieve without homeCommunityId gets XDSMissingHomeCommunityId;
-//! - consent: the patient's consent for this requester is asked before anything is read; only a
-//!   disclosing decision lets data out; otherwise the answer looks exactly like "nothing found", so it
-//!   does not reveal whether data exists. Retrieves name no patient: the patient comes from the XUA
-//!   assertion's resource-id (IHE XUA Patient ID option) and every document must belong to it (checked
-//!   in the registry); ITI-39 may instead find the patient of each document in the registry;
-//! - every decision and every disclosure is audited before the answer leaves.
+//! - consent: the patient's consent for this requester is asked before anything of the patient is
+//!   disclosed, and only a Permit lets data out; otherwise the answer looks exactly like "nothing
+//!   found", so it does not reveal whether data exists;
+//! - **the disclosure gate** ([`super::disclosure`]): everything that leaves belongs to the one patient
+//!   this request obtained a Permit for, judged from the hospital's registry (and, for RAD-75, its KOS
+//!   manifests), never from the request; a request that names or reaches more than one patient is
+//!   answered for none. ITI-38 asks the local registry for full metadata (LeafClass) whatever the
+//!   requester asked, so that every object's patient is known, and answers ObjectRefs from it when asked;
+//!   ITI-39 finds each document's patient and repository in the registry; RAD-75 takes its patient from
+//!   the XUA assertion's resource-id (IHE XUA Patient ID option) and lets an instance out only when the
+//!   patient's KOS manifest of the requested study lists it under the requested series, whatever the
+//!   imaging document source would deliver;
+//! - every decision is audited, and every answer has exactly one query or retrieve record naming what
+//!   left (its patient, the requester with the purpose of use, documents, objects, studies), written
+//!   before the answer leaves.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::Gateway;
+use super::disclosure::{self, Gate, PatientKey, Permit};
 use super::identity;
 use super::reply::{SoapReply, read_request, reject};
 use crate::audit::{AuditEvent, AuditRecord, HolderRecord, Outcome, Side};
@@ -26,6 +37,7 @@ use crate::backend::{CallContext, RetrieveStream};
 use crate::config::ConsentMode;
 use crate::consent::{ConsentOutcome, ConsentRecord, ConsentSource, Decision, MitzError};
 use crate::ihe::ebrim::Identifiable;
+use crate::ihe::mtom::RetrieveItem;
 use crate::ihe::query::{
     AdhocQuery, AdhocQueryRequest, AdhocQueryResponse, ReturnType, StoredQuery, param,
 };
@@ -36,18 +48,18 @@ use crate::ihe::soap::SoapHeader;
 use crate::ihe::transform::uuids;
 use crate::ihe::xua::{UnsignedAssertions, XuaAssertion};
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
-use crate::model::{Bsn, HomeCommunityId, Requester, reference_type};
+use crate::model::{Bsn, DocumentKind, HomeCommunityId, Requester, reference_type};
 use crate::server::listener::PeerCertificate;
 
 const APPROVED: &str = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved";
 
-/// Patient-id parameters of patient-based stored queries.
-const PATIENT_PARAMS: [&str; 4] = [
-    param::DE_PATIENT_ID,
-    param::SS_PATIENT_ID,
-    "$XDSFolderPatientId",
-    "$patientId",
-];
+/// Why a request was answered for none (audit `outcomeDetail`).
+const SEVERAL_PATIENTS: &str =
+    "the request names or reaches more than one patient: answered for none";
+
+/// Largest KOS manifest read to check a RAD-75 request, bytes (a manifest of a study of 10,000 instances
+/// is well under 2 MiB).
+const MAX_KOS_BYTES: usize = 16 * 1024 * 1024;
 
 /// Reads a peer's request of `tx` and its requester ([`identity::responding_requester`]): the header,
 /// the message and the XUA assertion, if any. An unreadable request or a refused caller gets its
@@ -234,37 +246,6 @@ fn bsn_of(cx: &str) -> Option<Bsn> {
     Bsn::from_cx(cx)
 }
 
-fn patient_param(q: &AdhocQuery) -> Option<String> {
-    PATIENT_PARAMS
-        .iter()
-        .find_map(|p| q.single(p).ok().flatten())
-}
-
-fn object_patient(o: &Identifiable) -> Option<&str> {
-    match o {
-        Identifiable::ExtrinsicObject(e) => e.object.external_id(uuids::PATIENT_ID),
-        Identifiable::RegistryPackage(p) => p
-            .object
-            .external_id(uuids::SUBMISSION_SET_PATIENT_ID)
-            .or_else(|| {
-                p.object
-                    .external_id("urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a")
-            }),
-        _ => None,
-    }
-}
-
-fn set_home(objects: &mut [Identifiable], home: &HomeCommunityId) {
-    for o in objects {
-        match o {
-            Identifiable::ExtrinsicObject(e) => e.object.home = Some(home.clone()),
-            Identifiable::RegistryPackage(p) => p.object.home = Some(home.clone()),
-            Identifiable::ObjectRef(r) => r.home = Some(home.clone()),
-            _ => {}
-        }
-    }
-}
-
 fn located(mut errors: Vec<RegistryError>, home: &HomeCommunityId) -> Vec<RegistryError> {
     for e in &mut errors {
         if e.location.is_none() {
@@ -281,18 +262,6 @@ fn error_response(code: ErrorCode, context: String, home: &HomeCommunityId) -> A
     )
 }
 
-fn document_ids(objects: &[Identifiable]) -> Vec<String> {
-    objects
-        .iter()
-        .filter_map(|o| match o {
-            Identifiable::ExtrinsicObject(e) => {
-                e.object.external_id(uuids::UNIQUE_ID).map(str::to_owned)
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// ITI-38 Cross Gateway Query, responding side.
 pub async fn iti38(
     g: Arc<Gateway>,
@@ -306,8 +275,7 @@ pub async fn iti38(
             Ok(x) => x,
             Err(r) => return r,
         };
-    let requester = assertion.as_ref().map(|a| &a.requester);
-    let resp = match answer_query(&g, &h, requester, req).await {
+    let resp = match answer_query(&g, &h, assertion.as_ref(), req).await {
         Ok(r) => r,
         Err(e) => return audit_unavailable(&h, &e),
     };
@@ -315,16 +283,44 @@ pub async fn iti38(
     SoapReply::message(tx, &h, &resp)
 }
 
-/// The ITI-38 answer for `req` on behalf of `requester` (see the module rules). Errors only when the
-/// audit record of a disclosure could not be written (then nothing may be disclosed).
-pub async fn answer_query(
+/// The query record of an ITI-38 answer that disclosed nothing for lack of consent (or answered a
+/// request about several patients for none): outcome `denied`, the reason.
+async fn denied_query(
     g: &Gateway,
     h: &SoapHeader,
     requester: Option<&Requester>,
+    patient: Option<&PatientKey>,
+    consent: Option<&ConsentOutcome>,
+    why: String,
+) -> Result<AdhocQueryResponse, String> {
+    let mut rec = record(
+        g,
+        AuditEvent::Query,
+        Transaction::Iti38,
+        h,
+        requester,
+        patient.and_then(PatientKey::bsn).as_ref(),
+    );
+    rec.consent = consent.map(ConsentRecord::from);
+    rec.outcome = Outcome::Denied;
+    rec.outcome_detail = Some(why);
+    g.hooks.audit(&rec).await?;
+    // the answer looks like "nothing found": it does not reveal whether data exists
+    Ok(AdhocQueryResponse::new(Vec::new(), Vec::new()))
+}
+
+/// The ITI-38 answer for `req` on behalf of the requester of `assertion` (see the module rules and
+/// [`disclosure`]). Errors only when the audit record of the answer could not be written (then nothing
+/// may be disclosed).
+pub async fn answer_query(
+    g: &Gateway,
+    h: &SoapHeader,
+    assertion: Option<&XuaAssertion>,
     req: AdhocQueryRequest,
 ) -> Result<AdhocQueryResponse, String> {
     let tx = Transaction::Iti38;
     let home = &g.home;
+    let requester = assertion.map(|a| &a.requester);
     if let Some(qh) = &req.query.home
         && qh != home
     {
@@ -343,8 +339,8 @@ pub async fn answer_query(
             ));
         }
     };
-    let patient_cx = patient_param(&req.query);
-    if patient_cx.is_none() && req.query.home.is_none() {
+    let mut named = disclosure::named_patients(&req.query);
+    if named.is_empty() && req.query.home.is_none() {
         // ITI TF-2b 3.38.4.1.2.1: queries by id must name the community
         return Ok(error_response(
             ErrorCode::XDSMissingHomeCommunityId,
@@ -358,31 +354,48 @@ pub async fn answer_query(
             located(vec![e.to_registry_error()], home),
         ));
     }
-    let mitz = g.config.consent.mode == ConsentMode::Mitz;
-    let patient = patient_cx.as_deref().and_then(bsn_of);
-    // patient-based query: consent first, nothing read without it
-    let mut decided: BTreeMap<String, ConsentOutcome> = BTreeMap::new();
-    if let Some(cx) = &patient_cx {
-        let decision = consent_for(g, tx, h, cx, requester).await;
-        if !decision.discloses() {
-            // the answer looks like "nothing found": it does not reveal whether data exists
-            let mut rec = record(g, AuditEvent::Query, tx, h, requester, patient.as_ref());
-            rec.consent = Some(ConsentRecord::from(&decision));
-            rec.outcome = Outcome::Denied;
-            rec.outcome_detail = Some(decision.reason());
-            g.hooks.audit(&rec).await?;
-            return Ok(AdhocQueryResponse::new(Vec::new(), Vec::new()));
-        }
-        decided.insert(cx.clone(), decision);
+    let checked = g.config.consent.mode == ConsentMode::Mitz;
+    // the assertion's resource-id names a patient too
+    if let Some(p) = assertion.and_then(|a| a.patient.as_ref()) {
+        named.insert(PatientKey::from_bsn(p));
     }
-    let ctx = outbound_context(g, requester, patient.as_ref(), &local_audience(g));
+    if checked && named.len() > 1 {
+        return denied_query(g, h, requester, None, None, SEVERAL_PATIENTS.into()).await;
+    }
+    // a named patient: consent first, nothing read without it
+    let mut consented: Option<ConsentOutcome> = None;
+    if let Some(p) = named.first() {
+        let d = consent_for(g, tx, h, p.cx(), requester).await;
+        if !d.discloses() {
+            let why = d.reason();
+            return denied_query(g, h, requester, Some(p), Some(&d), why).await;
+        }
+        consented = Some(d);
+    }
+    let ctx = outbound_context(
+        g,
+        requester,
+        named.first().and_then(PatientKey::bsn).as_ref(),
+        &local_audience(g),
+    );
     let mut local_req = req.clone();
     local_req.query.home = local_home(g);
-    let mut resp = match g.local.query(ctx, local_req).await {
+    if checked {
+        // every object's patient must be known: full metadata from the registry, ObjectRefs made here
+        local_req.response_option.return_type = ReturnType::LeafClass;
+    }
+    let mut resp = match g.local.query(ctx.clone(), local_req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "local community query failed");
-            let mut rec = record(g, AuditEvent::Query, tx, h, requester, patient.as_ref());
+            let mut rec = record(
+                g,
+                AuditEvent::Query,
+                tx,
+                h,
+                requester,
+                named.first().and_then(PatientKey::bsn).as_ref(),
+            );
             rec.outcome = Outcome::Failure;
             rec.outcome_detail = Some(e.to_string());
             g.hooks.audit(&rec).await?;
@@ -392,73 +405,93 @@ pub async fn answer_query(
             ));
         }
     };
-    // query by id: the patients are known only now; ask per patient, drop what may not be disclosed
-    if patient_cx.is_none() {
-        let patients: BTreeSet<String> = resp
-            .objects
-            .iter()
-            .filter_map(object_patient)
-            .map(str::to_owned)
-            .collect();
-        for p in patients {
-            let d = consent_for(g, tx, h, &p, requester).await;
-            decided.insert(p, d);
+    let objects = std::mem::take(&mut resp.objects);
+    let (gate, owners) = if checked {
+        // whose is what, from the registry's own metadata
+        let owners = disclosure::owners(g, ctx, &objects).await;
+        let all: BTreeSet<PatientKey> = named.union(&owners.reached).cloned().collect();
+        if all.len() > 1 {
+            return denied_query(
+                g,
+                h,
+                requester,
+                None,
+                consented.as_ref(),
+                SEVERAL_PATIENTS.into(),
+            )
+            .await;
         }
-        let kept_ids: HashSet<String> = resp
-            .objects
-            .iter()
-            .filter(|o| {
-                object_patient(o)
-                    .is_some_and(|p| decided.get(p).is_some_and(ConsentOutcome::discloses))
-            })
-            .filter_map(|o| o.id().map(str::to_owned))
-            .collect();
-        resp.objects.retain(|o| match o {
-            Identifiable::ExtrinsicObject(_) | Identifiable::RegistryPackage(_) => {
-                o.id().is_some_and(|id| kept_ids.contains(id))
+        let gate = match (all.first(), consented.take()) {
+            // nothing of anyone was found
+            (None, _) => None,
+            (Some(p), Some(d)) => Permit::new(p.clone(), d).map(Gate::Checked),
+            // a query by id: its patient is known only now
+            (Some(p), None) => {
+                let d = consent_for(g, tx, h, p.cx(), requester).await;
+                if !d.discloses() {
+                    let why = d.reason();
+                    return denied_query(g, h, requester, Some(p), Some(&d), why).await;
+                }
+                Permit::new(p.clone(), d).map(Gate::Checked)
             }
-            Identifiable::Association(a) => {
-                kept_ids.contains(&a.source_object) && kept_ids.contains(&a.target_object)
-            }
-            // a reference or a bare classification names no patient: disclosed only without consent checks
-            _ => !mitz,
-        });
+        };
+        (gate, owners)
+    } else {
+        (Some(Gate::Unchecked), disclosure::Owners::default())
+    };
+    let (released, withheld) = match &gate {
+        Some(gate) => disclosure::release_objects(
+            gate,
+            objects,
+            &owners,
+            req.response_option.return_type,
+            home,
+        ),
+        None => (Vec::new(), objects.len()),
+    };
+    if withheld > 0 {
+        tracing::warn!(
+            withheld,
+            "objects of the local answer withheld by the disclosure gate"
+        );
     }
-    set_home(&mut resp.objects, home);
+    resp.objects = released;
+    // a count of what the registry found would tell about what was withheld
+    resp.total_result_count = None;
     resp.errors = located(std::mem::take(&mut resp.errors), home);
     resp.status = resp.derive_status();
-    // one query record per patient concerned (one in total for a patient-based query)
-    if decided.is_empty() {
-        let mut rec = record(g, AuditEvent::Query, tx, h, requester, None);
-        rec.document_ids = document_ids(&resp.objects);
-        rec.outcome = outcome_of(resp.status);
-        g.hooks.audit(&rec).await?;
-    }
-    for (p, d) in &decided {
-        let mut rec = record(g, AuditEvent::Query, tx, h, requester, bsn_of(p).as_ref());
-        rec.consent = Some(ConsentRecord::from(d));
-        if d.discloses() {
-            let mine: Vec<Identifiable> = resp
-                .objects
-                .iter()
-                .filter(|o| patient_cx.is_some() || object_patient(o) == Some(p.as_str()))
-                .cloned()
-                .collect();
-            rec.document_ids = document_ids(&mine);
-            rec.outcome = outcome_of(resp.status);
-            if !rec.document_ids.is_empty() {
-                g.metrics.disclosures.inc();
+    // exactly one query record, naming what left
+    let (patient, consent) = match &gate {
+        Some(Gate::Checked(p)) => (p.patient().bsn(), Some(p.consent())),
+        _ => (named.first().and_then(PatientKey::bsn), None),
+    };
+    let mut rec = record(g, AuditEvent::Query, tx, h, requester, patient.as_ref());
+    rec.consent = consent.map(ConsentRecord::from);
+    rec.document_ids = resp
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            Identifiable::ExtrinsicObject(e) => {
+                e.object.external_id(uuids::UNIQUE_ID).map(str::to_owned)
             }
-        } else {
-            rec.outcome = Outcome::Denied;
-            rec.outcome_detail = Some(d.reason());
-        }
-        g.hooks.audit(&rec).await?;
+            _ => None,
+        })
+        .collect();
+    rec.object_ids = resp
+        .objects
+        .iter()
+        .filter_map(|o| o.id().map(str::to_owned))
+        .collect();
+    rec.outcome = outcome_of(resp.status);
+    g.hooks.audit(&rec).await?;
+    if !rec.object_ids.is_empty() {
+        g.metrics.disclosures.inc();
     }
     Ok(resp)
 }
 
-fn local_home(g: &Gateway) -> Option<HomeCommunityId> {
+/// The homeCommunityId of the local community when it is reached over XCA (a TLB node), else `None`.
+pub(crate) fn local_home(g: &Gateway) -> Option<HomeCommunityId> {
     match &g.config.local {
         crate::config::LocalBackend::Xca(x) => Some(x.home_community_id.clone()),
         _ => None,
@@ -469,13 +502,20 @@ fn local_audience(g: &Gateway) -> String {
     local_home(g).unwrap_or_else(|| g.home.clone()).to_string()
 }
 
-/// Finds, in the local registry, the patient of each document uniqueId (GetDocuments by uniqueId).
-async fn patients_of_documents(
+/// A document as the local registry holds it: its patient and repository.
+struct Registered {
+    patient: Option<PatientKey>,
+    repository: Option<String>,
+}
+
+/// Finds, in the local registry, every entry of the document uniqueIds (GetDocuments by uniqueId): per
+/// uniqueId the entries found (several when the registry holds several versions, or lies).
+async fn registered_documents(
     g: &Gateway,
     requester: Option<&Requester>,
     patient: Option<&Bsn>,
     unique_ids: &[String],
-) -> Result<BTreeMap<String, String>, RegistryError> {
+) -> Result<BTreeMap<String, Vec<Registered>>, RegistryError> {
     let mut q = AdhocQuery::new(StoredQuery::GetDocuments);
     q.add_list(param::DE_UNIQUE_ID, unique_ids);
     q.home = local_home(g);
@@ -486,27 +526,50 @@ async fn patients_of_documents(
         .query(ctx, req)
         .await
         .map_err(|e| e.to_peer_registry_error(Transaction::Iti18, &g.home.to_string()))?;
-    let mut out = BTreeMap::new();
+    let asked: BTreeSet<&str> = unique_ids.iter().map(|u| u.trim()).collect();
+    let mut out: BTreeMap<String, Vec<Registered>> = BTreeMap::new();
     for o in &resp.objects {
         if let Identifiable::ExtrinsicObject(e) = o
-            && let (Some(uid), Some(pid)) = (
-                e.object.external_id(uuids::UNIQUE_ID),
-                e.object.external_id(uuids::PATIENT_ID),
-            )
+            && let Some(uid) = e.object.external_id(uuids::UNIQUE_ID)
+            && asked.contains(uid.trim())
         {
-            out.insert(uid.to_owned(), pid.to_owned());
+            let patients: Vec<&str> = e
+                .object
+                .external_identifiers
+                .iter()
+                .filter(|x| x.identification_scheme == uuids::PATIENT_ID)
+                .map(|x| x.value.as_str())
+                .collect();
+            // an entry stating no patient or two is nobody's (never disclosed)
+            let patient = match patients.as_slice() {
+                [p] => PatientKey::from_cx(p),
+                _ => None,
+            };
+            out.entry(uid.trim().to_owned())
+                .or_default()
+                .push(Registered {
+                    patient,
+                    repository: e
+                        .object
+                        .slot_value(crate::ihe::transform::slot::REPOSITORY_UNIQUE_ID)
+                        .map(|r| r.trim().to_owned()),
+                });
         }
     }
     Ok(out)
 }
 
-/// Whether the local registry holds a manifest of `study_uid` for `patient` (FindDocumentsByReferenceId).
-async fn study_belongs_to(
+/// The series and instances (Series Instance UID, SOP Instance UID) that the local registry's KOS
+/// manifests of `patient`'s study `study_uid` list for that study (FindDocumentsByReferenceId, then a
+/// Retrieve Document Set of each manifest). Empty when the study is not the patient's. A manifest
+/// that cannot be retrieved or read contributes nothing (its instances are not disclosed); the error
+/// is logged.
+async fn study_contents(
     g: &Gateway,
     requester: Option<&Requester>,
     patient: &Bsn,
     study_uid: &str,
-) -> Result<bool, RegistryError> {
+) -> Result<BTreeSet<(String, String)>, RegistryError> {
     let mut q = AdhocQuery::new(StoredQuery::FindDocumentsByReferenceId);
     q.set_single(param::DE_PATIENT_ID, &patient.to_cx());
     q.add_list(param::DE_STATUS, &[APPROVED]);
@@ -518,14 +581,103 @@ async fn study_belongs_to(
         )],
     );
     q.home = local_home(g);
-    let req = AdhocQueryRequest::new(q, ReturnType::ObjectRef);
+    let req = AdhocQueryRequest::new(q, ReturnType::LeafClass);
     let ctx = outbound_context(g, requester, Some(patient), &local_audience(g));
     let resp = g
         .local
-        .query(ctx, req)
+        .query(ctx.clone(), req)
         .await
         .map_err(|e| e.to_peer_registry_error(Transaction::Iti18, &g.home.to_string()))?;
-    Ok(!resp.objects.is_empty())
+    let me = PatientKey::from_bsn(patient);
+    let mut out = BTreeSet::new();
+    for o in &resp.objects {
+        let Identifiable::ExtrinsicObject(eo) = o else {
+            continue;
+        };
+        let Ok(entry) = crate::ihe::transform::document_entry_from_wire(eo) else {
+            continue;
+        };
+        // the registry's word, checked again: this patient's manifest of this study
+        if entry.kind() != DocumentKind::ImagingManifest
+            || PatientKey::from_cx(&entry.patient_id).as_ref() != Some(&me)
+            || !entry.reference_ids.iter().any(|r| {
+                r.id_type == reference_type::STUDY_INSTANCE_UID && r.id.trim() == study_uid.trim()
+            })
+        {
+            continue;
+        }
+        let doc = DocumentRequest {
+            home_community_id: local_home(g),
+            repository_unique_id: entry.repository_unique_id.clone(),
+            document_unique_id: entry.unique_id.clone(),
+        };
+        match read_manifest(g, ctx.clone(), doc).await {
+            Ok(bytes) => match crate::dicom::parse_kos(&bytes) {
+                Ok(m) => {
+                    for st in m
+                        .studies
+                        .iter()
+                        .filter(|s| s.study_instance_uid.trim() == study_uid.trim())
+                    {
+                        for se in &st.series {
+                            for i in &se.instances {
+                                out.insert((
+                                    se.series_instance_uid.trim().to_owned(),
+                                    i.sop_instance_uid.trim().to_owned(),
+                                ));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a KOS manifest of the local registry cannot be read: its instances are not disclosed")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "a KOS manifest of the local registry cannot be retrieved: its instances are not disclosed")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes of one KOS manifest from the local repository (at most [`MAX_KOS_BYTES`]).
+async fn read_manifest(
+    g: &Gateway,
+    ctx: CallContext,
+    doc: DocumentRequest,
+) -> Result<Vec<u8>, String> {
+    let uid = doc.document_unique_id.clone();
+    let s = g
+        .local
+        .retrieve(
+            ctx,
+            RetrieveDocumentSetRequest {
+                documents: vec![doc],
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(index) = s.documents.iter().position(|d| d.document_unique_id == uid) else {
+        return Err(format!("manifest {uid} not delivered"));
+    };
+    let mut items = s.items;
+    let mut current = None;
+    let mut bytes = Vec::new();
+    while let Some(it) = items.next().await {
+        match it.map_err(|e| e.to_string())? {
+            RetrieveItem::Document(i) => current = Some(i),
+            RetrieveItem::Chunk(c) if current == Some(index) => {
+                if bytes.len() + c.len() > MAX_KOS_BYTES {
+                    return Err(format!("manifest {uid} larger than {MAX_KOS_BYTES} bytes"));
+                }
+                bytes.extend_from_slice(&c);
+            }
+            RetrieveItem::End if current == Some(index) => return Ok(bytes),
+            _ => {}
+        }
+    }
+    Err(format!("manifest {uid} incomplete"))
 }
 
 /// Checks the HomeCommunityId of each DocumentRequest: ours → kept; missing or another → an error.
@@ -594,125 +746,150 @@ pub async fn iti39(
     let requester = assertion.as_ref().map(|a| a.requester.clone());
     let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
     let mut errors = Vec::new();
-    let docs = route_home(
+    let docs: Vec<DocumentRequest> = route_home(
         &g,
         req.documents
             .into_iter()
             .map(|d| (String::new(), String::new(), d))
             .collect(),
         &mut errors,
+    )
+    .into_iter()
+    .map(|(_, _, d)| d)
+    .collect();
+    let mut rec = record(
+        &g,
+        AuditEvent::Retrieve,
+        tx,
+        &h,
+        requester.as_ref(),
+        claimed.as_ref(),
     );
-    let mut allowed = Vec::new();
-    // (patient CX, decision, documents asked for that patient)
-    let mut decisions: Vec<(String, ConsentOutcome, Vec<DocumentRequest>)> = Vec::new();
-    if g.config.consent.mode == ConsentMode::Mitz && !docs.is_empty() {
-        let uids: Vec<String> = docs
-            .iter()
-            .map(|(_, _, d)| d.document_unique_id.clone())
-            .collect();
-        match patients_of_documents(&g, requester.as_ref(), claimed.as_ref(), &uids).await {
-            Err(e) => errors.push(e),
-            Ok(owner) => {
-                let mut by_patient: BTreeMap<String, Vec<DocumentRequest>> = BTreeMap::new();
-                for (_, _, d) in docs {
-                    match owner.get(&d.document_unique_id) {
-                        // documents of another patient than the assertion names are not disclosed
-                        Some(p)
-                            if claimed
-                                .as_ref()
-                                .is_none_or(|c| Bsn::from_cx(p).as_ref() == Some(c)) =>
-                        {
-                            by_patient.entry(p.clone()).or_default().push(d)
+    // (gate, documents sent to the local community)
+    let (gate, allowed): (Option<Gate>, Vec<DocumentRequest>) =
+        if g.config.consent.mode != ConsentMode::Mitz {
+            (Some(Gate::Unchecked), docs)
+        } else if docs.is_empty() {
+            (None, Vec::new())
+        } else {
+            let uids: Vec<String> = docs.iter().map(|d| d.document_unique_id.clone()).collect();
+            match registered_documents(&g, requester.as_ref(), claimed.as_ref(), &uids).await {
+                Err(e) => {
+                    errors.push(e);
+                    (None, Vec::new())
+                }
+                Ok(found) => {
+                    // the patients the request names (assertion) and reaches (registry)
+                    let mut all: BTreeSet<PatientKey> =
+                        claimed.iter().map(PatientKey::from_bsn).collect();
+                    let mut nobody = false;
+                    for d in &docs {
+                        for r in found.get(d.document_unique_id.trim()).into_iter().flatten() {
+                            match &r.patient {
+                                Some(p) => {
+                                    all.insert(p.clone());
+                                }
+                                None => nobody = true,
+                            }
                         }
-                        _ => errors.push(not_found(&d)),
                     }
-                }
-                for (p, ds) in by_patient {
-                    let d = consent_for(&g, tx, &h, &p, requester.as_ref()).await;
-                    if d.discloses() {
-                        allowed.extend(ds.iter().cloned());
+                    let reached = docs
+                        .iter()
+                        .any(|d| found.contains_key(d.document_unique_id.trim()));
+                    if all.len() > 1 || nobody {
+                        rec.outcome_detail = Some(SEVERAL_PATIENTS.into());
+                        errors.extend(docs.iter().map(not_found));
+                        (None, Vec::new())
+                    } else if !reached {
+                        // nothing of anyone: unknown documents
+                        errors.extend(docs.iter().map(not_found));
+                        (None, Vec::new())
                     } else {
-                        errors.extend(ds.iter().map(not_found));
+                        let p = all
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| unreachable!("reached"));
+                        rec.patient = p.bsn();
+                        let d = consent_for(&g, tx, &h, p.cx(), requester.as_ref()).await;
+                        rec.consent = Some(ConsentRecord::from(&d));
+                        match Permit::new(p.clone(), d.clone()) {
+                            None => {
+                                rec.outcome_detail = Some(d.reason());
+                                errors.extend(docs.iter().map(not_found));
+                                (None, Vec::new())
+                            }
+                            Some(permit) => {
+                                let mut ok = Vec::new();
+                                for d in docs {
+                                    // the registry's repository, not the request's
+                                    let same_repo = found
+                                        .get(d.document_unique_id.trim())
+                                        .into_iter()
+                                        .flatten()
+                                        .any(|r| {
+                                            r.repository
+                                                .as_deref()
+                                                .is_none_or(|x| x == d.repository_unique_id.trim())
+                                        });
+                                    if same_repo {
+                                        ok.push(d);
+                                    } else {
+                                        errors.push(not_found(&d));
+                                    }
+                                }
+                                (Some(Gate::Checked(permit)), ok)
+                            }
+                        }
                     }
-                    decisions.push((p, d, ds));
                 }
             }
-        }
-    } else {
-        allowed = docs.into_iter().map(|(_, _, d)| d).collect();
-    }
-    let stream = if allowed.is_empty() {
-        RetrieveStream::errors(Vec::new())
-    } else {
-        let ctx = outbound_context(
-            &g,
-            requester.as_ref(),
-            claimed.as_ref(),
-            &local_audience(&g),
-        );
-        let mut sub = RetrieveDocumentSetRequest { documents: allowed };
-        if let Some(lh) = local_home(&g) {
-            for d in &mut sub.documents {
-                d.home_community_id = Some(lh.clone());
+        };
+    let allowed_ids: BTreeSet<String> = allowed
+        .iter()
+        .map(|d| d.document_unique_id.trim().to_owned())
+        .collect();
+    let stream = match &gate {
+        Some(_) if !allowed.is_empty() => {
+            let ctx = outbound_context(
+                &g,
+                requester.as_ref(),
+                claimed.as_ref(),
+                &local_audience(&g),
+            );
+            let mut sub = RetrieveDocumentSetRequest { documents: allowed };
+            if let Some(lh) = local_home(&g) {
+                for d in &mut sub.documents {
+                    d.home_community_id = Some(lh.clone());
+                }
+            }
+            match g.local.retrieve(ctx, sub).await {
+                Ok(s) => s,
+                Err(e) => RetrieveStream::errors(vec![
+                    e.to_peer_registry_error(Transaction::Iti43, &g.home.to_string()),
+                ]),
             }
         }
-        match g.local.retrieve(ctx, sub).await {
-            Ok(s) => s,
-            Err(e) => RetrieveStream::errors(vec![
-                e.to_peer_registry_error(Transaction::Iti43, &g.home.to_string()),
-            ]),
-        }
+        _ => RetrieveStream::errors(Vec::new()),
+    };
+    let stream = match &gate {
+        Some(gate) => disclosure::release_stream(gate, stream, &allowed_ids).0,
+        None => RetrieveStream::errors(Vec::new()),
     };
     let combined = stamp_home(RetrieveStream::combine(vec![stream], errors), &g.home);
-    let delivered: Vec<String> = combined
+    let status = combined.response.status;
+    rec.document_ids = combined
         .documents
         .iter()
         .map(|d| d.document_unique_id.clone())
         .collect();
-    let status = combined.response.status;
-    let mut records = Vec::new();
-    if decisions.is_empty() {
-        let mut rec = record(
-            &g,
-            AuditEvent::Retrieve,
-            tx,
-            &h,
-            requester.as_ref(),
-            claimed.as_ref(),
-        );
-        rec.document_ids = delivered.clone();
-        rec.outcome = outcome_of(status);
-        records.push(rec);
+    rec.outcome = match (&gate, &rec.outcome_detail) {
+        (None, Some(_)) => Outcome::Denied,
+        _ => outcome_of(status),
+    };
+    if let Err(e) = g.hooks.audit(&rec).await {
+        return audit_unavailable(&h, &e);
     }
-    for (p, d, ds) in &decisions {
-        let mut rec = record(
-            &g,
-            AuditEvent::Retrieve,
-            tx,
-            &h,
-            requester.as_ref(),
-            Bsn::from_cx(p).as_ref(),
-        );
-        rec.consent = Some(ConsentRecord::from(d));
-        if d.discloses() {
-            rec.document_ids = ds
-                .iter()
-                .map(|x| x.document_unique_id.clone())
-                .filter(|u| delivered.contains(u))
-                .collect();
-            rec.outcome = outcome_of(status);
-        } else {
-            rec.outcome = Outcome::Denied;
-            rec.outcome_detail = Some(d.reason());
-        }
-        records.push(rec);
-    }
-    for rec in &records {
-        if let Err(e) = g.hooks.audit(rec).await {
-            return audit_unavailable(&h, &e);
-        }
-    }
-    if !delivered.is_empty() {
+    if !rec.document_ids.is_empty() {
         g.metrics.disclosures.inc();
     }
     g.metrics.count_request(tx.name(), status.name());
@@ -749,11 +926,6 @@ pub async fn rad75(
         requester.as_ref(),
         claimed.as_ref(),
     );
-    rec.study_ids = req
-        .studies
-        .iter()
-        .map(|s| s.study_instance_uid.clone())
-        .collect();
     // request-level checks the schema cannot make (empty UIDs, transfer syntaxes)
     let mut errors: Vec<RegistryError> = req
         .validate(false)
@@ -778,78 +950,107 @@ pub async fn rad75(
         .map(|(st, se, d)| (st.to_owned(), se.to_owned(), d.clone()))
         .collect();
     let docs = route_home(&g, docs, &mut errors);
-    let mut decision = None;
-    let allowed: Vec<(String, String, DocumentRequest)> =
-        if g.config.consent.mode == ConsentMode::Mitz && !docs.is_empty() {
+    let (gate, allowed): (Option<Gate>, Vec<(String, String, DocumentRequest)>) =
+        if g.config.consent.mode != ConsentMode::Mitz {
+            (Some(Gate::Unchecked), docs)
+        } else if docs.is_empty() {
+            (None, Vec::new())
+        } else {
             match &claimed {
                 None => {
                     // without a patient Mitz cannot be asked: fail closed, reveal nothing
-                    decision = Some(failure_outcome(
+                    let d = failure_outcome(
                         &g,
                         "the XUA assertion names no patient (resource-id)".into(),
-                    ));
+                    );
+                    rec.consent = Some(ConsentRecord::from(&d));
+                    rec.outcome_detail = Some(d.reason());
                     errors.extend(docs.iter().map(|(_, _, d)| not_found(d)));
-                    Vec::new()
+                    (None, Vec::new())
                 }
                 Some(patient) => {
                     let d = consent(&g, tx, &h, patient, requester.as_ref()).await;
-                    let mut ok = Vec::new();
-                    if d.discloses() {
-                        let studies: BTreeSet<&str> =
-                            docs.iter().map(|(st, _, _)| st.as_str()).collect();
-                        let mut belongs = BTreeMap::new();
-                        for st in studies {
-                            let b =
-                                match study_belongs_to(&g, requester.as_ref(), patient, st).await {
-                                    Ok(b) => b,
+                    rec.consent = Some(ConsentRecord::from(&d));
+                    match Permit::new(PatientKey::from_bsn(patient), d.clone()) {
+                        None => {
+                            rec.outcome_detail = Some(d.reason());
+                            errors.extend(docs.iter().map(|(_, _, x)| not_found(x)));
+                            (None, Vec::new())
+                        }
+                        Some(permit) => {
+                            // what the patient's manifests list, per requested study
+                            let studies: BTreeSet<&str> =
+                                docs.iter().map(|(st, _, _)| st.trim()).collect();
+                            let mut listed: BTreeMap<String, BTreeSet<(String, String)>> =
+                                BTreeMap::new();
+                            for st in studies {
+                                let c = match study_contents(&g, requester.as_ref(), patient, st)
+                                    .await
+                                {
+                                    Ok(c) => c,
                                     Err(e) => {
                                         errors.push(e);
-                                        false
+                                        BTreeSet::new()
                                     }
                                 };
-                            belongs.insert(st.to_owned(), b);
-                        }
-                        for item in docs {
-                            if belongs.get(&item.0).copied().unwrap_or(false) {
-                                ok.push(item);
-                            } else {
-                                errors.push(not_found(&item.2));
+                                listed.insert(st.to_owned(), c);
                             }
+                            let mut ok = Vec::new();
+                            for item in docs {
+                                let key = (
+                                    item.1.trim().to_owned(),
+                                    item.2.document_unique_id.trim().to_owned(),
+                                );
+                                if listed
+                                    .get(item.0.trim())
+                                    .is_some_and(|set| set.contains(&key))
+                                {
+                                    ok.push(item);
+                                } else {
+                                    errors.push(not_found(&item.2));
+                                }
+                            }
+                            (Some(Gate::Checked(permit)), ok)
                         }
-                    } else {
-                        errors.extend(docs.iter().map(|(_, _, x)| not_found(x)));
                     }
-                    decision = Some(d);
-                    ok
                 }
             }
-        } else {
-            docs
         };
-    let stream = if allowed.is_empty() {
-        RetrieveStream::errors(Vec::new())
-    } else {
-        let mut sub = RetrieveImagingDocumentSetRequest {
-            studies: Vec::new(),
-            transfer_syntaxes: req.transfer_syntaxes.clone(),
-        };
-        let lh = local_home(&g);
-        for (st, se, mut d) in allowed {
-            d.home_community_id = lh.clone();
-            push_document(&mut sub, &st, &se, d);
+    // the study of each document sent on, for the audit record
+    let study_of: BTreeMap<String, String> = allowed
+        .iter()
+        .map(|(st, _, d)| (d.document_unique_id.trim().to_owned(), st.clone()))
+        .collect();
+    let allowed_ids: BTreeSet<String> = study_of.keys().cloned().collect();
+    let stream = match &gate {
+        Some(_) if !allowed.is_empty() => {
+            let mut sub = RetrieveImagingDocumentSetRequest {
+                studies: Vec::new(),
+                transfer_syntaxes: req.transfer_syntaxes.clone(),
+            };
+            let lh = local_home(&g);
+            for (st, se, mut d) in allowed {
+                d.home_community_id = lh.clone();
+                push_document(&mut sub, &st, &se, d);
+            }
+            let ctx = outbound_context(
+                &g,
+                requester.as_ref(),
+                claimed.as_ref(),
+                &local_audience(&g),
+            );
+            match g.local.retrieve_images(ctx, sub).await {
+                Ok(s) => s,
+                Err(e) => RetrieveStream::errors(vec![
+                    e.to_peer_registry_error(Transaction::Rad69, &g.home.to_string()),
+                ]),
+            }
         }
-        let ctx = outbound_context(
-            &g,
-            requester.as_ref(),
-            claimed.as_ref(),
-            &local_audience(&g),
-        );
-        match g.local.retrieve_images(ctx, sub).await {
-            Ok(s) => s,
-            Err(e) => RetrieveStream::errors(vec![
-                e.to_peer_registry_error(Transaction::Rad69, &g.home.to_string()),
-            ]),
-        }
+        _ => RetrieveStream::errors(Vec::new()),
+    };
+    let stream = match &gate {
+        Some(gate) => disclosure::release_stream(gate, stream, &allowed_ids).0,
+        None => RetrieveStream::errors(Vec::new()),
     };
     let combined = stamp_home(RetrieveStream::combine(vec![stream], errors), &g.home);
     rec.document_ids = combined
@@ -857,12 +1058,17 @@ pub async fn rad75(
         .iter()
         .map(|d| d.document_unique_id.clone())
         .collect();
-    rec.consent = decision.as_ref().map(ConsentRecord::from);
-    rec.outcome = match &decision {
-        Some(d) if !d.discloses() => {
-            rec.outcome_detail = Some(d.reason());
-            Outcome::Denied
-        }
+    // only the studies something left of (a refused study is not disclosed)
+    let mut studies: Vec<String> = rec
+        .document_ids
+        .iter()
+        .filter_map(|u| study_of.get(u.trim()).cloned())
+        .collect();
+    studies.sort();
+    studies.dedup();
+    rec.study_ids = studies;
+    rec.outcome = match (&gate, &rec.outcome_detail) {
+        (None, Some(_)) => Outcome::Denied,
         _ => outcome_of(combined.response.status),
     };
     if let Err(e) = g.hooks.audit(&rec).await {
