@@ -321,38 +321,52 @@ pub async fn answer_query(
     let tx = Transaction::Iti38;
     let home = &g.home;
     let requester = assertion.map(|a| &a.requester);
+    // a request refused before anything is read still leaves its (one) query record
+    let refused = |resp: AdhocQueryResponse| async move {
+        let mut rec = record(g, AuditEvent::Query, tx, h, requester, None);
+        rec.outcome = Outcome::Failure;
+        rec.outcome_detail = resp
+            .errors
+            .first()
+            .map(|e| format!("{}: {}", e.error_code.as_str(), e.code_context));
+        g.hooks.audit(&rec).await.map(|()| resp)
+    };
     if let Some(qh) = &req.query.home
         && qh != home
     {
-        return Ok(error_response(
+        return refused(error_response(
             ErrorCode::XDSUnknownCommunity,
             format!("this gateway is {home}, not {qh}"),
             home,
-        ));
+        ))
+        .await;
     }
     let query = match req.query.require_stored_query() {
         Ok(q) => q,
         Err(e) => {
-            return Ok(AdhocQueryResponse::new(
+            return refused(AdhocQueryResponse::new(
                 Vec::new(),
                 located(vec![e.to_registry_error()], home),
-            ));
+            ))
+            .await;
         }
     };
     let mut named = disclosure::named_patients(&req.query);
     if named.is_empty() && req.query.home.is_none() {
         // ITI TF-2b 3.38.4.1.2.1: queries by id must name the community
-        return Ok(error_response(
+        return refused(error_response(
             ErrorCode::XDSMissingHomeCommunityId,
             format!("{} needs AdhocQuery/@home", query.name()),
             home,
-        ));
+        ))
+        .await;
     }
     if let Err(e) = req.query.check_required() {
-        return Ok(AdhocQueryResponse::new(
+        return refused(AdhocQueryResponse::new(
             Vec::new(),
             located(vec![e.to_registry_error()], home),
-        ));
+        ))
+        .await;
     }
     let checked = g.config.consent.mode == ConsentMode::Mitz;
     // the assertion's resource-id names a patient too
@@ -411,15 +425,8 @@ pub async fn answer_query(
         let owners = disclosure::owners(g, ctx, &objects).await;
         let all: BTreeSet<PatientKey> = named.union(&owners.reached).cloned().collect();
         if all.len() > 1 {
-            return denied_query(
-                g,
-                h,
-                requester,
-                None,
-                consented.as_ref(),
-                SEVERAL_PATIENTS.into(),
-            )
-            .await;
+            // the Permit of the named patient has its own record; this answer disclosed nothing
+            return denied_query(g, h, requester, None, None, SEVERAL_PATIENTS.into()).await;
         }
         let gate = match (all.first(), consented.take()) {
             // nothing of anyone was found
