@@ -9,7 +9,7 @@ use crate::xml::{Elem, Reader, Writer, XmlError, ns};
 
 use super::Message;
 use super::ebrim::{
-    ErrorCode, Identifiable, RegistryError, ResponseStatus, Slot, read_error_list,
+    ErrorCode, Identifiable, RegistryError, ResponseStatus, Slot, is_rs_or_rim, read_error_list,
     read_object_list, read_slots, write_error_list, write_object_list, write_slots,
 };
 
@@ -595,6 +595,39 @@ impl AdhocQueryResponse {
         }
     }
 
+    /// Makes the answer's own `status` count, for an answer read from `community` (issue 12, defect 8).
+    /// Aggregation derives a community's outcome from its errors ([`AdhocQueryResponse::derive_status`]),
+    /// so an answer that states Failure or PartialSuccess but carries no error of severity Error (its
+    /// RegistryErrorList absent, or in a namespace nobody reads) would count as Success. Such an answer
+    /// gets one XDSRegistryError of severity Error, located at `community`, naming the stated status.
+    /// A Failure's objects are left out (the community said this answer failed; the error says how
+    /// many). A Success is left as it is: its errors, if any, still count.
+    pub fn enforce_stated_status(&mut self, community: &str) {
+        let has_error = self
+            .errors
+            .iter()
+            .any(|e| e.severity == super::ebrim::Severity::Error);
+        let dropped = match self.status {
+            ResponseStatus::Success => return,
+            ResponseStatus::Failure => std::mem::take(&mut self.objects).len(),
+            ResponseStatus::PartialSuccess => 0,
+        };
+        if has_error && dropped == 0 {
+            return;
+        }
+        let mut text = format!("{community}: answered {}", self.status.name());
+        if !has_error {
+            text.push_str(" without a RegistryError of severity Error");
+        }
+        if dropped > 0 {
+            text.push_str(&format!(
+                "; the {dropped} objects of that answer are left out"
+            ));
+        }
+        self.errors
+            .push(RegistryError::new(ErrorCode::XDSRegistryError, text).at(community.to_owned()));
+    }
+
     /// The top-level objects that ITI TF-2b 3.38.4.1.2.1 requires to carry `home` (ExtrinsicObject,
     /// RegistryPackage, ObjectRef) but do not. An initiating gateway reports each as
     /// XDSMissingHomeCommunityId, see [`AdhocQueryResponse::missing_home_errors`].
@@ -646,7 +679,7 @@ impl Message for AdhocQueryResponse {
             total_result_count,
         };
         while let Some(c) = r.child(&el)? {
-            if c.is(ns::RS, "RegistryErrorList") {
+            if is_rs_or_rim(&c, "RegistryErrorList") {
                 read_error_list(r, &c, &mut resp.errors)?;
             } else if c.is(ns::RIM, "RegistryObjectList") {
                 resp.objects.extend(read_object_list(r, &c)?);
