@@ -737,11 +737,12 @@ async fn bed() -> Bed {
     let rg = run::start(rg_cfg, None, run::default_hooks())
         .await
         .unwrap();
-    let client = |t| {
+    let client = |t| -> reqwest::Client {
         duo_runtime::tls::TlsMaterial::load(t)
             .unwrap()
             .http_client(Duration::from_secs(10))
             .unwrap()
+            .into()
     };
     Bed {
         consumer: client(&consumer_tls),

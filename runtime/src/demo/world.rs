@@ -612,7 +612,7 @@ impl World {
     }
 
     /// An HTTPS client of hospital `i`'s viewer front end (trusted by its gateway), trusting the demo CA.
-    pub fn front_end_client(&self, i: usize) -> Result<reqwest::Client, String> {
+    pub fn front_end_client(&self, i: usize) -> Result<crate::tls::OutboundClient, String> {
         self.hospitals[i]
             .front_end
             .http_client(Duration::from_secs(5))
