@@ -575,7 +575,10 @@ fn invalid_values_are_rejected_naming_the_field() {
         ),
         // a trusted front end by a name alone, or by both forms at once (issue 12, defect 9)
         (
-            vec!["--set-json", r#"trustedFrontEnds=[{"subject":"CN=epd.oost.example,O=Oost"}]"#],
+            vec![
+                "--set-json",
+                r#"trustedFrontEnds=[{"subject":"CN=epd.oost.example,O=Oost"}]"#,
+            ],
             &["at '/trustedFrontEnds/0'"],
         ),
         (
@@ -586,7 +589,10 @@ fn invalid_values_are_rejected_naming_the_field() {
             &["at '/trustedFrontEnds/0'"],
         ),
         (
-            vec!["--set-json", r#"trustedFrontEnds=[{"spkiSha256":"not a pin"}]"#],
+            vec![
+                "--set-json",
+                r#"trustedFrontEnds=[{"spkiSha256":"not a pin"}]"#,
+            ],
             &["at '/trustedFrontEnds/0"],
         ),
         (
@@ -624,9 +630,16 @@ fn invalid_values_are_rejected_naming_the_field() {
         "--set-json",
         &format!("trustedFrontEnds={front_ends}"),
     ]);
-    assert_eq!(one(&objs, "DuoGateway")["spec"]["trustedFrontEnds"], front_ends);
+    assert_eq!(
+        one(&objs, "DuoGateway")["spec"]["trustedFrontEnds"],
+        front_ends
+    );
     let objs = helm.template(&["x", "charts/duo-gateway"]);
-    assert!(one(&objs, "DuoGateway")["spec"].get("trustedFrontEnds").is_none());
+    assert!(
+        one(&objs, "DuoGateway")["spec"]
+            .get("trustedFrontEnds")
+            .is_none()
+    );
     // test set-ups without Mitz: only with permitAll and allCommunities
     let objs = helm.template(&[
         "x",
