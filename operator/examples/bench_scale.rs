@@ -57,6 +57,7 @@ fn gateway(i: usize) -> DuoGateway {
                 connection_name: "mitz".into(),
             }),
             consent: Consent::default(),
+            trusted_front_ends: Vec::new(),
             localization: if i.is_multiple_of(2) {
                 Localization::Mitz
             } else {

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use duo_runtime::config::{
-    self as rc, AuditConfig, Config, ConsentConfig, InitiatingConfig, LimitsConfig, LocalBackend,
-    MitzConfig, OrganizationConfig, RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd,
+    self as rc, AuditConfig, Config, ConsentConfig, FrontEndCertificate, InitiatingConfig,
+    LimitsConfig, LocalBackend, MitzConfig, OrganizationConfig, RemoteCommunity, ServerConfig,
+    TlsConfig, TrustedFrontEnd,
 };
 use duo_runtime::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
+use duo_runtime::pki::{DistinguishedName, SpkiSha256};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -389,7 +391,7 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
             },
             include_local: true,
             manifest_details: true,
-            trusted_front_end: TrustedFrontEnd::default(),
+            trusted_front_end: trusted_front_ends(&s.trusted_front_ends)?,
             require_assertion: true,
         },
         consent: ConsentConfig {
@@ -403,6 +405,48 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
         mitz,
         audit: AuditConfig::default(),
         allow_plain_http: s.allow_plain_http,
+    })
+}
+
+/// `spec.trustedFrontEnds` as the runtime's `initiating.trustedFrontEnd`: each name parsed as RFC 4514
+/// and each pin as base64 SHA-256, each entry in exactly one form (the CEL rule says so too; an object
+/// that slipped past it is refused here, naming the field).
+fn trusted_front_ends(
+    entries: &[crate::crd::TrustedFrontEnd],
+) -> Result<TrustedFrontEnd, BuildError> {
+    let mut certificates = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let f = |n: &str| format!("spec.trustedFrontEnds[{i}]{n}");
+        let name = |n: &str, v: &Option<String>| -> Result<Option<DistinguishedName>, BuildError> {
+            v.as_deref()
+                .map(|t| t.parse().map_err(|e| bad(f(n), e)))
+                .transpose()
+        };
+        let c = FrontEndCertificate {
+            issuer: name(".issuer", &e.issuer)?,
+            subject: name(".subject", &e.subject)?,
+            spki_sha256: e
+                .spki_sha256
+                .as_deref()
+                .map(|t| {
+                    t.parse::<SpkiSha256>()
+                        .map_err(|e| bad(f(".spkiSha256"), e))
+                })
+                .transpose()?,
+        };
+        match (&c.issuer, &c.subject, &c.spki_sha256) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => certificates.push(c),
+            _ => {
+                return Err(bad(
+                    f(""),
+                    "set issuer and subject, or spkiSha256: not both, and never a name alone",
+                ));
+            }
+        }
+    }
+    Ok(TrustedFrontEnd {
+        certificates,
+        certificate_dns_names: Vec::new(),
     })
 }
 
@@ -900,6 +944,7 @@ mod tests {
                     connection_name: "mitz".into(),
                 }),
                 consent: Consent::default(),
+                trusted_front_ends: Vec::new(),
                 localization: Localization::Mitz,
                 tls: GatewayTls {
                     secret_name: "oost-tls".into(),
@@ -1026,6 +1071,74 @@ mod tests {
         gw.spec.consent.mode = ConsentMode::PermitAll;
         gw.spec.mitz = None;
         assert!(runtime_config(&gw, &[], None).unwrap().mitz.is_none());
+    }
+
+    /// Issue 12, defect 9: trusted front ends by issuer and subject or by pin reach the runtime
+    /// configuration parsed; a name alone, both forms, or text that is no name or pin is the field's error.
+    #[test]
+    fn trusted_front_ends_render_as_certificate_identities() {
+        use crate::crd::TrustedFrontEnd as Entry;
+        let pin = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let mut gw = gateway();
+        gw.spec.trusted_front_ends = vec![
+            Entry {
+                issuer: Some("CN=UZI-register Private Server CA G1,O=CIBG,C=NL".into()),
+                subject: Some("CN=epd.oost.example, O=Ziekenhuis Oost, C=NL".into()),
+                spki_sha256: None,
+            },
+            Entry {
+                spki_sha256: Some(pin.into()),
+                ..Entry::default()
+            },
+        ];
+        let c = runtime_config(&gw, &[], Some(&mitz())).unwrap();
+        let t = &c.initiating.trusted_front_end;
+        assert!(t.certificate_dns_names.is_empty());
+        assert_eq!(t.certificates.len(), 2);
+        assert_eq!(
+            t.certificates[0].subject.as_ref().unwrap().to_string(),
+            "CN=epd.oost.example,O=Ziekenhuis Oost,C=NL"
+        );
+        assert_eq!(t.certificates[1].spki_sha256.unwrap().to_string(), pin);
+        let yaml = c.to_yaml();
+        assert_eq!(Config::parse(&yaml).unwrap(), c, "{yaml}");
+        assert!(!yaml.contains("certificateDnsNames"), "{yaml}");
+        for (entry, field) in [
+            (
+                Entry {
+                    subject: Some("CN=epd".into()),
+                    ..Entry::default()
+                },
+                "spec.trustedFrontEnds[0]",
+            ),
+            (
+                Entry {
+                    issuer: Some("CN=CA".into()),
+                    subject: Some("CN=epd".into()),
+                    spki_sha256: Some(pin.into()),
+                },
+                "spec.trustedFrontEnds[0]",
+            ),
+            (
+                Entry {
+                    issuer: Some("CN=CA".into()),
+                    subject: Some("epd.oost.example".into()),
+                    spki_sha256: None,
+                },
+                "spec.trustedFrontEnds[0].subject",
+            ),
+            (
+                Entry {
+                    spki_sha256: Some("c2hvcnQ=".into()),
+                    ..Entry::default()
+                },
+                "spec.trustedFrontEnds[0].spkiSha256",
+            ),
+        ] {
+            gw.spec.trusted_front_ends = vec![entry.clone()];
+            let e = runtime_config(&gw, &[], Some(&mitz())).unwrap_err();
+            assert_eq!(e.field, field, "{entry:?}: {e}");
+        }
     }
 
     #[test]

@@ -158,6 +158,13 @@ pub struct DuoGatewaySpec {
     /// community (the proof-of-concept mode). Shown in status and in the operator's metrics.
     #[serde(default)]
     pub localization: Localization,
+    /// Front ends (EHR, viewer portal) whose TLS client certificates may use the gateway's initiating
+    /// side: the JSON timeline API (stating the professional in `X-DUO-*` headers) and the local SOAP
+    /// routes. Each certificate by `issuer` and `subject`, or by `spkiSha256`. The hospital's own
+    /// certificate may always use them. Never by DNS name: any CA in the trust bundle can issue one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub trusted_front_ends: Vec<TrustedFrontEnd>,
     /// The hospital's TLS identity (UZI server certificate) and the CAs its peers' certificates chain to.
     pub tls: GatewayTls,
     /// Which DuoCommunity resources this gateway may query.
@@ -180,6 +187,28 @@ pub struct DuoGatewaySpec {
     /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false.
     #[serde(default)]
     pub allow_plain_http: bool,
+}
+
+/// One trusted front-end certificate: either `issuer` and `subject`, or `spkiSha256`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = kube::core::Rule::new("(has(self.issuer) && has(self.subject) && !has(self.spkiSha256)) || (!has(self.issuer) && !has(self.subject) && has(self.spkiSha256))").message("set issuer and subject, or spkiSha256: not both, and never a name alone"))]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedFrontEnd {
+    /// Issuer distinguished name in RFC 4514 form, as `openssl x509 -noout -issuer -nameopt RFC2253`
+    /// prints it (most specific RDN first), e.g. `CN=UZI-register Private Server CA G1,O=CIBG,C=NL`.
+    /// Compared RDN by RDN, values exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: Option<String>,
+    /// Subject distinguished name in RFC 4514 form (`openssl x509 -noout -subject -nameopt RFC2253`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub subject: Option<String>,
+    /// SHA-256 of the certificate's DER SubjectPublicKeyInfo, base64 (44 characters): `openssl x509
+    /// -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Za-z0-9+/]{43}=$"))]
+    pub spki_sha256: Option<String>,
 }
 
 /// The organisation a gateway serves.

@@ -1245,6 +1245,7 @@ mod tests {
                 },
                 mitz: None,
                 consent: Consent::default(),
+                trusted_front_ends: Vec::new(),
                 localization: Localization::AllCommunities,
                 tls: GatewayTls {
                     secret_name: "tls".into(),

@@ -605,6 +605,22 @@ async fn schema_rejects_bad_specs_with_cel_messages() {
             serde_json::json!({"name": "x"}),
             "set exactly one of configMap or secret",
         ),
+        // a trusted front end by a name alone, by both forms, or by a pin that is none (issue 12)
+        (
+            "/spec/trustedFrontEnds",
+            serde_json::json!([{"subject": "CN=epd.oost.example,O=Ziekenhuis Oost"}]),
+            "set issuer and subject, or spkiSha256",
+        ),
+        (
+            "/spec/trustedFrontEnds",
+            serde_json::json!([{"issuer": "CN=CA", "subject": "CN=epd", "spkiSha256": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}]),
+            "set issuer and subject, or spkiSha256",
+        ),
+        (
+            "/spec/trustedFrontEnds",
+            serde_json::json!([{"spkiSha256": "epd.oost.example"}]),
+            "should match",
+        ),
     ];
     for (i, (pointer, value, message)) in cases.into_iter().enumerate() {
         let mut doc = good.clone();
@@ -644,6 +660,19 @@ async fn schema_rejects_bad_specs_with_cel_messages() {
     )
     .await
     .expect("accepted");
+    // trusted front ends in either form are accepted
+    let mut doc = good.clone();
+    doc["spec"]["trustedFrontEnds"] = serde_json::json!([
+        {"issuer": "CN=UZI-register Private Server CA G1,O=CIBG,C=NL", "subject": "CN=epd.oost.example,O=Ziekenhuis Oost,C=NL"},
+        {"spkiSha256": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}
+    ]);
+    doc["metadata"]["name"] = "front-ends".into();
+    api.create(
+        &Default::default(),
+        &serde_json::from_value::<DynamicObject>(doc).expect("object"),
+    )
+    .await
+    .expect("trusted front ends accepted");
     // kubectl explain has descriptions to show
     let crd = duo_operator::crds().into_iter().next().expect("crd");
     assert!(

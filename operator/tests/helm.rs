@@ -573,6 +573,28 @@ fn invalid_values_are_rejected_naming_the_field() {
             vec!["--set", "localization=everyone"],
             &["at '/localization'"],
         ),
+        // a trusted front end by a name alone, or by both forms at once (issue 12, defect 9)
+        (
+            vec![
+                "--set-json",
+                r#"trustedFrontEnds=[{"subject":"CN=epd.oost.example,O=Oost"}]"#,
+            ],
+            &["at '/trustedFrontEnds/0'"],
+        ),
+        (
+            vec![
+                "--set-json",
+                r#"trustedFrontEnds=[{"issuer":"CN=CA","subject":"CN=epd","spkiSha256":"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}]"#,
+            ],
+            &["at '/trustedFrontEnds/0'"],
+        ),
+        (
+            vec![
+                "--set-json",
+                r#"trustedFrontEnds=[{"spkiSha256":"not a pin"}]"#,
+            ],
+            &["at '/trustedFrontEnds/0"],
+        ),
         (
             vec!["--set", "tls.secretNmae=x"],
             &[
@@ -597,6 +619,27 @@ fn invalid_values_are_rejected_naming_the_field() {
         "allowPlainHttp=true",
     ]);
     assert_eq!(one(&objs, "DuoGateway")["spec"]["allowPlainHttp"], true);
+    // trusted front ends reach the DuoGateway as given
+    let front_ends = json!([
+        {"issuer": "CN=UZI-register Private Server CA G1,O=CIBG,C=NL", "subject": "CN=epd.oost.example,O=Ziekenhuis Oost,C=NL"},
+        {"spkiSha256": "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="}
+    ]);
+    let objs = helm.template(&[
+        "x",
+        "charts/duo-gateway",
+        "--set-json",
+        &format!("trustedFrontEnds={front_ends}"),
+    ]);
+    assert_eq!(
+        one(&objs, "DuoGateway")["spec"]["trustedFrontEnds"],
+        front_ends
+    );
+    let objs = helm.template(&["x", "charts/duo-gateway"]);
+    assert!(
+        one(&objs, "DuoGateway")["spec"]
+            .get("trustedFrontEnds")
+            .is_none()
+    );
     // test set-ups without Mitz: only with permitAll and allCommunities
     let objs = helm.template(&[
         "x",

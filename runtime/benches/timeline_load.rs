@@ -459,6 +459,9 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
         "Ziekenhuis Load",
         "urn:oid:2.16.528.1.1007.3.3.10000100.1",
     );
+    let (viewer, viewer_entry) = pki
+        .front_end("viewer", "Load viewer", &["viewer.load.test"])
+        .unwrap();
     let mut cfg = test_config(
         &h,
         pki.hospital("gateway", &h.ura, &h.name).unwrap(),
@@ -472,7 +475,7 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
             deadline_ms: 5_000,
         }),
         &dir.path().join("audit.jsonl"),
-        &["viewer.load.test"],
+        &[viewer_entry],
     );
     cfg.allow_plain_http = false;
     cfg.initiating.include_local = false;
@@ -492,13 +495,10 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
         .collect();
     let gw = GatewayProcess::start(&cfg, dir.path());
     let gw_url = gw.url("");
-    let client = TlsMaterial::load(
-        &pki.plain("viewer", "Load viewer", &["viewer.load.test"])
-            .unwrap(),
-    )
-    .unwrap()
-    .http_client(Duration::from_secs(10))
-    .unwrap();
+    let client = TlsMaterial::load(&viewer)
+        .unwrap()
+        .http_client(Duration::from_secs(10))
+        .unwrap();
 
     // warm-up: connections, caches
     let warm = open_loop(&client, &gw_url, &patients, rates[0], 3.0).await;

@@ -22,6 +22,9 @@ use yasna::models::ObjectIdentifier;
 
 use crate::model::Ura;
 
+pub mod name;
+pub use name::{CertificateIdentity, DistinguishedName, SpkiSha256, certificate_identity};
+
 /// OID of the UZI `otherName` (`2.5.5.5`) holding the compound UZI string.
 pub const UZI_OTHER_NAME_OID: &[u64] = &[2, 5, 5, 5];
 /// OID of the RFC 4043 permanentIdentifier `otherName` (`id-on-permanentIdentifier`).

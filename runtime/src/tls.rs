@@ -134,19 +134,12 @@ impl TlsMaterial {
     }
 
     /// An HTTP client presenting this identity, with a connect timeout; per-request deadlines are set by
-    /// the caller. HTTP/1.1 only (IHE SOAP peers), no proxies from the environment.
-    pub fn http_client(&self, connect_timeout: Duration) -> Result<reqwest::Client, TlsError> {
-        install_crypto_provider();
+    /// the caller. Built by [`outbound_client`]: redirects are never followed, HTTP/1.1 only (IHE SOAP
+    /// peers), no proxies from the environment.
+    pub fn http_client(&self, connect_timeout: Duration) -> Result<OutboundClient, TlsError> {
         let mut cfg = (*self.client_config()?).clone();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        reqwest::Client::builder()
-            .tls_backend_preconfigured(cfg)
-            .connect_timeout(connect_timeout)
-            .http1_only()
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| TlsError::Client(e.to_string()))
+        outbound_client(connect_timeout, Some(cfg))
     }
 }
 
@@ -156,13 +149,62 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// An HTTP client for plain `http://` endpoints (only used when the configuration opts in).
-pub fn plain_http_client(connect_timeout: Duration) -> Result<reqwest::Client, TlsError> {
+/// An HTTP client for plain `http://` endpoints (only used when the configuration opts in). Built by
+/// [`outbound_client`]: redirects are never followed.
+pub fn plain_http_client(connect_timeout: Duration) -> Result<OutboundClient, TlsError> {
+    outbound_client(connect_timeout, None)
+}
+
+/// An outbound HTTP client of the gateway (peers, Mitz, the local XDS / DICOMweb backends, test
+/// clients). The only way to get one is [`outbound_client`] (through [`TlsMaterial::http_client`] or
+/// [`plain_http_client`]); the components that talk to other parties ([`crate::backend::soap_client`],
+/// [`crate::consent::MitzClient`]) accept nothing else, and `clippy.toml` forbids building a
+/// `reqwest::Client` anywhere else in the workspace.
+///
+/// Dereferences to the `reqwest::Client` for sending; the redirect policy is fixed when it is built, so
+/// the inner client cannot be made to follow redirects afterwards.
+#[derive(Clone, Debug)]
+pub struct OutboundClient(reqwest::Client);
+
+impl std::ops::Deref for OutboundClient {
+    type Target = reqwest::Client;
+    fn deref(&self) -> &reqwest::Client {
+        &self.0
+    }
+}
+
+impl From<OutboundClient> for reqwest::Client {
+    fn from(c: OutboundClient) -> reqwest::Client {
+        c.0
+    }
+}
+
+/// The one constructor of every outbound HTTP client (issue 12, defect 4): **no redirect is ever
+/// followed** (`redirect::Policy::none()`): a 3xx answer comes back to the caller as it is, and the
+/// caller reports it as that community's (or Mitz's) failure. Following one would re-send an ITI-38 body
+/// with its assertion and BSN to whatever address the peer names, possibly over plain `http://`
+/// (bypassing `allowPlainHttp: false`), and would take a Mitz decision from a server that was not asked.
+///
+/// Also: a connect timeout (`connect_timeout`), HTTP/1.1 only, no proxies from the environment, idle
+/// connections closed after 60 s. `tls`: the rustls client configuration (mutual TLS); `None` for a
+/// client of plain `http://` endpoints. Errors: [`TlsError::Client`] when reqwest refuses the settings.
+#[allow(clippy::disallowed_methods)] // the one place that may build a reqwest client (clippy.toml)
+pub fn outbound_client(
+    connect_timeout: Duration,
+    tls: Option<ClientConfig>,
+) -> Result<OutboundClient, TlsError> {
+    // reqwest builds default TLS settings even for clients that never use TLS
     install_crypto_provider();
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
         .http1_only()
         .no_proxy()
-        .build()
+        .pool_idle_timeout(Duration::from_secs(60));
+    if let Some(cfg) = tls {
+        b = b.tls_backend_preconfigured(cfg);
+    }
+    b.build()
+        .map(OutboundClient)
         .map_err(|e| TlsError::Client(e.to_string()))
 }

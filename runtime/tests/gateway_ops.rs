@@ -99,7 +99,10 @@ async fn reloads(ops: SocketAddr, result: &str, n: f64) {
 async fn reloads_to(ops: SocketAddr, result: &str, n: f64, exact: bool) {
     let started = Instant::now();
     loop {
-        let text = reqwest::get(format!("http://{ops}/metrics"))
+        let text = duo_runtime::tls::plain_http_client(Duration::from_secs(5))
+            .unwrap()
+            .get(format!("http://{ops}/metrics"))
+            .send()
             .await
             .unwrap()
             .text()
@@ -121,7 +124,12 @@ async fn reloads_to(ops: SocketAddr, result: &str, n: f64, exact: bool) {
 }
 
 async fn get(url: String) -> (u16, String) {
-    let r = reqwest::get(url).await.unwrap();
+    let r = duo_runtime::tls::plain_http_client(Duration::from_secs(5))
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 

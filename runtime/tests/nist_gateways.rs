@@ -664,8 +664,8 @@ async fn bed() -> Bed {
     let rg_h = Hospital::new("13700201", "NIST responding gateway", RG_HOME);
     let ig_tls = pki.hospital("ig", &ig_h.ura, &ig_h.name).unwrap();
     let rg_tls = pki.hospital("rg", &rg_h.ura, &rg_h.name).unwrap();
-    let consumer_tls = pki
-        .plain(
+    let (consumer_tls, consumer) = pki
+        .front_end(
             "consumer",
             "NIST document consumer",
             &["consumer.nist.test"],
@@ -694,7 +694,7 @@ async fn bed() -> Bed {
             deadline_ms: 10_000,
         }),
         &dir.path().join("audit-ig.jsonl"),
-        &["consumer.nist.test"],
+        &[consumer],
     );
     ig_cfg.communities = COMMUNITIES
         .iter()
@@ -737,11 +737,12 @@ async fn bed() -> Bed {
     let rg = run::start(rg_cfg, None, run::default_hooks())
         .await
         .unwrap();
-    let client = |t| {
+    let client = |t| -> reqwest::Client {
         duo_runtime::tls::TlsMaterial::load(t)
             .unwrap()
             .http_client(Duration::from_secs(10))
             .unwrap()
+            .into()
     };
     Bed {
         consumer: client(&consumer_tls),

@@ -393,8 +393,8 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
     let pki = Pki::new(dir.path(), "real DICOM test CA").unwrap();
     let x = Hospital::new("10000071", "Ziekenhuis X", X_HOME);
     let p = Hospital::new("10000072", "Beeldcentrum P", P_HOME);
-    let viewer = pki
-        .plain("viewer", "Viewer of X", &["viewer.x.test"])
+    let (viewer, viewer_entry) = pki
+        .front_end("viewer", "Viewer of X", &["viewer.x.test"])
         .unwrap();
     let mut x_cfg = test_config(
         &x,
@@ -412,7 +412,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
             deadline_ms: 20_000,
         }),
         &dir.path().join("audit-x.jsonl"),
-        &["viewer.x.test"],
+        &[viewer_entry],
     );
     let p_cfg = test_config(
         &p,

@@ -822,19 +822,17 @@ async fn mutual_tls() {
         .http_client(std::time::Duration::from_secs(5))
         .unwrap();
     assert!(http.post(&url).body(body.clone()).send().await.is_err());
-    let no_cert = reqwest::Client::builder()
-        .tls_backend_preconfigured({
-            let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(client.roots.clone())
-            .with_no_client_auth();
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-            cfg
-        })
-        .build()
-        .unwrap();
+    let no_cert = duo_runtime::tls::outbound_client(std::time::Duration::from_secs(5), {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(client.roots.clone())
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(cfg)
+    })
+    .unwrap();
     assert!(no_cert.post(&url).body(body).send().await.is_err());
 }

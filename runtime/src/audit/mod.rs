@@ -3,7 +3,8 @@
 //!
 //! [`AuditLog::record`] writes the record as one JSON line to the configured sink (`audit.sink`: `stdout`
 //! or a file path) and returns only once the line is written (handed to the operating system), so a caller
-//! can record before its response leaves. When `audit.syslog` is configured the same event also goes out
+//! can record before its response leaves. A file sink follows log rotation: when the path no longer names
+//! the open file (renamed or deleted), the next record reopens (creates) it. When `audit.syslog` is configured the same event also goes out
 //! as an IHE ATNA audit message (ITI-20: DICOM PS3.15 A.5 `AuditMessage` XML, see [`atna`]) over syslog
 //! RFC 5424 with TLS and RFC 5425 octet-counting framing ([`syslog`]), sent in the background with
 //! reconnects; [`AuditLog::flush`] waits until everything queued so far has been sent.
@@ -332,9 +333,57 @@ enum JsonSink {
     Stdout(tokio::sync::Mutex<tokio::io::Stdout>),
     File {
         path: String,
-        file: tokio::sync::Mutex<tokio::fs::File>,
+        file: tokio::sync::Mutex<AuditFile>,
     },
     Memory(Arc<std::sync::Mutex<Vec<String>>>),
+}
+
+/// The open JSON-lines file and the identity (device, inode) of the file it was opened as.
+///
+/// Log rotation renames or deletes the file at the configured path (logrotate `create`, a log shipper
+/// that moves the file away); a handle kept open would write to the vanished inode forever (issue 12,
+/// defect 10). Before every line, [`AuditFile::ensure_current`] compares the path's (device, inode) with
+/// the open file's and reopens the path (creating it) when they differ or the path is gone. A rotation
+/// between that check and the write puts the line into the just-renamed file, which still exists: no
+/// line is lost. A `copytruncate` rotation keeps the inode; the file is opened for appending, so lines
+/// continue at the new end.
+struct AuditFile {
+    file: tokio::fs::File,
+    id: (u64, u64),
+}
+
+impl AuditFile {
+    /// Opens `path` for appending, creating it when absent.
+    async fn open(path: &str) -> std::io::Result<AuditFile> {
+        use std::os::unix::fs::MetadataExt;
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        let m = file.metadata().await?;
+        Ok(AuditFile {
+            file,
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    /// Reopens `path` when it no longer names the open file (renamed, deleted or replaced). Errors: the
+    /// path cannot be opened; the caller then fails the record rather than write it where no one reads it.
+    async fn ensure_current(&mut self, path: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let current = match tokio::fs::metadata(path).await {
+            Ok(m) => Some((m.dev(), m.ino())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if current != Some(self.id) {
+            let reopened = AuditFile::open(path).await?;
+            tracing::info!(path, "audit file was rotated away; reopened at its path");
+            *self = reopened;
+        }
+        Ok(())
+    }
 }
 
 /// Records written to memory, for tests of callers (see [`AuditLog::memory`]).
@@ -391,10 +440,7 @@ impl AuditLog {
         let sink = if cfg.sink == "stdout" {
             JsonSink::Stdout(tokio::sync::Mutex::new(tokio::io::stdout()))
         } else {
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&cfg.sink)
+            let file = AuditFile::open(&cfg.sink)
                 .await
                 .map_err(|err| AuditError::Sink {
                     sink: cfg.sink.clone(),
@@ -458,12 +504,12 @@ impl AuditLog {
             }
             JsonSink::File { path, file } => {
                 let mut f = file.lock().await;
-                write_line(&mut *f, &line)
-                    .await
-                    .map_err(|err| AuditError::Sink {
-                        sink: path.clone(),
-                        err,
-                    })?;
+                let sink_err = |err| AuditError::Sink {
+                    sink: path.clone(),
+                    err,
+                };
+                f.ensure_current(path).await.map_err(sink_err)?;
+                write_line(&mut f.file, &line).await.map_err(sink_err)?;
             }
             JsonSink::Memory(m) => {
                 line.pop();

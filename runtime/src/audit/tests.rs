@@ -105,6 +105,109 @@ async fn records_are_json_lines_written_before_record_returns() {
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
 }
 
+/// Issue 12, defect 10: log rotation renames or deletes the audit file while the gateway runs. Every
+/// record after the rotation must land in a new file at the configured path, and no record may be lost:
+/// a writer task records 3,000 numbered records while the file is renamed twice and deleted once
+/// (after the delete, what was not yet rotated is gone by design; everything written after each step
+/// must be at the path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_audit_file_is_reopened_at_its_path_and_no_record_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let cfg = AuditConfig {
+        sink: path.display().to_string(),
+        syslog: None,
+    };
+    let log = Arc::new(AuditLog::from_config(&cfg, source(), None).await.unwrap());
+    let numbered = |i: usize| {
+        let mut r = retrieve_record();
+        r.message_id = Some(format!("urn:uuid:rotation-{i}"));
+        r
+    };
+    let ids_in = |p: &Path| -> Vec<usize> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let r: AuditRecord = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                r.message_id.unwrap()["urn:uuid:rotation-".len()..]
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+
+    // 1. sequential: rename, then record; delete, then record
+    log.record(&numbered(0)).await.unwrap();
+    std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+    log.record(&numbered(1)).await.unwrap();
+    assert_eq!(ids_in(&dir.path().join("audit.jsonl.1")), [0]);
+    assert_eq!(
+        ids_in(&path),
+        [1],
+        "the record after the rename is at the path"
+    );
+    std::fs::remove_file(&path).unwrap();
+    log.record(&numbered(2)).await.unwrap();
+    assert_eq!(
+        ids_in(&path),
+        [2],
+        "the record after the delete is at the path"
+    );
+    std::fs::remove_file(&path).unwrap();
+
+    // 2. concurrent: rotations while a writer records (in three runs of 1,000; a run ends only after
+    //    the rotation that started during it, so each rotation happens while records are being written)
+    const N: usize = 3_000;
+    let (rotated_tx, rotated_rx) = tokio::sync::watch::channel(0usize);
+    let writer = {
+        let log = log.clone();
+        let mut rx = rotated_rx;
+        tokio::spawn(async move {
+            for i in 10..10 + N {
+                log.record(&numbered(i)).await.unwrap();
+                let done = i - 9;
+                if done % 1_000 == 0 && done < N {
+                    let run = done / 1_000;
+                    rx.wait_for(|r| *r >= run).await.unwrap();
+                }
+            }
+        })
+    };
+    let non_empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
+    let mut rotated = Vec::new();
+    for k in 0..2 {
+        while !non_empty(&path) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let to = dir.path().join(format!("audit.jsonl.r{k}"));
+        std::fs::rename(&path, &to).unwrap();
+        rotated.push(to);
+        rotated_tx.send(k + 1).unwrap();
+    }
+    writer.await.unwrap();
+    let mut all: Vec<usize> = rotated.iter().flat_map(|p| ids_in(p)).collect();
+    let at_path = ids_in(&path);
+    assert!(
+        !at_path.is_empty(),
+        "records after the last rotation are at the path"
+    );
+    all.extend(&at_path);
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (10..10 + N).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
+    // the files hold consecutive runs in order: each rotation split the sequence once
+    let mut order: Vec<usize> = rotated.iter().flat_map(|p| ids_in(p)).collect();
+    order.extend(at_path);
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "records in order across files"
+    );
+}
+
 #[tokio::test]
 async fn an_unwritable_sink_is_an_error() {
     let cfg = AuditConfig {

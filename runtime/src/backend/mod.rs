@@ -62,6 +62,16 @@ pub enum BackendError {
         /// First bytes of the body or the reason phrase.
         reason: String,
     },
+    /// The peer answered with a redirect (HTTP 3xx). Redirects are never followed (issue 12, defect 4):
+    /// following one would re-send the request (assertion, BSN) to an address the peer chose, possibly
+    /// over plain http. The call is that community's failure.
+    #[error("HTTP {status} redirect to {location} refused: redirects are never followed")]
+    Redirect {
+        /// Status code (300-399).
+        status: u16,
+        /// The `Location` header as sent (at most 200 characters; `(none)` when absent).
+        location: String,
+    },
     /// The peer answered with a SOAP fault.
     #[error("{0}")]
     Fault(Fault),
@@ -75,13 +85,14 @@ pub enum BackendError {
 
 impl BackendError {
     /// The RegistryError an aggregating gateway reports for this failure of `community` during `tx`:
-    /// XDSUnavailableCommunity when it did not answer (timeout, transport, HTTP error), the
+    /// XDSUnavailableCommunity when it did not answer (timeout, transport, HTTP error, redirect), the
     /// registry/repository error of the transaction when it answered wrongly (ITI TF-2b 3.38.4.1.3).
     pub fn to_registry_error(&self, tx: Transaction, community: &str) -> RegistryError {
         let code = match self {
-            BackendError::Timeout(_) | BackendError::Transport(_) | BackendError::Http { .. } => {
-                ErrorCode::XDSUnavailableCommunity
-            }
+            BackendError::Timeout(_)
+            | BackendError::Transport(_)
+            | BackendError::Http { .. }
+            | BackendError::Redirect { .. } => ErrorCode::XDSUnavailableCommunity,
             BackendError::Unsupported(_) => ErrorCode::XDSUnknownStoredQuery,
             BackendError::Fault(_) | BackendError::Protocol(_) => match tx {
                 Transaction::Iti18 | Transaction::Iti38 => ErrorCode::XDSRegistryError,
@@ -109,6 +120,7 @@ impl BackendError {
             BackendError::Timeout(_) => "timeout",
             BackendError::Transport(_) => "transport",
             BackendError::Http { .. } => "http",
+            BackendError::Redirect { .. } => "redirect",
             BackendError::Fault(_) => "fault",
             BackendError::Protocol(_) => "protocol",
             BackendError::Unsupported(_) => "unsupported",

@@ -10,14 +10,16 @@ use super::{BackendError, CallContext, RetrieveStream};
 use crate::ihe::mtom::{self, MtomLimits, RetrieveResponseReader};
 use crate::ihe::soap::SoapHeader;
 use crate::ihe::{Message, SoapError, Transaction, read_soap, write_soap};
+use crate::tls::OutboundClient;
 
 /// Largest error body quoted in a [`BackendError::Http`].
 const QUOTE: usize = 200;
 
-/// A SOAP client over one HTTP client (which carries the hospital's TLS identity).
+/// A SOAP client over one HTTP client (which carries the hospital's TLS identity and never follows a
+/// redirect, see [`crate::tls::outbound_client`]).
 #[derive(Clone, Debug)]
 pub struct SoapClient {
-    http: reqwest::Client,
+    http: OutboundClient,
     limits: MtomLimits,
     default_deadline: Duration,
 }
@@ -52,11 +54,7 @@ fn mtom_error(e: mtom::MtomError) -> BackendError {
 impl SoapClient {
     /// A client with these limits on what answers may make it buffer, and the deadline used when the
     /// call context names none.
-    pub fn new(
-        http: reqwest::Client,
-        limits: MtomLimits,
-        default_deadline: Duration,
-    ) -> SoapClient {
+    pub fn new(http: OutboundClient, limits: MtomLimits, default_deadline: Duration) -> SoapClient {
         SoapClient {
             http,
             limits,
@@ -102,6 +100,9 @@ impl SoapClient {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
+        if status.is_redirection() {
+            return Err(redirect(&resp));
+        }
         // SOAP 1.2 faults come with HTTP 400/500: read them as faults, not as bare HTTP errors
         let ct = resp
             .headers()
@@ -227,7 +228,9 @@ impl SoapClient {
                 .await
                 .map_err(transport)?;
             let status = resp.status();
-            if status.is_success() {
+            if status.is_redirection() {
+                Err(redirect(&resp))
+            } else if status.is_success() {
                 Ok(resp)
             } else {
                 let body = resp.bytes().await.unwrap_or_default();
@@ -245,6 +248,27 @@ impl SoapClient {
     /// The limits answers are read with.
     pub fn limits(&self) -> &MtomLimits {
         &self.limits
+    }
+}
+
+/// The [`BackendError::Redirect`] of a 3xx answer (its body is not read: nothing of it is used).
+fn redirect(resp: &reqwest::Response) -> BackendError {
+    BackendError::Redirect {
+        status: resp.status().as_u16(),
+        location: location(resp.headers()),
+    }
+}
+
+/// The `Location` header of a 3xx answer, for an error message: at most [`QUOTE`] characters, control
+/// characters replaced; `(none)` when absent.
+pub(crate) fn location(headers: &http::HeaderMap) -> String {
+    match headers.get(http::header::LOCATION) {
+        None => "(none)".to_owned(),
+        Some(v) => String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(QUOTE)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
     }
 }
 

@@ -185,7 +185,7 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
     // the remote community's gateway identity: what zeep presents acting as a remote initiating gateway
     let peer_tls = pki.hospital("peer", &remote.ura, &remote.name)?;
     // a document consumer of the hospital (a trusted front end of its gateway)
-    let consumer_tls = pki.plain(
+    let (consumer_tls, consumer) = pki.front_end(
         "consumer",
         "Interop document consumer",
         &["consumer.interop.test"],
@@ -228,7 +228,7 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
             deadline_ms: 10_000,
         }),
         &dir.join("audit.jsonl"),
-        &["consumer.interop.test"],
+        &[consumer],
     );
     config.allow_plain_http = false;
     config.communities = vec![RemoteCommunity {

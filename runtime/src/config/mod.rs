@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
+use crate::pki::{CertificateIdentity, DistinguishedName, SpkiSha256};
 
 pub use validate::ConfigError;
 
@@ -301,7 +302,8 @@ pub struct InitiatingConfig {
     /// the retrieve references (default true).
     #[serde(default = "yes")]
     pub manifest_details: bool,
-    /// Trusted front end that may state the requester's identity in HTTP headers on the JSON API.
+    /// Trusted front ends: the client certificates (besides the hospital's own) that may use the
+    /// initiating gateway and state the requester's identity in HTTP headers on the JSON API.
     #[serde(default)]
     pub trusted_front_end: TrustedFrontEnd,
     /// Whether a local ITI-18 / ITI-43 / RAD-69 request must carry an ITI-40 XUA assertion (default
@@ -341,16 +343,82 @@ pub enum LocalizationMode {
     AllCommunities,
 }
 
-/// The front end (EHR, viewer portal) allowed to state the requester on the JSON API.
+/// The front ends (EHR, viewer portal) allowed to use the initiating gateway: the JSON API (where they
+/// state the requester in `X-DUO-*` headers) and the local SOAP routes (ITI-18, ITI-43, RAD-69). The
+/// hospital's own certificate (its URA) may always use them.
 ///
-/// It is recognised by its client certificate: the certificate's URA must equal the organisation's URA
-/// and, when `certificateDnsNames` is not empty, one of its DNS names must be listed.
+/// A front end is recognised by its TLS client certificate, which must chain to
+/// `server.tls.trustBundleFile` and match one entry of `certificates` (issue 12, defect 9: a DNS name
+/// alone matched a certificate of any CA in the trust bundle that carried it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrustedFrontEnd {
-    /// DNS names (subjectAltName) of front-end certificates that may set identity headers.
+    /// The front ends' client certificates, each by issuer and subject or by SPKI pin.
     #[serde(default)]
+    pub certificates: Vec<FrontEndCertificate>,
+    /// Removed: DNS names identified a front end by a name any CA in the trust bundle can put in a
+    /// certificate. Kept only so that a configuration that still sets it is refused with the way to
+    /// migrate ([`Config::validate`]); never matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
     pub certificate_dns_names: Vec<String>,
+}
+
+/// One trusted front-end certificate: **either** `issuer` and `subject` (both: the certificate must
+/// have exactly these names) **or** `spkiSha256` (the certificate's public key), never both and never
+/// one name alone. The pin survives a re-issue with the same key and binds to the key itself; issuer
+/// and subject survive a key change but trust the issuing CA not to issue that subject twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrontEndCertificate {
+    /// Issuer distinguished name, RFC 4514 (`openssl x509 -noout -issuer -nameopt RFC2253`), e.g.
+    /// `CN=UZI-register Private Server CA G1,O=CIBG,C=NL`. Compared RDN by RDN, values exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<DistinguishedName>,
+    /// Subject distinguished name, RFC 4514 (`openssl x509 -noout -subject -nameopt RFC2253`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<DistinguishedName>,
+    /// SHA-256 of the certificate's DER SubjectPublicKeyInfo, base64 (RFC 7469 `pin-sha256`):
+    /// `openssl x509 -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary |
+    /// base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<SpkiSha256>,
+}
+
+impl FrontEndCertificate {
+    /// The entry that names this DER certificate by issuer and subject. Errors: not a certificate, or a
+    /// name this module cannot read as text (pin such a certificate with [`FrontEndCertificate::pin_of`]).
+    pub fn issuer_and_subject_of(der: &[u8]) -> Result<FrontEndCertificate, crate::pki::PkiError> {
+        let id = crate::pki::certificate_identity(der)?;
+        let unreadable =
+            || crate::pki::PkiError::Certificate("a name holds a value that is not text".into());
+        Ok(FrontEndCertificate {
+            issuer: Some(id.issuer.ok_or_else(unreadable)?),
+            subject: Some(id.subject.ok_or_else(unreadable)?),
+            spki_sha256: None,
+        })
+    }
+
+    /// The entry that pins this DER certificate's public key. Errors: not a certificate.
+    pub fn pin_of(der: &[u8]) -> Result<FrontEndCertificate, crate::pki::PkiError> {
+        Ok(FrontEndCertificate {
+            issuer: None,
+            subject: None,
+            spki_sha256: Some(crate::pki::certificate_identity(der)?.spki_sha256),
+        })
+    }
+
+    /// Whether a client certificate of this identity is this front end. An entry that sets neither
+    /// form, or both (refused by validation), matches nothing.
+    pub fn matches(&self, id: &CertificateIdentity) -> bool {
+        match (&self.issuer, &self.subject, &self.spki_sha256) {
+            (Some(i), Some(s), None) => {
+                id.issuer.as_ref() == Some(i) && id.subject.as_ref() == Some(s)
+            }
+            (None, None, Some(p)) => &id.spki_sha256 == p,
+            _ => false,
+        }
+    }
 }
 
 /// Consent enforcement at the responding side.

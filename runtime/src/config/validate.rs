@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::{Config, ConsentMode, LocalBackend, LocalizationMode};
+use super::{Config, ConsentMode, LocalBackend, LocalizationMode, TrustedFrontEnd};
 use crate::model::Oid;
 
 /// A configuration error: the field path (`communities[1].queryUrl`, empty for the whole file) and why.
@@ -107,6 +107,47 @@ fn check_positive(field: &str, v: u64) -> Result<(), ConfigError> {
     }
 }
 
+/// `initiating.trustedFrontEnd`: no DNS names (removed, with the way to migrate), and every certificate
+/// entry in exactly one form (issue 12, defect 9).
+fn check_front_ends(t: &TrustedFrontEnd) -> Result<(), ConfigError> {
+    if !t.certificate_dns_names.is_empty() {
+        return Err(ConfigError::new(
+            "initiating.trustedFrontEnd.certificateDnsNames",
+            "no longer supported: a DNS name matches a certificate of any CA in the trust bundle; \
+             list each front end's certificate in initiating.trustedFrontEnd.certificates as \
+             {issuer, subject} (RFC 4514, `openssl x509 -noout -issuer -subject -nameopt RFC2253`) \
+             or {spkiSha256} (base64 SHA-256 of its public key), and remove certificateDnsNames",
+        ));
+    }
+    for (i, e) in t.certificates.iter().enumerate() {
+        let field = format!("initiating.trustedFrontEnd.certificates[{i}]");
+        match (&e.issuer, &e.subject, &e.spki_sha256) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+            (None, None, None) => {
+                return Err(ConfigError::new(
+                    field,
+                    "set issuer and subject, or spkiSha256",
+                ));
+            }
+            (_, _, Some(_)) => {
+                return Err(ConfigError::new(
+                    field,
+                    "ambiguous: set either issuer and subject, or spkiSha256, not both (one entry per \
+                     certificate form; list the front end twice to accept either)",
+                ));
+            }
+            (Some(_), None, None) | (None, Some(_), None) => {
+                return Err(ConfigError::new(
+                    field,
+                    "issuer and subject go together: a subject alone matches any CA's certificate, \
+                     an issuer alone any certificate of that CA",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     let http = c.allow_plain_http;
     if c.organization.name.trim().is_empty() {
@@ -197,6 +238,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         check_url(&f("imagingRetrieveUrl"), &rc.imaging_retrieve_url, http)?;
         check_positive(&f("deadlineMs"), rc.deadline_ms)?;
     }
+    check_front_ends(&c.initiating.trusted_front_end)?;
     let needs_mitz =
         c.consent.mode == ConsentMode::Mitz || c.initiating.localization == LocalizationMode::Mitz;
     match &c.mitz {

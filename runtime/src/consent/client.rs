@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::xacml::{self, CategoryDecision, ClosedQuestion, XacmlError};
 use crate::config::MitzConfig;
 use crate::ihe::soap::{self, SoapError};
-use crate::tls::{TlsError, TlsMaterial};
+use crate::tls::{OutboundClient, TlsError, TlsMaterial};
 use crate::xml::Limits;
 
 /// Largest answer body read from Mitz, bytes (an answer is a few kilobytes; a location list more).
@@ -40,6 +40,15 @@ pub enum MitzError {
         /// The SOAP fault reason or the start of the body, when any.
         detail: String,
     },
+    /// Mitz answered with a redirect (HTTP 3xx). Redirects are never followed (issue 12, defect 4): a
+    /// decision of the server the redirect names was never asked for. No consent.
+    #[error("Mitz answered HTTP {status} redirect to {location}: redirects are never followed")]
+    Redirect {
+        /// The status code (300-399).
+        status: u16,
+        /// The `Location` header as sent (at most 200 characters; `(none)` when absent).
+        location: String,
+    },
     /// Mitz answered with a SOAP fault (HTTP 200).
     #[error("Mitz answered with a SOAP fault: {0}")]
     Fault(String),
@@ -56,7 +65,7 @@ pub enum MitzError {
 }
 
 impl MitzError {
-    /// A short machine-friendly kind: `timeout`, `tls`, `transport`, `http`, `fault`, `unparseable`,
+    /// A short machine-friendly kind: `timeout`, `tls`, `transport`, `http`, `redirect`, `fault`, `unparseable`,
     /// `notConfigured`, `notAsked` (metrics labels, audit).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -64,6 +73,7 @@ impl MitzError {
             MitzError::Tls(_) => "tls",
             MitzError::Transport(_) => "transport",
             MitzError::Http { .. } => "http",
+            MitzError::Redirect { .. } => "redirect",
             MitzError::Fault(_) => "fault",
             MitzError::Unparseable(_) => "unparseable",
             MitzError::NotConfigured(_) => "notConfigured",
@@ -85,7 +95,7 @@ impl From<XacmlError> for MitzError {
 /// deadline. Cheap to share (`Arc`) between tasks.
 #[derive(Clone)]
 pub struct MitzClient {
-    http: reqwest::Client,
+    http: OutboundClient,
     closed_question_url: String,
     open_question_url: Option<String>,
     deadline: Duration,
@@ -165,7 +175,8 @@ impl MitzClient {
     }
 
     /// POSTs a SOAP 1.2 envelope to `url` and returns the body of a 2xx answer, all within the deadline.
-    /// A non-2xx answer is [`MitzError::Http`] (with the SOAP fault reason when the body is one).
+    /// A non-2xx answer is [`MitzError::Http`] (with the SOAP fault reason when the body is one), a 3xx
+    /// [`MitzError::Redirect`] (never followed).
     pub async fn post(&self, url: &str, envelope: String) -> Result<Bytes, MitzError> {
         let started = Instant::now();
         let call = async {
@@ -181,6 +192,12 @@ impl MitzClient {
                 .await
                 .map_err(classify)?;
             let status = resp.status();
+            if status.is_redirection() {
+                return Err(MitzError::Redirect {
+                    status: status.as_u16(),
+                    location: crate::backend::soap_client::location(resp.headers()),
+                });
+            }
             let body = read_bounded(resp).await?;
             if !status.is_success() {
                 let detail = match soap::read_envelope(&body, &self.limits, |r, e| r.skip(&e)) {

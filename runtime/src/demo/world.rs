@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use crate::config::{
     AuditConfig, CommunityOrganization, Config, ConsentConfig, ConsentMode, Endpoint,
-    InitiatingConfig, LimitsConfig, LocalBackend, LocalizationMode, MitzConfig, OrganizationConfig,
-    RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd, XcaBackendConfig, XdsBackendConfig,
+    FrontEndCertificate, InitiatingConfig, LimitsConfig, LocalBackend, LocalizationMode,
+    MitzConfig, OrganizationConfig, RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd,
+    XcaBackendConfig, XdsBackendConfig,
 };
 use crate::consent::Decision;
 use crate::dicom::synth::{SynthConfig, SynthPatient, generate_study};
@@ -480,7 +481,12 @@ pub async fn build(opts: Options) -> Result<World, String> {
                 include_local: true,
                 manifest_details: true,
                 trusted_front_end: TrustedFrontEnd {
-                    certificate_dns_names: vec![front_dns],
+                    // the viewer by the names of its certificate, not by its DNS name (issue 12)
+                    certificates: vec![
+                        FrontEndCertificate::issuer_and_subject_of(front_end.chain[0].as_ref())
+                            .map_err(err)?,
+                    ],
+                    certificate_dns_names: Vec::new(),
                 },
                 require_assertion: true,
             },
@@ -612,7 +618,7 @@ impl World {
     }
 
     /// An HTTPS client of hospital `i`'s viewer front end (trusted by its gateway), trusting the demo CA.
-    pub fn front_end_client(&self, i: usize) -> Result<reqwest::Client, String> {
+    pub fn front_end_client(&self, i: usize) -> Result<crate::tls::OutboundClient, String> {
         self.hospitals[i]
             .front_end
             .http_client(Duration::from_secs(5))

@@ -6,8 +6,9 @@
 //!   configured community (its `certificateUra`) that serves that organisation (a platform gateway
 //!   speaking for several organisations). Anything else is refused before any data is touched.
 //! - initiating side (local consumers and the JSON API): the client certificate must be the hospital's own
-//!   (its URA) or a trusted front end listed by DNS name; the requester is the local assertion's, or for
-//!   the JSON API the `X-DUO-*` headers.
+//!   (its URA) or a trusted front end's, listed by issuer and subject or SPKI pin
+//!   (`initiating.trustedFrontEnd.certificates`); the requester is the local assertion's, or for the JSON
+//!   API the `X-DUO-*` headers.
 
 use http::HeaderMap;
 use jiff::Timestamp;
@@ -17,7 +18,7 @@ use crate::config::ConsentMode;
 use crate::ihe::soap::SoapHeader;
 use crate::ihe::xua::{self, SignatureNotChecked, Validation, XuaAssertion, XuaError};
 use crate::model::{PurposeOfUse, Requester, Ura};
-use crate::pki::{CertificateInfo, certificate_info};
+use crate::pki::{CertificateInfo, DistinguishedName, certificate_identity, certificate_info};
 use crate::server::listener::PeerCertificate;
 
 /// Why a caller was refused. The message is safe to return to the caller.
@@ -111,14 +112,68 @@ pub fn responding_requester(
     Ok(assertion)
 }
 
-fn is_local_caller(g: &Gateway, cert: &CertificateInfo) -> bool {
+/// Whether the caller may use the initiating gateway: its certificate is the hospital's own (its URA), or
+/// matches one of `initiating.trustedFrontEnd.certificates` by issuer and subject or SPKI pin (never by
+/// DNS name: any CA of the trust bundle can issue one, issue 12 defect 9). `Err` holds the refusal,
+/// naming the certificate's subject, issuer and pin so that an operator can list it.
+fn check_local_caller(
+    g: &Gateway,
+    peer: Option<&PeerCertificate>,
+    cert: &CertificateInfo,
+) -> Result<(), Refusal> {
     if cert.ura.as_ref() == Some(&g.config.organization.ura) {
-        return true;
+        return Ok(());
     }
-    let trusted = &g.config.initiating.trusted_front_end.certificate_dns_names;
-    cert.dns_names
+    let id = peer
+        .and_then(|p| p.leaf())
+        .and_then(|der| certificate_identity(der).ok());
+    let trusted = &g.config.initiating.trusted_front_end.certificates;
+    match id {
+        Some(id) if trusted.iter().any(|t| t.matches(&id)) => Ok(()),
+        Some(id) => Err(Refusal::NotLocal(format!(
+            "(subject {}, issuer {}, spkiSha256 {})",
+            name_or_unreadable(id.subject.as_ref()),
+            name_or_unreadable(id.issuer.as_ref()),
+            id.spki_sha256
+        ))),
+        None => Err(Refusal::NotLocal(cert.subject.clone())),
+    }
+}
+
+fn name_or_unreadable(n: Option<&DistinguishedName>) -> String {
+    n.map_or_else(
+        || "(not readable as text)".to_owned(),
+        |n| format!("{:?}", n.to_string()),
+    )
+}
+
+/// Refuses trusted front ends named by an issuer that two or more CA certificates of
+/// `server.tls.trustBundleFile` carry as their subject: then issuer and subject would not say which CA
+/// vouches for the front end (the configuration is ambiguous; pin such a front end by `spkiSha256`).
+/// Errors: one line naming the entry, or the trust bundle when it cannot be read.
+pub fn check_front_end_issuers(config: &crate::config::Config) -> Result<(), String> {
+    let entries = &config.initiating.trusted_front_end.certificates;
+    if entries.iter().all(|e| e.issuer.is_none()) {
+        return Ok(());
+    }
+    let bundle = &config.server.tls.trust_bundle_file;
+    let cas: Vec<Option<DistinguishedName>> = crate::tls::load_certs(bundle)
+        .map_err(|e| format!("server.tls.trustBundleFile: {e}"))?
         .iter()
-        .any(|d| trusted.iter().any(|t| t.eq_ignore_ascii_case(d)))
+        .map(|c| certificate_identity(c).ok().and_then(|id| id.subject))
+        .collect();
+    for (i, e) in entries.iter().enumerate() {
+        let Some(issuer) = &e.issuer else { continue };
+        let n = cas.iter().filter(|s| s.as_ref() == Some(issuer)).count();
+        if n > 1 {
+            return Err(format!(
+                "initiating.trustedFrontEnd.certificates[{i}].issuer: ambiguous: {n} CA certificates \
+                 of {} are named \"{issuer}\"; pin this front end by spkiSha256 instead",
+                bundle.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Initiating side, SOAP: the caller must be local; the requester is its assertion's (which must name
@@ -129,9 +184,7 @@ pub fn local_requester(
     header: &SoapHeader,
 ) -> Result<Option<XuaAssertion>, Refusal> {
     let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
-    if !is_local_caller(g, &cert) {
-        return Err(Refusal::NotLocal(cert.subject));
-    }
+    check_local_caller(g, peer, &cert)?;
     match xua::from_soap_header(header, &validation(g), &SignatureNotChecked) {
         Ok(a) => {
             if a.requester.ura != g.config.organization.ura {
@@ -167,9 +220,7 @@ pub fn api_requester(
     headers: &HeaderMap,
 ) -> Result<Requester, Refusal> {
     let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
-    if !is_local_caller(g, &cert) {
-        return Err(Refusal::NotLocal(cert.subject));
-    }
+    check_local_caller(g, peer, &cert)?;
     let get = |name: &str| {
         headers
             .get(name)

@@ -279,7 +279,11 @@ pub async fn query_one(
         })
         .observe(took.as_secs_f64());
     let mut resp = match res {
-        Ok(r) => r,
+        Ok(mut r) => {
+            // the answer's own status governs: a Failure without errors is still a failure
+            r.enforce_stated_status(&t.home.to_string());
+            r
+        }
         Err(e) => {
             tracing::warn!(community = %t.home, error = %e, "community query failed");
             g.metrics

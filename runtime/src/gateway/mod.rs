@@ -115,6 +115,7 @@ impl Gateway {
     ) -> Result<Gateway, BuildError> {
         let tls = TlsMaterial::load(&config.server.tls)?;
         check_identity(&config, &tls)?;
+        identity::check_front_end_issuers(&config).map_err(BuildError::Config)?;
         let https = tls.http_client(CONNECT_TIMEOUT)?;
         let plain = if config.allow_plain_http {
             Some(crate::tls::plain_http_client(CONNECT_TIMEOUT)?)

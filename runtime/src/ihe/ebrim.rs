@@ -290,14 +290,21 @@ impl RegistryError {
     }
 }
 
-/// Reads the children of `rs:RegistryErrorList`.
+/// Whether `e` is `local` in the rs namespace or, as some peers write it, the rim namespace (issue 12,
+/// defect 8: a `rim:RegistryErrorList` seen in the field was skipped, and a Failure read as Success).
+pub(crate) fn is_rs_or_rim(e: &Elem<'_>, local: &str) -> bool {
+    e.is(ns::RS, local) || e.is(ns::RIM, local)
+}
+
+/// Reads the children of a `RegistryErrorList`: every `RegistryError` in the rs namespace or, as some
+/// peers write it, the rim namespace ([`is_rs_or_rim`]).
 pub(crate) fn read_error_list<'i>(
     r: &mut Reader<'i>,
     el: &Elem<'i>,
     out: &mut Vec<RegistryError>,
 ) -> Result<(), XmlError> {
     while let Some(e) = r.child(el)? {
-        if e.is(ns::RS, "RegistryError") {
+        if is_rs_or_rim(&e, "RegistryError") {
             let sev = match e.attr("severity") {
                 None => Severity::Error,
                 Some(s) => Severity::from_uri(s)

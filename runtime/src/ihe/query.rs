@@ -9,7 +9,7 @@ use crate::xml::{Elem, Reader, Writer, XmlError, ns};
 
 use super::Message;
 use super::ebrim::{
-    ErrorCode, Identifiable, RegistryError, ResponseStatus, Slot, read_error_list,
+    ErrorCode, Identifiable, RegistryError, ResponseStatus, Slot, is_rs_or_rim, read_error_list,
     read_object_list, read_slots, write_error_list, write_object_list, write_slots,
 };
 
@@ -595,6 +595,39 @@ impl AdhocQueryResponse {
         }
     }
 
+    /// Makes the answer's own `status` count, for an answer read from `community` (issue 12, defect 8).
+    /// Aggregation derives a community's outcome from its errors ([`AdhocQueryResponse::derive_status`]),
+    /// so an answer that states Failure or PartialSuccess but carries no error of severity Error (its
+    /// RegistryErrorList absent, or in a namespace nobody reads) would count as Success. Such an answer
+    /// gets one XDSRegistryError of severity Error, located at `community`, naming the stated status.
+    /// A Failure's objects are left out (the community said this answer failed; the error says how
+    /// many). A Success is left as it is: its errors, if any, still count.
+    pub fn enforce_stated_status(&mut self, community: &str) {
+        let has_error = self
+            .errors
+            .iter()
+            .any(|e| e.severity == super::ebrim::Severity::Error);
+        let dropped = match self.status {
+            ResponseStatus::Success => return,
+            ResponseStatus::Failure => std::mem::take(&mut self.objects).len(),
+            ResponseStatus::PartialSuccess => 0,
+        };
+        if has_error && dropped == 0 {
+            return;
+        }
+        let mut text = format!("{community}: answered {}", self.status.name());
+        if !has_error {
+            text.push_str(" without a RegistryError of severity Error");
+        }
+        if dropped > 0 {
+            text.push_str(&format!(
+                "; the {dropped} objects of that answer are left out"
+            ));
+        }
+        self.errors
+            .push(RegistryError::new(ErrorCode::XDSRegistryError, text).at(community.to_owned()));
+    }
+
     /// The top-level objects that ITI TF-2b 3.38.4.1.2.1 requires to carry `home` (ExtrinsicObject,
     /// RegistryPackage, ObjectRef) but do not. An initiating gateway reports each as
     /// XDSMissingHomeCommunityId, see [`AdhocQueryResponse::missing_home_errors`].
@@ -646,7 +679,7 @@ impl Message for AdhocQueryResponse {
             total_result_count,
         };
         while let Some(c) = r.child(&el)? {
-            if c.is(ns::RS, "RegistryErrorList") {
+            if is_rs_or_rim(&c, "RegistryErrorList") {
                 read_error_list(r, &c, &mut resp.errors)?;
             } else if c.is(ns::RIM, "RegistryObjectList") {
                 resp.objects.extend(read_object_list(r, &c)?);
@@ -740,6 +773,70 @@ mod tests {
             g.check_required().unwrap_err().code,
             ErrorCode::XDSUnknownStoredQuery
         );
+    }
+
+    fn peer_answer(status: &str, list: &str, objects: &str) -> AdhocQueryResponse {
+        let xml = format!(
+            r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action>urn:ihe:iti:2007:CrossGatewayQueryResponse</a:Action></s:Header><s:Body><q:AdhocQueryResponse xmlns:q="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0" xmlns:rs="urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0" status="{status}">{list}<rim:RegistryObjectList>{objects}</rim:RegistryObjectList></q:AdhocQueryResponse></s:Body></s:Envelope>"#
+        );
+        crate::ihe::read_soap::<AdhocQueryResponse>(xml.as_bytes(), &crate::xml::Limits::default())
+            .unwrap()
+            .1
+    }
+
+    /// Issue 12, defect 8: errors are read in the rs or the rim namespace, and the stated status
+    /// governs: a Failure or PartialSuccess without an Error gets one naming the community.
+    #[test]
+    fn stated_failure_counts_whatever_the_error_list_namespace() {
+        const FAILURE: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure";
+        const ERR: &str = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error";
+        let one = |p: &str| {
+            format!(
+                r#"<{p}:RegistryErrorList><{p}:RegistryError codeContext="down" errorCode="XDSRegistryError" severity="{ERR}"/></{p}:RegistryErrorList>"#
+            )
+        };
+        let obj = r#"<rim:ObjectRef id="urn:uuid:7d5e2b4a-0000-4000-8000-000000000001" home="urn:oid:1.2.3"/>"#;
+        for p in ["rs", "rim"] {
+            let mut r = peer_answer(FAILURE, &one(p), "");
+            assert_eq!(r.status, ResponseStatus::Failure);
+            assert_eq!(r.errors.len(), 1, "{p}");
+            assert_eq!(r.errors[0].code_context, "down");
+            r.enforce_stated_status("urn:oid:9.9");
+            assert_eq!(r.errors.len(), 1, "{p}: the peer's own error suffices");
+        }
+        // no list at all: one error naming the community, and the Failure's objects left out
+        let mut r = peer_answer(FAILURE, "", obj);
+        assert!(r.errors.is_empty());
+        assert_eq!(
+            r.derive_status(),
+            ResponseStatus::Success,
+            "what aggregation would have said"
+        );
+        r.enforce_stated_status("urn:oid:9.9");
+        assert!(r.objects.is_empty());
+        assert_eq!(r.errors.len(), 1);
+        let e = &r.errors[0];
+        assert_eq!(e.error_code, ErrorCode::XDSRegistryError);
+        assert_eq!(e.location.as_deref(), Some("urn:oid:9.9"));
+        assert!(
+            e.code_context.contains("answered Failure without"),
+            "{}",
+            e.code_context
+        );
+        assert!(e.code_context.contains("1 objects"), "{}", e.code_context);
+        assert_eq!(r.derive_status(), ResponseStatus::Failure);
+        // PartialSuccess without errors keeps its objects and becomes PartialSuccess
+        let mut r = peer_answer(ResponseStatus::PartialSuccess.uri(), "", obj);
+        r.enforce_stated_status("urn:oid:9.9");
+        assert_eq!((r.objects.len(), r.errors.len()), (1, 1));
+        assert_eq!(r.derive_status(), ResponseStatus::PartialSuccess);
+        // a Success is left as it is
+        let mut r = peer_answer(ResponseStatus::Success.uri(), "", obj);
+        r.enforce_stated_status("urn:oid:9.9");
+        assert_eq!((r.objects.len(), r.errors.len()), (1, 0));
+        // an error list in another namespace is still not an error list
+        let r = peer_answer(FAILURE, &one("q"), "");
+        assert!(r.errors.is_empty());
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::xml::{Elem, Reader, Writer, XmlError, ns};
 
 use super::Message;
 use super::ebrim::{
-    ErrorCode, RegistryError, ResponseStatus, Severity, read_error_list, write_error_list,
+    ErrorCode, RegistryError, ResponseStatus, Severity, is_rs_or_rim, read_error_list,
+    write_error_list,
 };
 
 /// Base64 as XML Schema `base64Binary` allows it: padding optional on input, whitespace stripped
@@ -237,7 +238,7 @@ impl RegistryResponse {
         let status = ResponseStatus::read(el)?;
         let mut errors = Vec::new();
         while let Some(c) = r.child(el)? {
-            if c.is(ns::RS, "RegistryErrorList") {
+            if is_rs_or_rim(&c, "RegistryErrorList") {
                 read_error_list(r, &c, &mut errors)?;
             }
         }

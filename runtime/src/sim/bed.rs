@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    AuditConfig, Config, ConsentConfig, ConsentMode, InitiatingConfig, LimitsConfig, LocalBackend,
-    LocalizationMode, OrganizationConfig, ServerConfig, TlsConfig, TrustedFrontEnd,
+    AuditConfig, Config, ConsentConfig, ConsentMode, FrontEndCertificate, InitiatingConfig,
+    LimitsConfig, LocalBackend, LocalizationMode, OrganizationConfig, ServerConfig, TlsConfig,
+    TrustedFrontEnd,
 };
 use crate::model::{FacilityType, HomeCommunityId, Ura};
 use crate::pki::generate::{Ca, ServerCertSpec};
@@ -75,6 +76,22 @@ impl Pki {
         )
     }
 
+    /// A front end's certificate ([`Pki::plain`]) and the entry that trusts it by issuer and subject
+    /// (for [`test_config`]'s `front_ends`).
+    pub fn front_end(
+        &self,
+        stem: &str,
+        organization: &str,
+        dns_names: &[&str],
+    ) -> Result<(TlsConfig, FrontEndCertificate), String> {
+        let tls = self.plain(stem, organization, dns_names)?;
+        let pem = std::fs::read(&tls.cert_file)
+            .map_err(|e| format!("{}: {e}", tls.cert_file.display()))?;
+        let der = crate::pki::parse_certificates(&pem).map_err(err)?;
+        let entry = FrontEndCertificate::issuer_and_subject_of(der[0].as_ref()).map_err(err)?;
+        Ok((tls, entry))
+    }
+
     /// A plain TLS certificate (no UZI identity) for `dns_names`: a simulator, a viewer front end or a
     /// peer that is not a hospital.
     pub fn plain(
@@ -128,13 +145,14 @@ impl Hospital {
 /// A gateway configuration for a test environment: listeners on `127.0.0.1` ports the OS picks,
 /// consent `permitAll`, localisation `allCommunities`, no XUA assertion required of local callers (the
 /// NIST tools and zeep send none), plain `http://` allowed (simulators without TLS), audit to
-/// `audit_file`, no remote communities yet, and `front_ends` (DNS names) trusted as local callers.
+/// `audit_file`, no remote communities yet, and `front_ends` (see [`Pki::front_end`]) trusted as local
+/// callers.
 pub fn test_config(
     h: &Hospital,
     tls: TlsConfig,
     local: LocalBackend,
     audit_file: &Path,
-    front_ends: &[&str],
+    front_ends: &[FrontEndCertificate],
 ) -> Config {
     Config {
         organization: OrganizationConfig {
@@ -157,7 +175,8 @@ pub fn test_config(
             include_local: true,
             manifest_details: true,
             trusted_front_end: TrustedFrontEnd {
-                certificate_dns_names: front_ends.iter().map(|s| (*s).to_owned()).collect(),
+                certificates: front_ends.to_vec(),
+                certificate_dns_names: Vec::new(),
             },
             require_assertion: false,
         },

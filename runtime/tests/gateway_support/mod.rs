@@ -164,11 +164,12 @@ pub fn gateway_client(w: &World, i: usize) -> reqwest::Client {
         .unwrap()
         .http_client(Duration::from_secs(5))
         .unwrap()
+        .into()
 }
 
 /// An HTTPS client of hospital `i`'s viewer front end (local consumer of its gateway).
 pub fn front_end(w: &World, i: usize) -> reqwest::Client {
-    w.front_end_client(i).unwrap()
+    w.front_end_client(i).unwrap().into()
 }
 
 /// The `wsse:Security` header block with an XUA assertion for `requester` about `patient`.
@@ -358,7 +359,10 @@ pub fn seeded(w: &World, i: usize) -> Vec<String> {
 
 /// The `/metrics` text of hospital `i`'s gateway.
 pub async fn metrics_text(h: &Hospital) -> String {
-    let r = reqwest::get(format!("{}/metrics", h.ops_url()))
+    let r = duo_runtime::tls::plain_http_client(Duration::from_secs(5))
+        .unwrap()
+        .get(format!("{}/metrics", h.ops_url()))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);

@@ -24,7 +24,9 @@ pub const XDSB_NIST: &str = "nist-v3/XDS.b_DocumentRepository.xsd";
 
 /// A plain HTTP client.
 pub fn client() -> reqwest::Client {
-    duo_runtime::tls::plain_http_client(Duration::from_secs(5)).unwrap()
+    duo_runtime::tls::plain_http_client(Duration::from_secs(5))
+        .unwrap()
+        .into()
 }
 
 /// What came back over HTTP.
