@@ -4,6 +4,8 @@
 #     rsyslog with TLS, openssl (trusted front-end names and pins as an operator computes them)
 #   - a Python virtualenv with the pinned packages of scripts/requirements.txt (zeep, pydicom, lxml, pypdf)
 #   - kube-apiserver, etcd and helm built from their Go modules (scripts/tools.sh, cached outside the clone)
+#   - cargo-fuzz from crates.io for the fuzz targets (scripts/fuzz.sh), cached outside the clone, and the
+#     nightly toolchain it builds with
 # Prints nothing but progress; writes the environment the tests read to .tools/env (sourced by test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +40,25 @@ if [[ ! -x "$venv/bin/python" ]] || ! cmp -s scripts/requirements.txt "$venv/req
 fi
 
 tools_bin=$(scripts/tools.sh)
+
+# cargo-fuzz: built once per version into a cache outside the clone (CI clones afresh), reused when present
+CARGO_FUZZ_VERSION=0.13.2
+fuzz_root=${DUO_CARGO_FUZZ_DIR:-$HOME/.cache/duo/cargo-fuzz-$CARGO_FUZZ_VERSION}
+if [[ ! -x "$fuzz_root/bin/cargo-fuzz" ]]; then
+  log "building cargo-fuzz $CARGO_FUZZ_VERSION into $fuzz_root"
+  env -u CARGO_TARGET_DIR cargo install --quiet --locked --version "$CARGO_FUZZ_VERSION" \
+    --root "$fuzz_root" cargo-fuzz
+fi
+# libFuzzer instrumentation needs nightly rustc (-Zsanitizer)
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  log "installing the nightly Rust toolchain (fuzzing)"
+  rustup toolchain install nightly --profile minimal
+fi
+
 mkdir -p .tools
 cat > .tools/env <<ENV
 export DUO_TOOLS_BIN=$tools_bin
+export DUO_CARGO_FUZZ=$fuzz_root/bin/cargo-fuzz
 export DUO_PYTHON=$venv/bin/python
 export DUO_TESTDATA=$PWD/testdata
 ENV

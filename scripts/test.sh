@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what the tests need (scripts/setup.sh),
 # then the gates in order: formatting, clippy, CRD drift, the Rust test suites (unit, wire conformance
-# with xmllint, operator on a real kube-apiserver, helm, real DICOM and Orthanc, NIST scenarios), the container
-# image checks and the Python interop suite (zeep). Exits non-zero on the first failure.
+# with xmllint, operator on a real kube-apiserver, helm, real DICOM and Orthanc, NIST scenarios), a bounded
+# fuzz run of every fuzz target (scripts/fuzz.sh --ci), the container image checks and the Python interop
+# suite (zeep). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*" >&2; }
@@ -25,6 +26,9 @@ scripts/check-crds.sh
 
 step "cargo test"
 cargo test --workspace --release
+
+step "fuzz targets, bounded run (scripts/fuzz.sh --ci; long runs: scripts/fuzz.sh)"
+scripts/fuzz.sh --ci
 
 step "container images (binaries fit the distroless base, Dockerfile contexts resolve)"
 images/check.sh

@@ -7,9 +7,9 @@ use futures::stream::BoxStream;
 use super::Gateway;
 use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
 use crate::backend::RetrieveStream;
-use crate::ihe::mtom::{self, MtomError, RetrieveResponseWriter};
+use crate::ihe::mtom::{MtomError, RetrieveResponseWriter};
 use crate::ihe::soap::{SoapHeader, write_fault};
-use crate::ihe::{Fault, FaultCode, Message, SoapError, Transaction, read_soap, write_soap};
+use crate::ihe::{Fault, FaultCode, Message, Transaction, Unreadable, write_soap};
 use crate::server::listener::PeerCertificate;
 
 /// What a SOAP handler answers.
@@ -130,44 +130,11 @@ pub async fn reject(
     SoapReply::fault(&f, h)
 }
 
-/// The header (when it could be read) and the fault of a request that cannot be served.
-type Unreadable = (Option<Box<SoapHeader>>, Fault);
-
 fn parse_request<T: Message>(
     g: &Gateway,
     tx: Transaction,
     content_type: &str,
     body: Bytes,
 ) -> Result<(SoapHeader, T), Unreadable> {
-    let root = match mtom::soap_envelope(content_type, body, &g.mtom_limits) {
-        Ok((root, _attachments)) => root,
-        Err(e) => return Err((None, e.to_fault())),
-    };
-    let (h, msg) = match read_soap::<T>(&root, &g.xml_limits) {
-        Ok(x) => x,
-        Err(SoapError::Xml(crate::xml::XmlError::Unexpected { expected, found })) => {
-            return Err((
-                None,
-                Fault {
-                    code: FaultCode::Sender,
-                    subcode: None,
-                    reason: format!("{tx} expects {expected} in the SOAP Body, found {found}"),
-                },
-            ));
-        }
-        Err(e) => return Err((None, e.to_fault())),
-    };
-    if h.action.trim() != tx.request_action() {
-        let f = Fault {
-            code: FaultCode::Sender,
-            subcode: Some("wsa:ActionNotSupported".into()),
-            reason: format!(
-                "this endpoint serves {tx} ({}), not {:?}",
-                tx.request_action(),
-                h.action
-            ),
-        };
-        return Err((Some(Box::new(h)), f));
-    }
-    Ok((h, msg))
+    crate::ihe::read_request(tx, content_type, body, &g.mtom_limits, &g.xml_limits)
 }

@@ -17,8 +17,12 @@ pub mod soap;
 pub mod transform;
 pub mod xua;
 
+use bytes::Bytes;
+
 use crate::config::LimitsConfig;
 use crate::xml::{Elem, Limits, Reader, Writer, XmlError};
+
+use mtom::MtomLimits;
 
 pub use ebrim::{ErrorCode, RegistryError, ResponseStatus, Severity};
 pub use soap::{Fault, FaultCode, SoapError, SoapHeader, Transaction};
@@ -56,6 +60,57 @@ pub fn read_soap<T: Message>(input: &[u8], limits: &Limits) -> Result<(SoapHeade
         check_element::<T>(&el)?;
         T::read_body(r, el)
     })
+}
+
+/// The header (when it could be read) and the fault of a request that cannot be served.
+pub type Unreadable = (Option<Box<SoapHeader>>, Fault);
+
+/// Reads an inbound request of transaction `tx` from an HTTP body as the server receives it: plain SOAP
+/// or MTOM ([`mtom::soap_envelope`], the root part), then the envelope, header and body into `T`
+/// ([`read_soap`]), and checks that `wsa:Action` is `tx`'s (surrounding whitespace tolerated). This is
+/// the one entry point of every SOAP route (and of the fuzz targets in `fuzz/`).
+///
+/// Errors: the SOAP fault to answer with, `Sender` for what the peer sent: MIME framing or limits
+/// ([`mtom::MtomError`]), envelope or XML problems ([`SoapError`]), another body element than `T`'s,
+/// and `wsa:ActionNotSupported` (with the header, which could be read) for another Action.
+pub fn read_request<T: Message>(
+    tx: Transaction,
+    content_type: &str,
+    body: Bytes,
+    mtom_limits: &MtomLimits,
+    xml_limits: &Limits,
+) -> Result<(SoapHeader, T), Unreadable> {
+    let root = match mtom::soap_envelope(content_type, body, mtom_limits) {
+        Ok((root, _attachments)) => root,
+        Err(e) => return Err((None, e.to_fault())),
+    };
+    let (h, msg) = match read_soap::<T>(&root, xml_limits) {
+        Ok(x) => x,
+        Err(SoapError::Xml(XmlError::Unexpected { expected, found })) => {
+            return Err((
+                None,
+                Fault {
+                    code: FaultCode::Sender,
+                    subcode: None,
+                    reason: format!("{tx} expects {expected} in the SOAP Body, found {found}"),
+                },
+            ));
+        }
+        Err(e) => return Err((None, e.to_fault())),
+    };
+    if h.action.trim() != tx.request_action() {
+        let f = Fault {
+            code: FaultCode::Sender,
+            subcode: Some("wsa:ActionNotSupported".into()),
+            reason: format!(
+                "this endpoint serves {tx} ({}), not {:?}",
+                tx.request_action(),
+                h.action
+            ),
+        };
+        return Err((Some(Box::new(h)), f));
+    }
+    Ok((h, msg))
 }
 
 /// Writes `body` in a SOAP 1.2 envelope with the WS-Addressing headers of `header`.

@@ -353,6 +353,9 @@ pub struct Scanner {
     max_header_bytes: usize,
     max_parts: usize,
     parts: usize,
+    /// Whether preamble bytes were dropped: from then on the buffer no longer starts where the body
+    /// does, and a `--boundary` at its start is not at the start of a line.
+    preamble_trimmed: bool,
 }
 
 impl Scanner {
@@ -370,6 +373,7 @@ impl Scanner {
             max_header_bytes: limits.max_header_bytes,
             max_parts: limits.max_parts,
             parts: 0,
+            preamble_trimmed: false,
         }
     }
 
@@ -404,7 +408,9 @@ impl Scanner {
                     return Ok(ScanEvent::Done);
                 }
                 State::Preamble => {
-                    if self.buf.starts_with(&self.dash_boundary) {
+                    // a delimiter without the line end before it only at the very start of the body
+                    // (RFC 2046 5.1.1); once preamble bytes were dropped the buffer starts mid-line
+                    if !self.preamble_trimmed && self.buf.starts_with(&self.dash_boundary) {
                         self.buf.advance(self.dash_boundary.len());
                         self.state = State::AfterBoundary;
                         continue;
@@ -423,6 +429,7 @@ impl Scanner {
                     if self.buf.len() >= self.delim_len {
                         let drop = self.buf.len() - (self.delim_len - 1);
                         self.buf.advance(drop);
+                        self.preamble_trimmed = true;
                     }
                     return Ok(ScanEvent::NeedMore);
                 }

@@ -83,6 +83,31 @@ fn scans_at_every_chunk_size_with_crlf_and_lf() {
     }
 }
 
+/// Fuzz finding (`mtom_multipart`, scanner events depended on chunking): once the scanner had dropped
+/// preamble bytes, a `--boundary` at the start of what it kept was taken as a delimiter although it sat
+/// mid-line, so a message split differently by the network was read with different parts.
+#[test]
+fn a_boundary_mid_line_in_the_preamble_is_no_delimiter_at_any_chunking() {
+    let body = b"x--b\r\n\r\nhello\r\n--b--\r\n";
+    for step in 1..=body.len() {
+        let parts = scan_all("b", body, step).unwrap_or_else(|e| panic!("step {step}: {e}"));
+        assert!(parts.is_empty(), "step {step}: {parts:?}");
+    }
+    // the fuzzer's input, minimised: boundaries mid-line between binary bytes, no line end before any
+    let boundary = "MIMEBoundary_duo_90165bbb3fd045ecb3ec6f457544baa9";
+    let crash = b"--Mb3eapplicatioaaEBoundary_duo_90165bbb3fd045ecb3(/644baa9\xfe\xff\xff\xff\xff\xff\xff\xff\xff\xff\r/xop--MIMEBoundary_duo_90165bbb3fd045ecb3ec6f457544baa9\xffp--MIMEBoundary_duo_90165bbb3fd045ecb3ec6f457544baa9\xff";
+    let whole = scan_all(boundary, crash, crash.len());
+    assert_eq!(
+        whole,
+        Err(MtomError::Malformed(
+            "the boundary given in Content-Type does not occur in the body".into()
+        ))
+    );
+    for step in 1..crash.len() {
+        assert_eq!(scan_all(boundary, crash, step), whole, "step {step}");
+    }
+}
+
 #[test]
 fn every_truncation_is_an_error_not_a_panic() {
     let close = MSG

@@ -1,0 +1,4 @@
+//! Fuzz target `mitz_open_answer`: see [`duo_fuzz::mitz_open_answer`] for the input shape and what it asserts.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| duo_fuzz::mitz_open_answer(data));
