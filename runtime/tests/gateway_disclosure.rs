@@ -455,3 +455,103 @@ async fn defect_10_records_name_the_purpose_of_use_and_only_what_left() {
     assert_eq!(named, want, "{rec}");
     assert_eq!(rec["requester"]["purposeOfUse"], "TREAT");
 }
+
+#[tokio::test]
+async fn iti39_asks_about_the_assertions_patient_before_the_registry_whatever_the_documents() {
+    // found by the breaking run of issue 12: Mitz was asked only when the registry tied the requested
+    // document to the assertion's patient, so the answer time told whose a document is
+    let w = world();
+    let (c, b) = (&w.model.patients[3], &w.model.patients[0]);
+    let doc = |uid: &str| RetrieveDocumentSetRequest {
+        documents: vec![DocumentRequest {
+            home_community_id: Some(HOME.parse().unwrap()),
+            repository_unique_id: REPO.into(),
+            document_unique_id: uid.to_owned(),
+        }],
+    };
+    for (name, uid) in [
+        ("C's own document", c.docs[0].unique_id.clone()),
+        ("B's document", b.docs[0].unique_id.clone()),
+        ("an unknown document", "1.2.3.4.5.6.7.8.9".to_owned()),
+    ] {
+        let (reply, records, _) = ask(
+            &w,
+            Hostility::default(),
+            Transaction::Iti39,
+            Some(&c.bsn),
+            &doc(&uid),
+        )
+        .await;
+        let resp = retrieved(&reply);
+        assert!(resp.documents.is_empty(), "{name}");
+        let asked: Vec<&AuditRecord> = records
+            .iter()
+            .filter(|r| r.event == AuditEvent::ConsentDecision)
+            .collect();
+        assert_eq!(asked.len(), 1, "{name}: {records:#?}");
+        assert_eq!(asked[0].patient.as_ref(), Some(&c.bsn), "{name}");
+        assert_eq!(answers(&records, AuditEvent::Retrieve).len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn rad75_naming_more_studies_than_the_limit_is_refused_before_mitz_and_the_registry() {
+    // found by the breaking run of issue 12: one request naming thousands of studies made as many
+    // registry queries
+    let w = world();
+    let a = &w.model.patients[0];
+    let mut req = imaging(&a.studies[0], &[]);
+    req.studies = (0..=duo_runtime::gateway::responding::MAX_STUDIES_PER_RETRIEVE)
+        .map(|n| StudyRequest {
+            study_instance_uid: format!("1.2.826.0.1.3680043.10.9999.{n}"),
+            series: vec![SeriesRequest {
+                series_instance_uid: format!("1.2.826.0.1.3680043.10.9998.{n}"),
+                documents: vec![DocumentRequest {
+                    home_community_id: Some(HOME.parse().unwrap()),
+                    repository_unique_id: SOURCE.into(),
+                    document_unique_id: format!("1.2.826.0.1.3680043.10.9997.{n}"),
+                }],
+            }],
+        })
+        .collect();
+    let (reply, records, _) = ask(
+        &w,
+        Hostility::default(),
+        Transaction::Rad75,
+        Some(&a.bsn),
+        &req,
+    )
+    .await;
+    let resp = retrieved(&reply);
+    assert!(resp.documents.is_empty());
+    assert_eq!(resp.response.status, ResponseStatus::Failure);
+    assert!(
+        resp.response
+            .errors
+            .iter()
+            .any(|e| e.code_context.contains("at most")),
+        "{:?}",
+        resp.response.errors
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.event != AuditEvent::ConsentDecision),
+        "Mitz was asked: {records:#?}"
+    );
+    // the limit itself is accepted (Mitz asked, the studies are unknown)
+    req.studies.pop();
+    let (_, records, _) = ask(
+        &w,
+        Hostility::default(),
+        Transaction::Rad75,
+        Some(&a.bsn),
+        &req,
+    )
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.event == AuditEvent::ConsentDecision)
+    );
+}

@@ -23,7 +23,7 @@
 //! | `remoteCommunity`, `remoteAddress` | the peer community and its network address, when known |
 //! | `studyIds`, `documentIds` | Study Instance UIDs and document unique ids involved; on a responding query or retrieve record exactly what left (a refused study or document is not listed) |
 //! | `objectIds` | ids (entryUUIDs) of every registry object a responding ITI-38 answer disclosed |
-//! | `consent` | `{category, decision, source, reason?, disclosed}`, `source` = `mitz`, `cache`, `permitAll`, `failure` |
+//! | `consent` | `{category, decision, source, reason?, disclosed}`, `source` = `mitz`, `cache`, `permitAll`, `failure`; `disclosed` says whether the decision *allows* disclosure (in a `consentDecision` record, outcome `success` likewise): what actually left is only in the answer's own query/retrieve record |
 //! | `outcome` | `success`, `partialSuccess`, `denied` (nothing disclosed for lack of consent) or `failure` |
 //! | `outcomeDetail` | why, in one line |
 //! | `messageId` | the request's WS-Addressing MessageID, for correlation |

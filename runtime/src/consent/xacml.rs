@@ -313,9 +313,23 @@ pub fn read_closed_answer(
     q: &ClosedQuestion,
     limits: &Limits,
 ) -> Result<Vec<CategoryDecision>, XacmlError> {
-    let (_, results) = soap::read_envelope(body, limits, |r, el| find_response(r, el))?;
-    let Some(results) = results else {
-        return Err(XacmlError::Content("answer holds no XACML Response".into()));
+    // Every element of the Body is looked at, not only the first: a second `Response` (Permit, then
+    // Deny) or a failing SAML status around the Response must not go unseen.
+    let mut found = Found::default();
+    soap::read_envelope_body(body, limits, |r, el| collect_responses(r, el, &mut found))?;
+    if let Some(status) = found.saml_failure {
+        return Err(XacmlError::Content(format!(
+            "the answer's SAML status is {status}, not Success"
+        )));
+    }
+    let results = match found.responses.len() {
+        0 => return Err(XacmlError::Content("answer holds no XACML Response".into())),
+        1 => found.responses.pop().unwrap_or_default(),
+        n => {
+            return Err(XacmlError::Content(format!(
+                "answer holds {n} XACML Responses, not one"
+            )));
+        }
     };
     if results.is_empty() {
         return Err(XacmlError::Content("XACML Response holds no Result".into()));
@@ -450,6 +464,14 @@ fn contradiction(r: &RawResult, q: &ClosedQuestion) -> Option<String> {
 fn decided(c: &DataCategory, r: &RawResult) -> CategoryDecision {
     let clean = r.status_code.as_deref().is_none_or(|s| s == STATUS_OK);
     let (decision, status_message) = match r.decisions.as_slice() {
+        [_] if r.statuses > 1 => (
+            Decision::Indeterminate,
+            Some(format!("the Result holds {} statuses, not one", r.statuses)),
+        ),
+        [d] if *d == Decision::Permit && r.obligations => (
+            Decision::Indeterminate,
+            Some("Permit with obligations this gateway cannot fulfil".to_owned()),
+        ),
         [d] if *d == Decision::Permit && !clean => (
             Decision::Indeterminate,
             Some(format!(
@@ -487,21 +509,59 @@ struct RawResult {
     decisions: Vec<Decision>,
     status_code: Option<String>,
     status_message: Option<String>,
+    /// How many `Status` elements and top-level `StatusCode`s the Result holds (XACML 3.0 §5.53: at
+    /// most one Status with one StatusCode); more than one is an unclear answer.
+    statuses: usize,
+    /// The Result carries `Obligations` (XACML 3.0 §7.18: a PEP that cannot fulfil an obligation must
+    /// not act on the Permit; this gateway knows none).
+    obligations: bool,
     echoed: Vec<Echo>,
 }
 
-/// Descends from `el` to the first XACML `Response` and reads its Results (None when there is none).
-fn find_response<'i>(r: &mut Reader<'i>, el: Elem<'i>) -> Result<Option<Vec<RawResult>>, XmlError> {
+/// What [`collect_responses`] found in an answer's Body.
+#[derive(Default)]
+struct Found {
+    /// The Results of every XACML `Response` anywhere in the Body, in document order (one expected).
+    responses: Vec<Vec<RawResult>>,
+    /// The first SAML 2.0 protocol `StatusCode` that is not Success (the XACML SAML profile wraps the
+    /// Response in a `samlp:Response`; a failing status there means the answer decides nothing).
+    saml_failure: Option<String>,
+}
+
+/// SAML 2.0 protocol namespace (`samlp`), whose `StatusCode` says whether a wrapped answer is valid.
+const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+/// SAML 2.0 core §3.2.2.2: the only top-level status code of a successful answer.
+const SAML_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+
+/// Walks all of `el` (depth bounded by the reader's limits) and records every XACML `Response` and
+/// every failing SAML status in `found`; wrappers between the Body and the Response are allowed, but
+/// nothing in them is skipped unseen.
+fn collect_responses<'i>(
+    r: &mut Reader<'i>,
+    el: Elem<'i>,
+    found: &mut Found,
+) -> Result<(), XmlError> {
     if el.is(ns::XACML, "Response") {
-        return read_response(r, &el).map(Some);
+        let results = read_response(r, &el)?;
+        found.responses.push(results);
+        return Ok(());
+    }
+    if el.is(SAMLP, "StatusCode") {
+        let value = el.attr("Value").unwrap_or("").trim();
+        if value != SAML_SUCCESS && found.saml_failure.is_none() {
+            found.saml_failure = Some(if value.is_empty() {
+                "absent".to_owned()
+            } else {
+                value.to_owned()
+            });
+        }
+        // a nested StatusCode is a second-level code refining the first: it cannot make a failure a
+        // success, and under Success it is not expected
     }
     while let Some(c) = r.child(&el)? {
-        if let Some(found) = find_response(r, c)? {
-            r.skip(&el)?;
-            return Ok(Some(found));
-        }
+        collect_responses(r, c, found)?;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Reads the values of one echoed `Attribute` into `out`.
@@ -549,6 +609,8 @@ fn read_response<'i>(r: &mut Reader<'i>, resp: &Elem<'i>) -> Result<Vec<RawResul
         let mut status_code = None;
         let mut status_message = None;
         let mut echoed = Vec::new();
+        let mut statuses = 0;
+        let mut obligations = false;
         while let Some(c) = r.child(&res)? {
             if c.is(ns::XACML, "Decision") {
                 let t = r.text(&c)?;
@@ -557,13 +619,19 @@ fn read_response<'i>(r: &mut Reader<'i>, resp: &Elem<'i>) -> Result<Vec<RawResul
                         .map_err(|e| XmlError::invalid("Result/Decision", e))?,
                 );
             } else if c.is(ns::XACML, "Status") {
+                statuses += 1;
+                let mut codes = 0;
                 while let Some(s) = r.child(&c)? {
                     if s.is(ns::XACML, "StatusCode") {
+                        codes += 1;
                         status_code = s.attr("Value").map(|v| v.trim().to_owned());
                     } else if s.is(ns::XACML, "StatusMessage") {
                         status_message = Some(r.text(&s)?.trim().to_owned());
                     }
                 }
+                statuses += codes.max(1) - 1;
+            } else if c.is(ns::XACML, "Obligations") {
+                obligations = true;
             } else if c.is(ns::XACML, "Attributes") {
                 while let Some(a) = r.child(&c)? {
                     if a.is(ns::XACML, "Attribute") {
@@ -580,6 +648,8 @@ fn read_response<'i>(r: &mut Reader<'i>, resp: &Elem<'i>) -> Result<Vec<RawResul
             decisions,
             status_code,
             status_message,
+            statuses,
+            obligations,
             echoed,
         });
     }

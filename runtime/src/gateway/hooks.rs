@@ -25,9 +25,13 @@ pub struct Hooks {
 
 impl Hooks {
     /// Writes an audit record; a failure to write is logged and returned (callers that would disclose
-    /// data refuse instead: no disclosure without its record).
+    /// data refuse instead: no disclosure without its record). The record's `time` is set to now: a
+    /// query or retrieve record is built before its answer is known and must not read as earlier than
+    /// the consent decision it depends on.
     pub async fn audit(&self, record: &AuditRecord) -> Result<(), String> {
-        self.audit.record(record).await.map_err(|e| {
+        let mut record = record.clone();
+        record.time = jiff::Timestamp::now();
+        self.audit.record(&record).await.map_err(|e| {
             tracing::error!(error = %e, "audit record not written");
             e.to_string()
         })

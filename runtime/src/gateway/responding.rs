@@ -779,9 +779,38 @@ pub async fn iti39(
         } else if docs.is_empty() {
             (None, Vec::new())
         } else {
+            // The assertion's patient is asked about before the registry is: the time of the answer
+            // then does not depend on whose the requested documents are (asking only when the registry
+            // tied them to that patient would let a requester probe ownership by timing).
+            let early = match &claimed {
+                Some(p) => {
+                    let d = consent(&g, tx, &h, p, requester.as_ref()).await;
+                    if d.discloses() {
+                        Some(Ok(d))
+                    } else {
+                        Some(Err(d))
+                    }
+                }
+                None => None,
+            };
             let uids: Vec<String> = docs.iter().map(|d| d.document_unique_id.clone()).collect();
-            match registered_documents(&g, requester.as_ref(), claimed.as_ref(), &uids).await {
-                Err(e) => {
+            let found = match &early {
+                Some(Err(d)) => {
+                    rec.consent = Some(ConsentRecord::from(d));
+                    rec.outcome_detail = Some(d.reason());
+                    Err(None)
+                }
+                _ => registered_documents(&g, requester.as_ref(), claimed.as_ref(), &uids)
+                    .await
+                    .map_err(Some),
+            };
+            let early = early.and_then(Result::ok);
+            match found {
+                Err(None) => {
+                    errors.extend(docs.iter().map(not_found));
+                    (None, Vec::new())
+                }
+                Err(Some(e)) => {
                     errors.push(e);
                     (None, Vec::new())
                 }
@@ -817,7 +846,11 @@ pub async fn iti39(
                             .cloned()
                             .unwrap_or_else(|| unreachable!("reached"));
                         rec.patient = p.bsn();
-                        let d = consent_for(&g, tx, &h, p.cx(), requester.as_ref()).await;
+                        // the assertion's patient was asked about already (and is the only one)
+                        let d = match early {
+                            Some(d) => d,
+                            None => consent_for(&g, tx, &h, p.cx(), requester.as_ref()).await,
+                        };
                         rec.consent = Some(ConsentRecord::from(&d));
                         match Permit::new(p.clone(), d.clone()) {
                             None => {
@@ -834,9 +867,10 @@ pub async fn iti39(
                                         .into_iter()
                                         .flatten()
                                         .any(|r| {
+                                            // an entry naming no repository matches none
                                             r.repository
                                                 .as_deref()
-                                                .is_none_or(|x| x == d.repository_unique_id.trim())
+                                                .is_some_and(|x| x == d.repository_unique_id.trim())
                                         });
                                     if same_repo {
                                         ok.push(d);
@@ -903,6 +937,11 @@ pub async fn iti39(
     SoapReply::retrieve(tx, &h, combined)
 }
 
+/// Most distinct studies one RAD-75 request may name. Each costs a registry query and the reading of
+/// the patient's manifests before the first byte is sent, so a request naming thousands would hold the
+/// registry for a long time; a viewer asks for one study (or a few) at a time.
+pub const MAX_STUDIES_PER_RETRIEVE: usize = 64;
+
 /// RAD-75 Cross Gateway Retrieve Imaging Document Set, responding side.
 pub async fn rad75(
     g: Arc<Gateway>,
@@ -939,6 +978,20 @@ pub async fn rad75(
         .into_iter()
         .filter(|e| e.error_code != ErrorCode::XDSMissingHomeCommunityId)
         .collect();
+    let studies = req
+        .documents()
+        .map(|(st, _, _)| st.trim())
+        .collect::<BTreeSet<&str>>()
+        .len();
+    if studies > MAX_STUDIES_PER_RETRIEVE && errors.is_empty() {
+        // each study costs a registry query and manifest reads before anything is sent
+        errors.push(RegistryError::new(
+            ErrorCode::XDSRepositoryError,
+            format!(
+                "the request names {studies} studies; at most {MAX_STUDIES_PER_RETRIEVE} per RAD-75 request"
+            ),
+        ));
+    }
     if req.transfer_syntaxes.iter().all(|t| t.trim().is_empty()) && errors.is_empty() {
         errors.push(RegistryError::new(
             ErrorCode::XDSRepositoryError,

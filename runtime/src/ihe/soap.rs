@@ -292,6 +292,51 @@ pub fn read_envelope<'i, T>(
     Err(SoapError::EmptyBody)
 }
 
+/// Reads a SOAP 1.2 envelope like [`read_envelope`], but hands `body` every child of `soap:Body` in
+/// turn instead of only the first, so that a reader which must see the whole answer (the Mitz closed
+/// answer: a second XACML `Response` after the first must not go unseen) can. A `soap:Fault` at any
+/// position of the Body is returned as [`SoapError::Fault`]; an empty Body is [`SoapError::EmptyBody`].
+pub fn read_envelope_body<'i>(
+    input: &'i [u8],
+    limits: &Limits,
+    mut body: impl FnMut(&mut Reader<'i>, Elem<'i>) -> Result<(), XmlError>,
+) -> Result<SoapHeader, SoapError> {
+    let mut r = Reader::new(input, limits)?;
+    let env = r.root()?;
+    if !env.is(ns::SOAP12, "Envelope") {
+        return Err(SoapError::VersionMismatch(env.qualified()));
+    }
+    let mut header = SoapHeader::default();
+    while let Some(part) = r.child(&env)? {
+        if part.is(ns::SOAP12, "Header") {
+            read_header(&mut r, &part, &mut header)?;
+        } else if part.is(ns::SOAP12, "Body") {
+            let mut any = false;
+            while let Some(payload) = r.child(&part)? {
+                any = true;
+                if payload.is(ns::SOAP12, "Fault") {
+                    return Err(SoapError::Fault(read_fault(&mut r, &payload)?));
+                }
+                body(&mut r, payload)?;
+            }
+            if !any {
+                return Err(SoapError::EmptyBody);
+            }
+            if let Some(extra) = r.child(&env)? {
+                return Err(SoapError::Xml(XmlError::Syntax {
+                    pos: extra.position() as u64,
+                    msg: format!("{} after soap:Body", extra.qualified()),
+                }));
+            }
+            r.end(&env)?;
+            return Ok(header);
+        } else {
+            r.skip(&part)?;
+        }
+    }
+    Err(SoapError::EmptyBody)
+}
+
 fn read_header<'i>(
     r: &mut Reader<'i>,
     hdr: &Elem<'i>,

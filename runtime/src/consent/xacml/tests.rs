@@ -757,3 +757,144 @@ fn exactly_one_result_per_asked_category() {
         [Decision::Permit]
     );
 }
+
+/// The permit sample's Body payload (the XACML Response element), for building answers around it.
+fn permit_response() -> String {
+    let permit = sample("xacml/derived/xacml-response-permit.xml");
+    let start = permit.find("<Response").unwrap();
+    let end = permit.find("</Response>").unwrap() + "</Response>".len();
+    permit[start..end].to_owned()
+}
+
+fn envelope(body: &str) -> String {
+    format!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>{body}</s:Body></s:Envelope>"#
+    )
+}
+
+#[test]
+fn an_answer_with_more_than_one_response_or_a_trailing_fault_decides_nothing() {
+    // found by the breaking run of issue 12: the reader took the first Response of the Body and never
+    // looked at the rest, so "Permit, then Deny" (or a Permit echoing another patient in a second
+    // Response, or a Fault after the Response) disclosed
+    let permit = permit_response();
+    let deny = permit.replace("<Decision>Permit</Decision>", "<Decision>Deny</Decision>");
+    let full = full_echo("GGC002");
+    let echo = borrowed(&full);
+    // a fully echoing Permit for another patient (the question's patient replaced)
+    let other_response = {
+        let a = answer_with(&[(&["Permit"], &echo)]);
+        let s = a.find("<s:Body>").unwrap() + "<s:Body>".len();
+        let e = a.find("</s:Body>").unwrap();
+        a[s..e].replace(sample_question().patient.as_str(), "999911120")
+    };
+    let fault = r#"<s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code><s:Reason><s:Text xml:lang="en">down</s:Text></s:Reason></s:Fault>"#;
+    for (name, body) in [
+        ("Permit then Deny", format!("{permit}{deny}")),
+        ("Deny then Permit", format!("{deny}{permit}")),
+        ("Permit twice", format!("{permit}{permit}")),
+        (
+            "Permit then another patient's Permit",
+            format!("{permit}{other_response}"),
+        ),
+        ("Permit then a Fault", format!("{permit}{fault}")),
+        (
+            "two Responses in one wrapper",
+            format!(r#"<w:Wrap xmlns:w="urn:example">{permit}{deny}</w:Wrap>"#),
+        ),
+    ] {
+        let got = read_closed_answer(
+            envelope(&body).as_bytes(),
+            &asking(&[ggc("GGC002")]),
+            &Limits::default(),
+        );
+        assert!(
+            got.as_ref().is_err()
+                || got
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .all(|d| d.decision != Decision::Permit),
+            "{name}: {got:?}"
+        );
+    }
+    // one Response is still read
+    let got = read_closed_answer(
+        envelope(&permit).as_bytes(),
+        &asking(&[ggc("GGC002")]),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(got[0].decision, Decision::Permit);
+}
+
+#[test]
+fn a_saml_wrapper_with_a_failing_status_decides_nothing() {
+    let permit = permit_response();
+    let wrapped = |code: &str| {
+        envelope(&format!(
+            r#"<p:Response xmlns:p="urn:oasis:names:tc:SAML:2.0:protocol"><p:Status><p:StatusCode Value="{code}"/></p:Status><a:Assertion xmlns:a="urn:oasis:names:tc:SAML:2.0:assertion">{permit}</a:Assertion></p:Response>"#
+        ))
+    };
+    for code in [
+        "urn:oasis:names:tc:SAML:2.0:status:Responder",
+        "urn:oasis:names:tc:SAML:2.0:status:Requester",
+        "",
+    ] {
+        assert!(
+            read_closed_answer(
+                wrapped(code).as_bytes(),
+                &asking(&[ggc("GGC002")]),
+                &Limits::default()
+            )
+            .is_err(),
+            "SAML status {code:?} accepted"
+        );
+    }
+    let ok = read_closed_answer(
+        wrapped("urn:oasis:names:tc:SAML:2.0:status:Success").as_bytes(),
+        &asking(&[ggc("GGC002")]),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(ok[0].decision, Decision::Permit);
+}
+
+#[test]
+fn several_statuses_or_obligations_make_a_permit_indeterminate() {
+    let ok = r#"<StatusCode Value="urn:oasis:names:tc:xacml:1.0:status:ok"/>"#;
+    let err = r#"<StatusCode Value="urn:oasis:names:tc:xacml:1.0:status:processing-error"/>"#;
+    let permit = permit_response();
+    let status_start = permit.find("<Status>").unwrap();
+    let status_end = permit.find("</Status>").unwrap() + "</Status>".len();
+    let with_status =
+        |s: &str| format!("{}{}{}", &permit[..status_start], s, &permit[status_end..]);
+    for (name, body) in [
+        (
+            "error status, then ok",
+            with_status(&format!("<Status>{err}</Status><Status>{ok}</Status>")),
+        ),
+        (
+            "two codes in one Status",
+            with_status(&format!("<Status>{err}{ok}</Status>")),
+        ),
+        (
+            "ok, then error",
+            with_status(&format!("<Status>{ok}</Status><Status>{err}</Status>")),
+        ),
+        (
+            "obligations",
+            with_status(&format!(
+                r#"<Status>{ok}</Status><Obligations><Obligation ObligationId="urn:example:log"/></Obligations>"#
+            )),
+        ),
+    ] {
+        let got = read_closed_answer(
+            envelope(&body).as_bytes(),
+            &asking(&[ggc("GGC002")]),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(got[0].decision, Decision::Indeterminate, "{name}");
+    }
+}
