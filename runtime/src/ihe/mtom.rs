@@ -884,22 +884,19 @@ impl MultipartReader {
         max: usize,
         budget: Option<&BufferBudget>,
     ) -> Result<(Bytes, BudgetPermit), MtomError> {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let mut held = BudgetPermit::default();
         while let Some(c) = self.chunk().await? {
             if out.len() + c.len() > max {
                 return Err(MtomError::TooLarge { limit: max as u64 });
             }
-            if let Some(b) = budget
-                && !b.take_into(&mut held, c.len())
-            {
+            if let Err(b) = append_charged(&mut out, &c, max, budget, &mut held) {
                 return Err(MtomError::OverBudget {
                     budget: b.total() as u64,
                 });
             }
-            out.extend_from_slice(&c);
         }
-        Ok((out.freeze(), held))
+        Ok((Bytes::from(out), held))
     }
 
     /// Skips the rest of the current part without decoding it (after its base64 failed to decode, the
@@ -1077,7 +1074,7 @@ where
         budget: b.total() as u64,
     };
     let mut held = BudgetPermit::default();
-    let mut out = BytesMut::new();
+    let mut out = Vec::new();
     if let Some(n) = content_length {
         // at most `limit`, checked above
         let n = n as usize;
@@ -1086,7 +1083,7 @@ where
         {
             return Err(over(b));
         }
-        out.reserve(n);
+        out.reserve_exact(n);
     }
     let mut body = boxed_body(body);
     while let Some(c) = body.next().await {
@@ -1096,16 +1093,40 @@ where
                 limit: limit as u64,
             });
         }
-        let need = (out.len() + c.len()).saturating_sub(held.bytes());
-        if let Some(b) = budget
-            && need > 0
-            && !b.take_into(&mut held, need)
-        {
-            return Err(over(b));
-        }
-        out.extend_from_slice(&c);
+        append_charged(&mut out, &c, limit, budget, &mut held).map_err(over)?;
     }
-    Ok((out.freeze(), held))
+    Ok((Bytes::from(out), held))
+}
+
+/// Appends `c` to `out`, growing its allocation at most twofold and never beyond `limit` (nor beyond
+/// what the content needs when the budget is short), with every byte of the allocation, not only of
+/// the content, taken from `budget` when given: an answer held while it is read costs the gateway its
+/// capacity (a vector grown by doubling holds up to twice its content). `Err(budget)` when the budget
+/// cannot cover the content.
+fn append_charged<'b>(
+    out: &mut Vec<u8>,
+    c: &[u8],
+    limit: usize,
+    budget: Option<&'b BufferBudget>,
+    held: &mut BudgetPermit,
+) -> Result<(), &'b BufferBudget> {
+    let need = out.len() + c.len();
+    if need > out.capacity() {
+        let mut cap = out.capacity().saturating_mul(2).min(limit).max(need);
+        if let Some(b) = budget {
+            let more = cap.saturating_sub(held.bytes());
+            if more > 0 && !b.take_into(held, more) {
+                cap = need;
+                let exact = need.saturating_sub(held.bytes());
+                if exact > 0 && !b.take_into(held, exact) {
+                    return Err(b);
+                }
+            }
+        }
+        out.reserve_exact(cap - out.len());
+    }
+    out.extend_from_slice(c);
+    Ok(())
 }
 
 /// Reads a whole buffered retrieve response (MTOM, plain SOAP or base64 inside MTOM) with every

@@ -53,7 +53,10 @@ impl Gateway {
 fn start_gateway(config: &Config, dir: &std::path::Path) -> Gateway {
     let file = dir.join("gateway.yaml");
     std::fs::write(&file, config.to_yaml()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duo-gateway"))
+    // DUO_RELAY_GATEWAY_BIN: another build to check (e.g. main's, to see a regression test fail)
+    let bin = std::env::var("DUO_RELAY_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_duo-gateway").to_owned());
+    let mut child = Command::new(bin)
         .arg("serve")
         .arg("--config")
         .arg(&file)
