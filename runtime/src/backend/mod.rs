@@ -305,13 +305,11 @@ impl RetrieveStream {
                     st.inner = None;
                     let why = format!("no complete answer within the deadline of {deadline:?}");
                     if let Some(c) = st.current.take() {
-                        st.queue
-                            .push_back(Ok(RetrieveItem::Failed(c, why.clone())));
+                        st.queue.push_back(Ok(RetrieveItem::Failed(c, why.clone())));
                     }
                     for (i, s) in st.started.iter().enumerate() {
                         if !s {
-                            st.queue
-                                .push_back(Ok(RetrieveItem::Failed(i, why.clone())));
+                            st.queue.push_back(Ok(RetrieveItem::Failed(i, why.clone())));
                         }
                     }
                     let first = st.queue.pop_front()?;
@@ -441,10 +439,7 @@ impl RetrieveStream {
                 errors.push(
                     RegistryError::new(
                         ErrorCode::XDSRepositoryError,
-                        format!(
-                            "document {} not delivered: {why}",
-                            meta.document_unique_id
-                        ),
+                        format!("document {} not delivered: {why}", meta.document_unique_id),
                     )
                     .at(meta.document_unique_id.clone()),
                 );
@@ -489,32 +484,32 @@ where
 {
     items
         .scan(false, move |skipping, it| {
-        let out = match it {
-            Ok(RetrieveItem::Document(i)) => match map.get(i).copied().flatten() {
-                Some(j) => {
-                    *skipping = false;
-                    Some(Ok(RetrieveItem::Document(j)))
+            let out = match it {
+                Ok(RetrieveItem::Document(i)) => match map.get(i).copied().flatten() {
+                    Some(j) => {
+                        *skipping = false;
+                        Some(Ok(RetrieveItem::Document(j)))
+                    }
+                    None => {
+                        *skipping = true;
+                        None
+                    }
+                },
+                Ok(RetrieveItem::Chunk(b)) => (!*skipping).then_some(Ok(RetrieveItem::Chunk(b))),
+                Ok(RetrieveItem::End) => {
+                    let was = std::mem::replace(skipping, false);
+                    (!was).then_some(Ok(RetrieveItem::End))
                 }
-                None => {
-                    *skipping = true;
-                    None
-                }
-            },
-            Ok(RetrieveItem::Chunk(b)) => (!*skipping).then_some(Ok(RetrieveItem::Chunk(b))),
-            Ok(RetrieveItem::End) => {
-                let was = std::mem::replace(skipping, false);
-                (!was).then_some(Ok(RetrieveItem::End))
-            }
-            Ok(RetrieveItem::Failed(i, why)) => match map.get(i).copied().flatten() {
-                Some(j) => Some(Ok(RetrieveItem::Failed(j, why))),
-                None => {
-                    *skipping = false;
-                    None
-                }
-            },
-            Err(e) => Some(Err(e)),
-        };
-        futures::future::ready(Some(out))
+                Ok(RetrieveItem::Failed(i, why)) => match map.get(i).copied().flatten() {
+                    Some(j) => Some(Ok(RetrieveItem::Failed(j, why))),
+                    None => {
+                        *skipping = false;
+                        None
+                    }
+                },
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(Some(out))
         })
         .filter_map(futures::future::ready)
 }

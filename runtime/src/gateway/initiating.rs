@@ -43,7 +43,6 @@ use bytes::Bytes;
 use super::Gateway;
 use super::identity;
 use super::reply::{SoapReply, read_request, reject};
-use crate::ihe::mtom::{FinishHook, WrittenReport};
 use super::responding::push_document;
 use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::{
@@ -51,6 +50,7 @@ use crate::backend::{
 };
 use crate::config::LocalizationMode;
 use crate::ihe::ebrim::Identifiable;
+use crate::ihe::mtom::{FinishHook, WrittenReport};
 use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, param};
 use crate::ihe::retrieve::{
     DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,

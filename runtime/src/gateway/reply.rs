@@ -136,7 +136,9 @@ pub async fn reject(
     let mut r = AuditRecord::new(event, tx, side);
     r.outcome = Outcome::Failure;
     r.outcome_detail = Some(f.reason.clone());
-    r.message_id = h.and_then(|h| h.message_id.as_deref()).map(crate::ihe::soap::echoed);
+    r.message_id = h
+        .and_then(|h| h.message_id.as_deref())
+        .map(crate::ihe::soap::echoed);
     r.remote_address = peer.and_then(|p| p.remote).map(|a| a.ip().to_string());
     if let Err(e) = g.hooks.audit(&r).await {
         tracing::error!(transaction = %tx, error = %e, "audit record of a rejected request not written");

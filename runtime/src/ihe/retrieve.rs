@@ -350,7 +350,8 @@ impl DocumentResponse {
                         if inc.is(ns::XOP, "Include") {
                             // no href, or no cid: URL: an Include that names no part (empty id),
                             // which fails this document only
-                            include = Some(inc.attr("href").and_then(cid_of_href).unwrap_or_default());
+                            include =
+                                Some(inc.attr("href").and_then(cid_of_href).unwrap_or_default());
                         }
                         r.skip(&inc)
                     })?;
@@ -685,7 +686,15 @@ mod tests {
         assert_eq!(cid_of_href(&href_from_cid(cid)).as_deref(), Some(cid));
         assert_eq!(cid_of_href("CID:a%20b").as_deref(), Some("a b"));
         // no cid: URL names no part: nothing is fetched, the document fails alone
-        for bad in ["1.urn%3Auuid%3Aabc", "http://evil.example/doc", "cid:", "cid: ", "", "ci", "é"] {
+        for bad in [
+            "1.urn%3Auuid%3Aabc",
+            "http://evil.example/doc",
+            "cid:",
+            "cid: ",
+            "",
+            "ci",
+            "é",
+        ] {
             assert_eq!(cid_of_href(bad), None, "{bad:?}");
         }
     }

@@ -364,7 +364,13 @@ fn damage(c: &Case, b: &Built) -> (Vec<u8>, Vec<Expect>) {
         Damage::NoClosingBoundary => {
             body.truncate(b.closing);
             (0..n)
-                .map(|k| if k + 1 == n { Expect::Fail } else { Expect::Whole })
+                .map(|k| {
+                    if k + 1 == n {
+                        Expect::Fail
+                    } else {
+                        Expect::Whole
+                    }
+                })
                 .collect()
         }
         Damage::BoundaryInBinary { closing } => {
@@ -424,7 +430,9 @@ fn damage(c: &Case, b: &Built) -> (Vec<u8>, Vec<Expect>) {
                         b.body.len()
                     }
                 };
-                let hit: Vec<usize> = (0..n).filter(|k| b.delims[*k] <= p && p < end_of(*k)).collect();
+                let hit: Vec<usize> = (0..n)
+                    .filter(|k| b.delims[*k] <= p && p < end_of(*k))
+                    .collect();
                 let (lo, hi) = (
                     hit.first().copied().unwrap_or(n),
                     hit.last().copied().unwrap_or(n),
@@ -475,13 +483,7 @@ fn prepare(c: &Case) -> (Prepared, Vec<Expect>) {
         Damage::HugeInline { .. } => "application/soap+xml; charset=UTF-8".to_owned(),
         _ => b.content_type,
     };
-    (
-        Prepared {
-            content_type,
-            send,
-        },
-        exp,
-    )
+    (Prepared { content_type, send }, exp)
 }
 
 /// What the consumer saw of one case.
@@ -596,8 +598,10 @@ async fn run_case(b: &bed::Bed, c: &Case, exp: &[Expect]) -> Seen {
     seen.elapsed = started.elapsed();
     let (status, ct, body) = match got {
         Err(_) => {
-            seen.violations
-                .push(format!("no answer within {:?}", limit + Duration::from_secs(10)));
+            seen.violations.push(format!(
+                "no answer within {:?}",
+                limit + Duration::from_secs(10)
+            ));
             return seen;
         }
         Ok(Err(e)) => {
@@ -640,14 +644,14 @@ async fn run_case(b: &bed::Bed, c: &Case, exp: &[Expect]) -> Seen {
         seen.violations.push("no root part".into());
         return seen;
     };
-    let (h, resp) = match read_soap::<RetrieveDocumentSetResponse>(&root_part.body, &Limits::default())
-    {
-        Ok(x) => x,
-        Err(e) => {
-            seen.violations.push(format!("root does not parse: {e}"));
-            return seen;
-        }
-    };
+    let (h, resp) =
+        match read_soap::<RetrieveDocumentSetResponse>(&root_part.body, &Limits::default()) {
+            Ok(x) => x,
+            Err(e) => {
+                seen.violations.push(format!("root does not parse: {e}"));
+                return seen;
+            }
+        };
     let echoed: String = {
         let mut end = message_id.len().min(ECHO_CAP);
         while !message_id.is_char_boundary(end) {
@@ -676,9 +680,10 @@ async fn run_case(b: &bed::Bed, c: &Case, exp: &[Expect]) -> Seen {
         None => resp.response.clone(),
     };
     seen.status = Some(fin.status);
-    let community_failed = fin.errors.iter().any(|e| {
-        e.severity == Severity::Error && e.location.as_deref() == Some(PEER_HOME)
-    });
+    let community_failed = fin
+        .errors
+        .iter()
+        .any(|e| e.severity == Severity::Error && e.location.as_deref() == Some(PEER_HOME));
     let reported: BTreeSet<String> = fin
         .errors
         .iter()
@@ -743,7 +748,11 @@ async fn run_case(b: &bed::Bed, c: &Case, exp: &[Expect]) -> Seen {
                 match got {
                     None => "reported".to_owned(),
                     Some(g) if *g == c.docs[k] => "delivered whole".to_owned(),
-                    Some(g) => format!("delivered {} of {} bytes, different", g.len(), c.docs[k].len()),
+                    Some(g) => format!(
+                        "delivered {} of {} bytes, different",
+                        g.len(),
+                        c.docs[k].len()
+                    ),
                 }
             ));
         }
@@ -1162,8 +1171,16 @@ fn entry(i: usize, patient: &str, study: &str) -> DocumentEntry {
 /// SubmissionSet with its HasMember association to B's entry.
 fn mixed_answer() -> AdhocQueryResponse {
     let mut objects: Vec<Identifiable> = vec![
-        Identifiable::ExtrinsicObject(document_entry_to_wire(&entry(1, &cx(PATIENT_A), "1.2.3.555.1"))),
-        Identifiable::ExtrinsicObject(document_entry_to_wire(&entry(2, &cx(PATIENT_B), "1.2.3.555.2"))),
+        Identifiable::ExtrinsicObject(document_entry_to_wire(&entry(
+            1,
+            &cx(PATIENT_A),
+            "1.2.3.555.1",
+        ))),
+        Identifiable::ExtrinsicObject(document_entry_to_wire(&entry(
+            2,
+            &cx(PATIENT_B),
+            "1.2.3.555.2",
+        ))),
         Identifiable::ExtrinsicObject(document_entry_to_wire(&entry(3, "", "1.2.3.555.3"))),
     ];
     let ss_id = "urn:uuid:5b9f1e2d-0000-4000-8000-000000000001";
@@ -1176,13 +1193,18 @@ fn mixed_answer() -> AdhocQueryResponse {
         (uuids::SUBMISSION_SET_PATIENT_ID, cx(PATIENT_B)),
     ] {
         ss.external_identifiers.push(ExternalIdentifier {
-            object: RegistryObject::with_id(format!("urn:uuid:5b9f1e2d-0000-4000-8000-{:012}", value.len())),
+            object: RegistryObject::with_id(format!(
+                "urn:uuid:5b9f1e2d-0000-4000-8000-{:012}",
+                value.len()
+            )),
             registry_object: ss_id.into(),
             identification_scheme: scheme.into(),
             value,
         });
     }
-    objects.push(Identifiable::RegistryPackage(RegistryPackage { object: ss }));
+    objects.push(Identifiable::RegistryPackage(RegistryPackage {
+        object: ss,
+    }));
     objects.push(Identifiable::Association(Association {
         object: RegistryObject::with_id("urn:uuid:5b9f1e2d-0000-4000-8000-000000000004"),
         association_type: association_type::HAS_MEMBER.into(),
@@ -1230,7 +1252,10 @@ async fn another_patients_objects_are_left_out() {
         .iter()
         .find(|e| e.severity == Severity::Warning && e.location.as_deref() == Some(PEER_HOME))
         .unwrap_or_else(|| panic!("no warning naming the community: {:?}", resp.errors));
-    assert!(warning.code_context.contains("another patient"), "{warning:?}");
+    assert!(
+        warning.code_context.contains("another patient"),
+        "{warning:?}"
+    );
     // the JSON timeline of A
     let t = b
         .client
@@ -1253,7 +1278,10 @@ async fn another_patients_objects_are_left_out() {
         t["errors"].as_array().unwrap().iter().any(|e| {
             e["location"] == PEER_HOME
                 && e["severity"].as_str().unwrap_or("").ends_with(":Warning")
-                && e["codeContext"].as_str().unwrap_or("").contains("another patient")
+                && e["codeContext"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("another patient")
         }),
         "{t}"
     );
@@ -1266,7 +1294,13 @@ async fn another_patients_objects_are_left_out() {
     assert_eq!(of_b.len(), 2, "one per query: {recs:?}");
     for r in &of_b {
         assert_eq!(r.outcome, AuditOutcome::Failure);
-        assert_eq!(r.remote_community.as_ref().map(ToString::to_string).as_deref(), Some(PEER_HOME));
+        assert_eq!(
+            r.remote_community
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(PEER_HOME)
+        );
         let ids: BTreeSet<&str> = r.document_ids.iter().map(String::as_str).collect();
         assert_eq!(ids, BTreeSet::from(["1.2.3.777.2", "1.2.3.888.1"]));
     }

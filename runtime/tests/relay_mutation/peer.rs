@@ -34,7 +34,11 @@ pub enum Send {
     Stall,
     /// A plain SOAP answer with one inline document of `bytes` bytes, generated as it is sent (the
     /// peer never holds it), `Content-Length` when `declared`.
-    HugeInline { bytes: usize, declared: bool, uid: String },
+    HugeInline {
+        bytes: usize,
+        declared: bool,
+        uid: String,
+    },
 }
 
 /// An answer prepared for a retrieve whose first DocumentUniqueId is `1.2.3.999.<case>.<k>`.
@@ -158,7 +162,11 @@ async fn rad75(State(s): State<Arc<PeerState>>, headers: HeaderMap, body: Bytes)
 
 /// The case number of a DocumentUniqueId `1.2.3.999.<case>.<k>`.
 pub fn case_of(uid: &str) -> Option<u64> {
-    uid.strip_prefix("1.2.3.999.")?.split('.').next()?.parse().ok()
+    uid.strip_prefix("1.2.3.999.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn answer(s: &PeerState, uid: &str) -> Response {
@@ -193,7 +201,8 @@ fn answer(s: &PeerState, uid: &str) -> Response {
                 let n = rest.len().min(16);
                 Some((Ok::<_, std::io::Error>(rest.slice(..n)), rest.slice(n..)))
             });
-            let s = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(slow);
+            let s =
+                futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(slow);
             Response::new(Body::from_stream(s))
         }
         Send::Stall => Response::new(Body::from_stream(futures::stream::pending::<
@@ -242,6 +251,8 @@ fn huge_envelope(uid: &str) -> (String, String) {
         super::PEER_HOME,
         super::REPO
     );
-    let tail = "</x:Document></x:DocumentResponse></x:RetrieveDocumentSetResponse></s:Body></s:Envelope>".to_owned();
+    let tail =
+        "</x:Document></x:DocumentResponse></x:RetrieveDocumentSetResponse></s:Body></s:Envelope>"
+            .to_owned();
     (head, tail)
 }

@@ -424,8 +424,10 @@ fn write_and_read(
     let header = SoapHeader::request("x", None);
     let w = RetrieveResponseWriter::new(&header, &resp.response, &metas);
     let ct = ContentType::parse(&w.content_type()).unwrap();
-    let out: Vec<Result<Bytes, MtomError>> =
-        block_on(w.into_body(futures::stream::iter(items), None).collect::<Vec<_>>());
+    let out: Vec<Result<Bytes, MtomError>> = block_on(
+        w.into_body(futures::stream::iter(items), None)
+            .collect::<Vec<_>>(),
+    );
     let mut body = Vec::new();
     for c in out {
         body.extend_from_slice(&c.expect("the writer never ends with an error"));
@@ -507,7 +509,11 @@ fn writer_ends_properly_and_reports_items_out_of_order() {
         ],
     );
     assert_eq!(docs[0].as_deref(), Some(&b"a"[..]));
-    assert_eq!(docs[1].as_deref(), Some(&b"b"[..]), "its part ends where its bytes stopped");
+    assert_eq!(
+        docs[1].as_deref(),
+        Some(&b"b"[..]),
+        "its part ends where its bytes stopped"
+    );
     let st = st.unwrap();
     assert_eq!(st.status, ResponseStatus::PartialSuccess);
     assert_eq!(st.errors[0].error_code, ErrorCode::XDSDocumentUniqueIdError);
@@ -722,10 +728,7 @@ fn relay_items_report_each_damaged_document_and_deliver_the_rest() {
         let mut bad = body[..s1h].to_vec();
         bad.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
         bad.extend_from_slice(&body[s1h..]);
-        assert_eq!(
-            relay_items(&ct, &bad, step),
-            vec![whole(0), None, whole(2)]
-        );
+        assert_eq!(relay_items(&ct, &bad, step), vec![whole(0), None, whole(2)]);
         // no binary part at all
         let s0 = start_of(&body, &boundary, 0);
         let r0 = memmem::rfind(&body[..s0], line.as_bytes()).unwrap();
