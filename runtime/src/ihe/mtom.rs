@@ -698,7 +698,7 @@ impl Scanner {
             let Some((name, value)) = line.split_once(':') else {
                 return Err(MtomError::Malformed(format!(
                     "part header line without ':': {}",
-                    super::soap::echoed(&line)
+                    super::soap::echoed(line)
                 )));
             };
             if name.is_empty() || name.bytes().any(|b| !(33..=126).contains(&b)) {
@@ -1282,16 +1282,18 @@ impl RetrieveResponseReader {
                     i,
                     "xop:Include names no MIME part (its href is no cid: URL)".into(),
                 )),
-                Content::Include(cid) => {
-                    if by_cid.contains_key(&cid) {
-                        unresolvable.push_back((
-                            i,
-                            format!("xop:Include names cid:{cid}, the part of another document"),
-                        ));
-                    } else {
-                        by_cid.insert(cid, i);
+                Content::Include(cid) => match by_cid.entry(cid) {
+                    std::collections::hash_map::Entry::Occupied(e) => unresolvable.push_back((
+                        i,
+                        format!(
+                            "xop:Include names cid:{}, the part of another document",
+                            e.key()
+                        ),
+                    )),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(i);
                     }
-                }
+                },
             }
             documents.push(d.meta);
         }
