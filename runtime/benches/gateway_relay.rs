@@ -103,6 +103,7 @@ async fn fetch(
                 total += n;
                 docs += 1;
             }
+            RetrieveItem::Failed(i, why) => panic!("document {i} not delivered: {why}"),
         }
     }
     (total, docs, t.elapsed().as_secs_f64())

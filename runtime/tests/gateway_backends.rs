@@ -117,6 +117,7 @@ async fn drain(s: RetrieveStream) -> Vec<(String, String)> {
                 let (i, b) = cur.take().expect("end outside a document");
                 out.push((metas[i].document_unique_id.clone(), sha256_hex(&b)));
             }
+            RetrieveItem::Failed(i, why) => panic!("document {i} failed: {why}"),
         }
     }
     assert!(cur.is_none(), "stream ended inside a document");

@@ -64,7 +64,7 @@ pub fn source(
             .chain(std::iter::once(RetrieveItem::End))
             .map(Ok::<_, duo_runtime::ihe::mtom::MtomError>)
     }));
-    (ct, w.into_body(items))
+    (ct, w.into_body(items, None))
 }
 
 /// Relays one response; returns (bytes read from the source, bytes written, documents relayed).
@@ -87,7 +87,7 @@ pub async fn relay(parts: usize, part_size: usize) -> (u64, u64, usize) {
         reader.registry_response(),
         reader.documents(),
     );
-    let mut out = std::pin::pin!(w.into_body(reader.into_items()));
+    let mut out = std::pin::pin!(w.into_body(reader.into_items(), None));
     let mut written = 0u64;
     while let Some(c) = out.next().await {
         written += c.expect("relay").len() as u64;

@@ -114,7 +114,12 @@ impl SoapClient {
             || (ct.contains("soap") || ct.contains("xop") || ct.contains("multipart"))
         {
             if !status.is_success() {
-                let body = resp.bytes().await.map_err(transport)?;
+                // a fault is small: read it within the limit for buffered messages, never more
+                let len = resp.content_length();
+                let body =
+                    mtom::collect_body(len, resp.bytes_stream(), self.limits.max_buffered_bytes)
+                        .await
+                        .map_err(mtom_error)?;
                 let (root, _) =
                     mtom::soap_envelope(&ct, body.clone(), &self.limits).map_err(mtom_error)?;
                 let e = read_soap::<crate::ihe::retrieve::RetrieveDocumentSetResponse>(
@@ -132,7 +137,7 @@ impl SoapClient {
             }
             return Ok(resp);
         }
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = first_bytes(resp).await;
         Err(BackendError::Http {
             status: status.as_u16(),
             reason: quote(&body),
@@ -177,8 +182,12 @@ impl SoapClient {
     }
 
     /// Sends a retrieve request and opens the answer as a stream (MTOM, plain SOAP with base64, or
-    /// base64 inside MTOM). The deadline covers everything up to the end of the root part; document
-    /// contents then stream at the peer's pace.
+    /// base64 inside MTOM). The deadline covers the whole answer: up to the end of the root part a late
+    /// answer is a [`BackendError::Timeout`]; after it, the documents not delivered whole by then
+    /// become [`crate::ihe::mtom::RetrieveItem::Failed`] and the connection is dropped
+    /// ([`RetrieveStream::with_deadline`]), so a peer that drips its answer holds no one past it.
+    /// A root that does not fit the limits' [`crate::ihe::mtom::BufferBudget`] is refused
+    /// ([`BackendError::Protocol`]).
     pub async fn retrieve<Req: Message>(
         &self,
         url: &str,
@@ -188,6 +197,7 @@ impl SoapClient {
         mtom_request: bool,
     ) -> Result<RetrieveStream, BackendError> {
         let deadline = ctx.deadline.unwrap_or(self.default_deadline);
+        let until = tokio::time::Instant::now() + deadline;
         let xml = self.envelope(url, tx, ctx, body);
         let fut = async {
             let resp = self.send(url, tx, xml, mtom_request).await?;
@@ -204,9 +214,9 @@ impl SoapClient {
             let reader = RetrieveResponseReader::open(&ct, len, stream, &self.limits)
                 .await
                 .map_err(mtom_error)?;
-            Ok(RetrieveStream::from_reader(reader))
+            Ok(RetrieveStream::from_reader(reader).with_deadline(until, deadline))
         };
-        tokio::time::timeout(deadline, fut)
+        tokio::time::timeout_at(until, fut)
             .await
             .map_err(|_| BackendError::Timeout(deadline))?
     }
@@ -233,7 +243,7 @@ impl SoapClient {
             } else if status.is_success() {
                 Ok(resp)
             } else {
-                let body = resp.bytes().await.unwrap_or_default();
+                let body = first_bytes(resp).await;
                 Err(BackendError::Http {
                     status: status.as_u16(),
                     reason: quote(&body),
@@ -270,6 +280,20 @@ pub(crate) fn location(headers: &http::HeaderMap) -> String {
             .map(|c| if c.is_control() { '?' } else { c })
             .collect(),
     }
+}
+
+/// The first bytes of an error body, enough to quote ([`QUOTE`]); the rest is not read (a peer's error
+/// page may be endless).
+async fn first_bytes(resp: reqwest::Response) -> Bytes {
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while out.len() < QUOTE {
+        match s.try_next().await {
+            Ok(Some(c)) => out.extend_from_slice(&c[..c.len().min(QUOTE - out.len())]),
+            _ => break,
+        }
+    }
+    Bytes::from(out)
 }
 
 fn quote(body: &Bytes) -> String {

@@ -222,7 +222,7 @@ fn retrieve(
         items.push(Ok(RetrieveItem::End));
     }
     let chunks: Vec<_> = futures::executor::block_on(
-        w.into_body(futures::stream::iter(items))
+        w.into_body(futures::stream::iter(items), None)
             .collect::<Vec<_>>(),
     );
     let mut body = Vec::new();

@@ -128,9 +128,24 @@ pub struct LimitsConfig {
     /// Most XML elements in one message (default 2,000,000).
     #[serde(default = "default_max_elements")]
     pub max_xml_elements: usize,
-    /// Largest inline (base64, non-MTOM) document accepted in a retrieve response, bytes (default 256 MiB).
+    /// Largest inline (base64, non-MTOM) document accepted in a retrieve response, bytes (default
+    /// 16 MiB). Such an answer is held in memory whole (the SOAP envelope before the documents can be
+    /// relayed): its root may be 4/3 of this plus 64 KiB, and it must fit `maxBufferedAnswerBytes`.
+    /// MTOM documents are streamed and not bounded by this.
     #[serde(default = "default_max_inline")]
     pub max_inline_document_bytes: u64,
+    /// Most bytes of peers' answers the gateway holds in memory at once, across all requests
+    /// (default 32 MiB): buffered root parts and plain SOAP answers with their inline documents, and the
+    /// look-ahead of relayed retrieves. An answer whose root does not fit is refused at once and
+    /// reported as that community's error; a look-ahead that does not fit stops early.
+    #[serde(default = "default_max_buffered_answer")]
+    pub max_buffered_answer_bytes: u64,
+    /// Bytes of a retrieve answer read ahead before the first byte goes to a local consumer
+    /// (ITI-43 / RAD-69, default 2 MiB per request): an answer that ends within it is checked whole,
+    /// so its root lists exactly the documents delivered; a longer one streams on and reports a
+    /// document that fails later in a final-status part (see `ihe::mtom::RetrieveResponseWriter`).
+    #[serde(default = "default_retrieve_lookahead")]
+    pub retrieve_lookahead_bytes: u64,
     /// Seconds a request may take end to end before the server answers with a fault (default 120).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
@@ -154,7 +169,13 @@ fn default_max_elements() -> usize {
     2_000_000
 }
 fn default_max_inline() -> u64 {
-    256 * 1024 * 1024
+    16 * 1024 * 1024
+}
+fn default_max_buffered_answer() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_retrieve_lookahead() -> u64 {
+    2 * 1024 * 1024
 }
 fn default_request_timeout() -> u64 {
     120
@@ -167,6 +188,8 @@ impl Default for LimitsConfig {
             max_xml_depth: default_max_depth(),
             max_xml_elements: default_max_elements(),
             max_inline_document_bytes: default_max_inline(),
+            max_buffered_answer_bytes: default_max_buffered_answer(),
+            retrieve_lookahead_bytes: default_retrieve_lookahead(),
             request_timeout_seconds: default_request_timeout(),
             max_concurrent_timelines: default_max_timelines(),
         }

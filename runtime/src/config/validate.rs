@@ -162,6 +162,29 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         l.request_timeout_seconds,
     )?;
     check_positive(
+        "server.limits.maxBufferedAnswerBytes",
+        l.max_buffered_answer_bytes,
+    )?;
+    let root = crate::ihe::mtom::root_bytes_for_inline(l.max_inline_document_bytes) as u64;
+    if root > l.max_buffered_answer_bytes {
+        return Err(ConfigError::new(
+            "server.limits.maxInlineDocumentBytes",
+            format!(
+                "{} bytes inline need a root of {root} bytes (base64 and envelope), more than server.limits.maxBufferedAnswerBytes ({})",
+                l.max_inline_document_bytes, l.max_buffered_answer_bytes
+            ),
+        ));
+    }
+    if l.retrieve_lookahead_bytes > l.max_buffered_answer_bytes {
+        return Err(ConfigError::new(
+            "server.limits.retrieveLookaheadBytes",
+            format!(
+                "{} is more than server.limits.maxBufferedAnswerBytes ({})",
+                l.retrieve_lookahead_bytes, l.max_buffered_answer_bytes
+            ),
+        ));
+    }
+    check_positive(
         "server.reloadIntervalSeconds",
         c.server.reload_interval_seconds,
     )?;

@@ -169,6 +169,13 @@ pub async fn retrieve_and_verify(
         .collect();
     while let Some(it) = items.next().await {
         match it.map_err(|e| format!("RAD-69 stream: {e}"))? {
+            RetrieveItem::Failed(i, why) => {
+                let uid = metas
+                    .get(i)
+                    .map(|m| m.document_unique_id.as_str())
+                    .unwrap_or("");
+                return Err(format!("RAD-69: instance {uid} not delivered: {why}"));
+            }
             RetrieveItem::Document(i) => cur = Some((i, BytesMut::new())),
             RetrieveItem::Chunk(c) => {
                 if let Some((_, b)) = &mut cur {

@@ -409,20 +409,28 @@ pub fn release_stream(
     let n = kept.len();
     // contents of withheld documents (and of indices never declared) are dropped
     let items = items
-        .scan(false, move |current, it| {
+        .scan(None::<usize>, move |current, it| {
+            // `current`: the old index of the document whose bytes pass, when it is kept
             let out = match it {
                 Ok(RetrieveItem::Document(i)) => match index.get(&i) {
                     Some(&j) => {
-                        *current = true;
+                        *current = Some(i);
                         Some(Ok(RetrieveItem::Document(j)))
                     }
                     None => {
-                        *current = false;
+                        *current = None;
                         None
                     }
                 },
                 Ok(item @ (RetrieveItem::Chunk(_) | RetrieveItem::End)) => {
-                    (*current).then_some(Ok(item))
+                    current.is_some().then_some(Ok(item))
+                }
+                Ok(RetrieveItem::Failed(i, why)) => {
+                    if *current == Some(i) {
+                        *current = None;
+                    }
+                    // a withheld document's failure is not reported either: it was never asked for
+                    index.get(&i).map(|&j| Ok(RetrieveItem::Failed(j, why)))
                 }
                 Err(e) => Some(Err(e)),
             };

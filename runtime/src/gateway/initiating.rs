@@ -7,6 +7,32 @@
 //! answer in time) or Failure (ITI TF-2b 3.38.4.1.3; NIST 15814). Retrieves are routed by
 //! homeCommunityId to the one community that holds the document, never to an address taken from the
 //! request; an unknown homeCommunityId gets XDSUnknownCommunity and causes no outbound call.
+//!
+//! **Another patient's data.** A community's answer to a query about patient A may hold objects of
+//! patient B (a registry that ignores a parameter, a hostile peer). Every DocumentEntry
+//! (ExtrinsicObject) and SubmissionSet or Folder (RegistryPackage) whose patientId is not A's BSN (or
+//! that has none) is left out of the ITI-18 answer and the timeline, together with the Associations and
+//! Classifications that point at it; the community is named in a RegistryError of severity Warning
+//! (XDSRegistryError), each such patient gets an audit record (outcome `failure`, the objects' unique
+//! ids, the community) and the objects are counted in `duo_foreign_patient_objects_total`. The patient
+//! asked about is the query's patient parameter, or else the local request's XUA resource-id; a query
+//! naming neither (GetDocuments by id without a patient) cannot be checked.
+//!
+//! **Retrieves relayed to a local consumer (ITI-43, RAD-69).** Each community's answer is bounded by
+//! the community's deadline as a whole, contents included ([`RetrieveStream::with_deadline`]), and read
+//! ahead concurrently up to `server.limits.retrieveLookaheadBytes` before the first byte is sent
+//! ([`RetrieveStream::look_ahead`]), after documents not asked for are left out and those neither
+//! returned nor named in an error are reported ([`RetrieveStream::tied_to`]). An answer that ends
+//! within the look-ahead (every manifest and
+//! report, small image sets) is answered exactly: the root lists the documents delivered whole, every
+//! damaged one (an `xop:Include` naming no part, a part cut short, no closing boundary, a boundary inside
+//! the bytes, part headers missing, base64 that does not decode, ...) is an XDSRepositoryError at its
+//! DocumentUniqueId, and the status is PartialSuccess or Failure accordingly. Its audit record is
+//! written before the first byte. A longer answer streams on; a document that fails after the root was
+//! sent ends its part where its bytes stopped and is reported in the final-status part
+//! ([`crate::ihe::mtom::RetrieveResponseWriter`]); its audit record is then written when the last part
+//! is through, before the closing boundary (when it cannot be written the message is left without its
+//! closing boundary). Either way the record's `documentIds` are exactly the documents delivered whole.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +45,12 @@ use super::identity;
 use super::reply::{SoapReply, read_request, reject};
 use super::responding::push_document;
 use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
-use crate::backend::{CallContext, Community, RetrieveStream};
+use crate::backend::{
+    BackendError, BoxFut, CallContext, Community, LookAhead, LookaheadBudget, RetrieveStream,
+};
 use crate::config::LocalizationMode;
 use crate::ihe::ebrim::Identifiable;
+use crate::ihe::mtom::{FinishHook, WrittenReport};
 use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, param};
 use crate::ihe::retrieve::{
     DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
@@ -303,6 +332,9 @@ pub async fn query_one(
     if t.local {
         set_home_if_missing(&mut resp.objects, &t.home);
     }
+    if let Some(p) = patient {
+        leave_out_other_patients(g, t, tx, requester, p, &mut resp).await;
+    }
     // objects without home cannot be retrieved: reported and left out (ITI TF-2b 3.38.4.1.3)
     let missing = resp.missing_home_errors(Some(&t.home));
     if !missing.is_empty() {
@@ -343,6 +375,131 @@ pub async fn query_one(
     (resp, outcome)
 }
 
+/// XDSFolder.patientId.
+const FOLDER_PATIENT_ID: &str = "urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a";
+
+/// The patient id (CX) an object carries: XDSDocumentEntry.patientId, XDSSubmissionSet.patientId or
+/// XDSFolder.patientId. `Ok(None)` for objects that carry no patient data of their own (ObjectRef,
+/// Association, Classification, unknown members); `Err(())` for an entry or package without one.
+fn patient_of(o: &Identifiable) -> Result<Option<&str>, ()> {
+    use crate::ihe::transform::uuids;
+    match o {
+        Identifiable::ExtrinsicObject(e) => {
+            e.object.external_id(uuids::PATIENT_ID).map(Some).ok_or(())
+        }
+        Identifiable::RegistryPackage(p) => p
+            .object
+            .external_id(uuids::SUBMISSION_SET_PATIENT_ID)
+            .or_else(|| p.object.external_id(FOLDER_PATIENT_ID))
+            .map(Some)
+            .ok_or(()),
+        _ => Ok(None),
+    }
+}
+
+/// Leaves out of `resp` every object of another patient than `patient` (see the module documentation),
+/// with the Associations and Classifications pointing at them; names `t` in a Warning, audits each
+/// other patient once and counts the objects.
+async fn leave_out_other_patients(
+    g: &Gateway,
+    t: &Target,
+    tx: Transaction,
+    requester: Option<&Requester>,
+    patient: &Bsn,
+    resp: &mut AdhocQueryResponse,
+) {
+    use std::collections::BTreeSet;
+    // other patient (as the peer wrote it) → unique ids of its objects
+    let mut foreign: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut dropped: BTreeSet<String> = BTreeSet::new();
+    for o in &resp.objects {
+        let theirs = match patient_of(o) {
+            Ok(None) => continue,
+            Ok(Some(cx)) if Bsn::from_cx(cx).as_ref() == Some(patient) => continue,
+            Ok(Some(cx)) => cx.to_owned(),
+            Err(()) => String::new(),
+        };
+        let uid = match o {
+            Identifiable::ExtrinsicObject(e) => e
+                .object
+                .external_id(crate::ihe::transform::uuids::UNIQUE_ID)
+                .map(str::to_owned),
+            Identifiable::RegistryPackage(p) => p
+                .object
+                .external_id(crate::ihe::transform::uuids::SUBMISSION_SET_UNIQUE_ID)
+                .map(str::to_owned),
+            _ => None,
+        };
+        let id = o.id().unwrap_or_default().to_owned();
+        foreign
+            .entry(crate::ihe::soap::echoed(&theirs))
+            .or_default()
+            .push(crate::ihe::soap::echoed(&uid.unwrap_or_else(|| id.clone())));
+        dropped.insert(id);
+    }
+    if dropped.is_empty() {
+        return;
+    }
+    let before = resp.objects.len();
+    resp.objects.retain(|o| match o {
+        Identifiable::Association(a) => {
+            !dropped.contains(&a.object.id)
+                && !dropped.contains(&a.source_object)
+                && !dropped.contains(&a.target_object)
+        }
+        Identifiable::Classification(c) => {
+            !dropped.contains(&c.object.id) && !dropped.contains(&c.classified_object)
+        }
+        Identifiable::ExtrinsicObject(_) | Identifiable::RegistryPackage(_) => {
+            !o.id().is_some_and(|id| dropped.contains(id))
+        }
+        _ => true,
+    });
+    let left_out = before - resp.objects.len();
+    let community = t.home.to_string();
+    tracing::warn!(community = %community, objects = left_out, "community answered with objects of another patient; left out");
+    g.metrics
+        .foreign_patient_objects
+        .get_or_create(&CommunityLabels {
+            community: if t.local {
+                "local".to_owned()
+            } else {
+                community.clone()
+            },
+            transaction: tx.name().into(),
+        })
+        .inc_by(left_out as u64);
+    resp.errors.push(
+        RegistryError::new(
+            ErrorCode::XDSRegistryError,
+            format!(
+                "{community} ({}): answered with {left_out} object(s) of another patient than asked for; left out",
+                t.name
+            ),
+        )
+        .at(community.clone())
+        .warning(),
+    );
+    for (theirs, uids) in foreign {
+        let mut rec = AuditRecord::new(AuditEvent::Query, tx, Side::Initiating);
+        rec.requester = requester.map(Into::into);
+        rec.patient = Bsn::from_cx(&theirs);
+        rec.remote_community = Some(t.home.clone());
+        rec.document_ids = uids;
+        rec.outcome = Outcome::Failure;
+        rec.outcome_detail = Some(format!(
+            "{community} answered a query about another patient with these objects of patient {}; left out, not passed on",
+            if theirs.is_empty() {
+                "(none given)"
+            } else {
+                theirs.as_str()
+            }
+        ));
+        // nothing of this patient is passed on, so a record that cannot be written stops nothing
+        let _ = g.hooks.audit(&rec).await;
+    }
+}
+
 /// Reads a local consumer's request of `tx` and its caller ([`identity::local_requester`]): the header,
 /// the message and the XUA assertion (`None` only when `initiating.requireAssertion` is off). An
 /// unreadable request or a refused caller gets its `Sender` fault, audited.
@@ -378,16 +535,22 @@ pub async fn iti18(
             Ok(x) => x,
             Err(r) => return r,
         };
-    let requester = assertion.map(|a| a.requester);
-    let resp = initiate_query(&g, requester.as_ref(), req).await;
+    let (requester, claimed) = match assertion {
+        Some(a) => (Some(a.requester), a.patient),
+        None => (None, None),
+    };
+    let resp = initiate_query(&g, requester.as_ref(), claimed.as_ref(), req).await;
     g.metrics.count_request(tx.name(), resp.status.name());
     SoapReply::message(tx, &h, &resp)
 }
 
-/// The aggregated answer to a local consumer's stored query.
+/// The aggregated answer to a local consumer's stored query. The patient is the query's patient
+/// parameter, else `claimed` (the request's XUA resource-id): answers are checked against it (see the
+/// module documentation).
 pub async fn initiate_query(
     g: &Gateway,
     requester: Option<&Requester>,
+    claimed: Option<&Bsn>,
     req: AdhocQueryRequest,
 ) -> AdhocQueryResponse {
     let home = g.home.to_string();
@@ -402,7 +565,10 @@ pub async fn initiate_query(
     ]
     .iter()
     .find_map(|p| req.query.single(p).ok().flatten());
-    let patient = patient_cx.as_deref().and_then(Bsn::from_cx);
+    let patient = match patient_cx.as_deref() {
+        Some(cx) => Bsn::from_cx(cx),
+        None => claimed.cloned(),
+    };
     let mut audit = AuditRecord::new(AuditEvent::Query, Transaction::Iti18, Side::Initiating);
     audit.requester = requester.map(Into::into);
     audit.patient = patient.clone();
@@ -535,48 +701,74 @@ fn route<'a, T>(
     out
 }
 
-/// Retrieves documents from wherever their homeCommunityId says, combined into one stream.
+/// Retrieves documents from wherever their homeCommunityId says, each community read ahead
+/// ([`relay_from`]), combined into one answer.
 pub async fn initiate_retrieve(
     g: &Gateway,
     requester: Option<&Requester>,
     patient: Option<&Bsn>,
     req: RetrieveDocumentSetRequest,
-) -> RetrieveStream {
+) -> LookAhead {
     let mut errors = Vec::new();
     let routed = route(g, req.documents.iter().map(|d| (d.clone(), d)), &mut errors);
+    let budget = g.lookahead_budget();
     let calls = routed.into_values().map(|(t, docs)| {
         let ctx = context_for(g, &t, requester, patient);
+        let budget = budget.clone();
         async move {
             let tx = if t.local {
                 Transaction::Iti43
             } else {
                 Transaction::Iti39
             };
-            let res = t
+            let asked: Vec<String> = docs.iter().map(|d| d.document_unique_id.clone()).collect();
+            let call = t
                 .community
-                .retrieve(ctx, RetrieveDocumentSetRequest { documents: docs })
-                .await;
+                .retrieve(ctx, RetrieveDocumentSetRequest { documents: docs });
+            let res = relay_from(&t, &budget, &asked, call).await;
             (t, tx, res)
         }
     });
     combine_retrieved(futures::future::join_all(calls).await, errors)
 }
 
-/// Combines the routed retrieves' answers into one stream: `home` set on every document of the own
+/// One community's retrieve for a local consumer: the call and then its contents within the
+/// community's one deadline ([`RetrieveStream::with_deadline`]), failures named after the community,
+/// read ahead within `budget` ([`RetrieveStream::look_ahead`]).
+async fn relay_from(
+    t: &Target,
+    budget: &LookaheadBudget,
+    asked: &[String],
+    call: BoxFut<'_, Result<RetrieveStream, BackendError>>,
+) -> Result<LookAhead, BackendError> {
+    let until = tokio::time::Instant::now() + t.deadline;
+    // the deadline is enforced here too: a backend must not hold the answer beyond it
+    let s = match tokio::time::timeout_at(until, call).await {
+        Ok(r) => r?,
+        Err(_) => return Err(BackendError::Timeout(t.deadline)),
+    };
+    let who = t.home.to_string();
+    Ok(s.tied_to(asked, &who)
+        .with_deadline(until, t.deadline)
+        .labelled(&who)
+        .look_ahead(budget)
+        .await)
+}
+
+/// Combines the routed retrieves' answers into one: `home` set on every document of the own
 /// community (and on a remote one's that left it out), each failed community's error as a
-/// RegistryError located at its homeCommunityId (ITI TF-2 3.39.4.1.3).
+/// RegistryError located at its homeCommunityId (ITI TF-2 3.39.4.1.3). Complete when every part is.
 fn combine_retrieved(
-    results: Vec<(
-        Target,
-        Transaction,
-        Result<RetrieveStream, crate::backend::BackendError>,
-    )>,
+    results: Vec<(Target, Transaction, Result<LookAhead, BackendError>)>,
     mut errors: Vec<RegistryError>,
-) -> RetrieveStream {
+) -> LookAhead {
     let mut parts = Vec::new();
+    let mut complete = true;
     for (t, tx, res) in results {
         match res {
-            Ok(mut s) => {
+            Ok(la) => {
+                complete &= la.complete;
+                let mut s = la.stream;
                 for d in &mut s.documents {
                     if t.local || d.home_community_id.is_none() {
                         d.home_community_id = Some(t.home.clone());
@@ -587,32 +779,89 @@ fn combine_retrieved(
             Err(e) => errors.push(e.to_registry_error(tx, &t.home.to_string())),
         }
     }
-    RetrieveStream::combine(parts, errors)
+    LookAhead {
+        stream: RetrieveStream::combine(parts, errors),
+        complete,
+    }
 }
 
-/// Counts, audits and answers a local consumer's retrieve (ITI-43 / RAD-69). Nothing is disclosed when
-/// the audit record cannot be written: a Receiver fault instead.
+/// Counts, audits and answers a local consumer's retrieve (ITI-43 / RAD-69), see the module
+/// documentation. An answer known whole is audited before its first byte, and nothing is disclosed
+/// when that record cannot be written (a Receiver fault instead); a streamed one is audited when its
+/// last part is through.
 async fn answer_local_retrieve(
     g: &Gateway,
     tx: Transaction,
     h: &crate::ihe::soap::SoapHeader,
     requester: Option<&Requester>,
     patient: Option<&Bsn>,
-    s: RetrieveStream,
+    la: LookAhead,
 ) -> SoapReply {
-    let event = retrieve_audit(tx, requester, patient, &s);
-    g.metrics.count_request(tx.name(), s.response.status.name());
-    if let Err(e) = g.hooks.audit(&event).await {
-        return SoapReply::fault(
-            &crate::ihe::Fault {
-                code: crate::ihe::FaultCode::Receiver,
-                subcode: None,
-                reason: format!("audit trail unavailable, nothing disclosed: {e}"),
-            },
-            Some(h),
-        );
+    let s = la.stream;
+    let uids: Vec<String> = s
+        .documents
+        .iter()
+        .map(|d| d.document_unique_id.clone())
+        .collect();
+    let mut rec = AuditRecord::new(AuditEvent::Retrieve, tx, Side::Initiating);
+    rec.requester = requester.map(Into::into);
+    rec.patient = patient.cloned();
+    rec.message_id = h.message_id.as_deref().map(crate::ihe::soap::echoed);
+    if la.complete {
+        rec.document_ids = uids;
+        rec.outcome = outcome_of(s.response.status);
+        rec.outcome_detail = errors_detail(&s.response.errors);
+        g.metrics.count_request(tx.name(), s.response.status.name());
+        if let Err(e) = g.hooks.audit(&rec).await {
+            return SoapReply::fault(
+                &crate::ihe::Fault {
+                    code: crate::ihe::FaultCode::Receiver,
+                    subcode: None,
+                    reason: format!("audit trail unavailable, nothing disclosed: {e}"),
+                },
+                Some(h),
+            );
+        }
+        return SoapReply::retrieve(tx, h, s);
     }
-    SoapReply::retrieve(tx, h, s)
+    let hooks = g.hooks.clone();
+    let metrics = g.metrics.clone();
+    let finish: FinishHook = Box::new(move |report: WrittenReport| {
+        Box::pin(async move {
+            rec.document_ids = report
+                .delivered
+                .iter()
+                .filter_map(|i| uids.get(*i).cloned())
+                .collect();
+            rec.outcome = outcome_of(report.response.status);
+            rec.outcome_detail = errors_detail(&report.response.errors);
+            metrics.count_request(tx.name(), report.response.status.name());
+            hooks.audit(&rec).await
+        })
+    });
+    SoapReply::retrieve_with(tx, h, s, Some(finish))
+}
+
+/// The errors of an answer in one line for its audit record (at most about 1 KiB).
+fn errors_detail(errors: &[RegistryError]) -> Option<String> {
+    if errors.is_empty() {
+        return None;
+    }
+    let mut out = format!("{} error(s):", errors.len());
+    for e in errors {
+        if out.len() > 1024 {
+            out.push_str(" ...");
+            break;
+        }
+        out.push(' ');
+        out.push_str(e.error_code.as_str());
+        if let Some(l) = &e.location {
+            out.push_str(" at ");
+            out.push_str(&crate::ihe::soap::echoed(l));
+        }
+        out.push(';');
+    }
+    Some(out)
 }
 
 /// ITI-43 from a local document consumer.
@@ -638,25 +887,6 @@ pub async fn iti43(
     answer_local_retrieve(&g, tx, &h, requester.as_ref(), patient.as_ref(), s).await
 }
 
-/// The audit record of a retrieve for a local consumer.
-fn retrieve_audit(
-    tx: Transaction,
-    requester: Option<&Requester>,
-    patient: Option<&Bsn>,
-    s: &RetrieveStream,
-) -> AuditRecord {
-    let mut r = AuditRecord::new(AuditEvent::Retrieve, tx, Side::Initiating);
-    r.requester = requester.map(Into::into);
-    r.patient = patient.cloned();
-    r.document_ids = s
-        .documents
-        .iter()
-        .map(|d| d.document_unique_id.clone())
-        .collect();
-    r.outcome = outcome_of(s.response.status);
-    r
-}
-
 /// The audit outcome of a response status.
 pub fn outcome_of(status: ResponseStatus) -> Outcome {
     match status {
@@ -672,14 +902,17 @@ pub async fn initiate_retrieve_images(
     requester: Option<&Requester>,
     patient: Option<&Bsn>,
     req: RetrieveImagingDocumentSetRequest,
-) -> RetrieveStream {
+) -> LookAhead {
     let mut errors: Vec<RegistryError> = req
         .validate(false)
         .into_iter()
         .filter(|e| e.error_code != ErrorCode::XDSMissingHomeCommunityId)
         .collect();
     if !errors.is_empty() {
-        return RetrieveStream::errors(errors);
+        return LookAhead {
+            stream: RetrieveStream::errors(errors),
+            complete: true,
+        };
     }
     let routed = route(
         g,
@@ -688,22 +921,29 @@ pub async fn initiate_retrieve_images(
         &mut errors,
     );
     let ts = req.transfer_syntaxes.clone();
+    let budget = g.lookahead_budget();
     let calls = routed.into_values().map(|(t, docs)| {
         let ctx = context_for(g, &t, requester, patient);
         let mut sub = RetrieveImagingDocumentSetRequest {
             studies: Vec::new(),
             transfer_syntaxes: ts.clone(),
         };
+        let asked: Vec<String> = docs
+            .iter()
+            .map(|(_, _, d)| d.document_unique_id.clone())
+            .collect();
         for (st, se, d) in docs {
             push_document(&mut sub, &st, &se, d);
         }
+        let budget = budget.clone();
         async move {
             let tx = if t.local {
                 Transaction::Rad69
             } else {
                 Transaction::Rad75
             };
-            let res = t.community.retrieve_images(ctx, sub).await;
+            let call = t.community.retrieve_images(ctx, sub);
+            let res = relay_from(&t, &budget, &asked, call).await;
             (t, tx, res)
         }
     });

@@ -21,7 +21,7 @@ use crate::backend::xca::{XcaCommunity, XcaEndpoints};
 use crate::backend::xds::XdsCommunity;
 use crate::backend::{Community, dicomweb};
 use crate::config::{Config, LocalBackend, RemoteCommunity};
-use crate::ihe::mtom::MtomLimits;
+use crate::ihe::mtom::{BufferBudget, MtomLimits};
 use crate::model::{HomeCommunityId, Organization};
 use crate::server::metrics::Metrics;
 use crate::tls::{TlsError, TlsMaterial};
@@ -122,7 +122,11 @@ impl Gateway {
         } else {
             None
         };
-        let mtom_limits = MtomLimits::from(&config.server.limits);
+        // one budget for every peer answer this snapshot buffers (roots, inline documents, look-ahead)
+        let mut mtom_limits = MtomLimits::from(&config.server.limits);
+        mtom_limits.budget = Some(BufferBudget::new(
+            usize::try_from(config.server.limits.max_buffered_answer_bytes).unwrap_or(usize::MAX),
+        ));
         let xml_limits = Limits::from(&config.server.limits);
         // one client per URL scheme: plain only where the configuration opted in
         let client_for = |url: &str, deadline_ms: u64| -> SoapClient {
@@ -229,6 +233,16 @@ impl Gateway {
     /// Deadline of the local community.
     pub fn local_deadline(&self) -> Duration {
         Duration::from_millis(self.config.local.deadline_ms())
+    }
+
+    /// The look-ahead allowance of one retrieve request (`server.limits.retrieveLookaheadBytes`), taken
+    /// from the gateway's budget of buffered answers.
+    pub fn lookahead_budget(&self) -> crate::backend::LookaheadBudget {
+        crate::backend::LookaheadBudget::new(
+            usize::try_from(self.config.server.limits.retrieve_lookahead_bytes)
+                .unwrap_or(usize::MAX),
+            self.mtom_limits.budget.clone(),
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use futures::stream::BoxStream;
 use super::Gateway;
 use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
 use crate::backend::RetrieveStream;
-use crate::ihe::mtom::{MtomError, RetrieveResponseWriter};
+use crate::ihe::mtom::{FinishHook, MtomError, RetrieveResponseWriter};
 use crate::ihe::soap::{SoapHeader, write_fault};
 use crate::ihe::{Fault, FaultCode, Message, Transaction, Unreadable, write_soap};
 use crate::server::listener::PeerCertificate;
@@ -58,8 +58,22 @@ impl SoapReply {
         ))
     }
 
-    /// A streamed retrieve answer of `tx` (MTOM, one part per document).
+    /// A streamed retrieve answer of `tx` (MTOM, one part per document). A document that fails after
+    /// the root was sent is reported in a final-status part ([`RetrieveResponseWriter`]); the message
+    /// always ends with its closing boundary.
     pub fn retrieve(tx: Transaction, request: &SoapHeader, s: RetrieveStream) -> SoapReply {
+        SoapReply::retrieve_with(tx, request, s, None)
+    }
+
+    /// [`SoapReply::retrieve`] with a hook that learns what was delivered before the closing boundary
+    /// is written (the audit record of an answer whose outcome was not known before its first byte);
+    /// when the hook fails the message is left without its closing boundary.
+    pub fn retrieve_with(
+        tx: Transaction,
+        request: &SoapHeader,
+        s: RetrieveStream,
+        finish: Option<FinishHook>,
+    ) -> SoapReply {
         let writer = RetrieveResponseWriter::new(
             &SoapHeader::response(tx.response_action(), request),
             &s.response,
@@ -68,7 +82,7 @@ impl SoapReply {
         let content_type = writer.content_type();
         SoapReply::Stream {
             content_type,
-            body: Box::pin(writer.into_body(s.items)),
+            body: Box::pin(writer.into_body(s.items, finish)),
         }
     }
 }
@@ -122,7 +136,9 @@ pub async fn reject(
     let mut r = AuditRecord::new(event, tx, side);
     r.outcome = Outcome::Failure;
     r.outcome_detail = Some(f.reason.clone());
-    r.message_id = h.and_then(|h| h.message_id.clone());
+    r.message_id = h
+        .and_then(|h| h.message_id.as_deref())
+        .map(crate::ihe::soap::echoed);
     r.remote_address = peer.and_then(|p| p.remote).map(|a| a.ip().to_string());
     if let Err(e) = g.hooks.audit(&r).await {
         tracing::error!(transaction = %tx, error = %e, "audit record of a rejected request not written");

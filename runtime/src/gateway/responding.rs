@@ -209,7 +209,7 @@ async fn consent(
         holder(g),
         &outcome,
     );
-    rec.message_id = h.message_id.clone();
+    rec.message_id = h.message_id.as_deref().map(crate::ihe::soap::echoed);
     if let Err(e) = g.hooks.audit(&rec).await {
         outcome = failure_outcome(g, format!("audit trail unavailable: {e}"));
     }
@@ -229,7 +229,7 @@ fn record(
     r.requester = requester.map(Into::into);
     r.patient = patient.cloned();
     r.data_holder = Some(holder(g));
-    r.message_id = h.message_id.clone();
+    r.message_id = h.message_id.as_deref().map(crate::ihe::soap::echoed);
     r
 }
 

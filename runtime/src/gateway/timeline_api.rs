@@ -312,8 +312,20 @@ async fn fetch_manifests(
     };
     let mut errors: Vec<RegistryError> = stream.response.errors.clone();
     let mut out = BTreeMap::new();
-    match collect_documents(stream, MAX_MANIFEST).await {
-        Ok(docs) => {
+    match collect_documents_reporting(stream, MAX_MANIFEST).await {
+        Ok((docs, failed)) => {
+            for (meta, why) in failed {
+                errors.push(
+                    RegistryError::new(
+                        ErrorCode::XDSRepositoryError,
+                        format!(
+                            "manifest {} not retrieved whole: {why}",
+                            meta.document_unique_id
+                        ),
+                    )
+                    .at(t.home.to_string()),
+                );
+            }
             for (meta, bytes) in docs {
                 match crate::dicom::parse_kos(&bytes) {
                     Ok(kos) => {
@@ -353,17 +365,40 @@ async fn fetch_manifests(
 }
 
 /// Reads a whole retrieve stream into memory, each document bounded by `max_each` bytes (manifests and
-/// reports; images are relayed, never collected).
+/// reports; images are relayed, never collected). A document that could not be delivered whole
+/// ([`RetrieveItem::Failed`]) is an error; [`collect_documents_reporting`] keeps the others.
 pub async fn collect_documents(
     s: RetrieveStream,
     max_each: usize,
 ) -> Result<Vec<(DocumentResponseMeta, Bytes)>, String> {
+    let (docs, failed) = collect_documents_reporting(s, max_each).await?;
+    match failed.first() {
+        Some((m, why)) => Err(format!("document {}: {why}", m.document_unique_id)),
+        None => Ok(docs),
+    }
+}
+
+/// [`collect_documents`], returning the documents delivered whole and, apart, those that were not
+/// (with the reason).
+pub async fn collect_documents_reporting(
+    s: RetrieveStream,
+    max_each: usize,
+) -> Result<Failing, String> {
     let metas = s.documents;
     let mut items = s.items;
     let mut out = Vec::new();
+    let mut failed = Vec::new();
     let mut cur: Option<(usize, BytesMut)> = None;
     while let Some(it) = items.next().await {
         match it.map_err(|e| e.to_string())? {
+            RetrieveItem::Failed(i, why) => {
+                if cur.as_ref().is_some_and(|(c, _)| *c == i) {
+                    cur = None;
+                }
+                if let Some(m) = metas.get(i) {
+                    failed.push((m.clone(), why));
+                }
+            }
             RetrieveItem::Document(i) => cur = Some((i, BytesMut::new())),
             RetrieveItem::Chunk(c) => {
                 if let Some((_, buf)) = &mut cur {
@@ -382,5 +417,12 @@ pub async fn collect_documents(
             }
         }
     }
-    Ok(out)
+    Ok((out, failed))
 }
+
+/// Documents delivered whole, and those that were not with the reason
+/// ([`collect_documents_reporting`]).
+pub type Failing = (
+    Vec<(DocumentResponseMeta, Bytes)>,
+    Vec<(DocumentResponseMeta, String)>,
+);

@@ -94,6 +94,15 @@ pub enum MtomError {
     /// documents left without content).
     #[error("retrieve response items out of order: {0}")]
     Sequence(String),
+    /// Buffering this answer would take the gateway's [`BufferBudget`] (bytes of peers' answers held in
+    /// memory at once, across every request) past its total.
+    #[error(
+        "the gateway already holds its budget of {budget} bytes of buffered answers; this answer does not fit"
+    )]
+    OverBudget {
+        /// The budget's total, bytes.
+        budget: u64,
+    },
 }
 
 impl From<XmlError> for MtomError {
@@ -109,7 +118,10 @@ impl MtomError {
     pub fn to_fault(&self) -> Fault {
         match self {
             MtomError::Soap(e) => e.to_fault(),
-            MtomError::Body(_) | MtomError::Source(_) | MtomError::Sequence(_) => Fault {
+            MtomError::Body(_)
+            | MtomError::Source(_)
+            | MtomError::Sequence(_)
+            | MtomError::OverBudget { .. } => Fault {
                 code: FaultCode::Receiver,
                 subcode: None,
                 reason: self.to_string(),
@@ -281,10 +293,13 @@ pub struct MtomLimits {
     /// Largest attachment buffered by the non-streaming helpers ([`read_multipart`],
     /// [`read_retrieve_response`]); the streaming reader never buffers attachments.
     pub max_buffered_bytes: usize,
+    /// The budget the streaming reader charges a root it buffers to (shared by every request of a
+    /// gateway, see [`BufferBudget`]); `None`: only `max_root_bytes` bounds it.
+    pub budget: Option<BufferBudget>,
 }
 
 impl Default for MtomLimits {
-    /// Root 64 MiB, part headers 16 KiB, 100,000 parts, buffered messages 64 MiB.
+    /// Root 64 MiB, part headers 16 KiB, 100,000 parts, buffered messages 64 MiB, no shared budget.
     fn default() -> Self {
         MtomLimits {
             xml: Limits::default(),
@@ -292,21 +307,131 @@ impl Default for MtomLimits {
             max_header_bytes: 16 * 1024,
             max_parts: 100_000,
             max_buffered_bytes: 64 * 1024 * 1024,
+            budget: None,
         }
     }
 }
 
 impl From<&LimitsConfig> for MtomLimits {
     /// XML limits from the config; the root part may hold inline documents up to
-    /// `maxInlineDocumentBytes` (base64 adds a third); buffered messages up to `maxBodyBytes`.
+    /// `maxInlineDocumentBytes` (base64 adds a third, plus 64 KiB for the envelope around them);
+    /// buffered messages up to `maxBodyBytes`. No budget: the gateway adds its own
+    /// ([`BufferBudget::new`] of `maxBufferedAnswerBytes`), shared by every client it builds.
     fn from(c: &LimitsConfig) -> MtomLimits {
-        let inline = usize::try_from(c.max_inline_document_bytes).unwrap_or(usize::MAX);
         let body = usize::try_from(c.max_body_bytes).unwrap_or(usize::MAX);
         MtomLimits {
             xml: Limits::from(c),
-            max_root_bytes: inline.saturating_add(inline / 3).max(body),
+            max_root_bytes: root_bytes_for_inline(c.max_inline_document_bytes).max(body),
             max_buffered_bytes: body,
             ..MtomLimits::default()
+        }
+    }
+}
+
+/// The largest root part (or plain SOAP answer) that can carry an inline document of `inline` bytes:
+/// its base64 (4/3) plus 64 KiB for the envelope around it.
+pub fn root_bytes_for_inline(inline: u64) -> usize {
+    let inline = usize::try_from(inline).unwrap_or(usize::MAX);
+    inline
+        .saturating_add(inline.div_ceil(3))
+        .saturating_add(64 * 1024)
+}
+
+/// A budget of bytes of peers' answers that the gateway holds in memory at once, shared by every
+/// request of a gateway (`server.limits.maxBufferedAnswerBytes`): buffered root parts and plain SOAP
+/// answers with their inline base64 documents, and the look-ahead of relayed retrieves.
+///
+/// Why one budget and not only a per-answer limit: a peer that answers every retrieve with a document
+/// at the per-answer limit would otherwise multiply it by the number of requests in flight. Taking
+/// never waits ([`BufferBudget::try_take`]): answers that each hold part of the budget and wait for
+/// more could block each other until their deadlines; an answer that does not fit is refused at once
+/// ([`MtomError::OverBudget`]), which the gateway reports as that community's error.
+#[derive(Clone)]
+pub struct BufferBudget {
+    sem: std::sync::Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+impl std::fmt::Debug for BufferBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferBudget")
+            .field("total", &self.total)
+            .field("available", &self.available())
+            .finish()
+    }
+}
+
+impl PartialEq for BufferBudget {
+    /// The same budget (not an equal one).
+    fn eq(&self, other: &BufferBudget) -> bool {
+        std::sync::Arc::ptr_eq(&self.sem, &other.sem)
+    }
+}
+
+impl Eq for BufferBudget {}
+
+impl BufferBudget {
+    /// A budget of `total` bytes (at most `tokio::sync::Semaphore::MAX_PERMITS`).
+    pub fn new(total: usize) -> BufferBudget {
+        let total = total.min(tokio::sync::Semaphore::MAX_PERMITS);
+        BufferBudget {
+            sem: std::sync::Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// The total, bytes.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Bytes not taken at the moment.
+    pub fn available(&self) -> usize {
+        self.sem.available_permits()
+    }
+
+    /// Takes `n` bytes, or `None` at once when fewer are left. The bytes return to the budget when the
+    /// [`BudgetPermit`] is dropped.
+    pub fn try_take(&self, n: usize) -> Option<BudgetPermit> {
+        if n == 0 {
+            return Some(BudgetPermit(None));
+        }
+        let n = u32::try_from(n).ok()?;
+        self.sem
+            .clone()
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| BudgetPermit(Some(p)))
+    }
+
+    /// [`Self::try_take`] added to `held`; `false` (nothing taken) when fewer than `n` bytes are left.
+    pub fn take_into(&self, held: &mut BudgetPermit, n: usize) -> bool {
+        match self.try_take(n) {
+            Some(p) => {
+                held.merge(p);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Bytes taken from a [`BufferBudget`]; given back when dropped.
+#[derive(Debug, Default)]
+pub struct BudgetPermit(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl BudgetPermit {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Adds `other`'s bytes to this permit (both must come from the same budget).
+    pub fn merge(&mut self, other: BudgetPermit) {
+        match (&mut self.0, other.0) {
+            (Some(a), Some(b)) => a.merge(b),
+            (a @ None, b) => *a = b,
+            (Some(_), None) => {}
         }
     }
 }
@@ -398,15 +523,21 @@ impl Scanner {
         self.state == State::Done
     }
 
+    /// After the closing boundary: the input buffered after it (the start of the epilogue), taken out
+    /// of the scanner. Empty before.
+    pub fn take_epilogue(&mut self) -> Bytes {
+        if self.state != State::Done {
+            return Bytes::new();
+        }
+        self.buf.split().freeze()
+    }
+
     /// The next event. Errors: [`MtomError::Malformed`], [`MtomError::Truncated`],
     /// [`MtomError::HeaderTooLarge`], [`MtomError::TooManyParts`].
     pub fn next_event(&mut self) -> Result<ScanEvent, MtomError> {
         loop {
             match self.state {
-                State::Done => {
-                    self.buf.clear();
-                    return Ok(ScanEvent::Done);
-                }
+                State::Done => return Ok(ScanEvent::Done),
                 State::Preamble => {
                     // a delimiter without the line end before it only at the very start of the body
                     // (RFC 2046 5.1.1); once preamble bytes were dropped the buffer starts mid-line
@@ -441,6 +572,7 @@ impl Scanner {
                         return Ok(ScanEvent::NeedMore);
                     }
                     if self.buf.starts_with(b"--") {
+                        self.buf.advance(2);
                         self.state = State::Done;
                         continue;
                     }
@@ -550,7 +682,17 @@ impl Scanner {
         };
         let mut h = PartHeaders::default();
         for (s, e) in lines {
-            let line = String::from_utf8_lossy(&self.buf[s..e]);
+            let raw = &self.buf[s..e];
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            // RFC 5322 2.2: no control characters but HTAB; field names printable ASCII without ':'.
+            // Strict on purpose: bytes of a document after a boundary string inside it are what a
+            // lenient reader would take for headers (and then for the start of a valid part)
+            if raw.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+                return Err(MtomError::Malformed(
+                    "part header line with a control character".into(),
+                ));
+            }
+            let line = String::from_utf8_lossy(raw);
             let line = line.trim_end();
             if line.starts_with([' ', '\t']) {
                 // folded continuation of the previous header (RFC 5322 2.2.3)
@@ -562,9 +704,16 @@ impl Scanner {
             }
             let Some((name, value)) = line.split_once(':') else {
                 return Err(MtomError::Malformed(format!(
-                    "part header line without ':': {line}"
+                    "part header line without ':': {}",
+                    super::soap::echoed(line)
                 )));
             };
+            if name.is_empty() || name.bytes().any(|b| !(33..=126).contains(&b)) {
+                return Err(MtomError::Malformed(format!(
+                    "part header name {:?} is not printable ASCII",
+                    super::soap::echoed(name)
+                )));
+            }
             h.headers
                 .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         }
@@ -732,14 +881,83 @@ impl MultipartReader {
 
     /// The rest of the current part collected, up to `max` bytes ([`MtomError::TooLarge`] beyond).
     pub async fn collect_part(&mut self, max: usize) -> Result<Bytes, MtomError> {
-        let mut out = BytesMut::new();
+        self.collect_part_within(max, None).await.map(|(b, _)| b)
+    }
+
+    /// [`Self::collect_part`], every byte also taken from `budget` when given ([`MtomError::OverBudget`]
+    /// when it runs out); the bytes taken come back with the part.
+    pub async fn collect_part_within(
+        &mut self,
+        max: usize,
+        budget: Option<&BufferBudget>,
+    ) -> Result<(Bytes, BudgetPermit), MtomError> {
+        let mut out = Vec::new();
+        let mut held = BudgetPermit::default();
         while let Some(c) = self.chunk().await? {
             if out.len() + c.len() > max {
                 return Err(MtomError::TooLarge { limit: max as u64 });
             }
-            out.extend_from_slice(&c);
+            if let Err(b) = append_charged(&mut out, &c, max, budget, &mut held) {
+                return Err(MtomError::OverBudget {
+                    budget: b.total() as u64,
+                });
+            }
         }
-        Ok(out.freeze())
+        Ok((Bytes::from(out), held))
+    }
+
+    /// Skips the rest of the current part without decoding it (after its base64 failed to decode, the
+    /// framing around it can still be read). Errors: framing ([`MtomError::Malformed`],
+    /// [`MtomError::Truncated`], ...).
+    pub async fn skip_part(&mut self) -> Result<(), MtomError> {
+        self.b64 = None;
+        self.pending_end = false;
+        while self.in_part {
+            match self.event().await? {
+                ScanEvent::Data(_) => {}
+                ScanEvent::PartEnd => self.in_part = false,
+                other => {
+                    return Err(MtomError::Malformed(format!(
+                        "expected part data, scanner gave {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the closing boundary: reads the rest of the body (the epilogue) and checks that it is
+    /// blank (white space only) and at most `max` bytes. RFC 2046 lets a reader ignore an epilogue;
+    /// a relay must not: text after a closing delimiter is what a boundary inside a document's bytes
+    /// followed by `--` leaves, and the part before it was then cut short. Errors:
+    /// [`MtomError::Malformed`]; [`MtomError::Body`] when the body stream fails.
+    pub async fn finish_epilogue(&mut self, max: usize) -> Result<(), MtomError> {
+        if !self.done {
+            return Err(MtomError::Malformed(
+                "the epilogue was asked for before the closing boundary".into(),
+            ));
+        }
+        let mut seen = 0usize;
+        let mut check = |b: &[u8]| -> Result<(), MtomError> {
+            seen += b.len();
+            if seen > max {
+                return Err(MtomError::Malformed(format!(
+                    "more than {max} bytes after the closing boundary"
+                )));
+            }
+            if b.iter().any(|c| !c.is_ascii_whitespace()) {
+                return Err(MtomError::Malformed(
+                    "data after the closing boundary (a boundary inside a part's bytes?)".into(),
+                ));
+            }
+            Ok(())
+        };
+        check(&self.scanner.take_epilogue())?;
+        while let Some(c) = self.body.next().await {
+            let c = c.map_err(|e| MtomError::Body(e.to_string()))?;
+            check(&c)?;
+        }
+        Ok(())
     }
 }
 
@@ -840,9 +1058,41 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Into<BoxError>,
 {
+    collect_body_within(content_length, body, limit, None)
+        .await
+        .map(|(b, _)| b)
+}
+
+/// [`collect_body`], every byte also taken from `budget` when given: a declared length at once (so an
+/// answer that cannot fit is refused before it is read), an undeclared one chunk by chunk
+/// ([`MtomError::OverBudget`] when the budget runs out). The bytes taken come back with the body.
+pub async fn collect_body_within<S, E>(
+    content_length: Option<u64>,
+    body: S,
+    limit: usize,
+    budget: Option<&BufferBudget>,
+) -> Result<(Bytes, BudgetPermit), MtomError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
     check_declared_length(content_length, limit as u64)?;
+    let over = |b: &BufferBudget| MtomError::OverBudget {
+        budget: b.total() as u64,
+    };
+    let mut held = BudgetPermit::default();
+    let mut out = Vec::new();
+    if let Some(n) = content_length {
+        // at most `limit`, checked above
+        let n = n as usize;
+        if let Some(b) = budget
+            && !b.take_into(&mut held, n)
+        {
+            return Err(over(b));
+        }
+        out.reserve_exact(n);
+    }
     let mut body = boxed_body(body);
-    let mut out = BytesMut::new();
     while let Some(c) = body.next().await {
         let c = c.map_err(|e| MtomError::Body(e.to_string()))?;
         if out.len() + c.len() > limit {
@@ -850,9 +1100,40 @@ where
                 limit: limit as u64,
             });
         }
-        out.extend_from_slice(&c);
+        append_charged(&mut out, &c, limit, budget, &mut held).map_err(over)?;
     }
-    Ok(out.freeze())
+    Ok((Bytes::from(out), held))
+}
+
+/// Appends `c` to `out`, growing its allocation at most twofold and never beyond `limit` (nor beyond
+/// what the content needs when the budget is short), with every byte of the allocation, not only of
+/// the content, taken from `budget` when given: an answer held while it is read costs the gateway its
+/// capacity (a vector grown by doubling holds up to twice its content). `Err(budget)` when the budget
+/// cannot cover the content.
+fn append_charged<'b>(
+    out: &mut Vec<u8>,
+    c: &[u8],
+    limit: usize,
+    budget: Option<&'b BufferBudget>,
+    held: &mut BudgetPermit,
+) -> Result<(), &'b BufferBudget> {
+    let need = out.len() + c.len();
+    if need > out.capacity() {
+        let mut cap = out.capacity().saturating_mul(2).min(limit).max(need);
+        if let Some(b) = budget {
+            let more = cap.saturating_sub(held.bytes());
+            if more > 0 && !b.take_into(held, more) {
+                cap = need;
+                let exact = need.saturating_sub(held.bytes());
+                if exact > 0 && !b.take_into(held, exact) {
+                    return Err(b);
+                }
+            }
+        }
+        out.reserve_exact(cap - out.len());
+    }
+    out.extend_from_slice(c);
+    Ok(())
 }
 
 /// Reads a whole buffered retrieve response (MTOM, plain SOAP or base64 inside MTOM) with every
@@ -908,34 +1189,54 @@ pub enum RetrieveItem {
     Chunk(Bytes),
     /// The current document is complete.
     End,
+    /// Document `i` cannot be delivered (whole, or the rest of it when it is the current one), with
+    /// the reason. Ends the current document when it is `i`; may also name a document not started.
+    Failed(usize, String),
 }
 
 /// Streaming reader of a retrieve response (ITI-39 / ITI-43 / RAD-69 / RAD-75; RAD TF-3 4.69.4.2).
 ///
-/// [`RetrieveResponseReader::open`] reads the SOAP root (buffered up to `max_root_bytes`) and knows the
-/// RegistryResponse and every DocumentResponse; [`RetrieveResponseReader::next_document`] then yields
-/// documents in wire order (inline base64 ones first) and [`RetrieveResponseReader::chunk`] their
-/// content. MTOM attachments are never buffered; parts no `xop:Include` names are skipped; a named part
-/// that never arrives is [`MtomError::MissingPart`]. Limitation: the root must be the first part (as
-/// XOP 1.0 and every known peer have it).
+/// [`RetrieveResponseReader::open`] reads the SOAP root (buffered up to `max_root_bytes`, charged to
+/// the limits' [`BufferBudget`] when there is one) and knows the RegistryResponse and every
+/// DocumentResponse. Then either:
+///
+/// * strictly, [`RetrieveResponseReader::next_document`] yields documents in wire order (inline base64
+///   ones first) and [`RetrieveResponseReader::chunk`] their content; the first problem is an error
+///   (a named part that never arrives is [`MtomError::MissingPart`]); or
+/// * for a relay, [`RetrieveResponseReader::into_items`] yields [`RetrieveItem`]s and turns every
+///   problem into [`RetrieveItem::Failed`] for the documents it concerns, so that the documents before
+///   it are still delivered (see there).
+///
+/// MTOM attachments are never buffered; parts no `xop:Include` names are skipped. Limitation: the root
+/// must be the first part (as XOP 1.0 and every known peer have it).
 pub struct RetrieveResponseReader {
     header: SoapHeader,
     response: RegistryResponse,
     documents: Vec<DocumentResponseMeta>,
     inline: VecDeque<(usize, Bytes)>,
     by_cid: HashMap<String, usize>,
+    /// Documents that cannot get content whatever follows (decided from the root), with the reason.
+    unresolvable: VecDeque<(usize, String)>,
     delivered: Vec<bool>,
     mp: Option<MultipartReader>,
     pending: Option<Bytes>,
     in_part: bool,
+    /// The buffered root's bytes, given back to the budget when the reader is dropped (the inline
+    /// documents decoded from it live as long).
+    _held: BudgetPermit,
 }
+
+/// Largest epilogue (bytes after the closing boundary) a relay reads; it must be blank.
+const MAX_EPILOGUE: usize = 64 * 1024;
 
 impl RetrieveResponseReader {
     /// Opens a response body with its `Content-Type` and (when known) `Content-Length`. A plain SOAP
     /// body is buffered up to `max_root_bytes` (refused up front when `content_length` says more).
     ///
-    /// Errors: [`MtomError`] for framing, size and transport problems; [`MtomError::Soap`] with
-    /// [`SoapError::Fault`] when the peer answered with a SOAP fault.
+    /// Errors: [`MtomError`] for framing, size and transport problems ([`MtomError::OverBudget`] when
+    /// the root does not fit the limits' budget); [`MtomError::Soap`] with [`SoapError::Fault`] when
+    /// the peer answered with a SOAP fault. Problems of single documents (an `xop:Include` naming no
+    /// part, two naming the same part) are not errors here: they surface when the document is read.
     pub async fn open<S, E>(
         content_type: &str,
         content_length: Option<u64>,
@@ -947,7 +1248,8 @@ impl RetrieveResponseReader {
         E: Into<BoxError>,
     {
         let ct = ContentType::parse(content_type)?;
-        let (root, mp) = if ct.mime.starts_with("multipart/") {
+        let budget = limits.budget.as_ref();
+        let (root, held, mp) = if ct.mime.starts_with("multipart/") {
             let mut mp = MultipartReader::new(&ct, body, limits)?;
             let first = mp
                 .next_part()
@@ -960,11 +1262,14 @@ impl RetrieveResponseReader {
                     "the root part <{start}> is not the first part (found <{id}>)"
                 )));
             }
-            let root = mp.collect_part(limits.max_root_bytes).await?;
-            (root, Some(mp))
+            let (root, held) = mp
+                .collect_part_within(limits.max_root_bytes, budget)
+                .await?;
+            (root, held, Some(mp))
         } else {
-            let root = collect_body(content_length, body, limits.max_root_bytes).await?;
-            (root, None)
+            let (root, held) =
+                collect_body_within(content_length, body, limits.max_root_bytes, budget).await?;
+            (root, held, None)
         };
         let (header, resp) = parse_root(&root, limits)?;
         drop(root);
@@ -972,19 +1277,32 @@ impl RetrieveResponseReader {
         let mut documents = Vec::with_capacity(n);
         let mut inline = VecDeque::new();
         let mut by_cid = HashMap::new();
+        let mut unresolvable = VecDeque::new();
         for (i, d) in resp.documents.into_iter().enumerate() {
             match d.content {
                 Content::Inline(b) => inline.push_back((i, b)),
-                Content::Include(cid) => {
-                    by_cid.insert(cid, i);
-                }
+                Content::Include(cid) if mp.is_none() => unresolvable.push_back((
+                    i,
+                    format!("xop:Include names cid:{cid}, but the answer has no MIME parts"),
+                )),
+                Content::Include(cid) if cid.trim().is_empty() => unresolvable.push_back((
+                    i,
+                    "xop:Include names no MIME part (its href is no cid: URL)".into(),
+                )),
+                Content::Include(cid) => match by_cid.entry(cid) {
+                    std::collections::hash_map::Entry::Occupied(e) => unresolvable.push_back((
+                        i,
+                        format!(
+                            "xop:Include names cid:{}, the part of another document",
+                            e.key()
+                        ),
+                    )),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(i);
+                    }
+                },
             }
             documents.push(d.meta);
-        }
-        if mp.is_none()
-            && let Some(cid) = by_cid.keys().next()
-        {
-            return Err(MtomError::MissingPart(cid.clone()));
         }
         Ok(RetrieveResponseReader {
             header,
@@ -992,10 +1310,12 @@ impl RetrieveResponseReader {
             documents,
             inline,
             by_cid,
+            unresolvable,
             delivered: vec![false; n],
             mp,
             pending: None,
             in_part: false,
+            _held: held,
         })
     }
 
@@ -1015,9 +1335,23 @@ impl RetrieveResponseReader {
         &self.documents
     }
 
+    fn missing(&self) -> Option<MtomError> {
+        if let Some((i, _)) = self.unresolvable.front() {
+            return Some(MtomError::MissingPart(format!(
+                "(document {})",
+                self.documents[*i].document_unique_id
+            )));
+        }
+        self.by_cid
+            .iter()
+            .find(|(_, i)| !self.delivered[**i])
+            .map(|(cid, _)| MtomError::MissingPart(cid.clone()))
+    }
+
     /// Moves to the next document whose content is available (the rest of the current one is skipped);
     /// `None` when all are through. Errors with [`MtomError::MissingPart`] when the message ends with a
-    /// named part missing.
+    /// named part missing (or a document's `xop:Include` can name no part), and with the first framing
+    /// or transport error.
     pub async fn next_document(&mut self) -> Result<Option<usize>, MtomError> {
         self.pending = None;
         if self.in_part {
@@ -1032,14 +1366,17 @@ impl RetrieveResponseReader {
             return Ok(Some(i));
         }
         let Some(mp) = &mut self.mp else {
-            return Ok(None);
+            return match self.missing() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
         };
         loop {
             let Some(h) = mp.next_part().await? else {
-                if let Some((cid, _)) = self.by_cid.iter().find(|(_, i)| !self.delivered[**i]) {
-                    return Err(MtomError::MissingPart(cid.clone()));
-                }
-                return Ok(None);
+                return match self.missing() {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                };
             };
             let Some(&i) = h.content_id().and_then(|c| self.by_cid.get(c)) else {
                 continue; // a part nothing refers to
@@ -1076,25 +1413,181 @@ impl RetrieveResponseReader {
         }
     }
 
-    /// The documents as a flat stream of [`RetrieveItem`]s, for [`RetrieveResponseWriter::into_body`].
+    /// The documents as a flat stream of [`RetrieveItem`]s, for a relay
+    /// ([`RetrieveResponseWriter::into_body`]). The stream never ends with an error: every problem
+    /// becomes [`RetrieveItem::Failed`] for the documents it concerns, and the documents before it are
+    /// delivered.
+    ///
+    /// * A document whose `xop:Include` can name no part (no MIME parts at all, an empty cid, a part
+    ///   already named by another document) fails at once.
+    /// * A part declared base64 whose content does not decode fails its document; the parts after it
+    ///   are read on.
+    /// * A document's [`RetrieveItem::End`] is held back until what follows its part has been read as
+    ///   valid framing: the next part's header block, or the closing boundary followed by a blank
+    ///   epilogue and the end of the body. Only then is the part known to be whole: a boundary string
+    ///   inside a document's bytes ends its part early, and the text after it is no valid part header
+    ///   (or it is a closing boundary with the rest of the message after it).
+    /// * Broken framing (no closing boundary, a part cut short, part headers missing or too large, the
+    ///   body stream failing) fails the document being read or held and every document not started.
+    /// * At the closing boundary every document whose part never came fails.
     pub fn into_items(self) -> impl Stream<Item = Result<RetrieveItem, MtomError>> + Send {
-        futures::stream::unfold((self, false, false), |(mut r, in_doc, failed)| async move {
-            if failed {
+        let st = Relay {
+            queue: VecDeque::new(),
+            open: None,
+            ended: None,
+            finished: false,
+            r: self,
+        };
+        futures::stream::unfold(st, |mut st| async move {
+            let item = st.next_item().await?;
+            Some((Ok(item), st))
+        })
+    }
+}
+
+/// The state of [`RetrieveResponseReader::into_items`].
+struct Relay {
+    r: RetrieveResponseReader,
+    /// Items decided, to be handed out first.
+    queue: VecDeque<RetrieveItem>,
+    /// The document whose part is being read.
+    open: Option<usize>,
+    /// The document whose part ended; its `End` waits for the framing after it.
+    ended: Option<usize>,
+    finished: bool,
+}
+
+impl Relay {
+    /// Fails the open and the held document and every document not started, and stops reading (the
+    /// body is dropped, which closes the peer's connection).
+    fn fail_rest(&mut self, reason: &str) {
+        for i in [self.open.take(), self.ended.take()].into_iter().flatten() {
+            self.queue.push_back(RetrieveItem::Failed(
+                i,
+                format!("its part could not be read whole: {reason}"),
+            ));
+        }
+        while let Some((i, why)) = self.r.unresolvable.pop_front() {
+            self.queue.push_back(RetrieveItem::Failed(i, why));
+        }
+        let mut rest: Vec<usize> = self
+            .r
+            .by_cid
+            .values()
+            .copied()
+            .filter(|i| !self.r.delivered[*i])
+            .collect();
+        rest.sort_unstable();
+        for i in rest {
+            self.r.delivered[i] = true;
+            self.queue.push_back(RetrieveItem::Failed(
+                i,
+                format!("the answer broke off before its part: {reason}"),
+            ));
+        }
+        self.r.mp = None;
+        self.finished = true;
+    }
+
+    /// Every document whose part never came fails (the message is through).
+    fn fail_missing(&mut self) {
+        while let Some((i, why)) = self.r.unresolvable.pop_front() {
+            self.queue.push_back(RetrieveItem::Failed(i, why));
+        }
+        let mut rest: Vec<(usize, String)> = self
+            .r
+            .by_cid
+            .iter()
+            .filter(|(_, i)| !self.r.delivered[**i])
+            .map(|(c, i)| (*i, c.clone()))
+            .collect();
+        rest.sort_unstable();
+        for (i, cid) in rest {
+            self.r.delivered[i] = true;
+            self.queue.push_back(RetrieveItem::Failed(
+                i,
+                format!("xop:Include names cid:{cid}, which is not in the answer"),
+            ));
+        }
+        self.r.mp = None;
+        self.finished = true;
+    }
+
+    async fn next_item(&mut self) -> Option<RetrieveItem> {
+        loop {
+            if let Some(it) = self.queue.pop_front() {
+                return Some(it);
+            }
+            if self.finished {
                 return None;
             }
-            if in_doc {
-                return match r.chunk().await {
-                    Ok(Some(b)) => Some((Ok(RetrieveItem::Chunk(b)), (r, true, false))),
-                    Ok(None) => Some((Ok(RetrieveItem::End), (r, false, false))),
-                    Err(e) => Some((Err(e), (r, false, true))),
-                };
+            if let Some((i, why)) = self.r.unresolvable.pop_front() {
+                return Some(RetrieveItem::Failed(i, why));
             }
-            match r.next_document().await {
-                Ok(Some(i)) => Some((Ok(RetrieveItem::Document(i)), (r, true, false))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), (r, false, true))),
+            if let Some((i, b)) = self.r.inline.pop_front() {
+                self.r.delivered[i] = true;
+                if !b.is_empty() {
+                    self.queue.push_back(RetrieveItem::Chunk(b));
+                }
+                self.queue.push_back(RetrieveItem::End);
+                return Some(RetrieveItem::Document(i));
             }
-        })
+            let Some(mp) = self.r.mp.as_mut() else {
+                self.fail_missing();
+                continue;
+            };
+            if let Some(i) = self.open {
+                match mp.chunk().await {
+                    Ok(Some(b)) => return Some(RetrieveItem::Chunk(b)),
+                    Ok(None) => {
+                        self.open = None;
+                        self.ended = Some(i);
+                    }
+                    Err(e @ MtomError::Base64(_)) => {
+                        // the content is bad, the framing around it may still be good
+                        self.open = None;
+                        self.queue.push_back(RetrieveItem::Failed(
+                            i,
+                            format!("its part does not decode: {e}"),
+                        ));
+                        if let Err(e) = mp.skip_part().await {
+                            self.fail_rest(&e.to_string());
+                        }
+                    }
+                    Err(e) => self.fail_rest(&e.to_string()),
+                }
+                continue;
+            }
+            match mp.next_part().await {
+                Err(e) => self.fail_rest(&e.to_string()),
+                Ok(None) => match mp.finish_epilogue(MAX_EPILOGUE).await {
+                    Err(e) => self.fail_rest(&e.to_string()),
+                    Ok(()) => {
+                        if self.ended.take().is_some() {
+                            self.queue.push_back(RetrieveItem::End);
+                        }
+                        self.fail_missing();
+                    }
+                },
+                Ok(Some(h)) => {
+                    if self.ended.take().is_some() {
+                        self.queue.push_back(RetrieveItem::End);
+                    }
+                    let found = h
+                        .content_id()
+                        .filter(|c| !c.trim().is_empty())
+                        .and_then(|c| self.r.by_cid.get(c))
+                        .copied()
+                        .filter(|i| !self.r.delivered[*i]);
+                    // a part nothing refers to, or a repeated one (the first counts): skipped
+                    if let Some(i) = found {
+                        self.r.delivered[i] = true;
+                        self.open = Some(i);
+                        self.queue.push_back(RetrieveItem::Document(i));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -1104,18 +1597,59 @@ impl RetrieveResponseReader {
 /// The root part lists every DocumentResponse with an `xop:Include` to its part, so all document
 /// metadata is needed up front; the contents then flow through [`RetrieveResponseWriter::into_body`]
 /// chunk by chunk, in any order, without being buffered.
+///
+/// **A document that fails after the root was sent.** The root (status, errors, the list of
+/// documents) leaves first and cannot be taken back, so a relay decides as much as it can before the
+/// first byte (`RetrieveStream::look_ahead` in the gateway). What fails later is handled so that the
+/// message stays well formed and says what happened:
+///
+/// * the failed document's part is ended where its bytes stopped (a document that never started gets
+///   an empty part), so every `xop:Include` of the root still names a part of the message;
+/// * after the last document part comes one more part, the **final status**: an `rs:RegistryResponse`
+///   XML document (`Content-Type: application/xml`, `Content-ID: <status.…@duo.invalid>`, header
+///   `Content-Description: final-status`) with the status the answer really has (PartialSuccess or
+///   Failure, ITI TF-2b 3.43.4.2.3) and every error: those of the root and one XDSRepositoryError per
+///   document that was not delivered whole, located at its DocumentUniqueId. No `xop:Include` names it,
+///   so consumers that do not know it skip it (XOP 1.0 §3); a consumer that does must treat the
+///   documents it names as not delivered;
+/// * then the closing boundary, as always.
+///
+/// Without a failure after the root no such part is written: the answer is the plain IHE one.
 pub struct RetrieveResponseWriter {
     boundary: String,
     root_cid: String,
+    status_cid: String,
     action: String,
     cids: Vec<String>,
     mime_types: Vec<String>,
+    document_ids: Vec<String>,
+    response: RegistryResponse,
     root: Bytes,
 }
 
 fn mime_header_safe(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
 }
+
+/// What a [`RetrieveResponseWriter`] sent, known when its last document part is written: for the audit
+/// record of the answer ([`FinishHook`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenReport {
+    /// Indices (into the writer's documents) of the documents delivered whole, in the order written.
+    pub delivered: Vec<usize>,
+    /// Indices of the documents not delivered whole, with the reason.
+    pub failed: Vec<(usize, String)>,
+    /// The answer's final status and errors (the root's, plus one per failed document): what the
+    /// final-status part says when there is one, else what the root said.
+    pub response: RegistryResponse,
+}
+
+/// Called by [`RetrieveResponseWriter::into_body`] with the [`WrittenReport`] after the last document
+/// part and before the closing boundary; an `Err` (the audit record could not be written) leaves the
+/// message without its closing boundary, so no consumer can take it for a complete answer.
+pub type FinishHook = Box<
+    dyn FnOnce(WrittenReport) -> futures::future::BoxFuture<'static, Result<(), String>> + Send,
+>;
 
 impl RetrieveResponseWriter {
     /// A writer for a response with these headers, status/errors and documents (in root order).
@@ -1127,6 +1661,7 @@ impl RetrieveResponseWriter {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let boundary = format!("MIMEBoundary_duo_{tag}");
         let root_cid = format!("root.{tag}@duo.invalid");
+        let status_cid = format!("status.{tag}@duo.invalid");
         let cids: Vec<String> = (0..documents.len())
             .map(|i| format!("{i}.urn:uuid:{tag}@duo.invalid"))
             .collect();
@@ -1147,12 +1682,18 @@ impl RetrieveResponseWriter {
         RetrieveResponseWriter {
             boundary,
             root_cid,
+            status_cid,
             action: header.action.clone(),
             cids,
             mime_types: documents
                 .iter()
                 .map(|d| mime_header_safe(&d.mime_type))
                 .collect(),
+            document_ids: documents
+                .iter()
+                .map(|d| d.document_unique_id.clone())
+                .collect(),
+            response: response.clone(),
             root: Bytes::from(root),
         }
     }
@@ -1179,85 +1720,214 @@ impl RetrieveResponseWriter {
         ))
     }
 
+    fn status_part(&self, response: &RegistryResponse) -> Bytes {
+        Bytes::from(format!(
+            "\r\n--{}\r\nContent-Type: application/xml; charset=UTF-8\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{}>\r\nContent-Description: final-status\r\n\r\n{}",
+            self.boundary,
+            self.status_cid,
+            response.to_xml_document()
+        ))
+    }
+
+    fn closing(&self) -> Bytes {
+        Bytes::from(format!("\r\n--{}--\r\n", self.boundary))
+    }
+
+    /// The final RegistryResponse: the root's errors plus one XDSRepositoryError per failed document,
+    /// status derived from them and the documents delivered.
+    fn final_response(&self, delivered: usize, failed: &[(usize, String)]) -> RegistryResponse {
+        if failed.is_empty() {
+            return self.response.clone();
+        }
+        let mut errors = self.response.errors.clone();
+        for (i, why) in failed {
+            let uid = &self.document_ids[*i];
+            errors.push(
+                crate::ihe::RegistryError::new(
+                    crate::ihe::ErrorCode::XDSRepositoryError,
+                    format!("document {uid} not delivered whole: {why}"),
+                )
+                .at(uid.clone()),
+            );
+        }
+        RegistryResponse::derive(errors, delivered)
+    }
+
     /// The body as a stream of chunks: the root part, then one part per [`RetrieveItem::Document`] with
-    /// its chunks passed through as they come, then the closing boundary. Every document must get its
-    /// content exactly once; otherwise the stream ends with [`MtomError::Sequence`] (the client sees a
-    /// truncated message, not a wrong one). Errors of `items` end it with [`MtomError::Source`] (or the
-    /// [`MtomError`] itself when the items come from a [`RetrieveResponseReader`]).
-    pub fn into_body<S, E>(self, items: S) -> impl Stream<Item = Result<Bytes, MtomError>> + Send
+    /// its chunks passed through as they come, then (only when something failed after the root) the
+    /// final-status part, then the closing boundary (see the type's documentation).
+    ///
+    /// Nothing the items do makes the stream end early or with an error: a document that fails
+    /// ([`RetrieveItem::Failed`]), an error of `items` (the current document and those not started
+    /// fail), items out of order (a chunk outside a document, an unknown or repeated index: the same)
+    /// and documents that never got content (each gets an empty part) all end up in the final status.
+    /// The only error is `finish`'s ([`MtomError::Source`]), after which the closing boundary is not
+    /// written.
+    pub fn into_body<S, E>(
+        self,
+        items: S,
+        finish: Option<FinishHook>,
+    ) -> impl Stream<Item = Result<Bytes, MtomError>> + Send
     where
         S: Stream<Item = Result<RetrieveItem, E>> + Send + 'static,
         E: Into<SourceError>,
     {
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        enum Doc {
+            Pending,
+            Open,
+            Delivered,
+            Failed,
+        }
         struct St<S> {
             w: RetrieveResponseWriter,
-            items: Pin<Box<S>>,
+            items: Option<Pin<Box<S>>>,
             started: bool,
             current: Option<usize>,
-            seen: Vec<bool>,
-            finished: bool,
+            docs: Vec<Doc>,
+            delivered: Vec<usize>,
+            failed: Vec<(usize, String)>,
+            finish: Option<FinishHook>,
+            out: VecDeque<Bytes>,
+            empty: VecDeque<usize>,
+            done: bool,
+        }
+        impl<S> St<S> {
+            fn fail(&mut self, i: usize, why: String) {
+                match self.docs[i] {
+                    Doc::Failed => return,
+                    Doc::Delivered => self.delivered.retain(|d| *d != i),
+                    // its xop:Include must still name a part of the message: an empty one, written
+                    // when no other part is open
+                    Doc::Pending => self.empty.push_back(i),
+                    Doc::Open => {}
+                }
+                if self.current == Some(i) {
+                    self.current = None;
+                }
+                self.docs[i] = Doc::Failed;
+                self.failed.push((i, why));
+            }
+
+            /// The current document and every one not started fail; no more items are read.
+            fn abort(&mut self, why: &str) {
+                if let Some(c) = self.current {
+                    self.fail(c, format!("its source failed: {why}"));
+                }
+                for i in 0..self.docs.len() {
+                    if self.docs[i] == Doc::Pending {
+                        self.fail(i, format!("its source failed before it: {why}"));
+                    }
+                }
+                self.items = None;
+            }
         }
         let n = self.cids.len();
         let st = St {
             w: self,
-            items: Box::pin(items),
+            items: Some(Box::pin(items)),
             started: false,
             current: None,
-            seen: vec![false; n],
-            finished: false,
+            docs: vec![Doc::Pending; n],
+            delivered: Vec::new(),
+            failed: Vec::new(),
+            finish,
+            out: VecDeque::new(),
+            empty: VecDeque::new(),
+            done: false,
         };
         futures::stream::unfold(st, |mut st| async move {
-            if st.finished {
-                return None;
-            }
-            if !st.started {
-                st.started = true;
-                let root = st.w.root.clone();
-                return Some((Ok(root), st));
-            }
             loop {
-                let fail = |mut st: St<S>, e: MtomError| {
-                    st.finished = true;
-                    Some((Err(e), st))
-                };
-                match st.items.next().await {
-                    None => {
-                        if let Some(i) = st.seen.iter().position(|s| !s) {
-                            let msg = format!("document {i} got no content");
-                            return fail(st, MtomError::Sequence(msg));
+                if let Some(b) = st.out.pop_front() {
+                    return Some((Ok(b), st));
+                }
+                if st.current.is_none()
+                    && let Some(i) = st.empty.pop_front()
+                {
+                    return Some((Ok(st.w.part_header(i)), st));
+                }
+                if st.done {
+                    return None;
+                }
+                if !st.started {
+                    st.started = true;
+                    let root = st.w.root.clone();
+                    return Some((Ok(root), st));
+                }
+                let Some(items) = st.items.as_mut() else {
+                    // through: documents that never got content, the final status, the audit hook
+                    for i in 0..st.docs.len() {
+                        if st.docs[i] == Doc::Pending {
+                            st.fail(i, "the source gave it no content".into());
                         }
-                        st.finished = true;
-                        let close = Bytes::from(format!("\r\n--{}--\r\n", st.w.boundary));
-                        return Some((Ok(close), st));
                     }
+                    if let Some(c) = st.current.take() {
+                        st.fail(c, "the source did not end it".into());
+                    }
+                    while let Some(i) = st.empty.pop_front() {
+                        let h = st.w.part_header(i);
+                        st.out.push_back(h);
+                    }
+                    let response = st.w.final_response(st.delivered.len(), &st.failed);
+                    if !st.failed.is_empty() {
+                        let p = st.w.status_part(&response);
+                        st.out.push_back(p);
+                    }
+                    st.done = true;
+                    let report = WrittenReport {
+                        delivered: std::mem::take(&mut st.delivered),
+                        failed: std::mem::take(&mut st.failed),
+                        response,
+                    };
+                    if let Some(f) = st.finish.take()
+                        && let Err(e) = f(report).await
+                    {
+                        // the parts already queued stay unsent with the closing boundary: an
+                        // incomplete message that no consumer can take for a whole answer
+                        st.out.clear();
+                        return Some((Err(MtomError::Source(e)), st));
+                    }
+                    let close = st.w.closing();
+                    st.out.push_back(close);
+                    continue;
+                };
+                match items.next().await {
+                    None => st.items = None,
                     Some(Err(e)) => {
                         let e: SourceError = e.into();
-                        return fail(st, e.0);
+                        st.abort(&e.0.to_string());
                     }
                     Some(Ok(RetrieveItem::Document(i))) => {
-                        if i >= st.seen.len() || st.seen[i] {
-                            let msg = format!("document index {i} unknown or repeated");
-                            return fail(st, MtomError::Sequence(msg));
+                        if i >= st.docs.len() || st.docs[i] != Doc::Pending {
+                            st.abort(&format!("document index {i} unknown or repeated"));
+                            continue;
                         }
-                        st.seen[i] = true;
+                        if let Some(c) = st.current {
+                            st.fail(c, "the source did not end it".into());
+                        }
+                        st.docs[i] = Doc::Open;
                         st.current = Some(i);
-                        let h = st.w.part_header(i);
-                        return Some((Ok(h), st));
+                        return Some((Ok(st.w.part_header(i)), st));
                     }
                     Some(Ok(RetrieveItem::Chunk(b))) => {
                         if st.current.is_none() {
-                            return fail(
-                                st,
-                                MtomError::Sequence("a chunk outside a document".into()),
-                            );
-                        }
-                        if b.is_empty() {
+                            st.abort("a chunk outside a document");
                             continue;
                         }
-                        return Some((Ok(b), st));
+                        if !b.is_empty() {
+                            return Some((Ok(b), st));
+                        }
                     }
                     Some(Ok(RetrieveItem::End)) => {
-                        st.current = None;
+                        if let Some(c) = st.current.take() {
+                            st.docs[c] = Doc::Delivered;
+                            st.delivered.push(c);
+                        }
+                    }
+                    Some(Ok(RetrieveItem::Failed(i, why))) => {
+                        if i < st.docs.len() {
+                            st.fail(i, why);
+                        }
                     }
                 }
             }
@@ -1282,7 +1952,7 @@ impl RetrieveResponseWriter {
                 Content::Include(cid) => return Err(MtomError::MissingPart(cid.clone())),
             }
         }
-        out.extend_from_slice(format!("\r\n--{}--\r\n", w.boundary).as_bytes());
+        out.extend_from_slice(&w.closing());
         Ok((ct, out))
     }
 }

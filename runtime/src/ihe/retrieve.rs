@@ -43,10 +43,12 @@ pub fn encode_base64(data: &[u8]) -> String {
 }
 
 /// Decodes an `xop:Include/@href` to the Content-ID it names: strips `cid:` (any case) and
-/// percent-decodes (RFC 2392). Angle brackets are not part of the id.
+/// percent-decodes (RFC 2392). Angle brackets are not part of the id. Lenient (an href without `cid:`
+/// is taken as the id itself), for tests that look at captured messages; the readers use
+/// [`cid_of_href`].
 pub fn cid_from_href(href: &str) -> String {
     let h = href.trim();
-    let rest = if h.len() >= 4 && h[..4].eq_ignore_ascii_case("cid:") {
+    let rest = if h.len() >= 4 && h.is_char_boundary(4) && h[..4].eq_ignore_ascii_case("cid:") {
         &h[4..]
     } else {
         h
@@ -54,6 +56,20 @@ pub fn cid_from_href(href: &str) -> String {
     percent_encoding::percent_decode_str(rest)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// [`cid_from_href`], strictly: `None` for anything but a `cid:` URL with an id (XOP 1.0 §3: an
+/// Include names a MIME part by a `cid:` URL, nothing else). Such an Include names no part, and nothing
+/// is ever fetched because a message says so.
+pub fn cid_of_href(href: &str) -> Option<String> {
+    let h = href.trim();
+    if h.len() < 4 || !h.is_char_boundary(4) || !h[..4].eq_ignore_ascii_case("cid:") {
+        return None;
+    }
+    let id = percent_encoding::percent_decode_str(&h[4..])
+        .decode_utf8_lossy()
+        .into_owned();
+    (!id.trim().is_empty()).then_some(id)
 }
 
 /// Characters escaped in a `cid:` URL: everything outside RFC 3986 unreserved plus `@` (kept readable;
@@ -251,6 +267,19 @@ impl RegistryResponse {
         write_error_list(w, &self.errors);
         w.end();
     }
+
+    /// This response as a standalone XML document (`rs:RegistryResponse` declaring its namespace): the
+    /// trailing part of a relayed retrieve answer ([`super::mtom::RetrieveResponseWriter`]).
+    pub fn to_xml_document(&self) -> String {
+        let mut w = Writer::new();
+        w.decl();
+        w.start("rs:RegistryResponse")
+            .attr("xmlns:rs", ns::RS)
+            .attr("status", self.status.uri());
+        write_error_list(&mut w, &self.errors);
+        w.end();
+        w.finish()
+    }
 }
 
 /// The content of a `DocumentResponse/Document`.
@@ -258,7 +287,8 @@ impl RegistryResponse {
 pub enum Content {
     /// The bytes (read from inline base64; written as base64).
     Inline(Bytes),
-    /// An `xop:Include`: the Content-ID of the MIME part holding the bytes (decoded from the `cid:` href).
+    /// An `xop:Include`: the Content-ID of the MIME part holding the bytes (decoded from the `cid:` href;
+    /// empty when the href is no `cid:` URL, which names no part).
     Include(String),
 }
 
@@ -319,8 +349,10 @@ impl DocumentResponse {
                     let mut include = None;
                     let text = r.mixed(&c, |r, inc| {
                         if inc.is(ns::XOP, "Include") {
-                            let href = inc.required_attr("href")?;
-                            include = Some(cid_from_href(href));
+                            // no href, or no cid: URL: an Include that names no part (empty id),
+                            // which fails this document only
+                            include =
+                                Some(inc.attr("href").and_then(cid_of_href).unwrap_or_default());
                         }
                         r.skip(&inc)
                     })?;
@@ -652,6 +684,20 @@ mod tests {
         let cid = "0.urn:uuid:x y@duo";
         assert_eq!(href_from_cid(cid), "cid:0.urn%3Auuid%3Ax%20y@duo");
         assert_eq!(cid_from_href(&href_from_cid(cid)), cid);
+        assert_eq!(cid_of_href(&href_from_cid(cid)).as_deref(), Some(cid));
+        assert_eq!(cid_of_href("CID:a%20b").as_deref(), Some("a b"));
+        // no cid: URL names no part: nothing is fetched, the document fails alone
+        for bad in [
+            "1.urn%3Auuid%3Aabc",
+            "http://evil.example/doc",
+            "cid:",
+            "cid: ",
+            "",
+            "ci",
+            "é",
+        ] {
+            assert_eq!(cid_of_href(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -132,10 +132,28 @@ impl SoapHeader {
             message_id: Some(new_message_id()),
             to: None,
             reply_to: None,
-            relates_to: request.message_id.clone(),
+            relates_to: request.message_id.as_deref().map(echoed),
             other: Vec::new(),
         }
     }
+}
+
+/// Longest value echoed from a request into an answer or a record (MessageID into RelatesTo or an
+/// audit record's `messageId`), bytes. A MessageID is a URI, in practice `urn:uuid:` plus 36
+/// characters; a longer one is cut here, so a peer cannot make every answer and record carry
+/// megabytes of its choosing.
+pub const MAX_ECHOED_BYTES: usize = 256;
+
+/// `value` capped at [`MAX_ECHOED_BYTES`] (cut at a character boundary).
+pub fn echoed(value: &str) -> String {
+    if value.len() <= MAX_ECHOED_BYTES {
+        return value.to_owned();
+    }
+    let mut end = MAX_ECHOED_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
 }
 
 /// A fresh WS-Addressing MessageID, `urn:uuid:<v4>`.
@@ -445,7 +463,7 @@ pub fn write_fault(fault: &Fault, request: Option<&SoapHeader>) -> String {
         message_id: Some(new_message_id()),
         ..Default::default()
     };
-    h.relates_to = request.and_then(|r| r.message_id.clone());
+    h.relates_to = request.and_then(|r| r.message_id.as_deref()).map(echoed);
     write_envelope(&h, |w| {
         w.start("soap:Fault");
         w.start("soap:Code");

@@ -101,6 +101,9 @@ pub struct Metrics {
     pub disclosures: Counter,
     /// `duo_config_reloads_total{result}`.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// `duo_foreign_patient_objects_total{community,transaction}`: objects a community returned for a
+    /// query about another patient than the one asked for, left out by the initiating gateway.
+    pub foreign_patient_objects: Family<CommunityLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -174,6 +177,12 @@ impl Metrics {
             "Configuration and certificate reloads",
             config_reloads.clone(),
         );
+        let foreign_patient_objects = Family::<CommunityLabels, Counter>::default();
+        registry.register(
+            "foreign_patient_objects",
+            "Objects of another patient than asked for, returned by a community and left out",
+            foreign_patient_objects.clone(),
+        );
         Metrics {
             registry,
             community_latency,
@@ -184,6 +193,7 @@ impl Metrics {
             localization_mode,
             disclosures,
             config_reloads,
+            foreign_patient_objects,
         }
     }
 

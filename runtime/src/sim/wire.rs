@@ -273,7 +273,7 @@ pub(crate) fn retrieve_response(
             ));
             let prefixes = faults.foreign_prefixes;
             let mut first = true;
-            let body = writer.into_body(items).map(move |chunk| {
+            let body = writer.into_body(items, None).map(move |chunk| {
                 let chunk = chunk?;
                 if prefixes && std::mem::take(&mut first) {
                     return Ok(reprefix_root_part(&chunk));

@@ -299,7 +299,7 @@ fn relay_pipes_reader_into_writer() {
         .unwrap();
         let w = RetrieveResponseWriter::new(r.header(), r.registry_response(), r.documents());
         let ct2 = w.content_type();
-        let out: Vec<Result<Bytes, MtomError>> = w.into_body(r.into_items()).collect().await;
+        let out: Vec<Result<Bytes, MtomError>> = w.into_body(r.into_items(), None).collect().await;
         let mut body2 = Vec::new();
         for c in out {
             body2.extend_from_slice(&c.unwrap());
@@ -438,45 +438,392 @@ fn missing_and_unreferenced_parts() {
     assert_eq!(e, MtomError::Truncated);
 }
 
+/// Runs `items` through a writer for `resp`'s documents and reads the output back strictly: every part
+/// (the message must have its closing boundary), the document parts by index, and the final-status
+/// part's RegistryResponse when there is one.
+fn write_and_read(
+    resp: &RetrieveDocumentSetResponse,
+    items: Vec<Result<RetrieveItem, MtomError>>,
+) -> (Vec<MimePart>, Vec<Option<Bytes>>, Option<RegistryResponse>) {
+    let metas: Vec<_> = resp.documents.iter().map(|d| d.meta.clone()).collect();
+    let header = SoapHeader::request("x", None);
+    let w = RetrieveResponseWriter::new(&header, &resp.response, &metas);
+    let ct = ContentType::parse(&w.content_type()).unwrap();
+    let out: Vec<Result<Bytes, MtomError>> = block_on(
+        w.into_body(futures::stream::iter(items), None)
+            .collect::<Vec<_>>(),
+    );
+    let mut body = Vec::new();
+    for c in out {
+        body.extend_from_slice(&c.expect("the writer never ends with an error"));
+    }
+    let parts = read_multipart(&ct, &body, &MtomLimits::default()).expect("well formed");
+    let (_, root) = crate::ihe::read_soap::<RetrieveDocumentSetResponse>(
+        &parts[0].body,
+        &crate::xml::Limits::default(),
+    )
+    .unwrap();
+    let docs = root
+        .documents
+        .iter()
+        .map(|d| match &d.content {
+            Content::Include(cid) => {
+                let found: Vec<&MimePart> = parts
+                    .iter()
+                    .filter(|p| p.headers.content_id() == Some(cid.as_str()))
+                    .collect();
+                assert_eq!(found.len(), 1, "exactly one part for {cid}");
+                Some(found[0].body.clone())
+            }
+            Content::Inline(_) => None,
+        })
+        .collect();
+    let status = parts
+        .iter()
+        .find(|p| p.headers.get("content-description") == Some("final-status"))
+        .map(|p| {
+            let mut r = crate::xml::Reader::new(&p.body, &crate::xml::Limits::default()).unwrap();
+            let el = r.root().unwrap();
+            assert!(el.is(crate::xml::ns::RS, "RegistryResponse"));
+            RegistryResponse::read(&mut r, &el).unwrap()
+        });
+    (parts, docs, status)
+}
+
 #[test]
-fn writer_refuses_items_out_of_order() {
+fn writer_ends_properly_and_reports_items_out_of_order() {
+    let resp = sample_response(2, 10);
+    use RetrieveItem::*;
+    let b = |s: &'static [u8]| Bytes::from_static(s);
+    let located = |r: &RegistryResponse| -> Vec<String> {
+        r.errors
+            .iter()
+            .filter(|e| e.error_code == ErrorCode::XDSRepositoryError)
+            .filter_map(|e| e.location.clone())
+            .collect()
+    };
+    // a chunk outside a document: both documents fail, each with an (empty) part
+    let (_, docs, st) = write_and_read(&resp, vec![Ok(Chunk(b(b"x")))]);
+    assert_eq!(docs, vec![Some(Bytes::new()), Some(Bytes::new())]);
+    let st = st.expect("final status");
+    assert_eq!(st.status, ResponseStatus::Failure);
+    assert_eq!(located(&st), ["1.2.5.0", "1.2.5.1"]);
+    // a document without End, one never given content
+    let (_, docs, st) = write_and_read(&resp, vec![Ok(Document(0)), Ok(Chunk(b(b"ab")))]);
+    assert_eq!(docs[0].as_deref(), Some(&b"ab"[..]));
+    assert_eq!(located(&st.unwrap()), ["1.2.5.1", "1.2.5.0"]);
+    // a repeated index, an unknown one
+    for bad in [
+        vec![Ok(Document(0)), Ok(End), Ok(Document(0))],
+        vec![Ok(Document(7))],
+    ] {
+        let (_, _, st) = write_and_read(&resp, bad);
+        assert!(st.unwrap().status != ResponseStatus::Success);
+    }
+    // a source error in the middle of document 1 after document 0 was whole: PartialSuccess, the
+    // root's own error kept
+    let (_, docs, st) = write_and_read(
+        &resp,
+        vec![
+            Ok(Document(0)),
+            Ok(Chunk(b(b"a"))),
+            Ok(End),
+            Ok(Document(1)),
+            Ok(Chunk(b(b"b"))),
+            Err(MtomError::Truncated),
+        ],
+    );
+    assert_eq!(docs[0].as_deref(), Some(&b"a"[..]));
+    assert_eq!(
+        docs[1].as_deref(),
+        Some(&b"b"[..]),
+        "its part ends where its bytes stopped"
+    );
+    let st = st.unwrap();
+    assert_eq!(st.status, ResponseStatus::PartialSuccess);
+    assert_eq!(st.errors[0].error_code, ErrorCode::XDSDocumentUniqueIdError);
+    assert_eq!(located(&st), ["1.2.5.1"]);
+    // Failed for a document not started while another part is open: its empty part comes after
+    let (_, docs, st) = write_and_read(
+        &resp,
+        vec![
+            Ok(Document(0)),
+            Ok(Chunk(b(b"a"))),
+            Ok(Failed(1, "gone".into())),
+            Ok(Chunk(b(b"c"))),
+            Ok(End),
+        ],
+    );
+    assert_eq!(docs[0].as_deref(), Some(&b"ac"[..]));
+    assert_eq!(docs[1].as_deref(), Some(&b""[..]));
+    assert_eq!(located(&st.unwrap()), ["1.2.5.1"]);
+    // in any order, all whole: no final-status part, the plain IHE answer
+    let (parts, _, st) = write_and_read(
+        &resp,
+        vec![
+            Ok(Document(1)),
+            Ok(End),
+            Ok(Document(0)),
+            Ok(Chunk(b(b"a"))),
+            Ok(End),
+        ],
+    );
+    assert!(st.is_none());
+    assert_eq!(parts.len(), 3);
+}
+
+#[test]
+fn finish_hook_sees_what_was_delivered_and_its_failure_leaves_the_message_open() {
     let resp = sample_response(2, 10);
     let metas: Vec<_> = resp.documents.iter().map(|d| d.meta.clone()).collect();
     let header = SoapHeader::request("x", None);
-    let run = |items: Vec<RetrieveItem>| {
-        let w = RetrieveResponseWriter::new(&header, &resp.response, &metas);
-        let s = futures::stream::iter(items.into_iter().map(Ok::<_, MtomError>));
-        block_on(w.into_body(s).collect::<Vec<_>>())
-            .into_iter()
-            .find_map(Result::err)
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let items = || {
+        futures::stream::iter(vec![
+            Ok::<_, MtomError>(RetrieveItem::Document(1)),
+            Ok(RetrieveItem::Chunk(Bytes::from_static(b"z"))),
+            Ok(RetrieveItem::End),
+            Ok(RetrieveItem::Failed(0, "cut".into())),
+        ])
     };
-    use RetrieveItem::*;
-    assert!(matches!(
-        run(vec![Chunk(Bytes::from_static(b"x"))]),
-        Some(MtomError::Sequence(_))
-    ));
-    assert!(matches!(
-        run(vec![Document(0), End]),
-        Some(MtomError::Sequence(_))
-    ));
-    assert!(matches!(
-        run(vec![Document(0), End, Document(0)]),
-        Some(MtomError::Sequence(_))
-    ));
-    assert!(matches!(
-        run(vec![Document(7)]),
-        Some(MtomError::Sequence(_))
-    ));
+    let s2 = seen.clone();
+    let hook: FinishHook = Box::new(move |r| {
+        Box::pin(async move {
+            *s2.lock().unwrap() = Some(r);
+            Ok(())
+        })
+    });
+    let w = RetrieveResponseWriter::new(&header, &resp.response, &metas);
+    let out: Vec<_> = block_on(w.into_body(items(), Some(hook)).collect::<Vec<_>>());
+    assert!(out.iter().all(Result::is_ok));
+    let report = seen.lock().unwrap().take().unwrap();
+    assert_eq!(report.delivered, vec![1]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, 0);
+    assert_eq!(report.response.status, ResponseStatus::PartialSuccess);
+    // the hook fails (the audit trail is down): the closing boundary is not written
+    let hook: FinishHook = Box::new(|_| Box::pin(async { Err("audit down".to_string()) }));
+    let w = RetrieveResponseWriter::new(&header, &resp.response, &metas);
+    let ct = ContentType::parse(&w.content_type()).unwrap();
+    let out: Vec<_> = block_on(w.into_body(items(), Some(hook)).collect::<Vec<_>>());
+    assert!(matches!(out.last(), Some(Err(MtomError::Source(_)))));
+    let body: Vec<u8> = out
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|b| b.iter().copied())
+        .collect();
     assert_eq!(
-        run(vec![
-            Document(1),
-            End,
-            Document(0),
-            Chunk(Bytes::from_static(b"a")),
-            End
-        ]),
-        None
+        read_multipart(&ct, &body, &MtomLimits::default()).unwrap_err(),
+        MtomError::Truncated
     );
+}
+
+/// What [`RetrieveResponseReader::into_items`] made of a message: each document's bytes when it was
+/// delivered whole, `None` when it failed. Panics when a document is left unaccounted or accounted
+/// twice, or the stream ends with an error.
+fn relay_items(ct: &str, body: &[u8], step: usize) -> Vec<Option<Vec<u8>>> {
+    block_on(async {
+        let r = RetrieveResponseReader::open(ct, None, chunks(body, step), &MtomLimits::default())
+            .await
+            .unwrap();
+        let n = r.documents().len();
+        let mut out: Vec<Option<Option<Vec<u8>>>> = vec![None; n];
+        let mut cur: Option<(usize, Vec<u8>)> = None;
+        let items: Vec<_> = r.into_items().collect().await;
+        for it in items {
+            match it.expect("never an error") {
+                RetrieveItem::Document(i) => {
+                    assert!(cur.is_none());
+                    cur = Some((i, Vec::new()));
+                }
+                RetrieveItem::Chunk(c) => cur.as_mut().unwrap().1.extend_from_slice(&c),
+                RetrieveItem::End => {
+                    let (i, b) = cur.take().unwrap();
+                    assert!(out[i].is_none(), "document {i} twice");
+                    out[i] = Some(Some(b));
+                }
+                RetrieveItem::Failed(i, why) => {
+                    assert!(!why.is_empty());
+                    if cur.as_ref().is_some_and(|(c, _)| *c == i) {
+                        cur = None;
+                    }
+                    assert!(out[i].is_none(), "document {i} twice: {why}");
+                    out[i] = Some(None);
+                }
+            }
+        }
+        assert!(cur.is_none());
+        out.into_iter()
+            .enumerate()
+            .map(|(i, o)| o.unwrap_or_else(|| panic!("document {i} unaccounted")))
+            .collect()
+    })
+}
+
+/// A three-document MTOM message (documents `i` = 2,000 bytes of `i*7+j`) and its parts' positions.
+fn three() -> (String, Vec<u8>, String, RetrieveDocumentSetResponse) {
+    let resp = sample_response(3, 2000);
+    let header = SoapHeader::request("urn:ihe:iti:2007:RetrieveDocumentSetResponse", None);
+    let (ct, body) = RetrieveResponseWriter::write_all(&header, &resp).unwrap();
+    let boundary = ContentType::parse(&ct)
+        .unwrap()
+        .boundary()
+        .unwrap()
+        .to_owned();
+    (ct, body, boundary, resp)
+}
+
+fn content(resp: &RetrieveDocumentSetResponse, i: usize) -> Vec<u8> {
+    match &resp.documents[i].content {
+        Content::Inline(b) => b.to_vec(),
+        Content::Include(_) => unreachable!(),
+    }
+}
+
+/// `body` with the first `from` replaced by `to` (bytes: the message holds binary parts).
+fn replaced(body: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = memmem::find(body, from).unwrap();
+    let mut out = body[..at].to_vec();
+    out.extend_from_slice(to);
+    out.extend_from_slice(&body[at + from.len()..]);
+    out
+}
+
+/// Where document `i`'s bytes start in a [`three`] message.
+fn start_of(body: &[u8], boundary: &str, i: usize) -> usize {
+    let needle = format!("\r\n--{boundary}\r\n");
+    let mut from = 0;
+    // the message opens with `--boundary` (no line end before it): the first delimiter found here is
+    // the one before document 0
+    for _ in 0..=i {
+        from += memmem::find(&body[from..], needle.as_bytes()).unwrap() + needle.len();
+    }
+    from + memmem::find(&body[from..], b"\r\n\r\n").unwrap() + 4
+}
+
+#[test]
+fn relay_items_report_each_damaged_document_and_deliver_the_rest() {
+    let (ct, body, boundary, resp) = three();
+    let whole = |i| Some(content(&resp, i));
+    for step in [7, 64, 4096] {
+        // undamaged
+        assert_eq!(
+            relay_items(&ct, &body, step),
+            vec![whole(0), whole(1), whole(2)]
+        );
+        // an xop:Include naming no part of the message
+        let cid1 = b"1.urn%3Auuid%3A";
+        let bad = replaced(&body, cid1, b"1.urn%3Auuid%3Anowhere");
+        assert_eq!(relay_items(&ct, &bad, step), vec![whole(0), None, whole(2)]);
+        // a non-cid URL
+        let bad = replaced(&body, b"href=\"cid:1.", b"href=\"http://evil.example/1.");
+        assert_eq!(relay_items(&ct, &bad, step), vec![whole(0), None, whole(2)]);
+        // no closing boundary: the last part's end cannot be confirmed
+        let end = body.len() - format!("\r\n--{boundary}--\r\n").len();
+        assert_eq!(
+            relay_items(&ct, &body[..end], step),
+            vec![whole(0), whole(1), None]
+        );
+        // a part cut short
+        let s1 = start_of(&body, &boundary, 1);
+        assert_eq!(
+            relay_items(&ct, &body[..s1 + 500], step),
+            vec![whole(0), None, None]
+        );
+        // a boundary inside document 1's bytes, then a line end or the closing dashes
+        for tail in ["\r\n", "--"] {
+            let mut bad = body[..s1 + 300].to_vec();
+            bad.extend_from_slice(format!("\r\n--{boundary}{tail}").as_bytes());
+            bad.extend_from_slice(&body[s1 + 300..]);
+            assert_eq!(
+                relay_items(&ct, &bad, step),
+                vec![whole(0), None, None],
+                "tail {tail:?}"
+            );
+        }
+        // part headers missing on document 2's part
+        let s2 = start_of(&body, &boundary, 2);
+        let line = format!("\r\n--{boundary}\r\n");
+        let h2 = memmem::rfind(&body[..s2], line.as_bytes()).unwrap() + line.len();
+        let mut bad = body[..h2].to_vec();
+        bad.extend_from_slice(&body[s2..]);
+        assert_eq!(relay_items(&ct, &bad, step), vec![whole(0), None, None]);
+        // base64 declared on a binary part
+        let s1h = memmem::rfind(&body[..s1], line.as_bytes()).unwrap() + line.len();
+        let mut bad = body[..s1h].to_vec();
+        bad.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
+        bad.extend_from_slice(&body[s1h..]);
+        assert_eq!(relay_items(&ct, &bad, step), vec![whole(0), None, whole(2)]);
+        // no binary part at all
+        let s0 = start_of(&body, &boundary, 0);
+        let r0 = memmem::rfind(&body[..s0], line.as_bytes()).unwrap();
+        let mut bad = body[..r0].to_vec();
+        bad.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        assert_eq!(relay_items(&ct, &bad, step), vec![None, None, None]);
+        // two xop:Includes naming the same part: the second fails
+        let bad = replaced(&body, cid1, b"0.urn%3Auuid%3A");
+        assert_eq!(relay_items(&ct, &bad, step), vec![whole(0), None, whole(2)]);
+    }
+}
+
+#[test]
+fn relay_items_of_plain_soap_with_an_include_fail_that_document_only() {
+    let mut resp = sample_response(2, 100);
+    resp.documents[1].content = Content::Include("p@x".into());
+    let header = SoapHeader::request("urn:ihe:iti:2007:RetrieveDocumentSetResponse", None);
+    let plain = crate::ihe::write_soap(&header, &resp);
+    let got = relay_items("application/soap+xml", plain.as_bytes(), 64);
+    assert_eq!(got, vec![Some(content(&resp, 0)), None]);
+}
+
+#[test]
+fn random_damage_never_breaks_the_relay() {
+    // a byte changed, removed or inserted anywhere after the root (deterministic pseudo-random walk):
+    // every document is accounted for exactly once, and one delivered whole has its original bytes
+    // unless the damage fell in its own region (its part, from the delimiter before it to the end of
+    // the next one: bytes there can be taken for its content, which MIME cannot tell)
+    let (ct, body, boundary, resp) = three();
+    let line = format!("\r\n--{boundary}\r\n");
+    let regions: Vec<usize> = (0..3)
+        .map(|i| memmem::rfind(&body[..start_of(&body, &boundary, i)], line.as_bytes()).unwrap())
+        .collect();
+    // damage to the delimiter after a part can join the next part to it: that delimiter belongs to
+    // both regions
+    let in_region = |p: usize, i: usize| {
+        p >= regions[i] && regions.get(i + 1).is_none_or(|n| p < n + line.len())
+    };
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut delivered = 0;
+    for _ in 0..400 {
+        let mut bad = body.clone();
+        // after the delimiter that ends the root (damage there can join document 0 to the root: the
+        // root no longer reads and the whole answer is that community's error, tested elsewhere)
+        let from = regions[0] + line.len();
+        let p = from + (next() as usize) % (bad.len() - from);
+        match next() % 3 {
+            0 => bad[p] = next() as u8,
+            1 => {
+                bad.remove(p);
+            }
+            _ => bad.insert(p, b"\r\n-"[(next() % 3) as usize]),
+        }
+        let got = relay_items(&ct, &bad, 1 + (next() as usize) % 500);
+        for (i, g) in got.iter().enumerate() {
+            if let Some(b) = g {
+                delivered += 1;
+                if !in_region(p, i) {
+                    assert_eq!(*b, content(&resp, i), "document {i}, damage at {p}");
+                }
+            }
+        }
+    }
+    assert!(delivered > 0);
 }
 
 #[test]
