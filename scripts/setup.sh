@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine, idempotently:
-#   - Debian packages: xmllint (libxml2-utils), Orthanc + DICOMweb plugin, dcmtk, dicom3tools (dciodvfy),
+#   - Debian packages: xmllint (libxml2-utils), xmlsec1 (XML signatures beside ours), Orthanc + DICOMweb
+#     plugin, dcmtk, dicom3tools (dciodvfy),
 #     rsyslog with TLS
 #   - a Python virtualenv with the pinned packages of scripts/requirements.txt (zeep, pydicom, lxml, pypdf)
 #   - kube-apiserver, etcd and helm built from their Go modules (scripts/tools.sh, cached outside the clone)
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "setup: $*" >&2; }
 
-APT_PACKAGES=(libxml2-utils orthanc orthanc-dicomweb dcmtk dicom3tools rsyslog rsyslog-gnutls)
+APT_PACKAGES=(libxml2-utils xmlsec1 orthanc orthanc-dicomweb dcmtk dicom3tools rsyslog rsyslog-gnutls)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -438,6 +438,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
         retrieve_url: format!("{p_url}/xca/iti39"),
         imaging_retrieve_url: format!("{p_url}/xcai/rad75"),
         certificate_ura: Some(p.ura.clone()),
+        trusted_issuers: Vec::new(),
         deadline_ms: 20_000,
     }];
     let x_gw = run::start(x_cfg, None, run::default_hooks()).await.unwrap();

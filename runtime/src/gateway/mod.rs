@@ -11,6 +11,7 @@ pub mod initiating;
 pub mod reply;
 pub mod responding;
 pub mod timeline_api;
+pub mod xua;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Remote {
     pub config: RemoteCommunity,
     /// The backend that talks to it (ITI-38 / ITI-39 / RAD-75).
     pub community: Arc<dyn Community>,
+    /// Its issuer trust list (`trustedIssuers`): who may sign the assertions it sends.
+    pub trusted_issuers: Vec<crate::ihe::xua_dsig::TrustedIssuer>,
 }
 
 /// One snapshot of the gateway: configuration and everything built from it.
@@ -56,6 +59,8 @@ pub struct Gateway {
     pub mtom_limits: MtomLimits,
     /// The hospital's TLS identity (server side and outbound client).
     pub tls: TlsMaterial,
+    /// Signs every XUA assertion this gateway issues ([`xua::signer`]).
+    pub signer: Arc<crate::ihe::xua_dsig::XmlDsigSigner>,
     /// Permits for timeline queries in progress (`server.limits.maxConcurrentTimelines`).
     pub timelines: Arc<tokio::sync::Semaphore>,
 }
@@ -114,6 +119,8 @@ impl Gateway {
     ) -> Result<Gateway, BuildError> {
         let tls = TlsMaterial::load(&config.server.tls)?;
         check_identity(&config, &tls)?;
+        let signer = Arc::new(xua::signer(&config).map_err(BuildError::Config)?);
+        let mut trust_lists = xua::trust_lists(&config).map_err(BuildError::Config)?;
         let https = tls.http_client(CONNECT_TIMEOUT)?;
         let plain = if config.allow_plain_http {
             Some(crate::tls::plain_http_client(CONNECT_TIMEOUT)?)
@@ -160,7 +167,9 @@ impl Gateway {
         let remotes = config
             .communities
             .iter()
-            .map(|rc| Remote {
+            .zip(trust_lists.iter_mut())
+            .map(|(rc, trusted)| Remote {
+                trusted_issuers: std::mem::take(trusted),
                 community: Arc::new(XcaCommunity::new(
                     XcaEndpoints {
                         home_community_id: rc.home_community_id.clone(),
@@ -176,6 +185,7 @@ impl Gateway {
         metrics.set_localization_mode(
             config.initiating.localization == crate::config::LocalizationMode::Mitz,
         );
+        metrics.xua_unsigned_allowed.set(i64::from(config.xua.allow_unsigned));
         let config_timelines = config.server.limits.max_concurrent_timelines;
         Ok(Gateway {
             home: config.organization.home_community_id.clone(),
@@ -187,6 +197,7 @@ impl Gateway {
             xml_limits,
             mtom_limits,
             tls,
+            signer,
             timelines: Arc::new(tokio::sync::Semaphore::new(config_timelines.max(1))),
         })
     }

@@ -75,6 +75,13 @@ pub struct ModeLabels {
     pub mode: ModeValue,
 }
 
+/// Labels of a refused XUA assertion.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XuaRefusalLabels {
+    /// The WS-Security fault code answered, e.g. `wsse:FailedAuthentication`.
+    pub code: String,
+}
+
 /// Labels of config reloads.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -101,6 +108,11 @@ pub struct Metrics {
     pub disclosures: Counter,
     /// `duo_config_reloads_total{result}`.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// `duo_xua_unsigned_allowed`: 1 when `xua.allowUnsigned` accepts unsigned or absent assertions
+    /// (a conformance harness), 0 otherwise.
+    pub xua_unsigned_allowed: Gauge,
+    /// `duo_xua_refusals_total{code}`: requests refused for their XUA assertion, by WS-Security fault code.
+    pub xua_refusals: Family<XuaRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -174,8 +186,22 @@ impl Metrics {
             "Configuration and certificate reloads",
             config_reloads.clone(),
         );
+        let xua_unsigned_allowed = Gauge::default();
+        registry.register(
+            "xua_unsigned_allowed",
+            "1 when unsigned or absent XUA assertions are accepted (xua.allowUnsigned, conformance harness)",
+            xua_unsigned_allowed.clone(),
+        );
+        let xua_refusals = Family::<XuaRefusalLabels, Counter>::default();
+        registry.register(
+            "xua_refusals",
+            "Requests refused for their XUA assertion, by WS-Security fault code",
+            xua_refusals.clone(),
+        );
         Metrics {
             registry,
+            xua_unsigned_allowed,
+            xua_refusals,
             community_latency,
             community_errors,
             fanout_size,

@@ -531,7 +531,7 @@ async fn open_question(State(st): State<Arc<SimState>>, body: Bytes) -> Response
         return r;
     }
     let mut v = Validation::now();
-    v.audience = Some(xua::MITZ_AUDIENCE.into());
+    v.audiences = vec![xua::MITZ_AUDIENCE.into()];
     let assertion = match xua::from_soap_header(&h, &v, &SignatureNotChecked) {
         Ok(a) => a,
         Err(e) => return sender_fault(e.to_string(), Some(&h)),

@@ -503,6 +503,7 @@ pub fn node_community(
         retrieve_url: x.retrieve_url.clone(),
         imaging_retrieve_url: x.imaging_retrieve_url.clone(),
         certificate_ura: None,
+        trusted_issuers: Vec::new(),
         deadline_ms,
     }
 }
