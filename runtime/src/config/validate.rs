@@ -230,7 +230,10 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::new("xua.issuer", "must not be empty"));
     }
     if x.audiences.iter().any(|a| a.trim().is_empty()) {
-        return Err(ConfigError::new("xua.audiences", "must not hold an empty audience"));
+        return Err(ConfigError::new(
+            "xua.audiences",
+            "must not hold an empty audience",
+        ));
     }
     let needs_mitz =
         c.consent.mode == ConsentMode::Mitz || c.initiating.localization == LocalizationMode::Mitz;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::config::{
     AuditConfig, CommunityOrganization, Config, ConsentConfig, ConsentMode, Endpoint,
     InitiatingConfig, LimitsConfig, LocalBackend, LocalizationMode, MitzConfig, OrganizationConfig,
-    RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd, TrustedIssuerConfig, XcaBackendConfig,
-    XdsBackendConfig,
+    RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd, TrustedIssuerConfig,
+    XcaBackendConfig, XdsBackendConfig,
 };
 use crate::consent::Decision;
 use crate::dicom::synth::{SynthConfig, SynthPatient, generate_study};

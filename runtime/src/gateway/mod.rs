@@ -185,7 +185,9 @@ impl Gateway {
         metrics.set_localization_mode(
             config.initiating.localization == crate::config::LocalizationMode::Mitz,
         );
-        metrics.xua_unsigned_allowed.set(i64::from(config.xua.allow_unsigned));
+        metrics
+            .xua_unsigned_allowed
+            .set(i64::from(config.xua.allow_unsigned));
         let config_timelines = config.server.limits.max_concurrent_timelines;
         Ok(Gateway {
             home: config.organization.home_community_id.clone(),

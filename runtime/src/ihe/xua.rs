@@ -1068,7 +1068,8 @@ mod tests {
             fn verify(&self, a: &Received<'_>) -> Result<(), XuaError> {
                 assert!(a.xml.starts_with("<a:Assertion"));
                 assert_eq!((a.id, a.issuer), ("x1", "me"));
-                self.0.store(a.has_signature, std::sync::atomic::Ordering::SeqCst);
+                self.0
+                    .store(a.has_signature, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             }
         }

@@ -126,7 +126,9 @@ impl XmlDsigSigner {
         let mut key = bergshamra_keys::loader::load_pem_auto(key_pem, None)
             .map_err(|e| XuaError::Signing(format!("private key: {e}")))?;
         if !key.data.has_private_key() {
-            return Err(XuaError::Signing("the key file holds no private key".into()));
+            return Err(XuaError::Signing(
+                "the key file holds no private key".into(),
+            ));
         }
         let method = match key.data.algorithm_name() {
             "RSA" => alg::RSA_SHA256,
@@ -157,9 +159,8 @@ impl XmlDsigSigner {
             .map_err(|e| format!("cannot read {}: {e}", cert_file.display()))?;
         let key = std::fs::read(key_file)
             .map_err(|e| format!("cannot read {}: {e}", key_file.display()))?;
-        XmlDsigSigner::from_pem(&cert, &key).map_err(|e| {
-            format!("{} / {}: {e}", cert_file.display(), key_file.display())
-        })
+        XmlDsigSigner::from_pem(&cert, &key)
+            .map_err(|e| format!("{} / {}: {e}", cert_file.display(), key_file.display()))
     }
 
     /// The signing certificate (leaf), DER.
@@ -170,15 +171,7 @@ impl XmlDsigSigner {
     /// The signing certificate (leaf) as PEM text, for a connection document or a published
     /// DuoCommunity.
     pub fn certificate_pem(&self) -> String {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(self.certificate_der());
-        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-        pem
+        crate::pki::der_to_pem("CERTIFICATE", self.certificate_der())
     }
 
     /// The signing certificate's subject, validity and UZI identity.
@@ -260,7 +253,9 @@ impl AssertionSigner for XmlDsigSigner {
     fn sign(&self, assertion_xml: String) -> Result<String, XuaError> {
         let (end, id) = issuer_end(&assertion_xml)?;
         if !is_plain_ncname(&id) {
-            return Err(XuaError::Signing(format!("assertion ID {id:?} is not an NCName")));
+            return Err(XuaError::Signing(format!(
+                "assertion ID {id:?} is not an NCName"
+            )));
         }
         let template = self.template(&id);
         let mut doc = String::with_capacity(assertion_xml.len() + template.len() + 4096);
@@ -562,7 +557,10 @@ fn read_signature<'i>(r: &mut Reader<'i>, sig: &Elem<'i>) -> Result<SignaturePar
     Ok(parts)
 }
 
-fn read_reference<'i>(r: &mut Reader<'i>, reference: &Elem<'i>) -> Result<ReferenceParts, XuaError> {
+fn read_reference<'i>(
+    r: &mut Reader<'i>,
+    reference: &Elem<'i>,
+) -> Result<ReferenceParts, XuaError> {
     let mut parts = ReferenceParts {
         uri: reference.attr("URI").map(str::to_owned),
         transforms: Vec::new(),
@@ -572,7 +570,10 @@ fn read_reference<'i>(r: &mut Reader<'i>, reference: &Elem<'i>) -> Result<Refere
         if c.is(ns::DS, "Transforms") {
             while let Some(t) = r.child(&c)? {
                 if !t.is(ns::DS, "Transform") {
-                    return Err(sig_err(format!("unexpected {} in ds:Transforms", t.qualified())));
+                    return Err(sig_err(format!(
+                        "unexpected {} in ds:Transforms",
+                        t.qualified()
+                    )));
                 }
                 parts.transforms.push(algorithm(&t).unwrap_or_default());
                 // only exclusive C14N's InclusiveNamespaces may parameterise a transform

@@ -692,7 +692,8 @@ impl<'i> Reader<'i> {
             .map(|i| i + 1)
             .unwrap_or(frag.len());
         let mut extra = String::new();
-        let mut seen: std::collections::HashSet<&str> = declared.iter().map(|p| p.as_str()).collect();
+        let mut seen: std::collections::HashSet<&str> =
+            declared.iter().map(|p| p.as_str()).collect();
         // innermost first: the declaration in force for each prefix
         for d in self.decls.iter().rev().filter(|d| d.depth < el.depth) {
             if !seen.insert(d.prefix.as_ref()) {
