@@ -251,6 +251,7 @@ def gateway_endpoint(tmp_path_factory, fixture_data):
             fields = rec.get("fields", {})
             if fields.get("message") == "duo-gateway serving":
                 listen = fields["listen"]
+                bed["ops"] = fields["ops"]
         # keep draining the gateway's log so it never blocks on a full pipe
         threading.Thread(target=lambda: [gw_log.write(x) for x in gw.stderr], daemon=True).start()
         port = listen.rsplit(":", 1)[1]

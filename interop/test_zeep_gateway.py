@@ -108,3 +108,13 @@ def test_an_untrusted_gateway_certificate_is_refused(testdata, gateway_endpoint)
                 slot("$XDSDocumentEntryStatus", f"('{APPROVED}')"),
             ]},
         )
+
+
+def test_unsigned_assertions_are_allowed_only_by_the_visible_harness_switch(gateway_endpoint):
+    # zeep sends no (signed) XUA assertion: this test bed accepts that only because its configuration
+    # says so (xua.allowUnsigned, duo-testbed), and the gateway shows it on /metrics
+    ops = requests.Session()
+    ops.trust_env = False
+    text = ops.get(f"http://{gateway_endpoint.bed['ops']}/metrics", timeout=10).text
+    values = [l.split()[-1] for l in text.splitlines() if l.startswith("duo_xua_unsigned_allowed")]
+    assert values == ["1"], text

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine, idempotently:
-#   - Debian packages: xmllint (libxml2-utils), Orthanc + DICOMweb plugin, dcmtk, dicom3tools (dciodvfy),
-#     rsyslog with TLS, openssl (trusted front-end names and pins as an operator computes them)
+#   - Debian packages: xmllint (libxml2-utils), xmlsec1 (XML signatures beside ours), Orthanc + DICOMweb
+#     plugin, dcmtk, dicom3tools (dciodvfy), rsyslog with TLS, openssl (trusted front-end names and pins as
+#     an operator computes them)
 #   - a Python virtualenv with the pinned packages of scripts/requirements.txt (zeep, pydicom, lxml, pypdf)
 #   - kube-apiserver, etcd and helm built from their Go modules (scripts/tools.sh, cached outside the clone)
 #   - cargo-fuzz from crates.io for the fuzz targets (scripts/fuzz.sh), cached outside the clone, and the
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "setup: $*" >&2; }
 
-APT_PACKAGES=(libxml2-utils orthanc orthanc-dicomweb dcmtk dicom3tools rsyslog rsyslog-gnutls openssl)
+APT_PACKAGES=(libxml2-utils xmlsec1 orthanc orthanc-dicomweb dcmtk dicom3tools rsyslog rsyslog-gnutls openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

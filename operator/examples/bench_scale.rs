@@ -88,6 +88,7 @@ fn gateway(i: usize) -> DuoGateway {
             resources: None,
             image: None,
             allow_plain_http: false,
+            xua: Default::default(),
         },
     );
     gw.metadata.namespace = Some(NS.into());

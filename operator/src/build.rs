@@ -31,8 +31,9 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    CommunityEndpoints, CommunityOrganization, CommunityTrust, ConsentMode, DuoCommunity,
-    DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL, TrustBundleRef,
+    CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust, ConsentMode,
+    DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL,
+    TrustBundleRef,
 };
 
 /// Container port of every SOAP and API route (HTTPS, mutual TLS).
@@ -51,6 +52,8 @@ pub const TRUST_DIR: &str = "/etc/duo/trust";
 pub const MITZ_DIR: &str = "/etc/duo/mitz";
 /// Mount folder of the Mitz trust bundle (file `ca.crt`).
 pub const MITZ_TRUST_DIR: &str = "/etc/duo/mitz-trust";
+/// Mount folder of a separate XUA signing key Secret (`spec.xua.signingSecretName`).
+pub const XUA_SIGNING_DIR: &str = "/etc/duo/xua-signing";
 /// Pod-template annotation holding [`checksum`]: a change rolls the pods.
 pub const CHECKSUM_ANNOTATION: &str = "duo.beeldbeschikbaarheid.nl/checksum";
 /// The only field manager the operator applies with.
@@ -182,6 +185,16 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
         Some(u) => Some(u.parse().map_err(|e| bad(f("trust.certificateUra"), e))?),
         None => None,
     };
+    let trusted_issuers = c
+        .spec
+        .trust
+        .issuers
+        .iter()
+        .map(|i| rc::TrustedIssuerConfig {
+            issuer: i.issuer.clone(),
+            certificates: i.certificates.clone(),
+        })
+        .collect();
     Ok(RemoteCommunity {
         home_community_id: hcid,
         name: c.spec.name.clone(),
@@ -190,6 +203,7 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
         retrieve_url: c.spec.endpoints.retrieve_url.clone(),
         imaging_retrieve_url: c.spec.endpoints.imaging_retrieve_url.clone(),
         certificate_ura,
+        trusted_issuers,
         deadline_ms: positive(&f("deadlineMs"), c.spec.deadline_ms)?,
     })
 }
@@ -364,6 +378,31 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
         .category
         .parse()
         .map_err(|e| bad("spec.consent.category", e))?;
+    let x = &s.xua;
+    let mut purposes = Vec::with_capacity(x.allowed_purposes_of_use.len());
+    for (i, p) in x.allowed_purposes_of_use.iter().enumerate() {
+        purposes.push(
+            p.parse::<PurposeOfUse>()
+                .map_err(|e| bad(format!("spec.xua.allowedPurposesOfUse[{i}]"), e))?,
+        );
+    }
+    let xua = rc::XuaConfig {
+        issuer: x.issuer.clone(),
+        signing: x
+            .signing_secret_name
+            .as_ref()
+            .map(|_| rc::XuaSigningConfig {
+                cert_file: format!("{XUA_SIGNING_DIR}/tls.crt").into(),
+                key_file: format!("{XUA_SIGNING_DIR}/tls.key").into(),
+            }),
+        sign_mitz_open_question: x.sign_mitz_open_question,
+        audiences: x.audiences.clone(),
+        clock_skew_seconds: u64::try_from(x.clock_skew_seconds)
+            .map_err(|_| bad("spec.xua.clockSkewSeconds", "must not be negative"))?,
+        max_lifetime_seconds: positive("spec.xua.maxLifetimeSeconds", x.max_lifetime_seconds)?,
+        allowed_purposes_of_use: purposes,
+        allow_unsigned: x.allow_unsigned,
+    };
     Ok(Config {
         organization: OrganizationConfig {
             ura,
@@ -405,6 +444,7 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
         mitz,
         audit: AuditConfig::default(),
         allow_plain_http: s.allow_plain_http,
+        xua,
     })
 }
 
@@ -632,6 +672,10 @@ pub fn deployment(
         volumes.push(trust_volume("mitz-trust", &m.spec.trust_bundle));
         mounts.push(mount("mitz", MITZ_DIR));
         mounts.push(mount("mitz-trust", MITZ_TRUST_DIR));
+    }
+    if let Some(secret) = &s.xua.signing_secret_name {
+        volumes.push(tls_secret_volume("xua-signing", secret));
+        mounts.push(mount("xua-signing", XUA_SIGNING_DIR));
     }
     let container = Container {
         name: "duo-gateway".into(),
@@ -871,9 +915,15 @@ fn egress_ports_of(config: &Config) -> impl Iterator<Item = i32> {
 }
 
 /// The DuoCommunity that publishes `gw` to other gateways in the cluster: same name and namespace,
-/// endpoints on the gateway's Service, the organisation's URA as the certificate URA, and the labels of
-/// `spec.publish.labels` plus [`PUBLISHED_BY_LABEL`]. `None` when publishing is disabled.
-pub fn published_community(gw: &DuoGateway, owner: &OwnerReference) -> Option<DuoCommunity> {
+/// endpoints on the gateway's Service, the organisation's URA as the certificate URA, its XUA issuer
+/// with `signing_certificate` (PEM of the leaf that signs its assertions, when it could be read) as the
+/// issuer trust list, and the labels of `spec.publish.labels` plus [`PUBLISHED_BY_LABEL`]. `None` when
+/// publishing is disabled.
+pub fn published_community(
+    gw: &DuoGateway,
+    owner: &OwnerReference,
+    signing_certificate: Option<&str>,
+) -> Option<DuoCommunity> {
     if !gw.spec.publish.enabled {
         return None;
     }
@@ -898,6 +948,14 @@ pub fn published_community(gw: &DuoGateway, owner: &OwnerReference) -> Option<Du
             },
             trust: CommunityTrust {
                 certificate_ura: Some(gw.spec.organization.ura.clone()),
+                issuers: signing_certificate
+                    .map(|pem| {
+                        vec![CommunityIssuer {
+                            issuer: xua_issuer(gw),
+                            certificates: pem.to_owned(),
+                        }]
+                    })
+                    .unwrap_or_default(),
             },
             deadline_ms: 10_000,
             allow_plain_http: false,
@@ -907,6 +965,15 @@ pub fn published_community(gw: &DuoGateway, owner: &OwnerReference) -> Option<Du
     c.metadata.labels = Some(labels);
     c.metadata.owner_references = Some(vec![owner.clone()]);
     Some(c)
+}
+
+/// The `saml2:Issuer` of `gw`'s assertions: `spec.xua.issuer`, default its homeCommunityId.
+pub fn xua_issuer(gw: &DuoGateway) -> String {
+    gw.spec
+        .xua
+        .issuer
+        .clone()
+        .unwrap_or_else(|| gw.spec.organization.home_community_id.clone())
 }
 
 #[cfg(test)]
@@ -965,6 +1032,7 @@ mod tests {
                 resources: None,
                 image: None,
                 allow_plain_http: false,
+                xua: Default::default(),
             },
         );
         gw.metadata.namespace = Some("hospitals".into());
@@ -1256,7 +1324,7 @@ mod tests {
             .publish
             .labels
             .insert("duo.example/network".into(), "oost-west".into());
-        let c = published_community(&gw, &owner(&gw)).unwrap();
+        let c = published_community(&gw, &owner(&gw), None).unwrap();
         assert_eq!(
             c.spec.endpoints.query_url,
             "https://duo-oost.hospitals.svc:8443/xca/iti38"
@@ -1274,6 +1342,6 @@ mod tests {
             "oost-west"
         );
         gw.spec.publish.enabled = false;
-        assert!(published_community(&gw, &owner(&gw)).is_none());
+        assert!(published_community(&gw, &owner(&gw), None).is_none());
     }
 }

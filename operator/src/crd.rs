@@ -187,6 +187,80 @@ pub struct DuoGatewaySpec {
     /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false.
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// ITI-40 XUA assertions: who signs the ones this gateway issues, what it accepts from peers.
+    #[serde(default)]
+    pub xua: GatewayXua,
+}
+
+/// XUA assertion signing and verification (README "Trust model").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayXua {
+    /// `saml2:Issuer` of the assertions this gateway issues (default: its homeCommunityId). Published,
+    /// with the signing certificate, in the gateway's DuoCommunity (`trust.issuers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: Option<String>,
+    /// Name of a `kubernetes.io/tls` Secret with a separate IdP signing key and certificate (RSA, or EC
+    /// P-256 in PKCS#8). Default: `spec.tls.secretName`, the hospital's server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_name_schema")]
+    pub signing_secret_name: Option<String>,
+    /// Whether the assertion of the Mitz open question is signed (default true).
+    #[serde(default = "yes")]
+    pub sign_mitz_open_question: bool,
+    /// Audiences a received assertion may be restricted to (default: the homeCommunityId).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub audiences: Vec<String>,
+    /// Clock skew tolerated on NotBefore / NotOnOrAfter, seconds (default 60).
+    #[serde(default = "default_clock_skew")]
+    #[schemars(range(min = 0, max = 300))]
+    pub clock_skew_seconds: i64,
+    /// Longest assertion validity accepted, seconds (default 600, Twiin's 10 minutes).
+    #[serde(default = "default_max_lifetime")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_lifetime_seconds: i64,
+    /// Purposes of use accepted (default `[TREAT]`).
+    #[serde(default = "default_purposes")]
+    #[schemars(length(min = 1, max = 20))]
+    pub allowed_purposes_of_use: Vec<String>,
+    /// Accept unsigned or absent assertions from peers (default false): only for a conformance
+    /// harness. Shown in status (`xua.unsignedAllowed`) and the gateway's `/metrics`.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_clock_skew() -> i64 {
+    60
+}
+fn default_max_lifetime() -> i64 {
+    600
+}
+fn default_purposes() -> Vec<String> {
+    vec!["TREAT".into()]
+}
+
+fn opt_name_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    name_schema(g)
+}
+
+impl Default for GatewayXua {
+    fn default() -> Self {
+        GatewayXua {
+            issuer: None,
+            signing_secret_name: None,
+            sign_mitz_open_question: true,
+            audiences: Vec::new(),
+            clock_skew_seconds: default_clock_skew(),
+            max_lifetime_seconds: default_max_lifetime(),
+            allowed_purposes_of_use: default_purposes(),
+            allow_unsigned: false,
+        }
+    }
 }
 
 /// One trusted front-end certificate: either `issuer` and `subject`, or `spkiSha256`.
@@ -506,6 +580,27 @@ pub struct DuoGatewayStatus {
     /// SHA-256 of the applied configuration and certificates (the pod template's checksum annotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_checksum: Option<String>,
+    /// XUA trust in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xua: Option<XuaStatus>,
+}
+
+/// XUA trust in force (from the applied configuration).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct XuaStatus {
+    /// The issuer of this gateway's assertions.
+    pub issuer: String,
+    /// The certificate that signs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_certificate: Option<CertificateStatus>,
+    /// Trusted issuers over all resolved communities.
+    #[serde(default)]
+    pub trusted_issuers: i32,
+    /// True when unsigned or absent assertions are accepted (`spec.xua.allowUnsigned`, conformance
+    /// harness only).
+    #[serde(default)]
+    pub unsigned_allowed: bool,
 }
 
 /// What the operator read from a certificate.
@@ -610,6 +705,24 @@ pub struct CommunityTrust {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "opt_ura_schema")]
     pub certificate_ura: Option<String>,
+    /// Its XUA issuer trust list (the connection document's IdP issuer and PEM): the only signers whose
+    /// assertions gateways accept from this community. A published DuoCommunity carries its gateway's
+    /// own issuer and signing certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub issuers: Vec<CommunityIssuer>,
+}
+
+/// One IdP of a community: the `saml2:Issuer` value and its signing certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunityIssuer {
+    /// The `saml2:Issuer` value, compared exactly.
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: String,
+    /// PEM, one or more `CERTIFICATE` blocks (several during a key rollover).
+    #[schemars(length(min = 1, max = 65536))]
+    pub certificates: String,
 }
 
 fn opt_ura_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use crate::build::{self, FIELD_MANAGER};
 use crate::crd::{
     CertificateStatus, DuoCommunity, DuoGateway, DuoGatewayStatus, MitzConnection,
-    MitzConnectionStatus, PAUSED_ANNOTATION, TrustBundleRef,
+    MitzConnectionStatus, PAUSED_ANNOTATION, TrustBundleRef, XuaStatus,
 };
 use crate::metrics::{Metrics, ModeLabels};
 use crate::validate::{self, CertProblem};
@@ -120,6 +120,7 @@ struct Prepared {
     certificate: CertificateInfo,
     communities: usize,
     skipped: Vec<build::SkippedCommunity>,
+    xua: XuaStatus,
 }
 
 /// What a reconciliation did, for the status.
@@ -135,6 +136,8 @@ pub enum Outcome {
         checksum: String,
         /// Selected communities left out of the configuration, and why.
         skipped: Vec<build::SkippedCommunity>,
+        /// XUA trust in force.
+        xua: Option<Box<XuaStatus>>,
     },
     /// The spec cannot be applied; nothing was changed.
     Degraded(Problem),
@@ -293,8 +296,33 @@ async fn prepare(
     };
     let trust =
         try_problem!(trust_bundle(c, &ns, &s.tls.trust_bundle, "spec.tls.trustBundle").await);
+    // the key that signs the gateway's XUA assertions: a separate IdP Secret, or the TLS one
+    let signing = match &s.xua.signing_secret_name {
+        Some(name) => {
+            let what = format!("spec.xua.signingSecretName ({name})");
+            let (xcert, xkey) = try_problem!(tls_pair(c, &ns, name, &what).await);
+            let info = match validate::check_xua_signing(&xcert, &xkey, now) {
+                Ok(i) => i,
+                Err(e) => return Ok(Err(cert_problem(&what, e))),
+            };
+            Some((info, xcert, xkey))
+        }
+        None => {
+            if let Err(e) = validate::check_xua_signing(&cert, &key, now) {
+                return Ok(Err(cert_problem(&format!("{what} (XUA signing key)"), e)));
+            }
+            None
+        }
+    };
+    let signing_info = signing
+        .as_ref()
+        .map(|(i, _, _)| i.clone())
+        .unwrap_or_else(|| certificate.clone());
     let mut material: Vec<(&str, Vec<u8>)> =
         vec![("tls.crt", cert), ("tls.key", key), ("trust", trust)];
+    if let Some((_, xcert, xkey)) = signing {
+        material.extend([("xua.crt", xcert), ("xua.key", xkey)]);
+    }
     let mitz = match &s.mitz {
         None => None,
         Some(r) => {
@@ -341,7 +369,21 @@ async fn prepare(
     let config_yaml = config.to_yaml();
     let refs: Vec<(&str, &[u8])> = material.iter().map(|(n, b)| (*n, b.as_slice())).collect();
     let checksum = build::checksum(&config_yaml, &refs);
+    let xua = XuaStatus {
+        issuer: config.xua_issuer(),
+        signing_certificate: Some(certificate_status(&signing_info)),
+        trusted_issuers: i32::try_from(
+            config
+                .communities
+                .iter()
+                .map(|c| c.trusted_issuers.len())
+                .sum::<usize>(),
+        )
+        .unwrap_or(i32::MAX),
+        unsigned_allowed: config.xua.allow_unsigned,
+    };
     Ok(Ok(Prepared {
+        xua,
         communities: config.communities.len(),
         config_yaml,
         config,
@@ -555,7 +597,19 @@ async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Erro
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
     let c = &ctx.client;
-    let Some(community) = build::published_community(gw, &owner) else {
+    // the certificate that signs the gateway's assertions, for its peers' trust lists; publishing goes
+    // on without it when it cannot be read yet (prepare reports why)
+    let signing_secret = gw
+        .spec
+        .xua
+        .signing_secret_name
+        .as_deref()
+        .unwrap_or(&gw.spec.tls.secret_name);
+    let signing_pem = match tls_pair(c, &ns, signing_secret, "XUA signing").await? {
+        Ok((cert, _)) => leaf_pem(&cert),
+        Err(_) => None,
+    };
+    let Some(community) = build::published_community(gw, &owner, signing_pem.as_deref()) else {
         delete_published(c, &ns, gw).await?;
         return Ok(None);
     };
@@ -586,6 +640,15 @@ async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Erro
         }
     }
     Ok(apply_or_problem(c, &ns, &community, false).await?.err())
+}
+
+/// The leaf (first) certificate of a PEM chain, as PEM; `None` when it does not parse.
+fn leaf_pem(chain: &[u8]) -> Option<String> {
+    let certs = duo_runtime::pki::parse_certificates(chain).ok()?;
+    Some(duo_runtime::pki::der_to_pem(
+        "CERTIFICATE",
+        certs.first()?.as_ref(),
+    ))
 }
 
 /// Deletes `K` named `name` in `ns` only when the gateway with `uid` owns it.
@@ -685,6 +748,14 @@ fn rollout(deployment: Option<&Deployment>, replicas: i32) -> (bool, i32, String
     (done, ready, msg)
 }
 
+fn certificate_status(c: &CertificateInfo) -> CertificateStatus {
+    CertificateStatus {
+        not_after: c.not_after.to_string(),
+        ura: c.ura.as_ref().map(|u| u.as_str().to_owned()),
+        subject: c.subject.clone(),
+    }
+}
+
 /// The status for `gw` after `outcome`, given its Deployment (as applied or as found). Pure.
 pub fn gateway_status(
     gw: &DuoGateway,
@@ -708,6 +779,7 @@ pub fn gateway_status(
         communities: prev.communities,
         certificate: prev.certificate.clone(),
         applied_checksum: prev.applied_checksum.clone(),
+        xua: prev.xua.clone(),
     };
     let (done, ready, rollout_msg) = rollout(deployment, gw.spec.replicas);
     st.ready_replicas = ready;
@@ -717,14 +789,14 @@ pub fn gateway_status(
             communities,
             checksum,
             skipped,
+            xua,
         } => {
             st.communities = *communities;
             st.applied_checksum = Some(checksum.clone());
-            st.certificate = Some(CertificateStatus {
-                not_after: certificate.not_after.to_string(),
-                ura: certificate.ura.as_ref().map(|u| u.as_str().to_owned()),
-                subject: certificate.subject.clone(),
-            });
+            st.certificate = Some(certificate_status(certificate));
+            if let Some(x) = xua {
+                st.xua = Some((**x).clone());
+            }
             let (ready_reason, progressing_reason) = if done {
                 ("Available", "Complete")
             } else {
@@ -992,6 +1064,7 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
                     communities: i32::try_from(p.communities).unwrap_or(i32::MAX),
                     checksum: p.checksum.clone(),
                     skipped: p.skipped.clone(),
+                    xua: Some(Box::new(p.xua.clone())),
                 };
                 (o, Some(d), "applied")
             }
@@ -1269,6 +1342,7 @@ mod tests {
                 resources: None,
                 image: None,
                 allow_plain_http: false,
+                xua: Default::default(),
             },
         );
         g.metadata.namespace = Some("h".into());
@@ -1283,6 +1357,7 @@ mod tests {
             communities,
             checksum: checksum.into(),
             skipped: vec![],
+            xua: None,
         }
     }
 
@@ -1412,6 +1487,7 @@ mod tests {
                 communities: 0,
                 checksum: "c".into(),
                 skipped: vec![],
+                xua: None,
             },
             None,
             Timestamp::now(),

@@ -83,6 +83,19 @@ pub fn check_certificate(
     Ok(info)
 }
 
+/// Checks the key pair that signs a gateway's XUA assertions (PEM) at `now`: as [`check_certificate`]
+/// without a URA requirement, and that the runtime can sign with it (RSA, or EC P-256 in PKCS#8).
+pub fn check_xua_signing(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    now: Timestamp,
+) -> Result<CertificateInfo, CertProblem> {
+    let info = check_certificate(cert_pem, key_pem, None, now)?;
+    duo_runtime::ihe::xua_dsig::XmlDsigSigner::from_pem(cert_pem, key_pem)
+        .map_err(|e| CertProblem::Unreadable(format!("cannot sign XUA assertions: {e}")))?;
+    Ok(info)
+}
+
 /// Whether `info` expires within [`EXPIRY_WARNING_DAYS`] of `now`.
 pub fn expires_soon(info: &CertificateInfo, now: Timestamp) -> bool {
     info.not_after - SignedDuration::from_hours(24 * EXPIRY_WARNING_DAYS) <= now

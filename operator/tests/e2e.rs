@@ -207,6 +207,19 @@ async fn examples_end_to_end() {
         published.spec.endpoints.query_url,
         format!("https://duo-oost.{NS}.svc:8443/xca/iti38")
     );
+    // it publishes oost's XUA issuer with the certificate that signs its assertions (the TLS one by
+    // default), which every other gateway of the cluster then trusts without hand work
+    let leaf = |pem: &str| {
+        duo_runtime::pki::parse_certificates(pem.as_bytes()).expect("PEM certificates")[0].to_vec()
+    };
+    let issuers = &published.spec.trust.issuers;
+    assert_eq!(issuers.len(), 1, "{issuers:?}");
+    assert_eq!(issuers[0].issuer, oost.spec.organization.home_community_id);
+    assert_eq!(leaf(&issuers[0].certificates), leaf(&secrets.oost.cert_pem));
+    let xs = os.xua.as_ref().expect("status.xua");
+    assert_eq!(xs.issuer, issuers[0].issuer);
+    assert!(xs.trusted_issuers >= 1, "{xs:?}");
+    assert!(!xs.unsigned_allowed);
     let mitz: MitzConnection = wait_for("MitzConnection Ready", T, || async {
         let m = Api::<MitzConnection>::namespaced(client.clone(), NS)
             .get("mitz")
@@ -235,11 +248,37 @@ async fn examples_end_to_end() {
     // --- the runtime accepts what the pod would mount ----------------------------------------------
     // check-config parses and validates the same file; operator/tests/serve.rs starts `duo-gateway
     // serve` from such a layout against simulators and runs a timeline query through it.
-    for name in ["duo-oost", "duo-west"] {
+    for (name, peer) in [("duo-oost", "west"), ("duo-west", "oost")] {
         let d = deps.get(name).await.expect("deployment");
         let root = tempfile::tempdir().expect("tempdir");
         let config_path = lay_out_like_the_pod(&client, NS, &d, root.path()).await;
         let rendered = Config::load(&config_path).expect("config loads from the mounted layout");
+        // the peer's published issuer trust list is in the rendered configuration, as published
+        let peer_published = Api::<DuoCommunity>::namespaced(client.clone(), NS)
+            .get(peer)
+            .await
+            .expect("published peer community");
+        let rc = rendered
+            .communities
+            .iter()
+            .find(|c| c.home_community_id.to_string() == peer_published.spec.home_community_id)
+            .unwrap_or_else(|| panic!("{name} configures {peer}"));
+        assert_eq!(
+            rc.trusted_issuers.len(),
+            1,
+            "{name}: {:?}",
+            rc.trusted_issuers
+        );
+        assert_eq!(
+            (
+                &rc.trusted_issuers[0].issuer,
+                &rc.trusted_issuers[0].certificates
+            ),
+            (
+                &peer_published.spec.trust.issuers[0].issuer,
+                &peer_published.spec.trust.issuers[0].certificates
+            )
+        );
         for f in [
             &rendered.server.tls.cert_file,
             &rendered.server.tls.key_file,

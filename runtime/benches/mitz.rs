@@ -1,5 +1,6 @@
 //! Cost of the Mitz and audit codecs on the request path: writing the closed question, reading its
-//! answer, building and parsing an XUA assertion, and building an ATNA audit message.
+//! answer, building and parsing an XUA assertion, signing and verifying it (RSA 2048 / 4096 and EC P-256
+//! keys made by `openssl`, when it is installed), and building an ATNA audit message.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -10,6 +11,7 @@ use duo_runtime::ihe::soap::Transaction;
 use duo_runtime::ihe::xua::{
     self, SignatureNotChecked, UnsignedAssertions, Validation, XuaAssertion,
 };
+use duo_runtime::ihe::xua_dsig::{TrustedIssuer, XmlDsigSigner, XmlDsigVerifier};
 use duo_runtime::model::Requester;
 use duo_runtime::xml::Limits;
 
@@ -60,6 +62,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("xua_parse_security_header", |b| {
         b.iter(|| xua::parse_security_header(black_box(&block), &v, &SignatureNotChecked).unwrap())
     });
+    xua_signatures(c, now);
     let mut rec = AuditRecord::new(AuditEvent::Query, Transaction::Iti38, Side::Responding);
     rec.requester = Some((&requester()).into());
     rec.patient = Some("900186021".parse().unwrap());
@@ -74,6 +77,51 @@ fn bench(c: &mut Criterion) {
     c.bench_function("audit_record_json_20_documents", |b| {
         b.iter(|| serde_json::to_string(black_box(&rec)).unwrap())
     });
+}
+
+/// Signing an assertion (every outbound request) and verifying one (every inbound request).
+fn xua_signatures(c: &mut Criterion, now: jiff::Timestamp) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, args) in [
+        ("rsa2048", &["-newkey", "rsa:2048"][..]),
+        ("rsa4096", &["-newkey", "rsa:4096"][..]),
+        (
+            "ec_p256",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
+        ),
+    ] {
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=bench"])
+            .args(args)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output();
+        if !made.is_ok_and(|o| o.status.success()) {
+            eprintln!("openssl not available: no signature benchmarks");
+            return;
+        }
+        let signer = XmlDsigSigner::from_files(&cert, &key).unwrap();
+        let a = XuaAssertion::new(requester(), "urn:oid:1.2.3", xua::MITZ_AUDIENCE, now);
+        c.bench_function(&format!("xua_sign_{name}"), |b| {
+            b.iter(|| black_box(&a).security_header(&signer).unwrap())
+        });
+        let block = a.security_header(&signer).unwrap();
+        let trusted =
+            TrustedIssuer::from_pem("urn:oid:1.2.3", &std::fs::read_to_string(&cert).unwrap())
+                .unwrap();
+        let verifier = XmlDsigVerifier {
+            issuers: vec![&trusted],
+            allow_unsigned: false,
+            now,
+        };
+        let v = Validation::at(now);
+        c.bench_function(&format!("xua_verify_{name}"), |b| {
+            b.iter(|| xua::parse_security_header(black_box(&block), &v, &verifier).unwrap())
+        });
+    }
 }
 
 criterion_group!(benches, bench);

@@ -490,6 +490,7 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
             retrieve_url: url(&x.run, tlb::paths::ITI39),
             imaging_retrieve_url: url(&x.run, tlb::paths::RAD75),
             certificate_ura: None,
+            trusted_issuers: Vec::new(),
             deadline_ms: 5_000,
         })
         .collect();

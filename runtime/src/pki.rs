@@ -146,6 +146,20 @@ impl CertificateInfo {
     }
 }
 
+/// PEM text of one DER block under `label` (e.g. `CERTIFICATE`), 64 base64 characters per line.
+pub fn der_to_pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
 /// Parses every `CERTIFICATE` block of a PEM text (a chain, leaf first). Errors when there is none or a
 /// block is malformed.
 pub fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PkiError> {

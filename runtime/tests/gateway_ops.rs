@@ -86,6 +86,7 @@ fn recorder_community(sim: &RunningSim) -> RemoteCommunity {
         retrieve_url: format!("{base}/xca/iti39"),
         imaging_retrieve_url: format!("{base}/xcai/rad75"),
         certificate_ura: None,
+        trusted_issuers: Vec::new(),
         deadline_ms: 5_000,
     }
 }

@@ -707,6 +707,7 @@ async fn bed() -> Bed {
             retrieve_url: sim_url(run, tlb::paths::ITI39),
             imaging_retrieve_url: sim_url(run, tlb::paths::RAD75),
             certificate_ura: None,
+            trusted_issuers: Vec::new(),
             deadline_ms: 10_000,
         })
         .collect();

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use duo_runtime::config::{
     CommunityOrganization, DicomwebBackendConfig, Endpoint as EndpointConfig, LocalBackend,
-    RemoteCommunity, XdsBackendConfig,
+    RemoteCommunity, TrustedIssuerConfig, XdsBackendConfig,
 };
 use duo_runtime::dicom::corpus::{CorpusOptions, LoadReport, load_dir};
 use duo_runtime::dicom::xds::ReportFormat;
@@ -414,7 +414,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
         &dir.path().join("audit-x.jsonl"),
         &[viewer_entry],
     );
-    let p_cfg = test_config(
+    let mut p_cfg = test_config(
         &p,
         pki.hospital("p", &p.ura, &p.name).unwrap(),
         LocalBackend::Dicomweb(DicomwebBackendConfig {
@@ -425,6 +425,27 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
         &dir.path().join("audit-p.jsonl"),
         &[],
     );
+    // P knows X as a community and trusts X's XUA issuer (X signs with its server certificate, the
+    // default): xua.allowUnsigned of the test bed admits unsigned assertions only, never a signed one by
+    // an untrusted issuer. P only answers X, so X's endpoints here are never called.
+    let (x_signing_cert, _) = x_cfg.xua_signing_files();
+    p_cfg.communities = vec![RemoteCommunity {
+        home_community_id: X_HOME.parse().unwrap(),
+        name: x.name.clone(),
+        organizations: vec![CommunityOrganization {
+            ura: x.ura.clone(),
+            name: x.name.clone(),
+        }],
+        query_url: "https://localhost:9/xca/iti38".into(),
+        retrieve_url: "https://localhost:9/xca/iti39".into(),
+        imaging_retrieve_url: "https://localhost:9/xcai/rad75".into(),
+        certificate_ura: Some(x.ura.clone()),
+        trusted_issuers: vec![TrustedIssuerConfig {
+            issuer: x_cfg.xua_issuer(),
+            certificates: std::fs::read_to_string(x_signing_cert).unwrap(),
+        }],
+        deadline_ms: 20_000,
+    }];
     let p_gw = run::start(p_cfg, None, run::default_hooks()).await.unwrap();
     let p_url = format!("https://localhost:{}", p_gw.addr.port());
     x_cfg.communities = vec![RemoteCommunity {
@@ -438,6 +459,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
         retrieve_url: format!("{p_url}/xca/iti39"),
         imaging_retrieve_url: format!("{p_url}/xcai/rad75"),
         certificate_ura: Some(p.ura.clone()),
+        trusted_issuers: Vec::new(),
         deadline_ms: 20_000,
     }];
     let x_gw = run::start(x_cfg, None, run::default_hooks()).await.unwrap();

@@ -242,6 +242,7 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
         retrieve_url: url(&node_run, tlb::paths::ITI39),
         imaging_retrieve_url: url(&node_run, tlb::paths::RAD75),
         certificate_ura: Some(remote.ura.clone()),
+        trusted_issuers: Vec::new(),
         deadline_ms: 10_000,
     }];
     config.validate().map_err(err)?;

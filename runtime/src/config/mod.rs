@@ -46,6 +46,10 @@ pub struct Config {
     /// Audit trail sinks (NEN 7513).
     #[serde(default)]
     pub audit: AuditConfig,
+    /// ITI-40 XUA assertions: how the ones this gateway issues are signed, and how received ones are
+    /// checked (the issuer trust lists are per community, `communities[].trustedIssuers`).
+    #[serde(default)]
+    pub xua: XuaConfig,
     /// Explicit opt-in to plain `http://` endpoints (a PACS on the same host, test set-ups). Default
     /// false: every endpoint must be `https://`.
     #[serde(default)]
@@ -295,9 +299,122 @@ pub struct RemoteCommunity {
     /// recognise the community when it calls this gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_ura: Option<Ura>,
+    /// Issuer trust list: the IdPs (issuer name and certificates, as in the Technical Agreement's
+    /// connection document) whose signed XUA assertions this gateway accepts from this community.
+    /// Empty: no assertion of this community is accepted (unless `xua.allowUnsigned` and unsigned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
     /// Milliseconds to wait for this community (default 10,000).
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
+}
+
+/// One IdP of a community's issuer trust list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustedIssuerConfig {
+    /// The `saml2:Issuer` value of its assertions (compared exactly), e.g. `urn:oid:<homeCommunityId>`.
+    pub issuer: String,
+    /// Its signing certificates, PEM (one or more `CERTIFICATE` blocks; several during a rollover). Only
+    /// these keys are tried; each counts within its validity period.
+    pub certificates: String,
+}
+
+/// ITI-40 XUA assertions: signing out, verification in (README "Trust model").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct XuaConfig {
+    /// `saml2:Issuer` of the assertions this gateway issues (default: `organization.homeCommunityId`,
+    /// `urn:oid:...`). Peers put it, with the signing certificate, in their issuer trust list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Key and certificate that sign them (default: `server.tls.certFile` / `keyFile`, the hospital's
+    /// server certificate). A separate IdP key is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<XuaSigningConfig>,
+    /// Whether the assertion of the Mitz open question is signed (default true; Mitz's handbook is not
+    /// public).
+    #[serde(default = "yes")]
+    pub sign_mitz_open_question: bool,
+    /// Audiences a received assertion may be restricted to (default: `organization.homeCommunityId`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Clock difference tolerated on NotBefore / NotOnOrAfter, seconds (default 60, at most 300).
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    /// Longest validity accepted, NotOnOrAfter minus NotBefore, seconds (default 600: Twiin's 10 minutes).
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_seconds: u64,
+    /// Purposes of use accepted (default `[TREAT]`).
+    #[serde(default = "default_purposes")]
+    pub allowed_purposes_of_use: Vec<PurposeOfUse>,
+    /// Accept requests whose assertion is unsigned, or that carry none (default false). Only for a
+    /// conformance harness that cannot sign (NIST tools, zeep); shown as `duo_xua_unsigned_allowed 1`
+    /// in `/metrics` and in the DuoGateway status. A signature that is present is always verified.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// The key pair that signs outbound assertions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct XuaSigningConfig {
+    /// Certificate chain, PEM (leaf first); the leaf goes into every signature's KeyInfo.
+    pub cert_file: PathBuf,
+    /// Private key, PEM (PKCS#8, or PKCS#1 for RSA). RSA signs RSA-SHA256, EC P-256 ECDSA-SHA256.
+    pub key_file: PathBuf,
+}
+
+fn default_clock_skew() -> u64 {
+    60
+}
+fn default_max_lifetime() -> u64 {
+    600
+}
+fn default_purposes() -> Vec<PurposeOfUse> {
+    vec![PurposeOfUse::default()]
+}
+
+impl Default for XuaConfig {
+    fn default() -> Self {
+        XuaConfig {
+            issuer: None,
+            signing: None,
+            sign_mitz_open_question: true,
+            audiences: Vec::new(),
+            clock_skew_seconds: default_clock_skew(),
+            max_lifetime_seconds: default_max_lifetime(),
+            allowed_purposes_of_use: default_purposes(),
+            allow_unsigned: false,
+        }
+    }
+}
+
+impl Config {
+    /// The `saml2:Issuer` this gateway writes (`xua.issuer`, default the homeCommunityId).
+    pub fn xua_issuer(&self) -> String {
+        self.xua
+            .issuer
+            .clone()
+            .unwrap_or_else(|| self.organization.home_community_id.to_string())
+    }
+
+    /// The audiences a received assertion may name (`xua.audiences`, default the homeCommunityId).
+    pub fn xua_audiences(&self) -> Vec<String> {
+        if self.xua.audiences.is_empty() {
+            vec![self.organization.home_community_id.to_string()]
+        } else {
+            self.xua.audiences.clone()
+        }
+    }
+
+    /// The certificate and key files that sign outbound assertions (`xua.signing`, default `server.tls`).
+    pub fn xua_signing_files(&self) -> (&Path, &Path) {
+        match &self.xua.signing {
+            Some(s) => (&s.cert_file, &s.key_file),
+            None => (&self.server.tls.cert_file, &self.server.tls.key_file),
+        }
+    }
 }
 
 /// An organisation served by a community.

@@ -260,6 +260,44 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         check_url(&f("retrieveUrl"), &rc.retrieve_url, http)?;
         check_url(&f("imagingRetrieveUrl"), &rc.imaging_retrieve_url, http)?;
         check_positive(&f("deadlineMs"), rc.deadline_ms)?;
+        let mut issuers = HashSet::new();
+        for (j, t) in rc.trusted_issuers.iter().enumerate() {
+            let g = |n: &str| format!("communities[{i}].trustedIssuers[{j}].{n}");
+            if t.issuer.trim().is_empty() {
+                return Err(ConfigError::new(g("issuer"), "must not be empty"));
+            }
+            if !issuers.insert(t.issuer.trim()) {
+                return Err(ConfigError::new(
+                    g("issuer"),
+                    format!("duplicate {:?}", t.issuer),
+                ));
+            }
+            crate::ihe::xua_dsig::TrustedIssuer::from_pem(&t.issuer, &t.certificates)
+                .map_err(|e| ConfigError::new(g("certificates"), e))?;
+        }
+    }
+    let x = &c.xua;
+    if x.clock_skew_seconds > 300 {
+        return Err(ConfigError::new(
+            "xua.clockSkewSeconds",
+            "must be at most 300 (a larger skew stretches every assertion's validity)",
+        ));
+    }
+    check_positive("xua.maxLifetimeSeconds", x.max_lifetime_seconds)?;
+    if x.allowed_purposes_of_use.is_empty() {
+        return Err(ConfigError::new(
+            "xua.allowedPurposesOfUse",
+            "must name at least one purpose of use",
+        ));
+    }
+    if x.issuer.as_ref().is_some_and(|i| i.trim().is_empty()) {
+        return Err(ConfigError::new("xua.issuer", "must not be empty"));
+    }
+    if x.audiences.iter().any(|a| a.trim().is_empty()) {
+        return Err(ConfigError::new(
+            "xua.audiences",
+            "must not hold an empty audience",
+        ));
     }
     check_front_ends(&c.initiating.trusted_front_end)?;
     let needs_mitz =

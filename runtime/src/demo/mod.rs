@@ -373,6 +373,40 @@ pub async fn exercise(w: &World) -> (Vec<Check>, Value) {
                 .unwrap_or_else(|| "no consent decision record".into()),
         });
     }
+    // every peer accepted the asking gateway's signed assertions: it asked Mitz (a consent decision is
+    // audited) and refused none; no gateway accepts unsigned ones
+    let peers = &w.hospitals[1..];
+    let verified = peers
+        .iter()
+        .filter(|h| {
+            audit
+                .get(&h.spec.key)
+                .is_some_and(|recs| recs.iter().any(|r| r["event"] == "consentDecision"))
+        })
+        .count();
+    let refused: usize = audit
+        .values()
+        .flatten()
+        .filter(|r| {
+            r["outcomeDetail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("refused: XUA assertion"))
+        })
+        .count();
+    let unsigned_allowed = w
+        .hospitals
+        .iter()
+        .filter(|h| h.config.xua.allow_unsigned)
+        .count();
+    checks.push(Check {
+        name: "signed XUA assertions verified by every peer".into(),
+        ok: verified == peers.len() && refused == 0 && unsigned_allowed == 0,
+        detail: format!(
+            "{verified}/{} peers verified {}'s signatures against their issuer trust lists; {refused} refused; unsigned accepted by {unsigned_allowed} gateways",
+            peers.len(),
+            w.hospitals[0].spec.name
+        ),
+    });
     let report = json!({
         "patient": {"bsn": w.patient.bsn.to_string(), "name": w.patient.name},
         "hospitals": w.hospitals.iter().map(|h| json!({

@@ -12,6 +12,7 @@ use crate::config::{
     AuditConfig, CommunityOrganization, Config, ConsentConfig, ConsentMode, Endpoint,
     FrontEndCertificate, InitiatingConfig, LimitsConfig, LocalBackend, LocalizationMode,
     MitzConfig, OrganizationConfig, RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd,
+    TrustedIssuerConfig,
     XcaBackendConfig, XdsBackendConfig,
 };
 use crate::consent::Decision;
@@ -514,6 +515,7 @@ pub async fn build(opts: Options) -> Result<World, String> {
                 syslog: None,
             },
             allow_plain_http: false,
+            xua: Default::default(),
         };
         let gateway = run::start(config.clone(), None, run::default_hooks())
             .await
@@ -533,10 +535,13 @@ pub async fn build(opts: Options) -> Result<World, String> {
         });
     }
 
-    // now that every gateway listens, each learns the others as communities
-    let remotes: Vec<RemoteCommunity> = hospitals
-        .iter()
-        .map(|h| RemoteCommunity {
+    // now that every gateway listens, each learns the others as communities, and trusts each other's
+    // XUA issuer (the gateway's own certificate signs, as by default)
+    let mut remotes: Vec<RemoteCommunity> = Vec::with_capacity(hospitals.len());
+    for h in &hospitals {
+        let (cert_file, _) = h.config.xua_signing_files();
+        let pem = std::fs::read_to_string(cert_file).map_err(err)?;
+        remotes.push(RemoteCommunity {
             home_community_id: h.home.clone(),
             name: h.spec.name.clone(),
             organizations: vec![CommunityOrganization {
@@ -547,9 +552,13 @@ pub async fn build(opts: Options) -> Result<World, String> {
             retrieve_url: format!("{}/xca/iti39", h.gateway_url()),
             imaging_retrieve_url: format!("{}/xcai/rad75", h.gateway_url()),
             certificate_ura: Some(h.spec.ura.clone()),
+            trusted_issuers: vec![TrustedIssuerConfig {
+                issuer: h.config.xua_issuer(),
+                certificates: pem,
+            }],
             deadline_ms: opts.deadline_ms,
-        })
-        .collect();
+        });
+    }
     for h in &mut hospitals {
         h.config.communities = remotes
             .iter()

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use crate::audit::{AuditLog, AuditRecord, AuditSource};
 use crate::config::{Config, LocalizationMode};
 use crate::consent::{ConsentService, MitzClient};
-use crate::ihe::xua::UnsignedAssertions;
 use crate::localization::LocalizationClient;
 use crate::tls::TlsMaterial;
 
@@ -51,8 +50,8 @@ pub async fn from_config(c: &Config) -> Result<Hooks, String> {
             let client = MitzClient::new(m).map_err(|e| format!("mitz: {e}"))?;
             Some(Arc::new(LocalizationClient::new(
                 Arc::new(client),
-                c.organization.home_community_id.to_string(),
-                Arc::new(UnsignedAssertions),
+                c.xua_issuer(),
+                super::xua::open_question_signer(c)?,
             )))
         }
         (LocalizationMode::Mitz, None) => {

@@ -1,7 +1,10 @@
 //! Who is calling: the TLS client certificate of the connection and the XUA assertion of the request.
 //!
 //! Rules:
-//! - responding side (ITI-38, ITI-39, RAD-75 from other communities): the assertion's organisation
+//! - responding side (ITI-38, ITI-39, RAD-75 from other communities): exactly one XUA assertion, signed
+//!   by an issuer in the trust list of the community the client certificate belongs to, for this
+//!   community, within its validity and lifetime, with a RoleCodeNL role and an allowed purpose of use
+//!   ([`super::xua`]); refused with a WS-Security fault code otherwise. Its organisation
 //!   (provider-institution URA) must be the client certificate's URA, or the certificate must belong to a
 //!   configured community (its `certificateUra`) that serves that organisation (a platform gateway
 //!   speaking for several organisations). Anything else is refused before any data is touched.
@@ -14,7 +17,6 @@ use http::HeaderMap;
 use jiff::Timestamp;
 
 use super::Gateway;
-use crate::config::ConsentMode;
 use crate::ihe::soap::SoapHeader;
 use crate::ihe::xua::{self, SignatureNotChecked, Validation, XuaAssertion, XuaError};
 use crate::model::{PurposeOfUse, Requester, Ura};
@@ -30,6 +32,9 @@ pub enum Refusal {
     /// The request carries no usable XUA assertion where one is required.
     #[error("XUA assertion: {0}")]
     Assertion(String),
+    /// A peer's XUA assertion is absent, unsigned, untrusted or unacceptable (responding side).
+    #[error("XUA assertion: {0}")]
+    Token(XuaError),
     /// The assertion's organisation is not the certificate's, nor one the calling community speaks for.
     #[error(
         "requester organisation {claimed} does not match the client certificate ({certificate})"
@@ -46,6 +51,16 @@ pub enum Refusal {
     /// Identity headers missing or invalid.
     #[error("{0}")]
     Headers(String),
+}
+
+impl Refusal {
+    /// The WS-Security fault subcode of the refusal, when it is one of the assertion.
+    pub fn fault_subcode(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Token(e) => Some(e.wsse_fault_code()),
+            _ => None,
+        }
+    }
 }
 
 /// The parsed client certificate of a request, if any.
@@ -88,28 +103,28 @@ pub fn organisation_allowed(
     })
 }
 
-/// Responding side: the caller's assertion, checked against its certificate. Under `consent.mode: mitz`
-/// an assertion is required (Mitz is asked on behalf of its requester); under `permitAll` a request
-/// without one is served anonymously (test environments, NIST scenarios).
+/// Responding side: the caller's assertion, verified against the issuer trust list of the caller's
+/// community ([`super::xua`]) and checked against its certificate. A request without an assertion is
+/// served anonymously only under `xua.allowUnsigned` (a conformance harness; consent then fails closed
+/// in mode `mitz`, having no requester to ask for).
 pub fn responding_requester(
     g: &Gateway,
     peer: Option<&PeerCertificate>,
     header: &SoapHeader,
 ) -> Result<Option<XuaAssertion>, Refusal> {
-    let assertion = match xua::from_soap_header(header, &validation(g), &SignatureNotChecked) {
-        Ok(a) => Some(a),
-        Err(XuaError::NoSecurityHeader | XuaError::NoAssertion)
-            if g.config.consent.mode == ConsentMode::PermitAll =>
-        {
-            None
+    let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
+    let now = Timestamp::now();
+    let verifier = super::xua::verifier(g, &cert, now);
+    let validation = super::xua::inbound_validation(&g.config, now);
+    let assertion = match xua::from_soap_header(header, &validation, &verifier) {
+        Ok(a) => a,
+        Err(XuaError::NoSecurityHeader | XuaError::NoAssertion) if g.config.xua.allow_unsigned => {
+            return Ok(None);
         }
-        Err(e) => return Err(Refusal::Assertion(e.to_string())),
+        Err(e) => return Err(Refusal::Token(e)),
     };
-    if let Some(a) = &assertion {
-        let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
-        organisation_allowed(g, &cert, &a.requester.ura)?;
-    }
-    Ok(assertion)
+    organisation_allowed(g, &cert, &assertion.requester.ura)?;
+    Ok(Some(assertion))
 }
 
 /// Whether the caller may use the initiating gateway: its certificate is the hospital's own (its URA), or

@@ -55,7 +55,7 @@ use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, param};
 use crate::ihe::retrieve::{
     DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
 };
-use crate::ihe::xua::{UnsignedAssertions, XuaAssertion};
+use crate::ihe::xua::XuaAssertion;
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
 use crate::model::{Bsn, HomeCommunityId, Organization, Requester};
 use crate::server::listener::PeerCertificate;
@@ -205,15 +205,10 @@ pub fn context_for(
 ) -> CallContext {
     let mut blocks = Vec::new();
     if let Some(r) = requester {
-        let mut a = XuaAssertion::new(
-            r.clone(),
-            g.home.to_string(),
-            target.home.to_string(),
-            jiff::Timestamp::now(),
-        );
+        let mut a = super::xua::issue(g, r.clone(), &target.home.to_string());
         a.patient = patient.cloned();
         a.event_codes = vec![g.config.consent.category.clone()];
-        if let Ok(b) = a.security_header(&UnsignedAssertions) {
+        if let Some(b) = super::xua::security_block(g, &a) {
             blocks.push(b);
         }
     }

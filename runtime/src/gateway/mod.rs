@@ -12,6 +12,7 @@ pub mod initiating;
 pub mod reply;
 pub mod responding;
 pub mod timeline_api;
+pub mod xua;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct Remote {
     pub config: RemoteCommunity,
     /// The backend that talks to it (ITI-38 / ITI-39 / RAD-75).
     pub community: Arc<dyn Community>,
+    /// Its issuer trust list (`trustedIssuers`): who may sign the assertions it sends.
+    pub trusted_issuers: Vec<crate::ihe::xua_dsig::TrustedIssuer>,
 }
 
 /// One snapshot of the gateway: configuration and everything built from it.
@@ -57,6 +60,8 @@ pub struct Gateway {
     pub mtom_limits: MtomLimits,
     /// The hospital's TLS identity (server side and outbound client).
     pub tls: TlsMaterial,
+    /// Signs every XUA assertion this gateway issues ([`xua::signer`]).
+    pub signer: Arc<crate::ihe::xua_dsig::XmlDsigSigner>,
     /// Permits for timeline queries in progress (`server.limits.maxConcurrentTimelines`).
     pub timelines: Arc<tokio::sync::Semaphore>,
 }
@@ -116,6 +121,8 @@ impl Gateway {
         let tls = TlsMaterial::load(&config.server.tls)?;
         check_identity(&config, &tls)?;
         identity::check_front_end_issuers(&config).map_err(BuildError::Config)?;
+        let signer = Arc::new(xua::signer(&config).map_err(BuildError::Config)?);
+        let mut trust_lists = xua::trust_lists(&config).map_err(BuildError::Config)?;
         let https = tls.http_client(CONNECT_TIMEOUT)?;
         let plain = if config.allow_plain_http {
             Some(crate::tls::plain_http_client(CONNECT_TIMEOUT)?)
@@ -166,7 +173,9 @@ impl Gateway {
         let remotes = config
             .communities
             .iter()
-            .map(|rc| Remote {
+            .zip(trust_lists.iter_mut())
+            .map(|(rc, trusted)| Remote {
+                trusted_issuers: std::mem::take(trusted),
                 community: Arc::new(XcaCommunity::new(
                     XcaEndpoints {
                         home_community_id: rc.home_community_id.clone(),
@@ -182,6 +191,9 @@ impl Gateway {
         metrics.set_localization_mode(
             config.initiating.localization == crate::config::LocalizationMode::Mitz,
         );
+        metrics
+            .xua_unsigned_allowed
+            .set(i64::from(config.xua.allow_unsigned));
         let config_timelines = config.server.limits.max_concurrent_timelines;
         Ok(Gateway {
             home: config.organization.home_community_id.clone(),
@@ -193,6 +205,7 @@ impl Gateway {
             xml_limits,
             mtom_limits,
             tls,
+            signer,
             timelines: Arc::new(tokio::sync::Semaphore::new(config_timelines.max(1))),
         })
     }

@@ -127,6 +127,18 @@ pub async fn reject(
             "refused",
         ),
     };
+    reject_with(g, tx, side, peer, h, f, outcome).await
+}
+
+async fn reject_with(
+    g: &Gateway,
+    tx: Transaction,
+    side: Side,
+    peer: Option<&PeerCertificate>,
+    h: Option<&SoapHeader>,
+    f: Fault,
+    outcome: &str,
+) -> SoapReply {
     tracing::warn!(transaction = %tx, ?side, reason = %f.reason, "request rejected");
     g.metrics.count_request(tx.name(), outcome);
     let event = match tx {
@@ -144,6 +156,32 @@ pub async fn reject(
         tracing::error!(transaction = %tx, error = %e, "audit record of a rejected request not written");
     }
     SoapReply::fault(&f, h)
+}
+
+/// Answers a request whose caller is refused for `r` like [`reject`] (logged, counted, audited with the
+/// reason), with the refusal's WS-Security fault subcode when it is one of the XUA assertion (counted in
+/// `duo_xua_refusals_total`).
+pub async fn refuse(
+    g: &Gateway,
+    tx: Transaction,
+    side: Side,
+    peer: Option<&PeerCertificate>,
+    h: Option<&SoapHeader>,
+    r: &super::identity::Refusal,
+) -> SoapReply {
+    let Some(code) = r.fault_subcode() else {
+        return reject(g, tx, side, peer, h, Err(r.to_string())).await;
+    };
+    g.metrics
+        .xua_refusals
+        .get_or_create(&crate::server::metrics::XuaRefusalLabels { code: code.into() })
+        .inc();
+    let f = Fault {
+        code: FaultCode::Sender,
+        subcode: Some(code.into()),
+        reason: format!("refused: {r}"),
+    };
+    reject_with(g, tx, side, peer, h, f, "refused").await
 }
 
 fn parse_request<T: Message>(

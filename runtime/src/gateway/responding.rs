@@ -31,7 +31,7 @@ use futures::StreamExt;
 use super::Gateway;
 use super::disclosure::{self, Gate, PatientKey, Permit};
 use super::identity;
-use super::reply::{SoapReply, read_request, reject};
+use super::reply::{SoapReply, read_request, refuse};
 use crate::audit::{AuditEvent, AuditRecord, HolderRecord, Outcome, Side};
 use crate::backend::{CallContext, RetrieveStream};
 use crate::config::ConsentMode;
@@ -46,7 +46,7 @@ use crate::ihe::retrieve::{
 };
 use crate::ihe::soap::SoapHeader;
 use crate::ihe::transform::uuids;
-use crate::ihe::xua::{UnsignedAssertions, XuaAssertion};
+use crate::ihe::xua::XuaAssertion;
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
 use crate::model::{Bsn, DocumentKind, HomeCommunityId, Requester, reference_type};
 use crate::server::listener::PeerCertificate;
@@ -74,7 +74,7 @@ async fn read_remote<T: crate::ihe::Message>(
     let (h, req) = read_request::<T>(g, tx, Side::Responding, peer, content_type, body).await?;
     match identity::responding_requester(g, peer, &h) {
         Ok(a) => Ok((h, req, a)),
-        Err(r) => Err(reject(g, tx, Side::Responding, peer, Some(&h), Err(r.to_string())).await),
+        Err(r) => Err(refuse(g, tx, Side::Responding, peer, Some(&h), &r).await),
     }
 }
 
@@ -103,14 +103,9 @@ pub fn outbound_context(
 ) -> CallContext {
     let mut blocks = Vec::new();
     if let Some(r) = requester {
-        let mut a = XuaAssertion::new(
-            r.clone(),
-            g.home.to_string(),
-            audience,
-            jiff::Timestamp::now(),
-        );
+        let mut a = super::xua::issue(g, r.clone(), audience);
         a.patient = patient.cloned();
-        if let Ok(b) = a.security_header(&UnsignedAssertions) {
+        if let Some(b) = super::xua::security_block(g, &a) {
             blocks.push(b);
         }
     }

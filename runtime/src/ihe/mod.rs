@@ -16,6 +16,7 @@ pub mod retrieve;
 pub mod soap;
 pub mod transform;
 pub mod xua;
+pub mod xua_dsig;
 
 use bytes::Bytes;
 

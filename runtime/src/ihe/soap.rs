@@ -385,7 +385,13 @@ fn read_header<'i>(
         {
             return Err(SoapError::MustUnderstand(el.qualified()));
         }
-        h.other.push(r.raw_fragment(&el)?);
+        // a WS-Security block keeps every declaration in scope: the signed assertion in it is
+        // canonicalised apart from the envelope (see Reader::raw_fragment_in_scope)
+        if el.is(ns::WSSE, "Security") {
+            h.other.push(r.raw_fragment_in_scope(&el)?);
+        } else {
+            h.other.push(r.raw_fragment(&el)?);
+        }
     }
     Ok(())
 }
@@ -469,7 +475,14 @@ pub fn write_fault(fault: &Fault, request: Option<&SoapHeader>) -> String {
         w.start("soap:Code");
         w.leaf("soap:Value", &format!("soap:{}", fault.code.local()));
         if let Some(s) = &fault.subcode {
-            w.start("soap:Subcode").leaf("soap:Value", s).end();
+            // the subcode is a QName: a WS-Security one needs its prefix declared
+            w.start("soap:Subcode");
+            w.start("soap:Value");
+            if s.starts_with("wsse:") {
+                w.attr("xmlns:wsse", ns::WSSE);
+            }
+            w.text(s).end();
+            w.end();
         }
         w.end();
         w.start("soap:Reason")

@@ -6,9 +6,12 @@
 //! [`XuaAssertion::security_header`], a self-contained XML string for
 //! [`SoapHeader::other`](crate::ihe::soap::SoapHeader::other).
 //!
-//! Reading: [`parse_security_header`] / [`from_soap_header`] turn the block back into an [`XuaAssertion`],
-//! checking the validity window (with a clock-skew allowance) and, when asked, the audience. Errors name the
-//! attribute or condition that failed.
+//! Reading: [`parse_security_header`] / [`from_soap_header`] turn the block back into an [`XuaAssertion`]:
+//! exactly one assertion in exactly one `wsse:Security` block, its signature handed to an
+//! [`AssertionVerifier`], then the validity window (with a clock-skew allowance and a maximum lifetime),
+//! the audience, the role (RoleCodeNL) and the purpose of use as [`Validation`] asks. Errors name the
+//! attribute or condition that failed; [`XuaError::wsse_fault_code`] gives the WS-Security fault code a
+//! refusal is answered with.
 //!
 //! Attributes (DOMAIN.md "Twiin technical agreements"; value encodings as the public Mitz client
 //! bastion365/nl-generic-functions `mitz-connector` sends them to the Mitz test environment):
@@ -24,9 +27,9 @@
 //! | `urn:ihe:iti:appc:2016:document-entry:event-code` | HL7 v3 `CV` data category (code system `2.16.840.1.113883.2.4.3.111.5.10.1`), optional |
 //! | `urn:oasis:names:tc:xspa:1.0:subject:subject-id` | the professional's name as text (IHE XUA), optional |
 //!
-//! Signing and signature verification follow in a later issue. The seam for them is
-//! [`AssertionSigner`] and [`AssertionVerifier`]; the implementations here, [`UnsignedAssertions`] and
-//! [`SignatureNotChecked`], do neither and say so in their names.
+//! Signing and signature verification are [`AssertionSigner`] and [`AssertionVerifier`]; the XML
+//! Signature implementations are in [`crate::ihe::xua_dsig`]. [`UnsignedAssertions`] and
+//! [`SignatureNotChecked`] do neither and say so in their names (simulators, codec tests).
 
 use std::fmt;
 
@@ -86,6 +89,35 @@ pub enum XuaError {
     /// The `wsse:Security` block holds no `saml2:Assertion`.
     #[error("wsse:Security header holds no SAML 2.0 assertion")]
     NoAssertion,
+    /// More than one `wsse:Security` block, or more than one `saml2:Assertion` in it (at any depth):
+    /// which one would count is exactly what a signature-wrapping attack plays with, so none does.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// The assertion carries no `ds:Signature` and unsigned assertions are not accepted.
+    #[error("SAML assertion is not signed")]
+    Unsigned,
+    /// The assertion's Issuer is not in the issuer trust list of the calling community.
+    #[error("SAML assertion issuer {0:?} is not trusted for the calling community")]
+    UntrustedIssuer(String),
+    /// NotOnOrAfter lies further after NotBefore than the maximum lifetime allows.
+    #[error("SAML assertion lifetime {lifetime} exceeds the maximum of {max}")]
+    TooLongLived {
+        /// NotOnOrAfter minus NotBefore.
+        lifetime: SignedDuration,
+        /// The configured maximum.
+        max: SignedDuration,
+    },
+    /// The role is not a code of the RoleCodeNL value set.
+    #[error("SAML assertion role {0:?} is not in the RoleCodeNL value set")]
+    UnknownRole(String),
+    /// The purpose of use is not one this gateway accepts.
+    #[error("SAML assertion purpose of use {found:?} is not allowed (allowed: {allowed:?})")]
+    PurposeNotAllowed {
+        /// What the assertion states.
+        found: String,
+        /// What is configured.
+        allowed: Vec<String>,
+    },
     /// The block or assertion is not acceptable XML.
     #[error("SAML assertion: {0}")]
     Xml(#[from] XmlError),
@@ -132,6 +164,23 @@ pub enum XuaError {
     Signing(String),
 }
 
+impl XuaError {
+    /// The WS-Security fault subcode (OASIS SOAP Message Security 1.1, section 12) a request refused for
+    /// this reason is answered with: `wsse:SecurityTokenUnavailable` when no assertion was sent,
+    /// `wsse:FailedAuthentication` when its signature or signer is not accepted, and
+    /// `wsse:InvalidSecurityToken` when the assertion itself is unacceptable (ambiguous, malformed, out
+    /// of its validity window, wrong audience, role or purpose of use).
+    pub fn wsse_fault_code(&self) -> &'static str {
+        match self {
+            XuaError::NoSecurityHeader | XuaError::NoAssertion => "wsse:SecurityTokenUnavailable",
+            XuaError::Unsigned | XuaError::Signature(_) | XuaError::UntrustedIssuer(_) => {
+                "wsse:FailedAuthentication"
+            }
+            _ => "wsse:InvalidSecurityToken",
+        }
+    }
+}
+
 fn invalid(field: &str, msg: impl Into<String>) -> XuaError {
     XuaError::Invalid {
         field: field.to_owned(),
@@ -159,21 +208,34 @@ impl AssertionSigner for UnsignedAssertions {
     }
 }
 
-/// Checks the signature of a received assertion (seam for XML digital signature, a later issue).
-pub trait AssertionVerifier: Send + Sync {
-    /// `assertion_xml` is the received `saml2:Assertion` element exactly as it arrived, made
-    /// self-contained (inherited namespace declarations added); `has_signature` says whether it holds a
-    /// `ds:Signature` child. Errors: [`XuaError::Signature`].
-    fn verify(&self, assertion_xml: &str, has_signature: bool) -> Result<(), XuaError>;
+/// A received assertion as the [`AssertionVerifier`] sees it, before any of its attributes is used.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// The `saml2:Assertion` element exactly as it arrived, made self-contained (the namespace
+    /// declarations in scope where it stood added to its start tag).
+    pub xml: &'a str,
+    /// Its `@ID`.
+    pub id: &'a str,
+    /// Its `saml2:Issuer` (trimmed).
+    pub issuer: &'a str,
+    /// Whether it holds a `ds:Signature` child.
+    pub has_signature: bool,
 }
 
-/// Accepts every assertion WITHOUT checking any signature, signed or not. Only until signature
-/// verification exists (a later issue).
+/// Checks the signature of a received assertion.
+pub trait AssertionVerifier: Send + Sync {
+    /// Accepts or refuses `assertion` before anything of it is used. Errors: [`XuaError::Unsigned`],
+    /// [`XuaError::UntrustedIssuer`], [`XuaError::Signature`].
+    fn verify(&self, assertion: &Received<'_>) -> Result<(), XuaError>;
+}
+
+/// Accepts every assertion WITHOUT checking any signature, signed or not: simulators and codec tests
+/// only. The gateway verifies with [`crate::ihe::xua_dsig::XmlDsigVerifier`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SignatureNotChecked;
 
 impl AssertionVerifier for SignatureNotChecked {
-    fn verify(&self, _assertion_xml: &str, _has_signature: bool) -> Result<(), XuaError> {
+    fn verify(&self, _assertion: &Received<'_>) -> Result<(), XuaError> {
         Ok(())
     }
 }
@@ -210,21 +272,31 @@ pub struct Validation {
     pub now: Timestamp,
     /// Tolerated clock difference with the issuer (default [`DEFAULT_CLOCK_SKEW`]).
     pub clock_skew: SignedDuration,
-    /// When set, the audience restriction must name it.
-    pub audience: Option<String>,
+    /// When not empty, the audience restriction must name one of these.
+    pub audiences: Vec<String>,
     /// Purpose of use assumed when the assertion states none (ConsentConfig.defaultPurposeOfUse); when
     /// `None` a missing purpose of use is an error.
     pub default_purpose_of_use: Option<PurposeOfUse>,
+    /// When set, NotOnOrAfter may lie at most this long after NotBefore (Twiin: 10 minutes).
+    pub max_lifetime: Option<SignedDuration>,
+    /// Whether the role must be a code of the RoleCodeNL value set ([`RoleCode::is_role_code_nl`]).
+    pub role_code_nl: bool,
+    /// When not empty, the purpose of use (stated or defaulted) must be one of these.
+    pub allowed_purposes_of_use: Vec<PurposeOfUse>,
 }
 
 impl Validation {
-    /// Checks at `now` with the default skew, no audience requirement and no default purpose of use.
+    /// Checks at `now` with the default skew and nothing else required: no audience, lifetime, role
+    /// value set or purpose of use, and no default purpose of use.
     pub fn at(now: Timestamp) -> Validation {
         Validation {
             now,
             clock_skew: DEFAULT_CLOCK_SKEW,
-            audience: None,
+            audiences: Vec::new(),
             default_purpose_of_use: None,
+            max_lifetime: None,
+            role_code_nl: false,
+            allowed_purposes_of_use: Vec::new(),
         }
     }
 
@@ -458,24 +530,52 @@ fn limits() -> Limits {
 }
 
 /// Finds the `wsse:Security` block among the raw header blocks of `header` and parses its assertion with
-/// [`parse_security_header`]. Errors: [`XuaError::NoSecurityHeader`] when there is none, else as
-/// [`parse_security_header`].
+/// [`parse_security_header`]. Errors: [`XuaError::NoSecurityHeader`] when there is none,
+/// [`XuaError::Ambiguous`] when there are several, else as [`parse_security_header`].
 pub fn from_soap_header(
     header: &SoapHeader,
     validation: &Validation,
     verifier: &dyn AssertionVerifier,
 ) -> Result<XuaAssertion, XuaError> {
+    let mut found = None;
     for block in &header.other {
         let mut r = Reader::new(block.as_bytes(), &limits())?;
         if r.root()?.is(ns::WSSE, "Security") {
-            return parse_security_header(block, validation, verifier);
+            if found.is_some() {
+                return Err(XuaError::Ambiguous(
+                    "more than one wsse:Security header block".into(),
+                ));
+            }
+            found = Some(block);
         }
     }
-    Err(XuaError::NoSecurityHeader)
+    match found {
+        Some(block) => parse_security_header(block, validation, verifier),
+        None => Err(XuaError::NoSecurityHeader),
+    }
 }
 
-/// Parses the `saml2:Assertion` of a `wsse:Security` block (its first one), hands it to `verifier`, and
-/// checks it against `validation`. Errors name what is missing, invalid or out of its validity window.
+/// Counts the elements `{ns_uri}local` below `el` (at any depth), consuming `el`.
+fn count_below<'i>(
+    r: &mut Reader<'i>,
+    el: &crate::xml::Elem<'i>,
+    ns_uri: &str,
+    local: &str,
+) -> Result<usize, XmlError> {
+    let mut n = 0;
+    while let Some(c) = r.child(el)? {
+        if c.is(ns_uri, local) {
+            n += 1;
+        }
+        n += count_below(r, &c, ns_uri, local)?;
+    }
+    Ok(n)
+}
+
+/// Parses the one `saml2:Assertion` of a `wsse:Security` block, hands it to `verifier`, and checks it
+/// against `validation`. The block must hold exactly one assertion, counted at any depth (a second one,
+/// e.g. wrapped inside the first or beside it, is refused rather than chosen from). Errors name what is
+/// missing, ambiguous, invalid or out of its validity window.
 pub fn parse_security_header(
     block: &str,
     validation: &Validation,
@@ -486,24 +586,45 @@ pub fn parse_security_header(
     if !root.is(ns::WSSE, "Security") {
         return Err(XuaError::NoSecurityHeader);
     }
-    while let Some(el) = r.child(&root)? {
-        if el.is(ns::SAML2, "Assertion") {
-            let raw = r.raw_fragment(&el)?;
-            return parse_assertion(&raw, validation, verifier);
+    let count = count_below(&mut r, &root, ns::SAML2, "Assertion")?;
+    match count {
+        0 => return Err(XuaError::NoAssertion),
+        1 => {}
+        n => {
+            return Err(XuaError::Ambiguous(format!(
+                "wsse:Security holds {n} SAML assertions, exactly one is accepted"
+            )));
         }
     }
-    Err(XuaError::NoAssertion)
+    let mut r = Reader::new(block.as_bytes(), &limits())?;
+    let root = r.root()?;
+    while let Some(el) = r.child(&root)? {
+        if el.is(ns::SAML2, "Assertion") {
+            let raw = r.raw_fragment_in_scope(&el)?;
+            return parse_assertion(&raw, validation, verifier);
+        }
+        r.skip(&el)?;
+    }
+    // the one assertion is nested inside another header element, not a child of wsse:Security
+    Err(XuaError::Ambiguous(
+        "the SAML assertion is not a child of wsse:Security".into(),
+    ))
 }
 
 /// Parses a self-contained `saml2:Assertion` element, hands it to `verifier`, and checks it against
-/// `validation` (validity window with skew, audience when required).
+/// `validation` (validity window with skew, lifetime, audience, role and purpose of use as asked).
 pub fn parse_assertion(
     assertion_xml: &str,
     validation: &Validation,
     verifier: &dyn AssertionVerifier,
 ) -> Result<XuaAssertion, XuaError> {
     let parsed = read_assertion(assertion_xml)?;
-    verifier.verify(assertion_xml, parsed.has_signature)?;
+    verifier.verify(&Received {
+        xml: assertion_xml,
+        id: &parsed.id,
+        issuer: &parsed.issuer,
+        has_signature: parsed.has_signature,
+    })?;
     let skew = validation.clock_skew.abs();
     let now = validation.now;
     let not_before = parsed.not_before.unwrap_or(parsed.issue_instant);
@@ -519,11 +640,22 @@ pub fn parse_assertion(
             now,
         });
     }
-    if let Some(expected) = &validation.audience
-        && !parsed.audiences.iter().any(|a| a.trim() == expected)
+    if let Some(max) = validation.max_lifetime {
+        // from the earlier of NotBefore and IssueInstant: a late NotBefore cannot shorten the count
+        let from = not_before.min(parsed.issue_instant);
+        let lifetime = not_on_or_after.duration_since(from);
+        if lifetime > max {
+            return Err(XuaError::TooLongLived { lifetime, max });
+        }
+    }
+    if !validation.audiences.is_empty()
+        && !parsed
+            .audiences
+            .iter()
+            .any(|a| validation.audiences.iter().any(|e| a.trim() == e))
     {
         return Err(XuaError::Audience {
-            expected: expected.clone(),
+            expected: validation.audiences.join(" or "),
             found: parsed.audiences,
         });
     }
@@ -550,6 +682,21 @@ pub fn parse_assertion(
             )));
         }
     };
+    if validation.role_code_nl && !role.is_role_code_nl() {
+        return Err(XuaError::UnknownRole(role.to_string()));
+    }
+    if !validation.allowed_purposes_of_use.is_empty()
+        && !validation.allowed_purposes_of_use.contains(&purpose_of_use)
+    {
+        return Err(XuaError::PurposeNotAllowed {
+            found: purpose_of_use.to_string(),
+            allowed: validation
+                .allowed_purposes_of_use
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        });
+    }
     Ok(XuaAssertion {
         id: parsed.id,
         issuer: parsed.issuer,
@@ -629,6 +776,11 @@ fn read_assertion(xml: &str) -> Result<Parsed, XuaError> {
             p.issuer = r.text(&el)?.trim().to_owned();
             issuer_seen = true;
         } else if el.is(ns::DS, "Signature") {
+            if p.has_signature {
+                return Err(XuaError::Ambiguous(
+                    "SAML assertion holds more than one ds:Signature".into(),
+                ));
+            }
             p.has_signature = true;
             r.skip(&el)?;
         } else if el.is(ns::SAML2, "Conditions") {
@@ -818,7 +970,7 @@ mod tests {
             crate::ihe::soap::read_envelope(env.as_bytes(), &Limits::default(), |r, e| r.skip(&e))
                 .unwrap();
         let mut v = Validation::at(t("2025-03-01T10:05:00Z"));
-        v.audience = Some(MITZ_AUDIENCE.into());
+        v.audiences = vec![MITZ_AUDIENCE.into()];
         let back = from_soap_header(&h, &v, &SignatureNotChecked).unwrap();
         assert_eq!(back, a);
     }
@@ -853,7 +1005,7 @@ mod tests {
         let a = XuaAssertion::new(requester(), "urn:oid:1.2.3", "urn:other", now);
         let block = a.security_header(&UnsignedAssertions).unwrap();
         let mut v = Validation::at(now);
-        v.audience = Some(MITZ_AUDIENCE.into());
+        v.audiences = vec![MITZ_AUDIENCE.into()];
         assert!(matches!(
             parse_security_header(&block, &v, &SignatureNotChecked),
             Err(XuaError::Audience { .. })
@@ -913,9 +1065,11 @@ mod tests {
         </a:AttributeStatement></a:Assertion></S:Security>"#;
         struct SeesSignature(std::sync::atomic::AtomicBool);
         impl AssertionVerifier for SeesSignature {
-            fn verify(&self, xml: &str, has: bool) -> Result<(), XuaError> {
-                assert!(xml.starts_with("<a:Assertion"));
-                self.0.store(has, std::sync::atomic::Ordering::SeqCst);
+            fn verify(&self, a: &Received<'_>) -> Result<(), XuaError> {
+                assert!(a.xml.starts_with("<a:Assertion"));
+                assert_eq!((a.id, a.issuer), ("x1", "me"));
+                self.0
+                    .store(a.has_signature, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             }
         }
@@ -934,8 +1088,8 @@ mod tests {
     fn a_verifier_can_refuse() {
         struct Refuse;
         impl AssertionVerifier for Refuse {
-            fn verify(&self, _: &str, has: bool) -> Result<(), XuaError> {
-                if has {
+            fn verify(&self, a: &Received<'_>) -> Result<(), XuaError> {
+                if a.has_signature {
                     Ok(())
                 } else {
                     Err(XuaError::Signature("assertion is not signed".into()))

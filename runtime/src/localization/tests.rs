@@ -53,7 +53,7 @@ fn the_question_follows_iti_56_and_carries_the_assertion() {
     let (h, requested) = read_location_query(text.as_bytes(), &Limits::default()).unwrap();
     assert_eq!(requested.extension, "900186021");
     let mut v = Validation::now();
-    v.audience = Some(xua::MITZ_AUDIENCE.into());
+    v.audiences = vec![xua::MITZ_AUDIENCE.into()];
     let back = xua::from_soap_header(&h, &v, &SignatureNotChecked).unwrap();
     assert_eq!(back.requester, requester("00000666"));
 }

@@ -376,6 +376,32 @@ code_newtype!(
     is_simple_code
 );
 
+/// The codes of the RoleCodeNL value set (UZI-register role codes, code system
+/// `2.16.840.1.113883.2.4.15.111`): `01.nnn` physicians and medical specialists, `02.nnn` dentists,
+/// `03.000` midwife, ... `99.000` other care provider. As published by the UZI register and reproduced
+/// in Nictiz's conversion tables and public UZI clients (the same 82 codes in each); sorted, for
+/// [`RoleCode::is_role_code_nl`].
+pub const ROLE_CODE_NL: &[&str] = &[
+    "01.000", "01.002", "01.003", "01.004", "01.008", "01.010", "01.011", "01.012", "01.013",
+    "01.014", "01.015", "01.016", "01.018", "01.019", "01.020", "01.021", "01.022", "01.023",
+    "01.024", "01.025", "01.026", "01.030", "01.031", "01.032", "01.033", "01.034", "01.035",
+    "01.039", "01.040", "01.041", "01.042", "01.045", "01.046", "01.047", "01.048", "01.050",
+    "01.055", "01.056", "01.062", "01.070", "01.071", "01.074", "02.000", "02.053", "02.054",
+    "03.000", "04.000", "16.000", "17.000", "17.060", "17.075", "25.000", "25.061", "25.063",
+    "30.000", "30.065", "30.066", "30.067", "30.068", "30.069", "31.000", "79.000", "80.000",
+    "81.000", "82.000", "83.000", "84.000", "85.000", "86.000", "87.000", "88.000", "89.000",
+    "90.000", "91.000", "92.000", "93.000", "94.000", "95.000", "96.000", "97.000", "98.000",
+    "99.000",
+];
+
+impl RoleCode {
+    /// Whether the code is one of the RoleCodeNL value set ([`ROLE_CODE_NL`]); a well-formed code such
+    /// as `01.999` that the UZI register does not issue is not.
+    pub fn is_role_code_nl(&self) -> bool {
+        ROLE_CODE_NL.binary_search(&self.0.as_str()).is_ok()
+    }
+}
+
 impl Default for DataCategory {
     /// `GGC002`: which category imaging needs is not public (DOMAIN.md); GGC002 is the configured default.
     fn default() -> Self {
@@ -443,6 +469,12 @@ mod tests {
         assert!("00000659".parse::<Ura>().is_ok());
         assert!("0000065".parse::<Ura>().is_err());
         assert!("01.015".parse::<RoleCode>().is_ok());
+        // the value set is sorted (binary search) and holds the radiologist; a made-up code is not in it
+        assert!(ROLE_CODE_NL.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(ROLE_CODE_NL.len(), 82);
+        assert!("01.039".parse::<RoleCode>().unwrap().is_role_code_nl());
+        assert!(!"01.999".parse::<RoleCode>().unwrap().is_role_code_nl());
+        assert!(!"00.000".parse::<RoleCode>().unwrap().is_role_code_nl());
         for bad in ["zz", "1.015", "01015", "01.0155", "ab.cde"] {
             assert!(bad.parse::<RoleCode>().is_err(), "{bad}");
         }

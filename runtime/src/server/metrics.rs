@@ -75,6 +75,13 @@ pub struct ModeLabels {
     pub mode: ModeValue,
 }
 
+/// Labels of a refused XUA assertion.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XuaRefusalLabels {
+    /// The WS-Security fault code answered, e.g. `wsse:FailedAuthentication`.
+    pub code: String,
+}
+
 /// Labels of config reloads.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -104,6 +111,11 @@ pub struct Metrics {
     /// `duo_foreign_patient_objects_total{community,transaction}`: objects a community returned for a
     /// query about another patient than the one asked for, left out by the initiating gateway.
     pub foreign_patient_objects: Family<CommunityLabels, Counter>,
+    /// `duo_xua_unsigned_allowed`: 1 when `xua.allowUnsigned` accepts unsigned or absent assertions
+    /// (a conformance harness), 0 otherwise.
+    pub xua_unsigned_allowed: Gauge,
+    /// `duo_xua_refusals_total{code}`: requests refused for their XUA assertion, by WS-Security fault code.
+    pub xua_refusals: Family<XuaRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -183,8 +195,22 @@ impl Metrics {
             "Objects of another patient than asked for, returned by a community and left out",
             foreign_patient_objects.clone(),
         );
+        let xua_unsigned_allowed = Gauge::default();
+        registry.register(
+            "xua_unsigned_allowed",
+            "1 when unsigned or absent XUA assertions are accepted (xua.allowUnsigned, conformance harness)",
+            xua_unsigned_allowed.clone(),
+        );
+        let xua_refusals = Family::<XuaRefusalLabels, Counter>::default();
+        registry.register(
+            "xua_refusals",
+            "Requests refused for their XUA assertion, by WS-Security fault code",
+            xua_refusals.clone(),
+        );
         Metrics {
             registry,
+            xua_unsigned_allowed,
+            xua_refusals,
             community_latency,
             community_errors,
             fanout_size,

@@ -102,7 +102,7 @@ async fn build(
     Gateway::build(config, h, metrics.clone()).map_err(|e| StartError::Build(e.to_string()))
 }
 
-/// Files whose change reloads the gateway: the config file and every TLS file it names.
+/// Files whose change reloads the gateway: the config file and every TLS and XUA signing file it names.
 fn watched_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
     let mut v = vec![config_path.to_path_buf()];
     let t = &c.server.tls;
@@ -120,6 +120,9 @@ fn watched_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
     }
     if let Some(s) = &c.audit.syslog {
         v.push(s.trust_bundle_file.clone());
+    }
+    if let Some(s) = &c.xua.signing {
+        v.extend([s.cert_file.clone(), s.key_file.clone()]);
     }
     v
 }

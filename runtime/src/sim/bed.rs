@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{
     AuditConfig, Config, ConsentConfig, ConsentMode, FrontEndCertificate, InitiatingConfig,
     LimitsConfig, LocalBackend, LocalizationMode, OrganizationConfig, ServerConfig, TlsConfig,
-    TrustedFrontEnd,
+    TrustedFrontEnd, XuaConfig,
 };
 use crate::model::{FacilityType, HomeCommunityId, Ura};
 use crate::pki::generate::{Ca, ServerCertSpec};
@@ -144,7 +144,8 @@ impl Hospital {
 
 /// A gateway configuration for a test environment: listeners on `127.0.0.1` ports the OS picks,
 /// consent `permitAll`, localisation `allCommunities`, no XUA assertion required of local callers (the
-/// NIST tools and zeep send none), plain `http://` allowed (simulators without TLS), audit to
+/// NIST tools and zeep send none) and unsigned or absent assertions accepted from peers
+/// (`xua.allowUnsigned`, shown in `/metrics`), plain `http://` allowed (simulators without TLS), audit to
 /// `audit_file`, no remote communities yet, and `front_ends` (see [`Pki::front_end`]) trusted as local
 /// callers.
 pub fn test_config(
@@ -191,5 +192,10 @@ pub fn test_config(
             syslog: None,
         },
         allow_plain_http: true,
+        // a conformance harness (NIST tools, zeep) cannot sign its assertions: explicitly allowed here
+        xua: XuaConfig {
+            allow_unsigned: true,
+            ..XuaConfig::default()
+        },
     }
 }

@@ -259,6 +259,8 @@ struct SimState {
     subscriptions: AtomicU64,
     next_id: AtomicU64,
     limits: Limits,
+    /// The body of the last open question, as received (tests check its signed assertion).
+    last_open: Mutex<Option<Bytes>>,
 }
 
 /// A running simulator. Dropping it stops accepting connections.
@@ -311,6 +313,15 @@ impl MitzSim {
         }
     }
 
+    /// The body of the last open question received, exactly as it arrived.
+    pub fn last_open_question(&self) -> Option<Bytes> {
+        self.state
+            .last_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Stops accepting, closes open connections and waits for the accept loop to end.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -350,6 +361,7 @@ pub async fn start(
         extra_locations: Mutex::new(Vec::new()),
         closed: AtomicU64::new(0),
         open: AtomicU64::new(0),
+        last_open: Mutex::new(None),
         subscriptions: AtomicU64::new(0),
         next_id: AtomicU64::new(1),
         limits: Limits {
@@ -523,6 +535,7 @@ async fn closed_question(State(st): State<Arc<SimState>>, body: Bytes) -> Respon
 
 async fn open_question(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
     st.open.fetch_add(1, Ordering::SeqCst);
+    *st.last_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(body.clone());
     let (h, requested) = match localization::read_location_query(&body, &st.limits) {
         Ok(v) => v,
         Err(e) => return sender_fault(e.to_string(), None),
@@ -531,7 +544,7 @@ async fn open_question(State(st): State<Arc<SimState>>, body: Bytes) -> Response
         return r;
     }
     let mut v = Validation::now();
-    v.audience = Some(xua::MITZ_AUDIENCE.into());
+    v.audiences = vec![xua::MITZ_AUDIENCE.into()];
     let assertion = match xua::from_soap_header(&h, &v, &SignatureNotChecked) {
         Ok(a) => a,
         Err(e) => return sender_fault(e.to_string(), Some(&h)),

@@ -675,6 +675,82 @@ impl<'i> Reader<'i> {
     }
 }
 
+impl<'i> Reader<'i> {
+    /// Like [`Reader::raw_fragment`], but every namespace declaration in scope from the ancestors is added
+    /// (unless the element declares that prefix itself), used or not. For an element that is to be
+    /// canonicalised on its own, e.g. a signed SAML assertion verified apart from its envelope: exclusive
+    /// C14N also renders the prefixes of an `InclusiveNamespaces PrefixList` that are merely in scope, so
+    /// the fragment must keep them to digest as it did in place. Extra declarations change nothing else.
+    pub fn raw_fragment_in_scope(&mut self, el: &Elem<'i>) -> Result<String, XmlError> {
+        let frag = self.raw_fragment(el)?;
+        let declared = start_tag_declarations(&frag).map_err(|msg| XmlError::Syntax {
+            pos: el.start as u64,
+            msg,
+        })?;
+        let name_end = frag[1..]
+            .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+            .map(|i| i + 1)
+            .unwrap_or(frag.len());
+        let mut extra = String::new();
+        let mut seen: std::collections::HashSet<&str> =
+            declared.iter().map(|p| p.as_str()).collect();
+        // innermost first: the declaration in force for each prefix
+        for d in self.decls.iter().rev().filter(|d| d.depth < el.depth) {
+            if !seen.insert(d.prefix.as_ref()) {
+                continue;
+            }
+            match (d.prefix.as_ref(), &d.ns) {
+                ("", Ns::None | Ns::Undeclared) => {}
+                ("", ns) => {
+                    extra.push_str(" xmlns=\"");
+                    push_attr_value(&mut extra, ns.uri());
+                    extra.push('"');
+                }
+                (_, Ns::None | Ns::Undeclared) => {}
+                (p, ns) => {
+                    extra.push_str(" xmlns:");
+                    extra.push_str(p);
+                    extra.push_str("=\"");
+                    push_attr_value(&mut extra, ns.uri());
+                    extra.push('"');
+                }
+            }
+        }
+        if extra.is_empty() {
+            return Ok(frag);
+        }
+        let mut out = String::with_capacity(frag.len() + extra.len());
+        out.push_str(&frag[..name_end]);
+        out.push_str(&extra);
+        out.push_str(&frag[name_end..]);
+        Ok(out)
+    }
+}
+
+/// The prefixes (`""` for the default namespace) the start tag of `fragment` declares.
+fn start_tag_declarations(fragment: &str) -> Result<Vec<String>, String> {
+    let mut r = quick_xml::Reader::from_str(fragment);
+    loop {
+        match r.read_event().map_err(|e| e.to_string())? {
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                let mut out = Vec::new();
+                for a in e.attributes().with_checks(false) {
+                    let a = a.map_err(|e| e.to_string())?;
+                    let key: &str = a.key.into_inner();
+                    if key == "xmlns" {
+                        out.push(String::new());
+                    } else if let Some(p) = key.strip_prefix("xmlns:") {
+                        out.push(p.to_owned());
+                    }
+                }
+                return Ok(out);
+            }
+            quick_xml::events::Event::Eof => return Err("no start tag".into()),
+            _ => {}
+        }
+    }
+}
+
 /// The name as written of an attribute whose expanded name (or, for an undeclared prefix, whose name as
 /// written) an earlier attribute of the same element already has. Pairwise for the usual handful of
 /// attributes; through a hash set above that, so an element with a huge number of attributes costs linear

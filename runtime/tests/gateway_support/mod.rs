@@ -15,6 +15,7 @@ use duo_runtime::ihe::query::{StoredQuery, param};
 use duo_runtime::ihe::retrieve::RetrieveDocumentSetResponse;
 use duo_runtime::ihe::soap::{SoapHeader, Transaction};
 use duo_runtime::ihe::xua::{UnsignedAssertions, XuaAssertion};
+use duo_runtime::ihe::xua_dsig::XmlDsigSigner;
 use duo_runtime::ihe::{Fault, Message, SoapError, read_soap, write_soap};
 use duo_runtime::model::{Bsn, Requester, Ura};
 use duo_runtime::sim::faults::SimControl;
@@ -184,6 +185,45 @@ pub fn xua(requester: &Requester, patient: Option<&Bsn>, audience: &str) -> Stri
     a.security_header(&UnsignedAssertions).unwrap()
 }
 
+/// The signer of hospital `i`'s gateway: its server certificate and key, as the gateway signs by default.
+pub fn signer_of(w: &World, i: usize) -> XmlDsigSigner {
+    let (cert, key) = w.hospitals[i].config.xua_signing_files();
+    XmlDsigSigner::from_files(cert, key).unwrap()
+}
+
+/// The assertion hospital `from`'s gateway would issue for `requester` about `patient` to `audience`
+/// (its issuer, valid 10 minutes from now), unsigned.
+pub fn assertion_of(
+    w: &World,
+    from: usize,
+    requester: &Requester,
+    patient: Option<&Bsn>,
+    audience: &str,
+) -> XuaAssertion {
+    let mut a = XuaAssertion::new(
+        requester.clone(),
+        w.hospitals[from].config.xua_issuer(),
+        audience,
+        jiff::Timestamp::now(),
+    );
+    a.patient = patient.cloned();
+    a
+}
+
+/// The `wsse:Security` header block with an XUA assertion for `requester` about `patient`, issued and
+/// signed as hospital `from`'s gateway does.
+pub fn signed_xua(
+    w: &World,
+    from: usize,
+    requester: &Requester,
+    patient: Option<&Bsn>,
+    audience: &str,
+) -> String {
+    assertion_of(w, from, requester, patient, audience)
+        .security_header(&signer_of(w, from))
+        .unwrap()
+}
+
 /// POSTs `body` as a `tx` request (plain SOAP 1.2) with these header blocks.
 pub async fn soap<T: Message>(
     client: &reqwest::Client,
@@ -224,7 +264,8 @@ pub fn path(tx: Transaction) -> &'static str {
 }
 
 /// Sends `body` as `tx` to hospital `to`'s gateway from hospital `from`'s gateway certificate, with an
-/// XUA assertion of `requester` about `patient`. Responding-side transactions (ITI-38/39, RAD-75).
+/// XUA assertion of `requester` about `patient` signed as `from`'s gateway signs. Responding-side
+/// transactions (ITI-38/39, RAD-75).
 pub async fn to_gateway<T: Message>(
     w: &World,
     from: usize,
@@ -235,7 +276,13 @@ pub async fn to_gateway<T: Message>(
     body: &T,
 ) -> Answer {
     let url = format!("{}{}", w.hospitals[to].gateway_url(), path(tx));
-    let block = xua(requester, patient, &w.hospitals[to].home.to_string());
+    let block = signed_xua(
+        w,
+        from,
+        requester,
+        patient,
+        &w.hospitals[to].home.to_string(),
+    );
     soap(&gateway_client(w, from), &url, tx, vec![block], body).await
 }
 
@@ -507,6 +554,7 @@ pub fn node_community(
         retrieve_url: x.retrieve_url.clone(),
         imaging_retrieve_url: x.imaging_retrieve_url.clone(),
         certificate_ura: None,
+        trusted_issuers: Vec::new(),
         deadline_ms,
     }
 }
