@@ -508,6 +508,8 @@ pub async fn build(opts: Options) -> Result<World, String> {
                 syslog: None,
             },
             allow_plain_http: false,
+            tls_policy: Default::default(),
+            revocation: Default::default(),
         };
         let gateway = run::start(config.clone(), None, run::default_hooks())
             .await

@@ -23,7 +23,7 @@ use crate::config::{Config, LocalBackend, RemoteCommunity};
 use crate::ihe::mtom::MtomLimits;
 use crate::model::{HomeCommunityId, Organization};
 use crate::server::metrics::Metrics;
-use crate::tls::{TlsError, TlsMaterial};
+use crate::tls::{TlsError, TlsMaterial, TlsPolicy};
 use crate::xml::Limits;
 
 pub use hooks::Hooks;
@@ -112,7 +112,7 @@ impl Gateway {
         hooks: Hooks,
         metrics: Arc<Metrics>,
     ) -> Result<Gateway, BuildError> {
-        let tls = TlsMaterial::load(&config.server.tls)?;
+        let tls = TlsMaterial::load(&config.server.tls)?.with_policy(TlsPolicy::from_config(&config));
         check_identity(&config, &tls)?;
         let https = tls.http_client(CONNECT_TIMEOUT)?;
         let plain = if config.allow_plain_http {

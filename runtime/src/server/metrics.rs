@@ -174,6 +174,7 @@ impl Metrics {
             "Configuration and certificate reloads",
             config_reloads.clone(),
         );
+        crate::revocation::METRICS.register(&mut registry);
         Metrics {
             registry,
             community_latency,

@@ -172,5 +172,7 @@ pub fn test_config(
             syslog: None,
         },
         allow_plain_http: true,
+        tls_policy: Default::default(),
+        revocation: Default::default(),
     }
 }
