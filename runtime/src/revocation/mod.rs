@@ -179,7 +179,7 @@ impl RevocationMetrics {
         );
     }
 
-    fn check(&self, result: &str) {
+    pub(crate) fn check(&self, result: &str) {
         self.checks
             .get_or_create(&CheckLabels {
                 result: result.into(),

@@ -27,6 +27,16 @@ fn subject(der: &CertificateDer<'_>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Counts and logs a refusal by rustls' own verifier when it is a revocation (a cached CRL lists the
+/// certificate or one of its CAs); other chain errors are rustls' to report.
+fn inner_refusal(e: Error, ee: &CertificateDer<'_>, side: &str) -> Error {
+    if matches!(e, Error::InvalidCertificate(CertificateError::Revoked)) {
+        super::METRICS.check("revoked");
+        tracing::warn!(certificate = %subject(ee), side, "certificate refused: revoked (CRL)");
+    }
+    e
+}
+
 /// The TLS outcome of a verdict, logged.
 fn conclude(verdict: Verdict, ee: &CertificateDer<'_>, side: &str) -> Result<(), Error> {
     match &verdict {
@@ -155,7 +165,8 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         self.current()
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| inner_refusal(e, end_entity, "client"))?;
         let verdict = self
             .checker
             .decide(&self.roots, end_entity, intermediates, Usage::Client, &[], now)
@@ -266,13 +277,9 @@ impl ServerCertVerifier for ServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.current().verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
+        self.current()
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|e| inner_refusal(e, end_entity, "server"))?;
         let verdict = self
             .checker
             .decide(
