@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::ring::{cipher_suite, kx_group};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::crypto::ring::{cipher_suite, kx_group};
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
 
 use crate::config::{Config, TlsConfig, TlsVersion};
@@ -213,10 +213,12 @@ impl TlsMaterial {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(self.policy.versions())?;
         let builder = match &self.policy.revocation {
-            Some(checker) => builder.dangerous().with_custom_certificate_verifier(Arc::new(
-                revocation::ServerVerifier::new(self.roots.clone(), provider, checker.clone())
-                    .map_err(TlsError::Verifier)?,
-            )),
+            Some(checker) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(
+                    revocation::ServerVerifier::new(self.roots.clone(), provider, checker.clone())
+                        .map_err(TlsError::Verifier)?,
+                )),
             None => builder.with_webpki_verifier(
                 WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider)
                     .build()

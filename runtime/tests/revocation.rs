@@ -209,20 +209,19 @@ async fn mitz_and_peer_server_certificates_are_checked_outbound() {
     let sim = |leaf: &Leaf| {
         let m = material(&ca, leaf);
         async move {
-            mitz_sim::start(
-                MitzSimConfig::default(),
-                "127.0.0.1:0".parse().unwrap(),
-                &m,
-            )
-            .await
-            .unwrap()
+            mitz_sim::start(MitzSimConfig::default(), "127.0.0.1:0".parse().unwrap(), &m)
+                .await
+                .unwrap()
         }
     };
     let good = sim(&mitz_good).await;
     let revoked = sim(&mitz_revoked).await;
     let ask = |addr: std::net::SocketAddr| {
         let cfg = MitzConfig {
-            closed_question_url: format!("https://127.0.0.1:{}/geslotenautorisatievraag/xacml3", addr.port()),
+            closed_question_url: format!(
+                "https://127.0.0.1:{}/geslotenautorisatievraag/xacml3",
+                addr.port()
+            ),
             open_question_url: None,
             subscription_url: None,
             tls: ca.tls(&gw),
@@ -246,8 +245,8 @@ async fn mitz_and_peer_server_certificates_are_checked_outbound() {
     assert!(e.to_string().contains("Revoked"), "{e}");
 
     // a peer's server certificate, revoked in the CRL: the gateway's outbound client refuses it
-    let peer_server = duo_runtime::sim::serve::Transport::mutual_tls(&material(&ca, &peer_revoked))
-        .unwrap();
+    let peer_server =
+        duo_runtime::sim::serve::Transport::mutual_tls(&material(&ca, &peer_revoked)).unwrap();
     let router = axum::Router::new().route("/", axum::routing::get(|| async { "peer" }));
     let served = duo_runtime::sim::serve::start(router, peer_server)
         .await
@@ -256,9 +255,12 @@ async fn mitz_and_peer_server_certificates_are_checked_outbound() {
         .with_policy(policy.clone())
         .http_client(Duration::from_secs(10))
         .unwrap();
-    let e = get(&outbound, &format!("https://127.0.0.1:{}/", served.addr().port()))
-        .await
-        .unwrap_err();
+    let e = get(
+        &outbound,
+        &format!("https://127.0.0.1:{}/", served.addr().port()),
+    )
+    .await
+    .unwrap_err();
     assert!(e.contains("Revoked"), "{e}");
 }
 
@@ -292,7 +294,13 @@ async fn a_crl_that_cannot_be_fetched_follows_the_policy() {
     // rustls, like OpenSSL, answers an undeterminable revocation status with the unknown_ca alert
     assert!(e.contains("UnknownCA"), "{e}");
     assert!(
-        metric(g.ops_addr, "duo_revocation_checks_total", "unavailableRefused").await >= 1.0
+        metric(
+            g.ops_addr,
+            "duo_revocation_checks_total",
+            "unavailableRefused"
+        )
+        .await
+            >= 1.0
     );
     assert!(
         metric(
@@ -307,13 +315,30 @@ async fn a_crl_that_cannot_be_fetched_follows_the_policy() {
 
     let mut lenient = strict;
     lenient.revocation.when_unavailable = RevocationFallback::Accept;
-    let g = run::start(lenient, None, run::default_hooks()).await.unwrap();
-    assert_eq!(get(&client(&ca, &peer), &openapi(g.addr.port())).await, Ok(200));
-    assert!(
-        metric(g.ops_addr, "duo_revocation_checks_total", "unavailableAccepted").await >= 1.0
+    let g = run::start(lenient, None, run::default_hooks())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&client(&ca, &peer), &openapi(g.addr.port())).await,
+        Ok(200)
     );
     assert!(
-        metric(g.ops_addr, "duo_revocation_unusable_sources", "kind=\"crl\"").await >= 1.0
+        metric(
+            g.ops_addr,
+            "duo_revocation_checks_total",
+            "unavailableAccepted"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        metric(
+            g.ops_addr,
+            "duo_revocation_unusable_sources",
+            "kind=\"crl\""
+        )
+        .await
+            >= 1.0
     );
     g.stop().await;
 }
@@ -377,7 +402,9 @@ async fn a_certificate_revoked_while_running_is_refused_after_the_next_refresh()
     })
     .await;
     // new connections: refused in the handshake
-    let e = get(&client(&ca, &by_crl), &openapi(port)).await.unwrap_err();
+    let e = get(&client(&ca, &by_crl), &openapi(port))
+        .await
+        .unwrap_err();
     assert!(e.contains("CertificateRevoked"), "{e}");
     eventually(10, "OCSP revocation seen", || {
         let c = client(&ca, &by_ocsp);
@@ -390,4 +417,3 @@ async fn a_certificate_revoked_while_running_is_refused_after_the_next_refresh()
     .await;
     g.stop().await;
 }
-

@@ -37,7 +37,12 @@ fn s_client(ca: &OpensslCa, client: &Leaf, port: u16, extra: &[&str]) -> Seen {
     let mut child = Command::new("openssl")
         .args(["s_client", "-connect"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["-servername", "localhost", "-verify_return_error", "-ign_eof"])
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-ign_eof",
+        ])
         .arg("-CAfile")
         .arg(ca.ca_file())
         .arg("-cert")
@@ -88,13 +93,14 @@ fn served(s: &Seen) -> bool {
     s.status.as_deref().is_some_and(|l| l.contains(" 200 "))
 }
 
-async fn start(
-    dir: &std::path::Path,
-    ca: &OpensslCa,
-    gw: &Leaf,
-    min: TlsVersion,
-) -> run::Running {
-    let cfg = gateway_config(dir, "00000001", ca.tls(gw), RevocationConfig::default(), min);
+async fn start(dir: &std::path::Path, ca: &OpensslCa, gw: &Leaf, min: TlsVersion) -> run::Running {
+    let cfg = gateway_config(
+        dir,
+        "00000001",
+        ca.tls(gw),
+        RevocationConfig::default(),
+        min,
+    );
     run::start(cfg, None, run::default_hooks()).await.unwrap()
 }
 
@@ -117,8 +123,7 @@ async fn s_client_sees_the_policy_with_rsa_2048_and_4096_certificates() {
         let gw = ca.issue("gateway", &no_crl(bits, "00000001"));
         let peer = ca.issue("peer", &no_crl(bits, "00000002"));
         // the UZI otherName of the openssl-made certificate is read as such
-        let info =
-            duo_runtime::pki::leaf_info(&std::fs::read(&gw.cert).unwrap()).unwrap();
+        let info = duo_runtime::pki::leaf_info(&std::fs::read(&gw.cert).unwrap()).unwrap();
         assert_eq!(info.ura.map(|u| u.to_string()).as_deref(), Some("00000001"));
 
         let g = start(dir.path(), &ca, &gw, TlsVersion::Tls12).await;
@@ -126,7 +131,12 @@ async fn s_client_sees_the_policy_with_rsa_2048_and_4096_certificates() {
         let (ca_ref, peer_ref) = (&ca, &peer);
         let run = |extra: &'static [&'static str]| {
             let seen = s_client(ca_ref, peer_ref, port, extra);
-            (seen.protocol.clone(), seen.cipher.clone(), served(&seen), seen.output)
+            (
+                seen.protocol.clone(),
+                seen.cipher.clone(),
+                served(&seen),
+                seen.output,
+            )
         };
         let (p, c, ok, out) = tokio::task::block_in_place(|| run(&["-tls1_3"]));
         assert!(ok, "RSA {bits}, TLS 1.3: {out}");
@@ -164,7 +174,10 @@ async fn s_client_sees_the_policy_with_rsa_2048_and_4096_certificates() {
             (seen.protocol.clone(), served(&seen), seen.output)
         };
         let (p, ok, out) = tokio::task::block_in_place(|| run(&["-tls1_2"]));
-        assert!(!ok && p.is_none(), "TLS 1.3 only: TLS 1.2 must be refused: {out}");
+        assert!(
+            !ok && p.is_none(),
+            "TLS 1.3 only: TLS 1.2 must be refused: {out}"
+        );
         assert!(out.contains("protocol version"), "{out}");
         let (p, ok, out) = tokio::task::block_in_place(|| run(&["-tls1_3"]));
         assert!(ok, "RSA {bits}, TLS 1.3 only: {out}");
@@ -195,7 +208,10 @@ fn s_server(ca: &OpensslCa, leaf: &Leaf, version: &str) -> (Proc, u16) {
     std::thread::spawn(move || {
         use std::io::BufRead;
         let mut told = false;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if !told && line.starts_with("ACCEPT") {
                 let _ = tx.send(());
                 told = true;
@@ -235,10 +251,12 @@ async fn outbound_client_follows_the_policy_against_s_server() {
     let gw = ca.issue("gateway", &no_crl(4096, "00000001"));
     let peer = ca.issue("peer", &no_crl(2048, "00000002"));
     let m = |min| {
-        TlsMaterial::load(&ca.tls(&gw)).unwrap().with_policy(TlsPolicy {
-            min_version: min,
-            revocation: None,
-        })
+        TlsMaterial::load(&ca.tls(&gw))
+            .unwrap()
+            .with_policy(TlsPolicy {
+                min_version: min,
+                revocation: None,
+            })
     };
     let (_s12, port12) = s_server(&ca, &peer, "-tls1_2");
     let (_s13, port13) = s_server(&ca, &peer, "-tls1_3");

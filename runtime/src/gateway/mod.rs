@@ -112,7 +112,8 @@ impl Gateway {
         hooks: Hooks,
         metrics: Arc<Metrics>,
     ) -> Result<Gateway, BuildError> {
-        let tls = TlsMaterial::load(&config.server.tls)?.with_policy(TlsPolicy::from_config(&config));
+        let tls =
+            TlsMaterial::load(&config.server.tls)?.with_policy(TlsPolicy::from_config(&config));
         check_identity(&config, &tls)?;
         let https = tls.http_client(CONNECT_TIMEOUT)?;
         let plain = if config.allow_plain_http {

@@ -253,7 +253,9 @@ impl Verdict {
             Verdict::Good(_) => "good",
             Verdict::Revoked(_) => "revoked",
             Verdict::Unavailable { accepted: true, .. } => "unavailableAccepted",
-            Verdict::Unavailable { accepted: false, .. } => "unavailableRefused",
+            Verdict::Unavailable {
+                accepted: false, ..
+            } => "unavailableRefused",
             Verdict::Unchecked { accepted: true } => "unchecked",
             Verdict::Unchecked { accepted: false } => "uncheckedRefused",
         }
@@ -401,11 +403,7 @@ pub fn checker(cfg: &RevocationConfig) -> Option<Checker> {
     }
     let mut all = CHECKERS.lock().unwrap_or_else(|p| p.into_inner());
     all.retain(|w| w.strong_count() > 0);
-    if let Some(inner) = all
-        .iter()
-        .filter_map(Weak::upgrade)
-        .find(|i| &i.cfg == cfg)
-    {
+    if let Some(inner) = all.iter().filter_map(Weak::upgrade).find(|i| &i.cfg == cfg) {
         return Some(Checker { inner });
     }
     let c = Checker::new(cfg.clone());
@@ -422,7 +420,9 @@ fn unix_to_ts(t: UnixTime) -> Timestamp {
 }
 
 fn ts_to_unix(t: Timestamp) -> UnixTime {
-    UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(t.as_second()).unwrap_or(0)))
+    UnixTime::since_unix_epoch(Duration::from_secs(
+        u64::try_from(t.as_second()).unwrap_or(0),
+    ))
 }
 
 impl Checker {
@@ -504,8 +504,8 @@ impl Checker {
         {
             let mut st = self.lock();
             for ta in &roots.roots {
-                let Ok(subject) = AnyRef::new(Tag::Sequence, ta.subject.as_ref())
-                    .and_then(|a| a.to_der())
+                let Ok(subject) =
+                    AnyRef::new(Tag::Sequence, ta.subject.as_ref()).and_then(|a| a.to_der())
                 else {
                     continue;
                 };
@@ -587,7 +587,8 @@ impl Checker {
         {
             if !stapled.is_empty() {
                 match ocsp::check(stapled, &q.query, now) {
-                    Ok(a) if self.usable_until(a.next_update, a.this_update) >= t => match a.status {
+                    Ok(a) if self.usable_until(a.next_update, a.this_update) >= t => match a.status
+                    {
                         ocsp::Status::Good => {
                             return Ok(Verdict::Good(Source::Ocsp("stapled".into())));
                         }
@@ -725,17 +726,21 @@ impl Checker {
     /// running. On a multi-threaded Tokio worker the runtime is told first, so other tasks move on.
     fn wait(&self, crls: &[String], ocsp: &[Vec<u8>]) {
         let pending = |st: &State| {
-            crls.iter()
-                .any(|u| st.crls.get(u).is_some_and(|e| e.good.is_none() && e.fetch.in_flight))
-                || ocsp
-                    .iter()
-                    .any(|k| st.ocsp.get(k).is_some_and(|e| e.good.is_none() && e.fetch.in_flight))
+            crls.iter().any(|u| {
+                st.crls
+                    .get(u)
+                    .is_some_and(|e| e.good.is_none() && e.fetch.in_flight)
+            }) || ocsp.iter().any(|k| {
+                st.ocsp
+                    .get(k)
+                    .is_some_and(|e| e.good.is_none() && e.fetch.in_flight)
+            })
         };
         if !pending(&self.lock()) {
             return;
         }
-        let deadline =
-            std::time::Instant::now() + Duration::from_millis(self.inner.cfg.fetch_timeout_ms + 250);
+        let deadline = std::time::Instant::now()
+            + Duration::from_millis(self.inner.cfg.fetch_timeout_ms + 250);
         let block = || {
             let mut st = self.lock();
             while pending(&st) {
@@ -765,7 +770,11 @@ impl Checker {
         urls: &[String],
         named: &[String],
         t: Timestamp,
-    ) -> (Vec<(String, Arc<crl::Crl>)>, Vec<(String, Arc<crl::Crl>)>, Vec<String>) {
+    ) -> (
+        Vec<(String, Arc<crl::Crl>)>,
+        Vec<(String, Arc<crl::Crl>)>,
+        Vec<String>,
+    ) {
         let st = self.lock();
         let mut all = Vec::new();
         let mut usable = Vec::new();
@@ -1309,7 +1318,10 @@ impl Plan {
         };
         for (i, (der, issuer_spki)) in certs.iter().zip(&issuer_spkis).enumerate() {
             let parsed = x509_cert::Certificate::from_der(der).map_err(|e| {
-                ChainError(format!("certificate {} of the path cannot be read: {e}", i + 1))
+                ChainError(format!(
+                    "certificate {} of the path cannot be read: {e}",
+                    i + 1
+                ))
             })?;
             let issuer_name = parsed.tbs_certificate.issuer.to_der().map_err(chain_err)?;
             if i > 0 {
@@ -1357,7 +1369,11 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .http1_only()
         .connect_timeout(timeout)
         .timeout(timeout)
-        .user_agent(concat!("duo-gateway/", env!("CARGO_PKG_VERSION"), " revocation"))
+        .user_agent(concat!(
+            "duo-gateway/",
+            env!("CARGO_PKG_VERSION"),
+            " revocation"
+        ))
         .build()
         .map_err(|e| e.to_string())
 }
@@ -1383,7 +1399,11 @@ async fn read_body(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Strin
     Ok(body)
 }
 
-async fn fetch_crl(checker: &Checker, http: &reqwest::Client, url: &str) -> Result<crl::Crl, String> {
+async fn fetch_crl(
+    checker: &Checker,
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<crl::Crl, String> {
     let max = usize::try_from(checker.inner.cfg.max_crl_bytes).unwrap_or(usize::MAX);
     let resp = http
         .get(url)
@@ -1502,7 +1522,9 @@ fn fetcher(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>, timeout: Dur
                             c.settle_crl(&url, r);
                         }
                         Job::Ocsp(key) => {
-                            let Some((urls, q)) = c.ocsp_job(&key) else { return };
+                            let Some((urls, q)) = c.ocsp_job(&key) else {
+                                return;
+                            };
                             let r = fetch_ocsp(&http, &urls, &q).await;
                             c.settle_ocsp(&key, r);
                         }

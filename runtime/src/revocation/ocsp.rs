@@ -178,9 +178,14 @@ pub(crate) fn check(body: &[u8], q: &Query, now: UnixTime) -> Result<Answer, Str
     if resp.response_status != OcspResponseStatus::Successful {
         return Err(format!("responder answered {:?}", resp.response_status));
     }
-    let bytes = resp.response_bytes.ok_or("successful answer without response")?;
+    let bytes = resp
+        .response_bytes
+        .ok_or("successful answer without response")?;
     if bytes.response_type != BasicOcspResponse::OID {
-        return Err(format!("response type {} is not basic", bytes.response_type));
+        return Err(format!(
+            "response type {} is not basic",
+            bytes.response_type
+        ));
     }
     let basic = BasicOcspResponse::from_der(bytes.response.as_bytes())
         .map_err(|e| format!("basic response: {e}"))?;
@@ -189,15 +194,17 @@ pub(crate) fn check(body: &[u8], q: &Query, now: UnixTime) -> Result<Answer, Str
         .responses
         .iter()
         .filter(|r| r.cert_id == q.cert_id);
-    let single = ours.next().ok_or("the answer is about another certificate")?;
+    let single = ours
+        .next()
+        .ok_or("the answer is about another certificate")?;
     if ours.next().is_some() {
         return Err("the answer names the certificate twice".into());
     }
     check_signer(&basic, &q.issuer, now)?;
     let this_update = ts(&single.this_update)?;
     let next_update = single.next_update.as_ref().map(ts).transpose()?;
-    let now_ts = Timestamp::from_second(i64::try_from(now.as_secs()).unwrap_or(i64::MAX))
-        .map_err(err)?;
+    let now_ts =
+        Timestamp::from_second(i64::try_from(now.as_secs()).unwrap_or(i64::MAX)).map_err(err)?;
     if this_update.as_second() > now_ts.as_second() + CLOCK_SKEW_SECONDS {
         return Err(format!("thisUpdate {this_update} lies in the future"));
     }

@@ -345,13 +345,11 @@ fn hostile_ocsp_answers_are_refused() {
     }
 }
 
-fn responder(
-    signer: &Ca,
-    eku: bool,
-) -> (x509_cert::Certificate, KeyPair) {
+fn responder(signer: &Ca, eku: bool) -> (x509_cert::Certificate, KeyPair) {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "OCSP responder");
+    p.distinguished_name
+        .push(DnType::CommonName, "OCSP responder");
     if eku {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
     }
@@ -541,8 +539,14 @@ fn crl_decides_revoked_and_good_and_waits_for_the_first_fetch() {
     let bad = leaf(&ca, 11, &[&url], &[]);
     web.set("/ca.crl", Some(crl(&ca, &[11], 3600)));
     let c = Checker::new(cfg());
-    assert_eq!(decide(&c, &r, &good), Verdict::Good(Source::Crl(url.clone())));
-    assert_eq!(decide(&c, &r, &bad), Verdict::Revoked(Source::Crl(url.clone())));
+    assert_eq!(
+        decide(&c, &r, &good),
+        Verdict::Good(Source::Crl(url.clone()))
+    );
+    assert_eq!(
+        decide(&c, &r, &bad),
+        Verdict::Revoked(Source::Crl(url.clone()))
+    );
     // cached: no second fetch for the second decision
     assert_eq!(web.hits("/ca.crl"), 1);
 }
@@ -646,7 +650,10 @@ fn ocsp_decides_when_no_crl_is_named() {
         )),
     );
     match decide(&c, &r, &forged_ee) {
-        Verdict::Unavailable { accepted: false, detail } => {
+        Verdict::Unavailable {
+            accepted: false,
+            detail,
+        } => {
             assert!(detail.contains("not signed"), "{detail}")
         }
         v => panic!("{v:?}"),
@@ -677,7 +684,10 @@ fn urls_of_unverified_chains_are_never_fetched() {
     let stranger = new_ca("Stranger");
     let ee = leaf(&stranger, 40, &[&web.url("/x.crl")], &[&web.url("/x-ocsp")]);
     let c = Checker::new(cfg());
-    assert!(c.decide(&roots(&ca), &ee, &[], Usage::Server, &[], now()).is_err());
+    assert!(
+        c.decide(&roots(&ca), &ee, &[], Usage::Server, &[], now())
+            .is_err()
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(web.hits("/x.crl") + web.hits("/x-ocsp"), 0);
 }
@@ -698,7 +708,10 @@ fn configured_crl_covers_certificates_without_distribution_point() {
     let bad = leaf(&ca, 51, &[], &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !matches!(decide(&c, &r, &good), Verdict::Good(_)) {
-        assert!(std::time::Instant::now() < deadline, "configured CRL never used");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "configured CRL never used"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(

@@ -49,7 +49,10 @@ fn conclude(verdict: Verdict, ee: &CertificateDer<'_>, side: &str) -> Result<(),
             tracing::warn!(certificate = %subject(ee), side, %verdict, "certificate accepted without revocation data (whenUnavailable: accept)");
             Ok(())
         }
-        Verdict::Unavailable { accepted: false, .. } | Verdict::Unchecked { accepted: false } => {
+        Verdict::Unavailable {
+            accepted: false, ..
+        }
+        | Verdict::Unchecked { accepted: false } => {
             tracing::warn!(certificate = %subject(ee), side, %verdict, "certificate refused: no usable revocation data");
             Err(Error::InvalidCertificate(
                 CertificateError::UnknownRevocationStatus,
@@ -130,7 +133,9 @@ impl ClientVerifier {
         if g.0 != generation {
             match build_client(&self.roots, &self.provider, &self.checker) {
                 Ok(v) => *g = (generation, v),
-                Err(e) => tracing::error!(error = %e, "revocation: CRLs not taken into the TLS verifier"),
+                Err(e) => {
+                    tracing::error!(error = %e, "revocation: CRLs not taken into the TLS verifier")
+                }
             }
         }
         g.1.clone()
@@ -138,10 +143,9 @@ impl ClientVerifier {
 
     /// Verifies a client chain again (an open connection after revocation data changed).
     pub fn recheck(&self, chain: &[CertificateDer<'static>]) -> Result<(), Error> {
-        let (ee, rest) = chain
-            .split_first()
-            .ok_or(Error::NoCertificatesPresented)?;
-        self.verify_client_cert(ee, rest, UnixTime::now()).map(|_| ())
+        let (ee, rest) = chain.split_first().ok_or(Error::NoCertificatesPresented)?;
+        self.verify_client_cert(ee, rest, UnixTime::now())
+            .map(|_| ())
     }
 }
 
@@ -169,7 +173,14 @@ impl ClientCertVerifier for ClientVerifier {
             .map_err(|e| inner_refusal(e, end_entity, "client"))?;
         let verdict = self
             .checker
-            .decide(&self.roots, end_entity, intermediates, Usage::Client, &[], now)
+            .decide(
+                &self.roots,
+                end_entity,
+                intermediates,
+                Usage::Client,
+                &[],
+                now,
+            )
             .map_err(|e| Error::General(format!("revocation: {e}")))?;
         conclude(verdict, end_entity, "client")?;
         Ok(ClientCertVerified::assertion())
@@ -261,7 +272,9 @@ impl ServerVerifier {
         if g.0 != generation {
             match build_server(&self.roots, &self.provider, &self.checker) {
                 Ok(v) => *g = (generation, v),
-                Err(e) => tracing::error!(error = %e, "revocation: CRLs not taken into the TLS verifier"),
+                Err(e) => {
+                    tracing::error!(error = %e, "revocation: CRLs not taken into the TLS verifier")
+                }
             }
         }
         g.1.clone()

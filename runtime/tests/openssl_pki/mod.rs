@@ -170,7 +170,10 @@ subjectKeyIdentifier = hash
             .args(["req", "-x509", "-newkey"])
             .arg(format!("rsa:{bits}"))
             .args(["-nodes", "-days", "3650", "-sha256", "-extensions", "v3_ca"])
-            .args(["-subj", "/C=NL/O=DUO test/CN=DUO test UZI-register Server CA"])
+            .args([
+                "-subj",
+                "/C=NL/O=DUO test/CN=DUO test UZI-register Server CA",
+            ])
             .arg("-config")
             .arg(dir.join("ca.cnf"))
             .arg("-keyout")
@@ -222,7 +225,10 @@ subjectKeyIdentifier = hash
             ext.push_str(&format!("crlDistributionPoints = URI:{}\n", self.crl_url()));
         }
         if spec.ocsp {
-            ext.push_str(&format!("authorityInfoAccess = OCSP;URI:{}\n", self.ocsp_url()));
+            ext.push_str(&format!(
+                "authorityInfoAccess = OCSP;URI:{}\n",
+                self.ocsp_url()
+            ));
         }
         let extfile = d.join(format!("{name}.ext"));
         std::fs::write(&extfile, ext).unwrap();
@@ -240,7 +246,15 @@ subjectKeyIdentifier = hash
             .arg("-out")
             .arg(&csr));
         run(Command::new("openssl")
-            .args(["ca", "-batch", "-notext", "-days", "30", "-extensions", "leaf"])
+            .args([
+                "ca",
+                "-batch",
+                "-notext",
+                "-days",
+                "30",
+                "-extensions",
+                "leaf",
+            ])
             .arg("-config")
             .arg(d.join("ca.cnf"))
             .arg("-extfile")
@@ -320,7 +334,10 @@ subjectKeyIdentifier = hash
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut told = false;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if !told && line.contains("waiting for OCSP client connections") {
                     let _ = tx.send(());
                     told = true;
