@@ -87,6 +87,8 @@ fn gateway(i: usize) -> DuoGateway {
             resources: None,
             image: None,
             allow_plain_http: false,
+            tls_policy: Default::default(),
+            revocation: Default::default(),
         },
     );
     gw.metadata.namespace = Some(NS.into());
@@ -214,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
             deadline_ms: 3000,
             cache_seconds: 60,
             allow_plain_http: false,
+            crl_urls: Vec::new(),
         },
     );
     Api::<MitzConnection>::namespaced(client.clone(), NS)
