@@ -1091,22 +1091,22 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             .unwrap_or_default();
         publish_event(ctx, gw, EventType::Warning, "CertificateExpiresSoon", note).await;
     }
-    if condition_true(&new, CERTIFICATE_REVOKED) && !condition_true(&old, CERTIFICATE_REVOKED) {
-        if let Some(c) = new
+    if condition_true(&new, CERTIFICATE_REVOKED)
+        && !condition_true(&old, CERTIFICATE_REVOKED)
+        && let Some(c) = new
             .conditions
             .iter()
             .find(|c| c.type_ == CERTIFICATE_REVOKED)
-        {
-            tracing::warn!(gateway = %format!("{ns}/{name}"), detail = %c.message, "the gateway's own certificate is revoked");
-            publish_event(
-                ctx,
-                gw,
-                EventType::Warning,
-                "CertificateRevoked",
-                c.message.clone(),
-            )
-            .await;
-        }
+    {
+        tracing::warn!(gateway = %format!("{ns}/{name}"), detail = %c.message, "the gateway's own certificate is revoked");
+        publish_event(
+            ctx,
+            gw,
+            EventType::Warning,
+            "CertificateRevoked",
+            c.message.clone(),
+        )
+        .await;
     }
     let skipped_now = new
         .conditions

@@ -335,12 +335,15 @@ impl Fetch {
     }
 }
 
+/// (issuer Name DER, issuer SubjectPublicKeyInfo DER) of a CA that may sign a CRL.
+type IssuerKey = (Vec<u8>, Vec<u8>);
+
 #[derive(Debug)]
 struct CrlEntry {
     /// Named in `crlUrls`: fetched from the start, never evicted, issuer looked up by name.
     configured: bool,
     /// (issuer Name DER, issuer SubjectPublicKeyInfo DER) of the certificates that named this URL.
-    issuers: Vec<(Vec<u8>, Vec<u8>)>,
+    issuers: Vec<IssuerKey>,
     good: Option<(Arc<crl::Crl>, Timestamp)>,
     fetch: Fetch,
 }
@@ -955,7 +958,7 @@ impl Checker {
     }
 
     /// What a CRL fetch of `url` needs: whether it is configured, and the (name, key) candidates.
-    fn crl_issuers(&self, url: &str) -> Option<(bool, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn crl_issuers(&self, url: &str) -> Option<(bool, Vec<IssuerKey>)> {
         let st = self.lock();
         let e = st.crls.get(url)?;
         Some((e.configured, e.issuers.clone()))
@@ -1102,6 +1105,15 @@ fn evict_ocsp(st: &mut State) {
     }
 }
 
+/// What [`webpki_check`] asks of the CRLs.
+#[derive(Clone, Copy)]
+enum CrlQuestion {
+    /// Does a CRL list any certificate of the path (unknown status allowed)?
+    RevokedOnPath,
+    /// Does a CRL cover the end-entity certificate (unknown status denied)?
+    CoversEndEntity,
+}
+
 /// webpki's check of the path with `crls`: `Ok(true)` covered and not revoked, `Ok(false)` not
 /// covered, `Err` revoked (or a CRL webpki refuses).
 fn webpki_check(
@@ -1111,9 +1123,18 @@ fn webpki_check(
     intermediates: &[CertificateDer<'_>],
     usage: Usage,
     now: UnixTime,
-    depth: webpki::RevocationCheckDepth,
-    unknown: webpki::UnknownStatusPolicy,
+    question: CrlQuestion,
 ) -> Result<bool, webpki::Error> {
+    let (depth, unknown) = match question {
+        CrlQuestion::RevokedOnPath => (
+            webpki::RevocationCheckDepth::Chain,
+            webpki::UnknownStatusPolicy::Allow,
+        ),
+        CrlQuestion::CoversEndEntity => (
+            webpki::RevocationCheckDepth::EndEntity,
+            webpki::UnknownStatusPolicy::Deny,
+        ),
+    };
     if crls.is_empty() {
         return Ok(false);
     }
@@ -1163,8 +1184,7 @@ fn revoked_by(
             intermediates,
             usage,
             now,
-            webpki::RevocationCheckDepth::Chain,
-            webpki::UnknownStatusPolicy::Allow,
+            CrlQuestion::RevokedOnPath,
         );
         if matches!(r, Err(webpki::Error::CertRevoked)) {
             return Some(Source::Crl(c.0.clone()));
@@ -1192,8 +1212,7 @@ fn covered_by(
                     intermediates,
                     usage,
                     now,
-                    webpki::RevocationCheckDepth::EndEntity,
-                    webpki::UnknownStatusPolicy::Deny,
+                    CrlQuestion::CoversEndEntity,
                 ),
                 Ok(true)
             )
@@ -1220,7 +1239,7 @@ struct OcspPlan {
 struct Plan {
     crls: Vec<CrlTarget>,
     ocsp: Option<OcspPlan>,
-    intermediate_issuers: Vec<(Vec<u8>, Vec<u8>)>,
+    intermediate_issuers: Vec<IssuerKey>,
 }
 
 fn chain_err(e: impl std::fmt::Display) -> ChainError {

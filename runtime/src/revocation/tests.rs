@@ -467,8 +467,10 @@ struct Web {
 impl Web {
     fn start() -> Web {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut web = Web::default();
-        web.port = l.local_addr().unwrap().port();
+        let web = Web {
+            port: l.local_addr().unwrap().port(),
+            ..Web::default()
+        };
         let w = web.clone();
         std::thread::spawn(move || {
             for s in l.incoming() {
