@@ -236,9 +236,8 @@ async fn mitz_and_peer_server_certificates_are_checked_outbound() {
         }
     };
     // the good Mitz answers (its HTTP 400 to this non-question proves the TLS connection was made)
-    match ask(good.local_addr()).await {
-        Err(e) => assert_ne!(e.kind(), "tls", "{e}"),
-        Ok(_) => {}
+    if let Err(e) = ask(good.local_addr()).await {
+        assert_ne!(e.kind(), "tls", "{e}");
     }
     let e = ask(revoked.local_addr()).await.unwrap_err();
     assert_eq!(e.kind(), "tls", "{e}");
