@@ -89,6 +89,8 @@ fn gateway(i: usize) -> DuoGateway {
             image: None,
             allow_plain_http: false,
             xua: Default::default(),
+            tls_policy: Default::default(),
+            revocation: Default::default(),
         },
     );
     gw.metadata.namespace = Some(NS.into());
@@ -216,6 +218,7 @@ async fn main() -> anyhow::Result<()> {
             deadline_ms: 3000,
             cache_seconds: 60,
             allow_plain_http: false,
+            crl_urls: Vec::new(),
         },
     );
     Api::<MitzConnection>::namespaced(client.clone(), NS)

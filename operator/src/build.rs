@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::crd::{
     CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust, ConsentMode,
     DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL,
-    TrustBundleRef,
+    RevocationFallback, TlsMinVersion, TrustBundleRef,
 };
 
 /// Container port of every SOAP and API route (HTTPS, mutual TLS).
@@ -302,6 +302,7 @@ pub fn resolve(
 
 fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config, BuildError> {
     let s = &gw.spec;
+    let mitz_connection = mitz;
     let ura: Ura = s
         .organization
         .ura
@@ -441,9 +442,16 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
             category,
             default_purpose_of_use: PurposeOfUse::default(),
         },
+        revocation: revocation_config(gw, mitz_connection)?,
         mitz,
         audit: AuditConfig::default(),
         allow_plain_http: s.allow_plain_http,
+        tls_policy: rc::TlsPolicyConfig {
+            min_version: match s.tls_policy.min_version {
+                TlsMinVersion::Tls12 => rc::TlsVersion::Tls12,
+                TlsMinVersion::Tls13 => rc::TlsVersion::Tls13,
+            },
+        },
         xua,
     })
 }
@@ -487,6 +495,45 @@ fn trusted_front_ends(
     Ok(TrustedFrontEnd {
         certificates,
         certificate_dns_names: Vec::new(),
+    })
+}
+
+/// The runtime's `revocation` section: the gateway's `spec.revocation` with the CRL URLs of its
+/// MitzConnection added (duplicates once). The runtime's own validation checks ranges and URLs again.
+fn revocation_config(
+    gw: &DuoGateway,
+    mitz: Option<&MitzConnection>,
+) -> Result<rc::RevocationConfig, BuildError> {
+    let r = &gw.spec.revocation;
+    let fallback = |f: RevocationFallback| match f {
+        RevocationFallback::Refuse => rc::RevocationFallback::Refuse,
+        RevocationFallback::Accept => rc::RevocationFallback::Accept,
+    };
+    let mut crl_urls: Vec<String> = Vec::new();
+    for u in r
+        .crl_urls
+        .iter()
+        .chain(mitz.iter().flat_map(|m| m.spec.crl_urls.iter()))
+    {
+        if !crl_urls.contains(u) {
+            crl_urls.push(u.clone());
+        }
+    }
+    let non_negative =
+        |field: &str, v: i64| u64::try_from(v).map_err(|_| bad(field, "must not be negative"));
+    Ok(rc::RevocationConfig {
+        enabled: r.enabled,
+        refresh_interval_seconds: positive(
+            "spec.revocation.refreshIntervalSeconds",
+            r.refresh_interval_seconds,
+        )?,
+        grace_seconds: non_negative("spec.revocation.graceSeconds", r.grace_seconds)?,
+        when_unavailable: fallback(r.when_unavailable),
+        without_source: fallback(r.without_source),
+        ocsp: r.ocsp,
+        crl_urls,
+        fetch_timeout_ms: positive("spec.revocation.fetchTimeoutMs", r.fetch_timeout_ms)?,
+        ..rc::RevocationConfig::default()
     })
 }
 
@@ -823,7 +870,8 @@ pub fn pod_disruption_budget(
     })
 }
 
-/// TCP ports of every endpoint in `config` (scheme default when the URL names none), sorted.
+/// TCP ports of every endpoint in `config` (scheme default when the URL names none), sorted; with
+/// revocation checking on, also port 80 and the ports of `revocation.crlUrls` (CRLs and OCSP).
 pub fn egress_ports(config: &Config) -> BTreeSet<u16> {
     let mut urls: Vec<&str> = Vec::new();
     match &config.local {
@@ -854,7 +902,20 @@ pub fn egress_ports(config: &Config) -> BTreeSet<u16> {
         urls.extend(m.open_question_url.as_deref());
         urls.extend(m.subscription_url.as_deref());
     }
-    urls.into_iter().filter_map(url_port).collect()
+    let mut ports: BTreeSet<u16> = urls.into_iter().filter_map(url_port).collect();
+    if config.revocation.enabled {
+        // CRL distribution points and OCSP responders named in certificates are plain http; other
+        // ports only when a configured CRL URL names one
+        ports.insert(80);
+        ports.extend(
+            config
+                .revocation
+                .crl_urls
+                .iter()
+                .filter_map(|u| url_port(u)),
+        );
+    }
+    ports
 }
 
 fn url_port(url: &str) -> Option<u16> {
@@ -1033,6 +1094,8 @@ mod tests {
                 image: None,
                 allow_plain_http: false,
                 xua: Default::default(),
+                tls_policy: Default::default(),
+                revocation: Default::default(),
             },
         );
         gw.metadata.namespace = Some("hospitals".into());
@@ -1058,6 +1121,7 @@ mod tests {
                 deadline_ms: 3000,
                 cache_seconds: 60,
                 allow_plain_http: false,
+                crl_urls: Vec::new(),
             },
         );
         m.metadata.namespace = Some("hospitals".into());
@@ -1308,13 +1372,89 @@ mod tests {
         .unwrap();
         assert_eq!(
             egress_ports(&c).into_iter().collect::<Vec<_>>(),
+            vec![80, 443, 8443],
+            "revocation on: CRLs and OCSP over http"
+        );
+        let mut off = c.clone();
+        off.revocation.enabled = false;
+        assert_eq!(
+            egress_ports(&off).into_iter().collect::<Vec<_>>(),
             vec![443, 8443]
+        );
+        let mut extra = c.clone();
+        extra.revocation.crl_urls = vec!["http://crl.example:8080/ca.crl".into()];
+        assert_eq!(
+            egress_ports(&extra).into_iter().collect::<Vec<_>>(),
+            vec![80, 443, 8080, 8443]
         );
         let np = network_policy(&gw, &owner(&gw), &c);
         let spec = np.spec.unwrap();
         assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
         assert_eq!(url_port("https://[::1]:9443/x"), Some(9443));
         assert_eq!(url_port("http://h/x"), Some(80));
+    }
+
+    #[test]
+    fn tls_policy_and_revocation_are_rendered() {
+        let mut gw = gateway();
+        let c = runtime_config(&gw, &[], Some(&mitz())).unwrap();
+        assert_eq!(c.tls_policy.min_version, rc::TlsVersion::Tls12);
+        assert_eq!(
+            c.revocation,
+            rc::RevocationConfig::default(),
+            "defaults agree"
+        );
+        gw.spec.tls_policy.min_version = TlsMinVersion::Tls13;
+        gw.spec.revocation.refresh_interval_seconds = 600;
+        gw.spec.revocation.grace_seconds = 0;
+        gw.spec.revocation.when_unavailable = RevocationFallback::Accept;
+        gw.spec.revocation.without_source = RevocationFallback::Refuse;
+        gw.spec.revocation.ocsp = false;
+        gw.spec.revocation.fetch_timeout_ms = 2000;
+        gw.spec.revocation.crl_urls = vec![
+            "http://crl.uzi.example/ca.crl".into(),
+            "http://crl.mitz.example/ca.crl".into(),
+        ];
+        let mut m = mitz();
+        m.spec.crl_urls = vec![
+            "http://crl.mitz.example/ca.crl".into(),
+            "http://crl.pkio.example/g3.crl".into(),
+        ];
+        let c = runtime_config(&gw, &[], Some(&m)).unwrap();
+        assert_eq!(c.tls_policy.min_version, rc::TlsVersion::Tls13);
+        let r = &c.revocation;
+        assert_eq!(
+            (
+                r.refresh_interval_seconds,
+                r.grace_seconds,
+                r.fetch_timeout_ms,
+                r.ocsp
+            ),
+            (600, 0, 2000, false)
+        );
+        assert_eq!(r.when_unavailable, rc::RevocationFallback::Accept);
+        assert_eq!(r.without_source, rc::RevocationFallback::Refuse);
+        assert_eq!(
+            r.crl_urls,
+            [
+                "http://crl.uzi.example/ca.crl",
+                "http://crl.mitz.example/ca.crl",
+                "http://crl.pkio.example/g3.crl"
+            ],
+            "the MitzConnection's CRLs added once"
+        );
+        // the rendered YAML is what the gateway reads back
+        let back = rc::Config::parse(&c.to_yaml()).unwrap();
+        assert_eq!(back.revocation, c.revocation);
+        assert_eq!(back.tls_policy, c.tls_policy);
+        // stored objects the CRD rules would refuse now are reported, not rendered
+        gw.spec.revocation.refresh_interval_seconds = 0;
+        let e = runtime_config(&gw, &[], Some(&m)).unwrap_err().to_string();
+        assert!(e.contains("spec.revocation.refreshIntervalSeconds"), "{e}");
+        gw.spec.revocation.refresh_interval_seconds = 600;
+        gw.spec.revocation.crl_urls = vec!["https://crl.example/ca.crl".into()];
+        let e = runtime_config(&gw, &[], Some(&m)).unwrap_err().to_string();
+        assert!(e.contains("revocation.crlUrls"), "{e}");
     }
 
     #[test]

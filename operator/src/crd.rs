@@ -78,6 +78,21 @@ fn opt_url_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
     url_schema(g)
 }
 
+fn crl_urls_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "string",
+            "maxLength": 2048,
+            "x-kubernetes-validations": [
+                {"rule": "isURL(self) && self.startsWith('http://')",
+                 "message": "must be an absolute http:// URL (CRLs are signed and fetched over plain http)"}
+            ]
+        }
+    })
+}
+
 fn code_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
@@ -187,6 +202,14 @@ pub struct DuoGatewaySpec {
     /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false.
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// TLS versions of the gateway's listener and outbound connections.
+    #[serde(default)]
+    pub tls_policy: TlsPolicy,
+    /// Revocation checking (CRL, OCSP) of peers', Mitz's, the front end's and the gateway's own
+    /// certificates. The operator also checks the gateway's own certificate and reports it in the
+    /// `CertificateRevoked` condition.
+    #[serde(default)]
+    pub revocation: Revocation,
     /// ITI-40 XUA assertions: who signs the ones this gateway issues, what it accepts from peers.
     #[serde(default)]
     pub xua: GatewayXua,
@@ -261,6 +284,100 @@ impl Default for GatewayXua {
             allow_unsigned: false,
         }
     }
+}
+
+/// TLS versions (NCSC TLS guidelines; cipher suites are fixed to the NCSC "good" set).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsPolicy {
+    /// `TLSv1.2` (default: TLS 1.3 and 1.2) or `TLSv1.3` (TLS 1.3 only, Twiin TW-LA-TA-001).
+    #[serde(default)]
+    pub min_version: TlsMinVersion,
+}
+
+/// See [`TlsPolicy::min_version`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum TlsMinVersion {
+    /// TLS 1.3 and 1.2.
+    #[default]
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+/// Revocation checking; the runtime's `revocation` section (see the README for the rules).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    /// Check certificates for revocation (default true). `false` only for closed test beds.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds between refreshes of cached CRLs and OCSP answers (default and most 3600).
+    #[serde(default = "default_refresh_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub refresh_interval_seconds: i64,
+    /// Seconds the last good CRL or OCSP answer stays usable after its nextUpdate (default 3600).
+    #[serde(default = "default_grace_seconds")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub grace_seconds: i64,
+    /// A certificate without usable revocation data: `refuse` (default) or `accept` (counted, logged).
+    #[serde(default)]
+    pub when_unavailable: RevocationFallback,
+    /// A certificate that names no CRL and no OCSP responder: `accept` (default) or `refuse`.
+    #[serde(default = "accept")]
+    pub without_source: RevocationFallback,
+    /// Ask the OCSP responder a certificate names when no usable CRL covers it (default true).
+    #[serde(default = "default_true")]
+    pub ocsp: bool,
+    /// Extra CRLs (`http://` URLs) for CAs whose certificates name no distribution point.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crl_urls_schema")]
+    pub crl_urls: Vec<String>,
+    /// Milliseconds one CRL or OCSP fetch may take (default 5000).
+    #[serde(default = "default_fetch_timeout_ms")]
+    #[schemars(range(min = 100, max = 60000))]
+    pub fetch_timeout_ms: i64,
+}
+
+impl Default for Revocation {
+    fn default() -> Self {
+        Revocation {
+            enabled: true,
+            refresh_interval_seconds: default_refresh_seconds(),
+            grace_seconds: default_grace_seconds(),
+            when_unavailable: RevocationFallback::Refuse,
+            without_source: RevocationFallback::Accept,
+            ocsp: true,
+            crl_urls: Vec::new(),
+            fetch_timeout_ms: default_fetch_timeout_ms(),
+        }
+    }
+}
+
+/// See [`Revocation::when_unavailable`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RevocationFallback {
+    /// Refuse the certificate.
+    #[default]
+    Refuse,
+    /// Accept it (counted and logged).
+    Accept,
+}
+
+fn accept() -> RevocationFallback {
+    RevocationFallback::Accept
+}
+fn default_refresh_seconds() -> i64 {
+    3600
+}
+fn default_grace_seconds() -> i64 {
+    3600
+}
+fn default_fetch_timeout_ms() -> i64 {
+    5000
 }
 
 /// One trusted front-end certificate: either `issuer` and `subject`, or `spkiSha256`.
@@ -555,7 +672,8 @@ pub struct DuoGatewayStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` (children applied from the current spec and the Deployment available), `Progressing`
     /// (a rollout is under way), `Degraded` (the current spec cannot be applied; the last good children
-    /// keep running), and `CertificateExpiring` (30 days or less left).
+    /// keep running), `CertificateExpiring` (30 days or less left) and `CertificateRevoked` (the
+    /// certificate's CRL or OCSP responder says it is revoked; `Unknown` when that cannot be found out).
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -780,6 +898,11 @@ pub struct MitzConnectionSpec {
     /// `allowPlainHttp` of their own still refuse an http:// Mitz.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_plain_http: bool,
+    /// Extra CRLs (`http://` URLs) for the CA of Mitz's server certificate, when its certificate names
+    /// none; added to the `revocation.crlUrls` of every gateway using this connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crl_urls_schema")]
+    pub crl_urls: Vec<String>,
 }
 
 impl MitzConnectionSpec {

@@ -36,7 +36,7 @@ use crate::crd::{
     MitzConnectionStatus, PAUSED_ANNOTATION, TrustBundleRef, XuaStatus,
 };
 use crate::metrics::{Metrics, ModeLabels};
-use crate::validate::{self, CertProblem};
+use crate::validate::{self, CertProblem, OwnRevocation};
 
 /// Condition type: `True` when selected DuoCommunities were left out of the configuration (invalid, or
 /// a homeCommunityId that is the gateway's own or used by another selected community); the message names
@@ -90,6 +90,11 @@ pub struct Context {
     /// digest skips the server-side apply calls (most reconciliations are triggered by peers and change
     /// nothing); after [`APPLY_REFRESH`] the children are applied again anyway, which corrects drift.
     pub applied: std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>,
+    /// Per gateway (`namespace/name`): the revocation checker of its `revocation` configuration, kept
+    /// between reconciliations so that its CRL / OCSP cache and background refresh survive; replaced
+    /// when the configuration changes, dropped when the gateway is deleted.
+    pub revocation:
+        std::sync::Mutex<std::collections::HashMap<String, duo_runtime::revocation::Checker>>,
 }
 
 /// How long an applied set of children is trusted before it is applied again although unchanged.
@@ -118,6 +123,7 @@ struct Prepared {
     checksum: String,
     mitz: Option<MitzConnection>,
     certificate: CertificateInfo,
+    revocation: OwnRevocation,
     communities: usize,
     skipped: Vec<build::SkippedCommunity>,
     xua: XuaStatus,
@@ -130,6 +136,8 @@ pub enum Outcome {
     Applied {
         /// The hospital's certificate.
         certificate: Box<CertificateInfo>,
+        /// Its revocation status (the `CertificateRevoked` condition).
+        revocation: OwnRevocation,
         /// Communities in the rendered configuration.
         communities: i32,
         /// Checksum on the pod template.
@@ -366,6 +374,8 @@ async fn prepare(
         Ok(c) => c,
         Err(e) => return Ok(Err(problem("InvalidSpec", e.to_string()))),
     };
+    let revocation =
+        own_revocation(gw, ctx, &config.revocation, &material[0].1, &material[2].1).await;
     let config_yaml = config.to_yaml();
     let refs: Vec<(&str, &[u8])> = material.iter().map(|(n, b)| (*n, b.as_slice())).collect();
     let checksum = build::checksum(&config_yaml, &refs);
@@ -390,8 +400,35 @@ async fn prepare(
         checksum,
         mitz,
         certificate,
+        revocation,
         skipped,
     }))
+}
+
+/// Checks the gateway's own certificate (`cert` PEM, verified against `trust` PEM first) for
+/// revocation with the checker of `cfg`, kept in [`Context::revocation`] for the gateway.
+async fn own_revocation(
+    gw: &DuoGateway,
+    ctx: &Context,
+    cfg: &duo_runtime::config::RevocationConfig,
+    cert: &[u8],
+    trust: &[u8],
+) -> OwnRevocation {
+    let key = format!("{}/{}", gw.namespace().unwrap_or_default(), gw.name_any());
+    let checker = {
+        let mut all = ctx.revocation.lock().unwrap_or_else(|p| p.into_inner());
+        match duo_runtime::revocation::checker(cfg) {
+            None => {
+                all.remove(&key);
+                return OwnRevocation::disabled();
+            }
+            Some(c) => {
+                all.insert(key, c.clone());
+                c
+            }
+        }
+    };
+    validate::check_own_revocation(&checker, cert, trust).await
 }
 
 /// Server-side apply of `obj` with the operator's field manager; `dry` asks the API server to validate
@@ -696,10 +733,17 @@ async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
     if let Ok(mut m) = ctx.applied.lock() {
         m.remove(&format!("{ns}/{}", gw.name_any()));
     }
+    if let Ok(mut m) = ctx.revocation.lock() {
+        m.remove(&format!("{ns}/{}", gw.name_any()));
+    }
     ctx.metrics
         .set_gateway_modes(&format!("{ns}/{}", gw.name_any()), None);
     Ok(Action::await_change())
 }
+
+/// Condition type of a gateway whose own certificate is revoked (`True`), not revoked (`False`) or
+/// of unknown revocation status (`Unknown`; see [`OwnRevocation`] for the reasons).
+pub const CERTIFICATE_REVOKED: &str = "CertificateRevoked";
 
 fn condition(
     type_: &str,
@@ -711,6 +755,20 @@ fn condition(
     now: Timestamp,
 ) -> Condition {
     let status = if status { "True" } else { "False" };
+    condition_with(type_, status, reason, message, generation, previous, now)
+}
+
+/// A condition with `status` `True`, `False` or `Unknown`; the transition time is kept while the
+/// status stays the same.
+fn condition_with(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Condition {
     let last = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -786,6 +844,7 @@ pub fn gateway_status(
     match outcome {
         Outcome::Applied {
             certificate,
+            revocation,
             communities,
             checksum,
             skipped,
@@ -841,6 +900,15 @@ pub fn gateway_status(
                 soon,
                 reason,
                 &msg,
+                gen_,
+                pc,
+                now,
+            ));
+            st.conditions.push(condition_with(
+                CERTIFICATE_REVOKED,
+                revocation.status,
+                revocation.reason,
+                &revocation.message,
                 gen_,
                 pc,
                 now,
@@ -905,6 +973,9 @@ pub fn gateway_status(
                     now,
                 ));
             } else if let Some(c) = pc.iter().find(|c| c.type_ == "CertificateExpiring") {
+                st.conditions.push(c.clone());
+            }
+            if let Some(c) = pc.iter().find(|c| c.type_ == CERTIFICATE_REVOKED) {
                 st.conditions.push(c.clone());
             }
             if let Some(c) = pc.iter().find(|c| c.type_ == COMMUNITIES_SKIPPED) {
@@ -1061,6 +1132,7 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             (Ok((p, d)), None) => {
                 let o = Outcome::Applied {
                     certificate: Box::new(p.certificate.clone()),
+                    revocation: p.revocation.clone(),
                     communities: i32::try_from(p.communities).unwrap_or(i32::MAX),
                     checksum: p.checksum.clone(),
                     skipped: p.skipped.clone(),
@@ -1091,6 +1163,23 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             .map(|c| format!("TLS certificate expires at {}", c.not_after))
             .unwrap_or_default();
         publish_event(ctx, gw, EventType::Warning, "CertificateExpiresSoon", note).await;
+    }
+    if condition_true(&new, CERTIFICATE_REVOKED)
+        && !condition_true(&old, CERTIFICATE_REVOKED)
+        && let Some(c) = new
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CERTIFICATE_REVOKED)
+    {
+        tracing::warn!(gateway = %format!("{ns}/{name}"), detail = %c.message, "the gateway's own certificate is revoked");
+        publish_event(
+            ctx,
+            gw,
+            EventType::Warning,
+            "CertificateRevoked",
+            c.message.clone(),
+        )
+        .await;
     }
     let skipped_now = new
         .conditions
@@ -1127,6 +1216,12 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
         // possibly transient (conflict, throttling): try again soon
         Outcome::Degraded(p) if p.reason == "ApplyFailed" => Duration::from_secs(30),
         Outcome::Degraded(_) => Duration::from_secs(300),
+        // the own certificate's revocation status is looked at again after every refresh
+        _ if gw.spec.revocation.enabled => Duration::from_secs(
+            u64::try_from(gw.spec.revocation.refresh_interval_seconds)
+                .unwrap_or(3600)
+                .clamp(1, 3600),
+        ),
         _ => Duration::from_secs(3600),
     };
     Ok((Action::requeue(requeue), label))
@@ -1299,6 +1394,7 @@ pub fn gateways_selecting(
 mod tests {
     use super::*;
     use crate::crd::*;
+    use duo_runtime::revocation::{ChainError, Source, Verdict};
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -1343,6 +1439,8 @@ mod tests {
                 image: None,
                 allow_plain_http: false,
                 xua: Default::default(),
+                tls_policy: Default::default(),
+                revocation: Default::default(),
             },
         );
         g.metadata.namespace = Some("h".into());
@@ -1354,11 +1452,18 @@ mod tests {
     fn applied(communities: i32, checksum: &str) -> Outcome {
         Outcome::Applied {
             certificate: Box::new(cert()),
+            revocation: not_revoked(),
             communities,
             checksum: checksum.into(),
             skipped: vec![],
             xua: None,
         }
+    }
+
+    fn not_revoked() -> OwnRevocation {
+        OwnRevocation::from_check(Ok(Verdict::Good(Source::Crl(
+            "http://crl.example/ca.crl".into(),
+        ))))
     }
 
     fn cert() -> CertificateInfo {
@@ -1484,6 +1589,7 @@ mod tests {
             &g,
             &Outcome::Applied {
                 certificate: Box::new(c),
+                revocation: not_revoked(),
                 communities: 0,
                 checksum: "c".into(),
                 skipped: vec![],
@@ -1514,6 +1620,105 @@ mod tests {
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("True", "CertificateExpired")
+        );
+    }
+
+    #[test]
+    fn revoked_certificate_sets_condition_and_degraded_keeps_it() {
+        let mut g = gw();
+        let o = applied(1, "c");
+        g.status = Some(gateway_status(
+            &g,
+            &o,
+            Some(&deployment(2)),
+            Timestamp::now(),
+        ));
+        let c = get(g.status.as_ref().unwrap(), CERTIFICATE_REVOKED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "CertificateNotRevoked")
+        );
+        assert!(
+            c.message.contains("http://crl.example/ca.crl"),
+            "{}",
+            c.message
+        );
+        let revoked = Outcome::Applied {
+            certificate: Box::new(cert()),
+            revocation: OwnRevocation::from_check(Ok(Verdict::Revoked(Source::Ocsp(
+                "http://ocsp.example".into(),
+            )))),
+            communities: 1,
+            checksum: "c".into(),
+            skipped: vec![],
+        };
+        let st = gateway_status(&g, &revoked, Some(&deployment(2)), Timestamp::now());
+        let c = get(&st, CERTIFICATE_REVOKED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "CertificateRevoked")
+        );
+        assert!(
+            c.message.contains("OCSP http://ocsp.example"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            get(&st, "Ready").status,
+            "True",
+            "the running pods are not taken down by the operator"
+        );
+        assert!(status_changed(g.status.as_ref().unwrap(), &st));
+        // a later spec problem keeps what is known about the certificate
+        g.status = Some(st);
+        let p = problem(
+            "InvalidSpec",
+            "spec.connection: set exactly one of xds or tlb",
+        );
+        let st = gateway_status(
+            &g,
+            &Outcome::Degraded(p),
+            Some(&deployment(2)),
+            Timestamp::now(),
+        );
+        assert_eq!(get(&st, CERTIFICATE_REVOKED).status, "True");
+        // unknown: every other verdict
+        for (v, reason) in [
+            (
+                Ok(Verdict::Unavailable {
+                    accepted: false,
+                    detail: "CRL http://x/: connection refused".into(),
+                }),
+                "RevocationUnavailable",
+            ),
+            (
+                Ok(Verdict::Unchecked { accepted: true }),
+                "NoRevocationSource",
+            ),
+            (Err(ChainError("UnknownIssuer".into())), "ChainNotVerified"),
+        ] {
+            let o = Outcome::Applied {
+                certificate: Box::new(cert()),
+                revocation: OwnRevocation::from_check(v),
+                communities: 1,
+                checksum: "c".into(),
+                skipped: vec![],
+            };
+            let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
+            let c = get(&st, CERTIFICATE_REVOKED);
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", reason));
+        }
+        let o = Outcome::Applied {
+            certificate: Box::new(cert()),
+            revocation: OwnRevocation::disabled(),
+            communities: 1,
+            checksum: "c".into(),
+            skipped: vec![],
+        };
+        let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
+        assert_eq!(
+            get(&st, CERTIFICATE_REVOKED).reason,
+            "RevocationCheckDisabled"
         );
     }
 

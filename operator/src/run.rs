@@ -349,6 +349,7 @@ pub fn context(
         communities,
         mitz,
         applied: Default::default(),
+        revocation: Default::default(),
     };
     (
         Arc::new(ctx),

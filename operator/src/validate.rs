@@ -1,9 +1,14 @@
 //! Deep checks that CEL cannot do (ARCHITECTURE.md "validate"): the TLS certificate parses, its key
 //! matches, it is valid now, and the URA it carries is the one in the spec; trust bundles hold at least
-//! one CA certificate. Pure functions over the PEM bytes the reconciler fetched.
+//! one CA certificate. Pure functions over the PEM bytes the reconciler fetched, and the revocation
+//! check of the gateway's own certificate ([`check_own_revocation`], which fetches its CRL / OCSP).
+
+use std::sync::Arc;
 
 use duo_runtime::pki::{self, CertificateInfo};
+use duo_runtime::revocation::{ChainError, Checker, Verdict};
 use jiff::{SignedDuration, Timestamp};
+use rustls::RootCertStore;
 
 /// Days before `notAfter` from which the operator warns (event and `CertificateExpiring` condition).
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -108,6 +113,93 @@ pub fn check_trust_bundle(pem: &[u8]) -> Result<usize, String> {
         pki::certificate_info(c.as_ref()).map_err(|e| format!("certificate {}: {e}", i + 1))?;
     }
     Ok(certs.len())
+}
+
+/// The `CertificateRevoked` condition of a gateway: what the CRL / OCSP responder of its own
+/// certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnRevocation {
+    /// `True` (revoked), `False` (usable data says not revoked) or `Unknown` (not checked, or no
+    /// usable data).
+    pub status: &'static str,
+    /// CamelCase condition reason: `CertificateRevoked`, `CertificateNotRevoked`,
+    /// `RevocationUnavailable`, `NoRevocationSource`, `ChainNotVerified`, `RevocationCheckDisabled`.
+    pub reason: &'static str,
+    /// One line for people: the source (CRL or OCSP URL) or why there is none.
+    pub message: String,
+}
+
+impl OwnRevocation {
+    /// `spec.revocation.enabled` is false: nothing is checked.
+    pub fn disabled() -> OwnRevocation {
+        OwnRevocation {
+            status: "Unknown",
+            reason: "RevocationCheckDisabled",
+            message:
+                "spec.revocation.enabled is false: the certificate is not checked for revocation"
+                    .into(),
+        }
+    }
+
+    /// The condition for the outcome of [`Checker::check_own`]. Pure.
+    pub fn from_check(result: Result<Verdict, ChainError>) -> OwnRevocation {
+        match result {
+            Ok(Verdict::Revoked(src)) => OwnRevocation {
+                status: "True",
+                reason: "CertificateRevoked",
+                message: format!(
+                    "the TLS certificate is revoked ({src}); peers refuse it and a new gateway pod refuses to start: replace it"
+                ),
+            },
+            Ok(Verdict::Good(src)) => OwnRevocation {
+                status: "False",
+                reason: "CertificateNotRevoked",
+                message: format!("the TLS certificate is not revoked ({src})"),
+            },
+            Ok(Verdict::Unavailable { detail, .. }) => OwnRevocation {
+                status: "Unknown",
+                reason: "RevocationUnavailable",
+                message: format!("no usable revocation data for the TLS certificate: {detail}"),
+            },
+            Ok(Verdict::Unchecked { .. }) => OwnRevocation {
+                status: "Unknown",
+                reason: "NoRevocationSource",
+                message: "the TLS certificate names no CRL distribution point or OCSP responder and no spec.revocation.crlUrls CRL covers it".into(),
+            },
+            Err(e) => OwnRevocation {
+                status: "Unknown",
+                reason: "ChainNotVerified",
+                message: format!(
+                    "not checked for revocation: the certificate chain does not verify against spec.tls.trustBundle ({e})"
+                ),
+            },
+        }
+    }
+}
+
+/// Checks the gateway's own certificate chain (`cert_pem`, leaf first) for revocation with `checker`,
+/// after verifying it against the trust bundle `trust_pem` (only a verified chain's CRL distribution
+/// points and OCSP responder are fetched, over plain http, bounded in size and time; see
+/// [`duo_runtime::revocation`]). Waits at most the checker's `fetchTimeoutMs` for data not cached.
+pub async fn check_own_revocation(
+    checker: &Checker,
+    cert_pem: &[u8],
+    trust_pem: &[u8],
+) -> OwnRevocation {
+    let chain = match pki::parse_certificates(cert_pem) {
+        Ok(c) => c,
+        Err(e) => return OwnRevocation::from_check(Err(ChainError(format!("tls.crt: {e}")))),
+    };
+    let mut roots = RootCertStore::empty();
+    if let Ok(anchors) = pki::parse_certificates(trust_pem) {
+        roots.add_parsable_certificates(anchors);
+    }
+    if roots.is_empty() {
+        return OwnRevocation::from_check(Err(ChainError(
+            "no usable CA certificate in the trust bundle".into(),
+        )));
+    }
+    OwnRevocation::from_check(checker.check_own(chain, Arc::new(roots)).await)
 }
 
 #[cfg(test)]

@@ -594,6 +594,127 @@ async fn examples_end_to_end() {
     drop(env);
 }
 
+/// Serves `body` as `application/pkix-crl` to every request on `listener` (one request per
+/// connection); counts the requests.
+fn serve_crl(
+    listener: std::net::TcpListener,
+    body: Vec<u8>,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::{Read, Write};
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    hits
+}
+
+/// The operator checks the gateway's own certificate against the CRL its distribution point names
+/// (served on loopback): `CertificateRevoked` is `False` for a certificate the CRL does not list, and
+/// `True` with a Warning event for one it lists, while the gateway stays applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_certificate_revocation_condition() {
+    const NS: &str = "duo-revocation";
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("DUO_TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let Some(env) = env().await else { return };
+    let client = env.client().await.expect("client");
+    namespace(&client, NS).await;
+    let secrets = create_example_secrets(&client, NS).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}/uzi-ca.crl",
+        listener.local_addr().expect("addr").port()
+    );
+    let spec = ServerCertSpec::uzi(
+        "12345678".parse().unwrap(),
+        "Ziekenhuis Oost",
+        &["duo.oost.example"],
+        365,
+    );
+    let good = secrets
+        .ca
+        .issue_naming_crl(&spec, Some(&url))
+        .expect("good cert");
+    let revoked = secrets
+        .ca
+        .issue_naming_crl(&spec, Some(&url))
+        .expect("revoked cert");
+    let crl = secrets
+        .ca
+        .crl(
+            &[&revoked.cert_pem],
+            jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24),
+        )
+        .expect("crl");
+    let hits = serve_crl(listener, crl);
+    let secret_api = Api::<Secret>::namespaced(client.clone(), NS);
+    apply(&secret_api, "oost-tls", &tls_secret("oost-tls", &good)).await;
+    apply_example(&client, NS, "mitz").await;
+    apply_example(&client, NS, "xds-hospital").await;
+    let operator = Operator::start(client.clone());
+    let gws: Api<DuoGateway> = Api::namespaced(client.clone(), NS);
+
+    let g = wait_status(&gws, "oost", "CertificateRevoked=False", |g| {
+        applied(g) && condition(g, "CertificateRevoked").is_some_and(|c| c.status == "False")
+    })
+    .await;
+    let c = condition(&g, "CertificateRevoked").expect("condition");
+    assert_eq!(c.reason, "CertificateNotRevoked");
+    assert!(c.message.contains(&url), "{}", c.message);
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the CRL was fetched"
+    );
+
+    apply(&secret_api, "oost-tls", &tls_secret("oost-tls", &revoked)).await;
+    let g = wait_status(&gws, "oost", "CertificateRevoked=True", |g| {
+        condition(g, "CertificateRevoked").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let c = condition(&g, "CertificateRevoked").expect("condition");
+    assert_eq!(c.reason, "CertificateRevoked");
+    assert!(c.message.contains(&url), "{}", c.message);
+    assert!(
+        applied(&g),
+        "a revoked certificate is reported, the gateway stays applied"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    wait_for("CertificateRevoked Warning event", T, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("CertificateRevoked")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains("revoked"))
+            })
+            .then_some(())
+    })
+    .await;
+    operator.stop().await;
+    drop(env);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_rejects_bad_specs_with_cel_messages() {
     let Some(env) = env().await else { return };

@@ -120,6 +120,7 @@ async fn two_replicas_one_leader_and_graceful_handover() {
             deadline_ms: 3000,
             cache_seconds: 60,
             allow_plain_http: false,
+            crl_urls: Vec::new(),
         },
     );
     let mitz_api: Api<MitzConnection> = Api::namespaced(client.clone(), "hosp");

@@ -19,6 +19,7 @@ pub mod ihe;
 pub mod localization;
 pub mod model;
 pub mod pki;
+pub mod revocation;
 pub mod server;
 pub mod sim;
 pub mod timeline;

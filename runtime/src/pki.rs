@@ -401,7 +401,21 @@ pub mod generate {
 
         /// Signs a certificate for `spec`.
         pub fn issue(&self, spec: &ServerCertSpec) -> Result<CertifiedPem, PkiError> {
+            self.issue_naming_crl(spec, None)
+        }
+
+        /// Signs a certificate for `spec` whose CRL distribution point is `crl_url` (when given).
+        pub fn issue_naming_crl(
+            &self,
+            spec: &ServerCertSpec,
+            crl_url: Option<&str>,
+        ) -> Result<CertifiedPem, PkiError> {
             let mut params = CertificateParams::default();
+            if let Some(u) = crl_url {
+                params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                    uris: vec![u.to_owned()],
+                }];
+            }
             let mut dn = DistinguishedName::new();
             dn.push(
                 DnType::CommonName,
@@ -458,6 +472,33 @@ pub mod generate {
                 cert_pem: cert.pem(),
                 key_pem: key.serialize_pem(),
             })
+        }
+
+        /// A CRL (DER) of this CA listing the certificates `revoked` (PEM, leaf first), issued an
+        /// hour ago with nextUpdate `next_update`. Errors: a certificate does not parse.
+        pub fn crl(&self, revoked: &[&str], next_update: Timestamp) -> Result<Vec<u8>, PkiError> {
+            let now = Timestamp::now();
+            let mut revoked_certs = Vec::new();
+            for pem in revoked {
+                let certs = super::parse_certificates(pem.as_bytes())?;
+                let (_, c) = x509_parser::parse_x509_certificate(certs[0].as_ref()).map_err(err)?;
+                revoked_certs.push(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(c.raw_serial()),
+                    revocation_time: to_datetime!(now - SignedDuration::from_mins(30)),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                });
+            }
+            let params = rcgen::CertificateRevocationListParams {
+                this_update: to_datetime!(now - SignedDuration::from_hours(1)),
+                next_update: to_datetime!(next_update),
+                crl_number: rcgen::SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs,
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            let issuer = Issuer::from_params(&self.params, &self.key);
+            Ok(params.signed_by(&issuer).map_err(err)?.der().to_vec())
         }
     }
 

@@ -75,6 +75,7 @@ impl Pki {
             chain: vec![leaf.cert_der.clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone())),
             roots: Arc::new(roots),
+            policy: crate::tls::TlsPolicy::default(),
         }
     }
 

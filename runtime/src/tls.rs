@@ -1,20 +1,84 @@
 //! TLS for every connection the gateway makes or accepts: mutual TLS with the hospital's certificate
-//! (UZI server or PKIoverheid), peers verified against a configured trust bundle.
+//! (UZI server or PKIoverheid, RSA or EC keys), peers verified against a configured trust bundle and
+//! checked for revocation ([`crate::revocation`]).
 //!
-//! TLS 1.2 and 1.3 only (NCSC guidelines as the Twiin agreements require: 1.2 required, 1.3 alongside),
-//! with the `ring` provider. Revocation checking (CRL/OCSP) is not done yet.
+//! The [`TlsPolicy`] of the configuration (`tlsPolicy`, `revocation`) applies to the listener and to
+//! every outbound client alike. Versions: TLS 1.3 and 1.2 (NCSC guidelines as the Twiin agreements
+//! require: 1.2 required, 1.3 alongside), or TLS 1.3 only (`tlsPolicy.minVersion: TLSv1.3`, Twiin
+//! TW-LA-TA-001). Cipher suites are fixed to the NCSC "good" set ([`CIPHER_SUITES`]): the three TLS 1.3
+//! AEAD suites and, for TLS 1.2, only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (no RSA key
+//! exchange, no CBC); key exchange groups X25519, P-256 and P-384; the `ring` provider.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::ring::{cipher_suite, kx_group};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
 
-use crate::config::TlsConfig;
+use crate::config::{Config, TlsConfig, TlsVersion};
+use crate::revocation::{self, Checker};
+
+/// The cipher suites offered and accepted, most preferred first: NCSC TLS guidelines (2025) "good"
+/// suites that rustls implements. TLS 1.3: AES-256-GCM, ChaCha20-Poly1305, AES-128-GCM. TLS 1.2: ECDHE
+/// (ECDSA or RSA certificates) with the same three ciphers.
+pub static CIPHER_SUITES: &[SupportedCipherSuite] = &[
+    cipher_suite::TLS13_AES_256_GCM_SHA384,
+    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    cipher_suite::TLS13_AES_128_GCM_SHA256,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+];
+
+/// The `ring` provider restricted to [`CIPHER_SUITES`] and the NCSC "good" groups.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        cipher_suites: CIPHER_SUITES.to_vec(),
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    })
+}
+
+/// Protocol versions and revocation checking of a gateway's connections (from `tlsPolicy` and
+/// `revocation` of the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct TlsPolicy {
+    /// Lowest TLS version accepted and offered.
+    pub min_version: TlsVersion,
+    /// The revocation checker; `None` when `revocation.enabled` is false (and for test material).
+    pub revocation: Option<Checker>,
+}
+
+impl TlsPolicy {
+    /// The policy of `c`, with the process's checker for its `revocation` section.
+    pub fn from_config(c: &Config) -> TlsPolicy {
+        TlsPolicy {
+            min_version: c.tls_policy.min_version,
+            revocation: revocation::checker(&c.revocation),
+        }
+    }
+
+    /// The protocol versions to enable.
+    pub fn versions(&self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static BOTH: &[&rustls::SupportedProtocolVersion] =
+            &[&rustls::version::TLS13, &rustls::version::TLS12];
+        static ONLY_13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        match self.min_version {
+            TlsVersion::Tls12 => BOTH,
+            TlsVersion::Tls13 => ONLY_13,
+        }
+    }
+}
 
 /// Why TLS material could not be loaded or used. Messages name the file.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +111,9 @@ pub struct TlsMaterial {
     pub key: PrivateKeyDer<'static>,
     /// CA certificates peers must chain to.
     pub roots: Arc<RootCertStore>,
+    /// Versions and revocation checking ([`TlsPolicy::default`]: TLS 1.2 and 1.3, no revocation
+    /// checking; the gateway sets its configuration's with [`TlsMaterial::with_policy`]).
+    pub policy: TlsPolicy,
 }
 
 impl Clone for TlsMaterial {
@@ -55,6 +122,7 @@ impl Clone for TlsMaterial {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
             roots: self.roots.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -101,35 +169,63 @@ impl TlsMaterial {
             chain: load_certs(&cfg.cert_file)?,
             key: load_key(&cfg.key_file)?,
             roots: Arc::new(load_roots(&cfg.trust_bundle_file)?),
+            policy: TlsPolicy::default(),
         })
     }
 
-    /// Server side: present the chain; require and verify a client certificate against the roots.
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+    /// The same material under `policy`.
+    pub fn with_policy(mut self, policy: TlsPolicy) -> TlsMaterial {
+        self.policy = policy;
+        self
+    }
+
+    /// The verifier of client certificates: chain to the roots, then revocation when the policy has a
+    /// checker.
+    pub fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+        let provider = provider();
+        Ok(match &self.policy.revocation {
+            Some(checker) => Arc::new(
+                revocation::ClientVerifier::new(self.roots.clone(), provider, checker.clone())
+                    .map_err(TlsError::Verifier)?,
+            ),
+            None => WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider)
                 .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        let mut cfg = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .map_err(|e| TlsError::Verifier(e.to_string()))?,
+        })
+    }
+
+    /// Server side: present the chain; require and verify a client certificate against the roots
+    /// (and for revocation); the policy's versions and [`CIPHER_SUITES`].
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let verifier = self.client_verifier()?;
+        let mut cfg = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(self.policy.versions())?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 
-    /// Client side: verify the server against the roots, present the chain as client certificate.
+    /// Client side: verify the server against the roots (and for revocation), present the chain as
+    /// client certificate; the policy's versions and [`CIPHER_SUITES`].
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone())
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        let cfg = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_webpki_verifier(verifier)
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        let provider = provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(self.policy.versions())?;
+        let builder = match &self.policy.revocation {
+            Some(checker) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(
+                    revocation::ServerVerifier::new(self.roots.clone(), provider, checker.clone())
+                        .map_err(TlsError::Verifier)?,
+                )),
+            None => builder.with_webpki_verifier(
+                WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider)
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))?,
+            ),
+        };
+        let cfg = builder.with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         Ok(Arc::new(cfg))
     }
 

@@ -764,6 +764,7 @@ fn pki() -> (
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             roots: roots.clone(),
+            policy: Default::default(),
         }
     };
     let server = leaf(vec!["127.0.0.1".into()], &ca);

@@ -118,6 +118,7 @@ impl SyslogSender {
             chain: identity.chain.clone(),
             key: identity.key.clone_key(),
             roots: Arc::new(roots),
+            policy: identity.policy.clone(),
         };
         let client = material
             .client_config()

@@ -54,6 +54,127 @@ pub struct Config {
     /// false: every endpoint must be `https://`.
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// TLS protocol versions of every connection the gateway accepts or makes (server listener, peers,
+    /// local infrastructure, Mitz, the audit record repository).
+    #[serde(default)]
+    pub tls_policy: TlsPolicyConfig,
+    /// Revocation checking (CRL, OCSP) of every certificate the gateway relies on: peers' client and
+    /// server certificates, Mitz's server certificate, the trusted front end's and its own.
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+}
+
+/// TLS versions, per the NCSC TLS guidelines the Dutch agreements refer to. Cipher suites are fixed
+/// to the NCSC "good" set whatever the version: TLS 1.3's AEAD suites, and for TLS 1.2 only ECDHE key
+/// exchange with AES-GCM or ChaCha20-Poly1305 (see [`crate::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsPolicyConfig {
+    /// Lowest TLS version accepted and offered: `TLSv1.2` (default: TLS 1.3 and 1.2) or `TLSv1.3` (TLS
+    /// 1.3 only, as the Twiin network agreement TW-LA-TA-001 asks).
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// A TLS protocol version, spelt as OpenSSL and nginx spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246).
+    #[default]
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+/// How certificates are checked for revocation (see [`crate::revocation`] for the rules in full).
+///
+/// A certificate's chain is first verified against the trust bundle; only then are the CRL
+/// distribution points and the OCSP responder it names fetched (over plain HTTP, no redirects, bounded
+/// in size and time), cached, and refreshed every `refreshIntervalSeconds` and when a CRL's nextUpdate
+/// passes. A revoked certificate is refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// Whether certificates are checked at all (default true). `false` only for closed test beds.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds between refreshes of every cached CRL and OCSP answer (default and most 3600: the Twiin
+    /// agreement asks for a check at least every hour).
+    #[serde(default = "default_refresh_seconds")]
+    pub refresh_interval_seconds: u64,
+    /// Seconds the last good CRL or OCSP answer stays usable after its nextUpdate when no newer one
+    /// can be fetched (default 3600).
+    #[serde(default = "default_grace_seconds")]
+    pub grace_seconds: u64,
+    /// What happens to a certificate whose revocation status cannot be established from usable data
+    /// (none fetched, or the last good data is past nextUpdate plus the grace): `refuse` (default) or
+    /// `accept`. Either way `duo_revocation_checks_total` counts it and a warning is logged.
+    #[serde(default)]
+    pub when_unavailable: RevocationFallback,
+    /// What happens to a certificate that names no CRL distribution point and no OCSP responder and is
+    /// not covered by a CRL of `crlUrls`: `accept` (default; counted as `unchecked`) or `refuse`.
+    #[serde(default = "accept")]
+    pub without_source: RevocationFallback,
+    /// Whether the OCSP responder a certificate names is asked when no usable CRL covers it (default
+    /// true). A response stapled by a server is always used.
+    #[serde(default = "yes")]
+    pub ocsp: bool,
+    /// Extra CRLs (`http://` URLs), fetched from the start and on every refresh, for CAs whose
+    /// certificates name no distribution point or whose CRL is published elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_urls: Vec<String>,
+    /// Milliseconds one CRL or OCSP fetch may take, connection included (default 5,000). A handshake
+    /// that needs data not yet cached waits at most this long.
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub fetch_timeout_ms: u64,
+    /// Largest CRL accepted, bytes (default 32 MiB); a larger answer is abandoned.
+    #[serde(default = "default_max_crl_bytes")]
+    pub max_crl_bytes: u64,
+}
+
+/// See [`RevocationConfig::when_unavailable`] and [`RevocationConfig::without_source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RevocationFallback {
+    /// Refuse the certificate (fail closed).
+    #[default]
+    Refuse,
+    /// Accept the certificate, counted and logged (fail open).
+    Accept,
+}
+
+fn accept() -> RevocationFallback {
+    RevocationFallback::Accept
+}
+fn default_refresh_seconds() -> u64 {
+    3600
+}
+fn default_grace_seconds() -> u64 {
+    3600
+}
+fn default_fetch_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_crl_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            enabled: true,
+            refresh_interval_seconds: default_refresh_seconds(),
+            grace_seconds: default_grace_seconds(),
+            when_unavailable: RevocationFallback::Refuse,
+            without_source: RevocationFallback::Accept,
+            ocsp: true,
+            crl_urls: Vec::new(),
+            fetch_timeout_ms: default_fetch_timeout_ms(),
+            max_crl_bytes: default_max_crl_bytes(),
+        }
+    }
 }
 
 /// The organisation this gateway serves.

@@ -148,8 +148,59 @@ fn check_front_ends(t: &TrustedFrontEnd) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Most CRL URLs in `revocation.crlUrls`.
+const MAX_CRL_URLS: usize = 32;
+
+fn validate_revocation(r: &super::RevocationConfig) -> Result<(), ConfigError> {
+    if !(1..=3600).contains(&r.refresh_interval_seconds) {
+        return Err(ConfigError::new(
+            "revocation.refreshIntervalSeconds",
+            format!(
+                "{} is out of range 1..=3600 (revocation data is refreshed at least hourly)",
+                r.refresh_interval_seconds
+            ),
+        ));
+    }
+    if r.grace_seconds > 7 * 24 * 3600 {
+        return Err(ConfigError::new(
+            "revocation.graceSeconds",
+            "must be at most 604800 (7 days)",
+        ));
+    }
+    if !(100..=60_000).contains(&r.fetch_timeout_ms) {
+        return Err(ConfigError::new(
+            "revocation.fetchTimeoutMs",
+            format!("{} is out of range 100..=60000", r.fetch_timeout_ms),
+        ));
+    }
+    if !(1024..=512 * 1024 * 1024).contains(&r.max_crl_bytes) {
+        return Err(ConfigError::new(
+            "revocation.maxCrlBytes",
+            format!("{} is out of range 1024..=536870912", r.max_crl_bytes),
+        ));
+    }
+    if r.crl_urls.len() > MAX_CRL_URLS {
+        return Err(ConfigError::new(
+            "revocation.crlUrls",
+            format!("at most {MAX_CRL_URLS} URLs"),
+        ));
+    }
+    for (i, u) in r.crl_urls.iter().enumerate() {
+        if !crate::revocation::is_fetchable_url(u) {
+            return Err(ConfigError::new(
+                format!("revocation.crlUrls[{i}]"),
+                format!(
+                    "{u:?} is not a plain http:// URL with a host (CRLs are signed; they are fetched over http, never https or ldap)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     let http = c.allow_plain_http;
+    validate_revocation(&c.revocation)?;
     if c.organization.name.trim().is_empty() {
         return Err(ConfigError::new("organization.name", "must not be empty"));
     }

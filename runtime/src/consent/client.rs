@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::xacml::{self, CategoryDecision, ClosedQuestion, XacmlError};
 use crate::config::MitzConfig;
 use crate::ihe::soap::{self, SoapError};
-use crate::tls::{OutboundClient, TlsError, TlsMaterial};
+use crate::tls::{OutboundClient, TlsError, TlsMaterial, TlsPolicy};
 use crate::xml::Limits;
 
 /// Largest answer body read from Mitz, bytes (an answer is a few kilobytes; a location list more).
@@ -116,6 +116,12 @@ impl MitzClient {
     /// Loads the TLS files of `cfg.tls` and builds the client. Errors: the files (named in the message).
     pub fn new(cfg: &MitzConfig) -> Result<MitzClient, TlsError> {
         MitzClient::with_tls(cfg, &TlsMaterial::load(&cfg.tls)?)
+    }
+
+    /// Loads the TLS files of `cfg.tls` and builds the client under `policy`: its TLS versions, and
+    /// revocation checking of Mitz's server certificate. Errors: the files (named in the message).
+    pub fn with_policy(cfg: &MitzConfig, policy: TlsPolicy) -> Result<MitzClient, TlsError> {
+        MitzClient::with_tls(cfg, &TlsMaterial::load(&cfg.tls)?.with_policy(policy))
     }
 
     /// Builds the client with already loaded TLS material (client certificate + trust bundle for Mitz's

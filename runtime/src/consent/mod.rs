@@ -258,7 +258,10 @@ impl ConsentService {
         let mitz = match (config.consent.mode, &config.mitz) {
             (ConsentMode::PermitAll, _) => None,
             (ConsentMode::Mitz, None) => return Err(ConsentSetupError::NoMitz),
-            (ConsentMode::Mitz, Some(m)) => Some(Arc::new(MitzClient::new(m)?)),
+            (ConsentMode::Mitz, Some(m)) => Some(Arc::new(MitzClient::with_policy(
+                m,
+                crate::tls::TlsPolicy::from_config(config),
+            )?)),
         };
         let ttl = Duration::from_secs(config.mitz.as_ref().map_or(0, |m| m.cache_seconds));
         Ok(ConsentService::new(

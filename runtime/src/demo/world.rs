@@ -12,8 +12,7 @@ use crate::config::{
     AuditConfig, CommunityOrganization, Config, ConsentConfig, ConsentMode, Endpoint,
     FrontEndCertificate, InitiatingConfig, LimitsConfig, LocalBackend, LocalizationMode,
     MitzConfig, OrganizationConfig, RemoteCommunity, ServerConfig, TlsConfig, TrustedFrontEnd,
-    TrustedIssuerConfig,
-    XcaBackendConfig, XdsBackendConfig,
+    TrustedIssuerConfig, XcaBackendConfig, XdsBackendConfig,
 };
 use crate::consent::Decision;
 use crate::dicom::synth::{SynthConfig, SynthPatient, generate_study};
@@ -516,6 +515,8 @@ pub async fn build(opts: Options) -> Result<World, String> {
             },
             allow_plain_http: false,
             xua: Default::default(),
+            tls_policy: Default::default(),
+            revocation: Default::default(),
         };
         let gateway = run::start(config.clone(), None, run::default_hooks())
             .await

@@ -8,7 +8,7 @@ use crate::audit::{AuditLog, AuditRecord, AuditSource};
 use crate::config::{Config, LocalizationMode};
 use crate::consent::{ConsentService, MitzClient};
 use crate::localization::LocalizationClient;
-use crate::tls::TlsMaterial;
+use crate::tls::{TlsMaterial, TlsPolicy};
 
 /// The services of one gateway snapshot.
 #[derive(Clone)]
@@ -47,7 +47,8 @@ pub async fn from_config(c: &Config) -> Result<Hooks, String> {
     let localize = match (c.initiating.localization, &c.mitz) {
         (LocalizationMode::AllCommunities, _) => None,
         (LocalizationMode::Mitz, Some(m)) => {
-            let client = MitzClient::new(m).map_err(|e| format!("mitz: {e}"))?;
+            let client = MitzClient::with_policy(m, TlsPolicy::from_config(c))
+                .map_err(|e| format!("mitz: {e}"))?;
             Some(Arc::new(LocalizationClient::new(
                 Arc::new(client),
                 c.xua_issuer(),
@@ -61,7 +62,11 @@ pub async fn from_config(c: &Config) -> Result<Hooks, String> {
         }
     };
     let identity = if c.audit.syslog.is_some() {
-        Some(TlsMaterial::load(&c.server.tls).map_err(|e| e.to_string())?)
+        Some(
+            TlsMaterial::load(&c.server.tls)
+                .map_err(|e| e.to_string())?
+                .with_policy(TlsPolicy::from_config(c)),
+        )
     } else {
         None
     };

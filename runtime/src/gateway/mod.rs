@@ -25,7 +25,7 @@ use crate::config::{Config, LocalBackend, RemoteCommunity};
 use crate::ihe::mtom::{BufferBudget, MtomLimits};
 use crate::model::{HomeCommunityId, Organization};
 use crate::server::metrics::Metrics;
-use crate::tls::{TlsError, TlsMaterial};
+use crate::tls::{TlsError, TlsMaterial, TlsPolicy};
 use crate::xml::Limits;
 
 pub use hooks::Hooks;
@@ -118,7 +118,8 @@ impl Gateway {
         hooks: Hooks,
         metrics: Arc<Metrics>,
     ) -> Result<Gateway, BuildError> {
-        let tls = TlsMaterial::load(&config.server.tls)?;
+        let tls =
+            TlsMaterial::load(&config.server.tls)?.with_policy(TlsPolicy::from_config(&config));
         check_identity(&config, &tls)?;
         identity::check_front_end_issuers(&config).map_err(BuildError::Config)?;
         let signer = Arc::new(xua::signer(&config).map_err(BuildError::Config)?);

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,6 +36,15 @@ impl PeerCertificate {
     }
 }
 
+/// Re-checks the client certificate of an open connection when revocation data changed since it was
+/// last checked (a certificate revoked while its connection stays open is refused at its next request).
+pub trait ConnectionGate: Send + Sync + 'static {
+    /// Changes whenever the certificates of open connections must be checked again.
+    fn generation(&self) -> u64;
+    /// Checks `chain` (leaf first) again; `Err` is why it is refused now.
+    fn recheck(&self, chain: &[CertificateDer<'static>]) -> Result<(), String>;
+}
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open requests may run after shutdown was asked for.
@@ -42,12 +52,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `router` over mutual TLS on `listener` until `shutdown` is cancelled, then drains.
 ///
-/// `tls` always holds the configuration to use for the next handshake.
+/// `tls` always holds the configuration to use for the next handshake; `gate`, when given, re-checks
+/// a connection's client certificate before a request when its generation changed since the last
+/// check (a refused connection gets 403 with `Connection: close`).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: watch::Receiver<Arc<ServerConfig>>,
     router: Router,
     shutdown: CancellationToken,
+    gate: Option<Arc<dyn ConnectionGate>>,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
@@ -66,6 +79,9 @@ pub async fn serve_tls(
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let router = router.clone();
         let watcher = graceful.watcher();
+        let gate = gate.clone();
+        // taken before the handshake: data that changes during it makes the first request re-check
+        let checked = Arc::new(AtomicU64::new(gate.as_ref().map_or(0, |g| g.generation())));
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -90,9 +106,37 @@ pub async fn serve_tls(
             };
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let refused = gate.as_ref().and_then(|g| {
+                        let now = g.generation();
+                        if now == checked.load(Ordering::SeqCst) {
+                            return None;
+                        }
+                        match g.recheck(&peer.chain) {
+                            Ok(()) => {
+                                checked.store(now, Ordering::SeqCst);
+                                None
+                            }
+                            Err(e) => Some(e),
+                        }
+                    });
                     req.extensions_mut().insert(peer.clone());
                     req.extensions_mut().insert(RemoteAddr(remote));
-                    router.clone().oneshot(req)
+                    let router = router.clone();
+                    async move {
+                        if let Some(reason) = refused {
+                            tracing::warn!(%remote, reason = %reason, "open connection refused: its client certificate no longer passes");
+                            let mut resp = axum::response::Response::new(axum::body::Body::from(
+                                "client certificate refused\n",
+                            ));
+                            *resp.status_mut() = http::StatusCode::FORBIDDEN;
+                            resp.headers_mut().insert(
+                                http::header::CONNECTION,
+                                http::HeaderValue::from_static("close"),
+                            );
+                            return Ok(resp);
+                        }
+                        router.oneshot(req).await
+                    }
                 },
             );
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

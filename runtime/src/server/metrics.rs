@@ -207,6 +207,7 @@ impl Metrics {
             "Requests refused for their XUA assertion, by WS-Security fault code",
             xua_refusals.clone(),
         );
+        crate::revocation::METRICS.register(&mut registry);
         Metrics {
             registry,
             xua_unsigned_allowed,

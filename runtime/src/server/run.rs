@@ -7,6 +7,13 @@
 //! replace the old one (new requests and new TLS handshakes use it, requests in flight finish on the
 //! old one). A bad change is logged and counted (`duo_config_reloads_total{result="rejected"}`) and the
 //! running gateway stays as it was.
+//!
+//! Revocation ([`crate::revocation`]): the gateway's own certificate is checked before it starts (a
+//! revoked one is refused, as is a reload to one) and again whenever revocation data changes and every
+//! refresh interval (`duo_own_certificate_revoked`, an error log line). When data newly revokes a
+//! certificate, open connections re-check their client certificate at their next request
+//! ([`super::listener::ConnectionGate`]) and the snapshot is rebuilt, so outbound connection pools to a
+//! revoked server are dropped.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::app;
-use super::listener::{serve_plain, serve_tls};
+use super::listener::{ConnectionGate, serve_plain, serve_tls};
 use super::metrics::{Metrics, ReloadLabels};
 use crate::config::Config;
 use crate::gateway::{Gateway, Hooks, Shared};
@@ -102,6 +109,58 @@ async fn build(
     Gateway::build(config, h, metrics.clone()).map_err(|e| StartError::Build(e.to_string()))
 }
 
+/// Checks the gateway's own certificate for revocation (when its policy checks revocation). Errors:
+/// revoked (the one-line reason). A chain that does not verify against the trust bundle cannot be
+/// checked: logged, not an error (peers verify it against their own bundles).
+async fn check_own_certificate(g: &Gateway) -> Result<(), String> {
+    let Some(checker) = &g.tls.policy.revocation else {
+        return Ok(());
+    };
+    let file = g.config.server.tls.cert_file.display();
+    match checker
+        .check_own(g.tls.chain.clone(), g.tls.roots.clone())
+        .await
+    {
+        Ok(crate::revocation::Verdict::Revoked(src)) => {
+            tracing::error!(certificate = %file, source = %src, "the gateway's own certificate is revoked");
+            Err(format!(
+                "server.tls.certFile: {file}: the gateway's own certificate is revoked ({src})"
+            ))
+        }
+        Ok(v) => {
+            tracing::info!(certificate = %file, verdict = %v, "own certificate revocation status");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(certificate = %file, error = %e, "own certificate not checked for revocation: its chain does not verify against server.tls.trustBundleFile");
+            Ok(())
+        }
+    }
+}
+
+/// The listener's [`ConnectionGate`]: the current snapshot's checker and trust bundle.
+struct SnapshotGate(Arc<Shared>);
+
+impl ConnectionGate for SnapshotGate {
+    fn generation(&self) -> u64 {
+        self.0
+            .current()
+            .tls
+            .policy
+            .revocation
+            .as_ref()
+            .map_or(0, |c| c.generation())
+    }
+
+    fn recheck(&self, chain: &[rustls::pki_types::CertificateDer<'static>]) -> Result<(), String> {
+        let g = self.0.current();
+        match &g.tls.policy.revocation {
+            Some(c) => crate::revocation::verifier::recheck_client(c, &g.tls.roots, chain),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Files whose change reloads the gateway: the config file and every TLS and XUA signing file it names.
 fn watched_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
     let mut v = vec![config_path.to_path_buf()];
@@ -176,6 +235,9 @@ pub async fn start(
     let ops_listen = config.server.ops_listen;
     let interval = Duration::from_secs(config.server.reload_interval_seconds.max(1));
     let (gateway, server_tls) = prepare(config.clone(), &hooks, &metrics).await?;
+    check_own_certificate(&gateway)
+        .await
+        .map_err(StartError::Build)?;
     let shared = Arc::new(Shared::new(gateway));
     let (tls_tx, tls_rx) = watch::channel(server_tls);
     let listener = TcpListener::bind(listen)
@@ -210,6 +272,13 @@ pub async fn start(
         tls_rx,
         app::router(shared.clone()),
         shutdown.clone(),
+        Some(Arc::new(SnapshotGate(shared.clone()))),
+    )));
+    tasks.push(tokio::spawn(watch_revocation(
+        shared.clone(),
+        hooks.clone(),
+        metrics.clone(),
+        shutdown.clone(),
     )));
     tasks.push(tokio::spawn(serve_plain(
         ops,
@@ -235,6 +304,7 @@ pub async fn start(
                 let result = async {
                     let c = Config::load(&path).map_err(|e| e.to_string())?;
                     let g = build(c.clone(), &hooks, &metrics).await.map_err(|e| e.to_string())?;
+                    check_own_certificate(&g).await?;
                     let tls = g.tls.server_config().map_err(|e| e.to_string())?;
                     Ok::<_, String>((c, g, tls))
                 }
@@ -265,6 +335,50 @@ pub async fn start(
         ready,
         tasks,
     })
+}
+
+/// Follows the current snapshot's revocation checker: when its generation changes (data newly revokes
+/// a certificate or turned unusable) the snapshot is rebuilt from its own configuration, which gives
+/// new outbound clients (pooled connections to a revoked server end with the old snapshot), and the
+/// own certificate is checked again; the own certificate is also checked every refresh interval.
+async fn watch_revocation(
+    shared: Arc<Shared>,
+    hooks: HookFactory,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let g = shared.current();
+        let Some(checker) = g.tls.policy.revocation.clone() else {
+            // no checking in this snapshot: look again later (a reload may switch it on)
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(30)) => continue,
+            }
+        };
+        let mut rx = checker.subscribe();
+        let seen = *rx.borrow_and_update();
+        let period = Duration::from_secs(checker.config().refresh_interval_seconds.max(1));
+        let changed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.changed() => r.is_ok(),
+            _ = tokio::time::sleep(period) => false,
+        };
+        if changed && checker.generation() != seen {
+            let c = (*shared.current().config).clone();
+            match build(c, &hooks, &metrics).await {
+                Ok(g) => {
+                    shared.replace(g);
+                    tracing::info!("revocation data changed: outbound clients rebuilt");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "revocation data changed but the snapshot could not be rebuilt");
+                }
+            }
+        }
+        // logs and sets duo_own_certificate_revoked; a running gateway keeps serving
+        let _ = check_own_certificate(&shared.current()).await;
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C.

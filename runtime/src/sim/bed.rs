@@ -197,5 +197,7 @@ pub fn test_config(
             allow_unsigned: true,
             ..XuaConfig::default()
         },
+        tls_policy: Default::default(),
+        revocation: Default::default(),
     }
 }

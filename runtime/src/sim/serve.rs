@@ -123,7 +123,7 @@ pub async fn start_on(
         Transport::MutualTls(cfg) => {
             // the receiver keeps the last value when the sender is gone: no rotation for simulators
             let (_tx, rx) = watch::channel(cfg);
-            tokio::spawn(serve_tls(listener, rx, router, token))
+            tokio::spawn(serve_tls(listener, rx, router, token, None))
         }
     };
     Ok(RunningSim {
