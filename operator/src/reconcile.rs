@@ -1651,6 +1651,7 @@ mod tests {
             communities: 1,
             checksum: "c".into(),
             skipped: vec![],
+            xua: None,
         };
         let st = gateway_status(&g, &revoked, Some(&deployment(2)), Timestamp::now());
         let c = get(&st, CERTIFICATE_REVOKED);
@@ -1703,6 +1704,7 @@ mod tests {
                 communities: 1,
                 checksum: "c".into(),
                 skipped: vec![],
+                xua: None,
             };
             let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
             let c = get(&st, CERTIFICATE_REVOKED);
@@ -1714,6 +1716,7 @@ mod tests {
             communities: 1,
             checksum: "c".into(),
             skipped: vec![],
+            xua: None,
         };
         let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
         assert_eq!(

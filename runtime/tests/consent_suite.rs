@@ -127,6 +127,9 @@ struct ScriptedMitz {
     log: Mutex<Vec<Asked>>,
 }
 
+/// One echoed attribute of a generated Mitz answer: (category, attribute id, value, system, II or CV).
+type Echoed = (String, String, String, String, bool);
+
 fn echo(out: &mut String, category: &str, id: &str, value: &str, root: &str, ii: bool) {
     let v = if ii {
         format!(r#"<InstanceIdentifier xmlns="urn:hl7-org:v3" extension="{value}" root="{root}"/>"#)
@@ -267,7 +270,7 @@ impl ClosedQuestionTransport for ScriptedMitz {
                 .map(|c| c.as_str().to_owned())
                 .unwrap_or_default();
             let d = truth.as_str();
-            let with = |f: &dyn Fn(&mut Vec<(String, String, String, String, bool)>)| {
+            let with = |f: &dyn Fn(&mut Vec<Echoed>)| {
                 let mut e = full_echo(q, &cat);
                 f(&mut e);
                 e
@@ -800,7 +803,10 @@ fn query_request(m: &Model, main: usize, q: &QuerySpec) -> AdhocQueryRequest {
                 aq.add_list(param::SS_STATUS, &[APPROVED]);
             }
             _ => {
-                aq.add_list("$XDSSubmissionSetEntryUUID", &[p.submission_set.id.clone()]);
+                aq.add_list(
+                    "$XDSSubmissionSetEntryUUID",
+                    std::slice::from_ref(&p.submission_set.id),
+                );
             }
         }
     }
@@ -1383,6 +1389,7 @@ fn nothing_of_a_patient_leaves_without_a_permit_for_that_patient_and_requester()
             rx,
             router,
             token.clone(),
+            None,
         ));
         (shared, addr, token)
     });

@@ -33,6 +33,7 @@ fn client(ca: &OpensslCa, leaf: &Leaf) -> reqwest::Client {
     material(ca, leaf)
         .http_client(Duration::from_secs(10))
         .unwrap()
+        .into()
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -75,7 +76,10 @@ async fn timeline(c: &reqwest::Client, port: u16) -> Result<u16, String> {
 
 /// A sample of `/metrics`: the value of `name{labels}`, 0 when absent.
 async fn metric(ops: std::net::SocketAddr, name: &str, label: &str) -> f64 {
-    let text = reqwest::get(format!("http://{ops}/metrics"))
+    let text = duo_runtime::tls::plain_http_client(Duration::from_secs(5))
+        .unwrap()
+        .get(format!("http://{ops}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

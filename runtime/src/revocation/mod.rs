@@ -1379,21 +1379,15 @@ impl Plan {
 
 // --- the fetcher thread ----------------------------------------------------------------------
 
+/// The User-Agent of revocation fetches (a CA's web server log then says who fetched).
+const USER_AGENT: &str = concat!("duo-gateway/", env!("CARGO_PKG_VERSION"), " revocation");
+
+/// The fetcher's HTTP client: built by the one constructor of outbound clients (no redirects, no proxy,
+/// HTTP/1.1), plain `http://` only (CRLs and OCSP answers are signed), each fetch bounded by `timeout`
+/// as a whole (see [`fetch_crl`] and [`fetch_ocsp`]).
 fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    crate::tls::install_crypto_provider();
-    reqwest::Client::builder()
-        // a CRL or OCSP URL never leads anywhere else: no redirects, no proxy, plain http only
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .http1_only()
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .user_agent(concat!(
-            "duo-gateway/",
-            env!("CARGO_PKG_VERSION"),
-            " revocation"
-        ))
-        .build()
+    crate::tls::outbound_client(timeout, None)
+        .map(reqwest::Client::from)
         .map_err(|e| e.to_string())
 }
 
@@ -1426,6 +1420,8 @@ async fn fetch_crl(
     let max = usize::try_from(checker.inner.cfg.max_crl_bytes).unwrap_or(usize::MAX);
     let resp = http
         .get(url)
+        .timeout(Duration::from_millis(checker.inner.cfg.fetch_timeout_ms))
+        .header(http::header::USER_AGENT, USER_AGENT)
         .send()
         .await
         .map_err(|e| format!("fetch: {}", error_chain(&e)))?;
@@ -1454,6 +1450,7 @@ async fn fetch_crl(
 
 async fn fetch_ocsp(
     http: &reqwest::Client,
+    timeout: Duration,
     urls: &[String],
     q: &ocsp::Query,
 ) -> Result<(ocsp::Answer, String), String> {
@@ -1462,6 +1459,8 @@ async fn fetch_ocsp(
         let result = async {
             let resp = http
                 .post(url)
+                .timeout(timeout)
+                .header(http::header::USER_AGENT, USER_AGENT)
                 .header(http::header::CONTENT_TYPE, "application/ocsp-request")
                 .header(http::header::ACCEPT, "application/ocsp-response")
                 .body(q.request.clone())
@@ -1544,7 +1543,7 @@ fn fetcher(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>, timeout: Dur
                             let Some((urls, q)) = c.ocsp_job(&key) else {
                                 return;
                             };
-                            let r = fetch_ocsp(&http, &urls, &q).await;
+                            let r = fetch_ocsp(&http, timeout, &urls, &q).await;
                             c.settle_ocsp(&key, r);
                         }
                     }

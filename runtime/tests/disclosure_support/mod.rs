@@ -903,6 +903,7 @@ pub fn gateway_with(
         xml_limits: t.xml_limits.clone(),
         mtom_limits: t.mtom_limits.clone(),
         tls: t.tls.clone(),
+        signer: t.signer.clone(),
         timelines: t.timelines.clone(),
     };
     (g, mem)

@@ -160,7 +160,10 @@ impl Bed {
 
     /// The gateway's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.gateway.ops))
+        duo_runtime::tls::plain_http_client(Duration::from_secs(5))
+            .unwrap()
+            .get(format!("http://{}/metrics", self.gateway.ops))
+            .send()
             .await
             .unwrap()
             .text()
@@ -208,13 +211,16 @@ pub async fn start() -> Bed {
         retrieve_url: peer.url("/iti39"),
         imaging_retrieve_url: peer.url("/rad75"),
         certificate_ura: None,
+        // the peer never calls this gateway: nothing of it to trust
+        trusted_issuers: Vec::new(),
         deadline_ms: DEADLINE_MS,
     });
     let gateway = start_gateway(&config, dir.path());
     let client = TlsMaterial::load(&tls)
         .unwrap()
         .http_client(Duration::from_secs(5))
-        .unwrap();
+        .unwrap()
+        .into();
     Bed {
         peer,
         gateway,

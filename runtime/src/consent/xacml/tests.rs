@@ -447,7 +447,10 @@ fn a_response_nested_in_a_saml_wrapper_is_found() {
 
 /// An answer envelope with one `Result` per item: its `Decision` elements in order, and the attributes it
 /// echoes as (category, attribute id, II extension / CV code, root / codeSystem, II or CV).
-fn answer_with(results: &[(&[&str], &[(&str, &str, &str, &str, bool)])]) -> String {
+/// One echoed attribute: (category, attribute id, II extension / CV code, root / codeSystem, II or CV).
+type EchoSpec<'a> = (&'a str, &'a str, &'a str, &'a str, bool);
+
+fn answer_with(results: &[(&[&str], &[EchoSpec<'_>])]) -> String {
     let mut x = String::from(
         r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><Response xmlns="urn:oasis:names:tc:xacml:3.0:core:schema:wd-17">"#,
     );
