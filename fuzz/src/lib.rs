@@ -217,6 +217,25 @@ fn category(code: &str) -> DataCategory {
     code.parse().expect("a data category")
 }
 
+/// A closed question about `categories` (the values of `testdata/mitz/xacml/example.xml`).
+fn question(categories: &[DataCategory]) -> xacml::ClosedQuestion {
+    xacml::ClosedQuestion {
+        patient: "900186021".parse().expect("a BSN"),
+        holder_ura: "00000659".parse().expect("a URA"),
+        holder_facility_type: "Z3".parse().expect("a facility type"),
+        categories: categories.to_vec(),
+        requester: duo_runtime::model::Requester {
+            uzi: "000095254".parse().expect("a UZI number"),
+            role: "01.015".parse().expect("a role"),
+            ura: "00000666".parse().expect("a URA"),
+            facility_type: "Z3".parse().expect("a facility type"),
+            purpose_of_use: "TREAT".parse().expect("a purpose of use"),
+            name: None,
+        },
+        mandated: None,
+    }
+}
+
 /// The Mitz closed-question answer reader (XACML), for a question about one category (the gateway's
 /// default) and about two. Asserts: exactly one decision per asked category, in question order; what
 /// was read, written again as Mitz answers (categories echoed), reads back to the same decisions.
@@ -225,7 +244,8 @@ pub fn mitz_closed_answer(data: &[u8]) {
     let one = [category("GGC002")];
     let two = [category("GGC002"), category("GGC001")];
     for asked in [&one[..], &two[..]] {
-        let Ok(got) = xacml::read_closed_answer(data, asked, &xml) else {
+        let q = question(asked);
+        let Ok(got) = xacml::read_closed_answer(data, &q, &xml) else {
             continue;
         };
         assert_eq!(got.len(), asked.len(), "one decision per asked category");
@@ -233,7 +253,7 @@ pub fn mitz_closed_answer(data: &[u8]) {
             assert_eq!(&d.category, c, "decisions in question order");
         }
         let again = xacml::write_closed_answer(&got, true);
-        let back = xacml::read_closed_answer(again.as_bytes(), asked, &xml)
+        let back = xacml::read_closed_answer(again.as_bytes(), &q, &xml)
             .unwrap_or_else(|e| panic!("the answer as written does not read back: {e}\n{again}"));
         let decisions =
             |v: &[CategoryDecision]| -> Vec<Decision> { v.iter().map(|d| d.decision).collect() };
@@ -464,7 +484,7 @@ pub fn mtom_retrieve_response(data: &[u8]) {
     });
     let pieces: Vec<Bytes> = futures::executor::block_on(
         writer
-            .into_body(futures::stream::iter(items.collect::<Vec<_>>()))
+            .into_body(futures::stream::iter(items.collect::<Vec<_>>()), None)
             .map(|r| r.expect("the writer fed in order does not fail"))
             .collect(),
     );

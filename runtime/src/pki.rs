@@ -399,6 +399,29 @@ pub mod generate {
             })
         }
 
+        /// An intermediate CA named `common_name` (organisation `DUO test PKI`, as [`Ca::new`] names
+        /// its CAs) signed by this CA; its `cert_pem` is the intermediate alone.
+        pub fn intermediate(&self, common_name: &str) -> Result<Ca, PkiError> {
+            let now = Timestamp::now();
+            let mut params = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, common_name);
+            dn.push(DnType::OrganizationName, "DUO test PKI");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            params.not_before = to_datetime!(now - SignedDuration::from_hours(1));
+            params.not_after = to_datetime!(now + SignedDuration::from_hours(24 * 365));
+            let key = KeyPair::generate().map_err(err)?;
+            let issuer = Issuer::from_params(&self.params, &self.key);
+            let cert = params.signed_by(&key, &issuer).map_err(err)?;
+            Ok(Ca {
+                params,
+                key,
+                cert_pem: cert.pem(),
+            })
+        }
+
         /// Signs a certificate for `spec`.
         pub fn issue(&self, spec: &ServerCertSpec) -> Result<CertifiedPem, PkiError> {
             self.issue_naming_crl(spec, None)

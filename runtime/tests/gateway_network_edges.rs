@@ -772,6 +772,57 @@ async fn a_front_end_is_its_certificate_not_its_dns_name() {
     g.stop().await;
     println!("front end routes (timeline, ITI-18, ITI-43, RAD-69): {results:?}");
 
+    // found by the breaking run: another CA of the bundle issues an intermediate named like the viewer's
+    // CA, and under it a certificate with the viewer's subject (the client sends leaf + intermediate):
+    // the names match, but the bundle CA of that name did not issue it
+    let viewer_issuer = duo_runtime::pki::certificate_identity(viewer_der[0].as_ref())
+        .unwrap()
+        .issuer
+        .unwrap();
+    let issuer_cn = viewer_issuer
+        .to_string()
+        .split(',')
+        .find_map(|rdn| rdn.strip_prefix("CN=").map(str::to_owned))
+        .unwrap();
+    let sub = other.intermediate(&issuer_cn).unwrap();
+    let sub_impostor = sub.issue(&impostor_spec).unwrap();
+    std::fs::write(
+        dir.join("sub-impostor.crt"),
+        format!("{}{}", sub_impostor.cert_pem, sub.cert_pem),
+    )
+    .unwrap();
+    std::fs::write(dir.join("sub-impostor.key"), &sub_impostor.key_pem).unwrap();
+    let sub_der = duo_runtime::pki::parse_certificates(sub_impostor.cert_pem.as_bytes()).unwrap();
+    assert_eq!(
+        FrontEndCertificate::issuer_and_subject_of(sub_der[0].as_ref()).unwrap(),
+        FrontEndCertificate::issuer_and_subject_of(viewer_der[0].as_ref()).unwrap(),
+        "the same issuer and subject names"
+    );
+    let sub_client: reqwest::Client = TlsMaterial::load(&duo_runtime::config::TlsConfig {
+        cert_file: dir.join("sub-impostor.crt"),
+        key_file: dir.join("sub-impostor.key"),
+        trust_bundle_file: w.ca_file.clone(),
+    })
+    .unwrap()
+    .http_client(std::time::Duration::from_secs(5))
+    .unwrap()
+    .into();
+    let named_entry = FrontEndCertificate::issuer_and_subject_of(viewer_der[0].as_ref()).unwrap();
+    let g = gateway_trusting(&w, &bundle, vec![named_entry])
+        .await
+        .unwrap();
+    assert_eq!(
+        local_routes(&w, &g, &viewer_client).await,
+        [200, 200, 200, 200],
+        "the viewer"
+    );
+    assert_eq!(
+        local_routes(&w, &g, &sub_client).await,
+        [403, 400, 400, 400],
+        "a same-named intermediate of another bundle CA"
+    );
+    g.stop().await;
+
     // the removed field, and ambiguous entries, are refused with the way out
     let legacy = TrustedFrontEnd {
         certificates: Vec::new(),

@@ -227,7 +227,25 @@ fn undeclared_attribute_prefix_in_an_unprocessed_header() {
     common::assert_valid("soap12/soap-1.2-envelope.xsd", &out, "passed-on header");
     let (h2, _): (SoapHeader, RetrieveDocumentSetRequest) =
         read_soap(out.as_bytes(), &limits()).unwrap();
-    assert_eq!(h2.other, h.other, "passing it on again changes nothing");
+    // a header block carries the namespace declarations in scope where it stood (so that a signed
+    // element in it digests the same apart from its envelope): the first pass adds the declarations of
+    // this gateway's envelope, and nothing else; passing it on again changes nothing
+    let ours = |b: &str| {
+        b.replace(r#" xmlns:wsa="http://www.w3.org/2005/08/addressing""#, "")
+            .replace(
+                r#" xmlns:soap="http://www.w3.org/2003/05/soap-envelope""#,
+                "",
+            )
+    };
+    assert_eq!(
+        h2.other.iter().map(|b| ours(b)).collect::<Vec<_>>(),
+        h.other,
+        "the first pass adds only the envelope's declarations"
+    );
+    let out2 = write_soap(&h2, &r);
+    let (h3, _): (SoapHeader, RetrieveDocumentSetRequest) =
+        read_soap(out2.as_bytes(), &limits()).unwrap();
+    assert_eq!(h3.other, h2.other, "passing it on again changes nothing");
 }
 
 /// Unknown extra elements and attributes anywhere are skipped (or, in a RegistryObjectList, kept as

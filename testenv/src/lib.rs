@@ -178,10 +178,26 @@ impl TestEnv {
 
     /// [`TestEnv::start`] with extra kube-apiserver flags (appended, so they win over the defaults), e.g.
     /// `--enable-admission-plugins=OwnerReferencesPermissionEnforcement`.
+    ///
+    /// The ports are chosen free, then released for etcd and kube-apiserver to bind: another test
+    /// process may take one in between. A start that failed because a port was taken is tried again
+    /// with new ports (at most three times).
     pub async fn start_with(
         tools: &Path,
         extra_apiserver_args: &[&str],
     ) -> anyhow::Result<TestEnv> {
+        let mut attempt = 1;
+        loop {
+            match TestEnv::start_once(tools, extra_apiserver_args).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(tools: &Path, extra_apiserver_args: &[&str]) -> anyhow::Result<TestEnv> {
         let dir = tempfile::Builder::new().prefix("duo-testenv-").tempdir()?;
         let d = dir.path();
         let pki = pki()?;

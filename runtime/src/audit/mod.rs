@@ -353,15 +353,23 @@ struct AuditFile {
 }
 
 impl AuditFile {
-    /// Opens `path` for appending, creating it when absent.
+    /// Opens `path` for appending, creating it when absent. Errors: the path is not a regular file (a
+    /// FIFO, a device, a directory): opened without blocking and refused, so that a FIFO put at the
+    /// path cannot hold every request waiting for a reader. A symbolic link is followed.
     async fn open(path: &str) -> std::io::Result<AuditFile> {
         use std::os::unix::fs::MetadataExt;
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .await?;
         let m = file.metadata().await?;
+        if !m.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{path} is not a regular file"
+            )));
+        }
         Ok(AuditFile {
             file,
             id: (m.dev(), m.ino()),

@@ -558,3 +558,31 @@ async fn an_unreachable_syslog_never_blocks_the_json_record() {
         })
     );
 }
+
+#[tokio::test]
+async fn a_fifo_at_the_audit_path_is_refused_not_waited_on() {
+    // found by the breaking run of issue 12: a FIFO put at the audit path held every request (and
+    // the shutdown) waiting for a reader
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let p = path.to_str().unwrap().to_owned();
+    let opened = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        super::AuditFile::open(&p),
+    )
+    .await
+    .expect("opening the FIFO blocked");
+    let e = opened.err().expect("a FIFO accepted as the audit file");
+    assert!(
+        e.to_string().contains("not a regular file") || e.raw_os_error() == Some(libc::ENXIO),
+        "{e}"
+    );
+    // a regular file is fine
+    let f = dir.path().join("plain.jsonl");
+    assert!(super::AuditFile::open(f.to_str().unwrap()).await.is_ok());
+}

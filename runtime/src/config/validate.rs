@@ -335,6 +335,24 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     check_positive("xua.maxLifetimeSeconds", x.max_lifetime_seconds)?;
+    if x.max_lifetime_seconds > 86_400 {
+        return Err(ConfigError::new(
+            "xua.maxLifetimeSeconds",
+            "must be at most 86400 (one day; Twiin asks 600)",
+        ));
+    }
+    for (i, p) in x.allowed_purposes_of_use.iter().enumerate() {
+        // the HL7 v3 PurposeOfUse codes are upper case (TREAT, ETREAT, HRESCH ...); compared exactly
+        if !p.as_str().bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError::new(
+                format!("xua.allowedPurposesOfUse[{i}]"),
+                format!(
+                    "{:?} is not a PurposeOfUse code: codes are upper case letters, e.g. TREAT",
+                    p.as_str()
+                ),
+            ));
+        }
+    }
     if x.allowed_purposes_of_use.is_empty() {
         return Err(ConfigError::new(
             "xua.allowedPurposesOfUse",
@@ -349,6 +367,28 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             "xua.audiences",
             "must not hold an empty audience",
         ));
+    }
+    if x.audiences.iter().any(|a| a.trim() != a) {
+        return Err(ConfigError::new(
+            "xua.audiences",
+            "an audience has spaces around it (a received audience is compared trimmed, so it would never match)",
+        ));
+    }
+    // the calling community is found by its certificate's URA: two communities with one URA would
+    // make whose issuer trust list applies ambiguous
+    let mut uras = HashSet::new();
+    for (i, rc) in c.communities.iter().enumerate() {
+        if let Some(u) = &rc.certificate_ura
+            && !uras.insert(u.as_str())
+        {
+            return Err(ConfigError::new(
+                format!("communities[{i}].certificateUra"),
+                format!(
+                    "{} is already the certificateUra of another community",
+                    u.as_str()
+                ),
+            ));
+        }
     }
     check_front_ends(&c.initiating.trusted_front_end)?;
     let needs_mitz =

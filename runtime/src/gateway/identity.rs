@@ -128,8 +128,9 @@ pub fn responding_requester(
 }
 
 /// Whether the caller may use the initiating gateway: its certificate is the hospital's own (its URA), or
-/// matches one of `initiating.trustedFrontEnd.certificates` by issuer and subject or SPKI pin (never by
-/// DNS name: any CA of the trust bundle can issue one, issue 12 defect 9). `Err` holds the refusal,
+/// matches one of `initiating.trustedFrontEnd.certificates` by issuer and subject (issued directly by the
+/// bundle CA of that name) or SPKI pin (never by DNS name: any CA of the trust bundle can issue one,
+/// issue 12 defect 9). `Err` holds the refusal,
 /// naming the certificate's subject, issuer and pin so that an operator can list it.
 fn check_local_caller(
     g: &Gateway,
@@ -143,8 +144,20 @@ fn check_local_caller(
         .and_then(|p| p.leaf())
         .and_then(|der| certificate_identity(der).ok());
     let trusted = &g.config.initiating.trusted_front_end.certificates;
+    // issuer and subject hold only when a CA certificate of the trust bundle with that name issued the
+    // certificate itself: a same-named intermediate that another bundle CA issued is not that CA
+    let direct = || {
+        peer.and_then(|p| p.leaf())
+            .is_some_and(|leaf| issued_directly_by_a_bundle_ca(&g.tls.roots, leaf))
+    };
     match id {
-        Some(id) if trusted.iter().any(|t| t.matches(&id)) => Ok(()),
+        Some(id)
+            if trusted
+                .iter()
+                .any(|t| t.matches(&id) && (t.spki_sha256.is_some() || direct())) =>
+        {
+            Ok(())
+        }
         Some(id) => Err(Refusal::NotLocal(format!(
             "(subject {}, issuer {}, spkiSha256 {})",
             name_or_unreadable(id.subject.as_ref()),
@@ -153,6 +166,32 @@ fn check_local_caller(
         ))),
         None => Err(Refusal::NotLocal(cert.subject.clone())),
     }
+}
+
+/// Whether `leaf` verifies against a CA certificate of the trust bundle (`roots`) with no intermediate:
+/// that CA issued it. The leaf's issuer name then is that CA's subject (RFC 5280 name chaining, checked
+/// by webpki with the signature), so a front end listed by issuer and subject is vouched for by the
+/// bundle CA of that name, and only by it ([`check_front_end_issuers`] refuses two of one name).
+fn issued_directly_by_a_bundle_ca(
+    roots: &rustls::RootCertStore,
+    leaf: &rustls::pki_types::CertificateDer<'_>,
+) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    cert.verify_for_usage(
+        algs,
+        &roots.roots,
+        &[],
+        rustls::pki_types::UnixTime::now(),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .is_ok()
 }
 
 fn name_or_unreadable(n: Option<&DistinguishedName>) -> String {

@@ -169,8 +169,11 @@ pub async fn refuse(
     h: Option<&SoapHeader>,
     r: &super::identity::Refusal,
 ) -> SoapReply {
+    // a refusal quotes what the caller sent (an Issuer, an audience): capped before it goes into the
+    // fault, the log and the audit trail, which a caller must not be able to fill
+    let why = capped(&r.to_string());
     let Some(code) = r.fault_subcode() else {
-        return reject(g, tx, side, peer, h, Err(r.to_string())).await;
+        return reject(g, tx, side, peer, h, Err(why)).await;
     };
     g.metrics
         .xua_refusals
@@ -179,9 +182,25 @@ pub async fn refuse(
     let f = Fault {
         code: FaultCode::Sender,
         subcode: Some(code.into()),
-        reason: format!("refused: {r}"),
+        reason: format!("refused: {why}"),
     };
     reject_with(g, tx, side, peer, h, f, "refused").await
+}
+
+/// Longest refusal reason passed on, in characters.
+const MAX_REASON_CHARS: usize = 512;
+
+/// `s` cut to [`MAX_REASON_CHARS`] characters (marked with `…`), control characters replaced.
+fn capped(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().nth(MAX_REASON_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn parse_request<T: Message>(

@@ -98,7 +98,11 @@ pub fn inbound_validation(c: &Config, now: Timestamp) -> Validation {
     let mut v = Validation::at(now);
     v.clock_skew = SignedDuration::from_secs(x.clock_skew_seconds.min(300) as i64);
     v.audiences = c.xua_audiences();
-    v.default_purpose_of_use = Some(c.consent.default_purpose_of_use.clone());
+    // an assertion must state its purpose of use (issue 13: coded, in the allowed set); only a
+    // conformance harness that sends unsigned assertions without one gets the configured default
+    v.default_purpose_of_use = x
+        .allow_unsigned
+        .then(|| c.consent.default_purpose_of_use.clone());
     v.max_lifetime = Some(SignedDuration::from_secs(
         x.max_lifetime_seconds.min(i64::MAX as u64) as i64,
     ));

@@ -631,6 +631,13 @@ pub fn parse_assertion(
     if now.checked_add(skew).unwrap_or(Timestamp::MAX) < not_before {
         return Err(XuaError::NotYetValid { not_before, now });
     }
+    // an assertion issued in the future (beyond the skew) was not issued by a working IdP clock
+    if now.checked_add(skew).unwrap_or(Timestamp::MAX) < parsed.issue_instant {
+        return Err(XuaError::NotYetValid {
+            not_before: parsed.issue_instant,
+            now,
+        });
+    }
     let Some(not_on_or_after) = parsed.not_on_or_after else {
         return Err(XuaError::Missing("Conditions/@NotOnOrAfter".into()));
     };

@@ -998,6 +998,21 @@ impl Checker {
             };
             e.fetch.in_flight = false;
             e.fetch.attempts += 1;
+            // CRLs come over plain http: an older CRL (a replay, a stale mirror) must not replace the
+            // newer one held, or a certificate it revoked would be accepted again
+            let result = match (result, &e.good) {
+                (Ok(new), Some((old, _)))
+                    if new.this_update < old.this_update
+                        || (new.this_update == old.this_update
+                            && !old.serials.is_subset(&new.serials)) =>
+                {
+                    Err(format!(
+                        "the CRL fetched (thisUpdate {}) is older than the one held (thisUpdate {}), or lists fewer revocations with the same thisUpdate: kept the newer",
+                        new.this_update, old.this_update
+                    ))
+                }
+                (r, _) => r,
+            };
             match result {
                 Ok(new) => {
                     e.fetch.next = self.next_after_success(t, new.next_update);
@@ -1042,6 +1057,21 @@ impl Checker {
             };
             e.fetch.in_flight = false;
             e.fetch.attempts += 1;
+            // OCSP answers come over plain http and carry no nonce: an older answer (a replay) must not
+            // replace the one held, and a certificate once answered revoked stays revoked (RFC 5280
+            // §5.3.1: revocation is permanent; certificateHold is not used for UZI certificates)
+            let result = match (result, &e.good) {
+                (Ok((a, _)), Some((held, _, _))) if a.this_update < held.this_update => Err(format!(
+                    "the OCSP answer (thisUpdate {}) is older than the one held (thisUpdate {}): kept the newer",
+                    a.this_update, held.this_update
+                )),
+                (Ok((a, _)), Some((held, _, _)))
+                    if held.status == ocsp::Status::Revoked && a.status != ocsp::Status::Revoked =>
+                {
+                    Err("the OCSP responder no longer says revoked: a revoked certificate stays revoked".to_owned())
+                }
+                (r, _) => r,
+            };
             match result {
                 Ok((a, url)) => {
                     e.fetch.next = self.next_after_success(t, a.next_update);

@@ -103,8 +103,13 @@ macro_rules! at {
 }
 
 fn crl(ca: &Ca, revoked: &[u64], next_update_in: i64) -> Vec<u8> {
+    crl_at(ca, revoked, -60, next_update_in)
+}
+
+/// A CRL of `ca` revoking `revoked`, thisUpdate `this_update_in` seconds from now.
+fn crl_at(ca: &Ca, revoked: &[u64], this_update_in: i64, next_update_in: i64) -> Vec<u8> {
     let params = CertificateRevocationListParams {
-        this_update: at!(-60),
+        this_update: at!(this_update_in),
         next_update: at!(next_update_in),
         crl_number: SerialNumber::from(1u64),
         issuing_distribution_point: None,
@@ -743,4 +748,71 @@ fn new_revocation_changes_the_generation() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(matches!(decide(&c, &r, &ee), Verdict::Revoked(_)));
+}
+
+/// Waits until `path` was fetched at least `n` times (the refresh interval is one second).
+fn wait_hits(web: &Web, path: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while web.hits(path) < n {
+        assert!(std::time::Instant::now() < deadline, "{path}: no refresh");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_older_crl_or_ocsp_answer_never_brings_a_revoked_certificate_back() {
+    // found by the breaking run of issue 13: CRLs and OCSP answers come over plain http, and a replayed
+    // older CRL (or a "good" OCSP answer made before the revocation) replaced the newer one
+    let web = Web::start();
+    let ca = new_ca("CA");
+    let r = roots(&ca);
+    let url = web.url("/roll.crl");
+    let ee = leaf(&ca, 70, &[&url], &[]);
+    let c = Checker::new(RevocationConfig {
+        refresh_interval_seconds: 1,
+        ..cfg()
+    });
+    web.set("/roll.crl", Some(crl_at(&ca, &[70], -60, 3600)));
+    assert!(matches!(decide(&c, &r, &ee), Verdict::Revoked(_)));
+    // the CRL of ten minutes earlier, before the revocation
+    web.set("/roll.crl", Some(crl_at(&ca, &[], -600, 3600)));
+    let seen = web.hits("/roll.crl");
+    wait_hits(&web, "/roll.crl", seen + 2);
+    assert!(
+        matches!(decide(&c, &r, &ee), Verdict::Revoked(_)),
+        "an older CRL replaced the newer one"
+    );
+    // the same thisUpdate listing fewer revocations is no newer CRL either
+    web.set("/roll.crl", Some(crl_at(&ca, &[], -60, 3600)));
+    let seen = web.hits("/roll.crl");
+    wait_hits(&web, "/roll.crl", seen + 2);
+    assert!(matches!(decide(&c, &r, &ee), Verdict::Revoked(_)));
+    // a genuinely newer CRL is taken (it may drop an expired certificate's entry)
+    web.set("/roll.crl", Some(crl_at(&ca, &[71], -30, 3600)));
+    let seen = web.hits("/roll.crl");
+    wait_hits(&web, "/roll.crl", seen + 2);
+    let other = leaf(&ca, 71, &[&url], &[]);
+    assert!(matches!(decide(&c, &r, &other), Verdict::Revoked(_)));
+
+    // OCSP: revoked, then a replayed older "good", then a newer "good": revoked throughout
+    let oee = leaf(&ca, 80, &[], &[&web.url("/ocsp-roll")]);
+    let q = query(&ca, &oee);
+    let say = |status: CertStatus, this: i64| {
+        answer(
+            vec![single(&q, status, this, Some(3600))],
+            ca.issuer.key(),
+            None,
+        )
+    };
+    web.set("/ocsp-roll", Some(say(revoked_status(), -60)));
+    assert!(matches!(decide(&c, &r, &oee), Verdict::Revoked(_)));
+    for (status, this) in [(CertStatus::good(), -600), (CertStatus::good(), -10)] {
+        web.set("/ocsp-roll", Some(say(status, this)));
+        let seen = web.hits("/ocsp-roll");
+        wait_hits(&web, "/ocsp-roll", seen + 2);
+        assert!(
+            matches!(decide(&c, &r, &oee), Verdict::Revoked(_)),
+            "a good answer (thisUpdate {this}) replaced the revocation"
+        );
+    }
 }

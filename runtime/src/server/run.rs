@@ -128,7 +128,8 @@ async fn check_own_certificate(g: &Gateway) -> Result<(), String> {
             ))
         }
         Ok(v) => {
-            tracing::info!(certificate = %file, verdict = %v, "own certificate revocation status");
+            // debug: a start that fails next (e.g. the listen address taken) stays one line
+            tracing::debug!(certificate = %file, verdict = %v, "own certificate revocation status");
             Ok(())
         }
         Err(e) => {

@@ -361,7 +361,8 @@ subjectKeyIdentifier = hash
 
 /// A gateway configuration for organisation `ura` with `tls`, listening on loopback (ports picked by
 /// the system), no Mitz (permitAll, every community), a local XDS registry that is never reached, the
-/// front end `frontend.local` trusted, and this revocation and TLS policy.
+/// front end `OpensslCa::issue("frontend", ..)` with DNS name `frontend.local` trusted (by issuer and
+/// subject), and this revocation and TLS policy.
 pub fn gateway_config(
     dir: &Path,
     ura: &str,
@@ -389,7 +390,10 @@ local:
 initiating:
   localization: allCommunities
   trustedFrontEnd:
-    certificateDnsNames: [frontend.local]
+    certificates:
+      # the certificate OpensslCa::issue("frontend", ..) makes with DNS name frontend.local
+      - issuer: CN=DUO test UZI-register Server CA,O=DUO test,C=NL
+        subject: CN=frontend.local,O=Ziekenhuis frontend,C=NL
 consent:
   mode: permitAll
 audit:
