@@ -378,16 +378,27 @@ const FOLDER_PATIENT_ID: &str = "urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a";
 /// Association, Classification, unknown members); `Err(())` for an entry or package without one.
 fn patient_of(o: &Identifiable) -> Result<Option<&str>, ()> {
     use crate::ihe::transform::uuids;
-    match o {
-        Identifiable::ExtrinsicObject(e) => {
-            e.object.external_id(uuids::PATIENT_ID).map(Some).ok_or(())
+    // exactly one patient id: an object naming two (a second ExternalIdentifier of the same scheme) is
+    // nobody's, whichever comes first
+    fn only<'o>(
+        obj: &'o crate::ihe::ebrim::RegistryObject,
+        schemes: &[&str],
+    ) -> Result<Option<&'o str>, ()> {
+        let mut ids = obj
+            .external_identifiers
+            .iter()
+            .filter(|e| schemes.contains(&e.identification_scheme.as_str()));
+        match (ids.next(), ids.next()) {
+            (Some(e), None) => Ok(Some(e.value.as_str())),
+            _ => Err(()),
         }
-        Identifiable::RegistryPackage(p) => p
-            .object
-            .external_id(uuids::SUBMISSION_SET_PATIENT_ID)
-            .or_else(|| p.object.external_id(FOLDER_PATIENT_ID))
-            .map(Some)
-            .ok_or(()),
+    }
+    match o {
+        Identifiable::ExtrinsicObject(e) => only(&e.object, &[uuids::PATIENT_ID]),
+        Identifiable::RegistryPackage(p) => only(
+            &p.object,
+            &[uuids::SUBMISSION_SET_PATIENT_ID, FOLDER_PATIENT_ID],
+        ),
         _ => Ok(None),
     }
 }

@@ -1181,7 +1181,23 @@ fn mixed_answer() -> AdhocQueryResponse {
             &cx(PATIENT_B),
             "1.2.3.555.2",
         ))),
-        Identifiable::ExtrinsicObject(document_entry_to_wire(&entry(3, "", "1.2.3.555.3"))),
+        // an entry naming A and then B (a second XDSDocumentEntry.patientId): nobody's, whichever
+        // comes first (found by the breaking run: with A first it was kept)
+        {
+            let mut e = document_entry_to_wire(&entry(3, &cx(PATIENT_A), "1.2.3.555.3"));
+            let mut second = e
+                .object
+                .external_identifiers
+                .iter()
+                .find(|x| x.identification_scheme == uuids::PATIENT_ID)
+                .cloned()
+                .unwrap();
+            second.object =
+                RegistryObject::with_id("urn:uuid:5b9f1e2d-0000-4000-8000-0000000000b3");
+            second.value = cx(PATIENT_B);
+            e.object.external_identifiers.push(second);
+            Identifiable::ExtrinsicObject(e)
+        },
     ];
     let ss_id = "urn:uuid:5b9f1e2d-0000-4000-8000-000000000001";
     let mut ss = RegistryObject::with_id(ss_id);
@@ -1214,8 +1230,8 @@ fn mixed_answer() -> AdhocQueryResponse {
     AdhocQueryResponse::new(objects, Vec::new())
 }
 
-/// A community answering a query about patient A with objects of patient B (and one without a
-/// patient): left out of the ITI-18 answer and of the JSON timeline, the community named in a Warning,
+/// A community answering a query about patient A with objects of patient B (and one naming both A and
+/// B): left out of the ITI-18 answer and of the JSON timeline, the community named in a Warning,
 /// an audit record for B, and `duo_foreign_patient_objects_total`. (Regression test of defect 5:
 /// before, B's entry was in both answers.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
