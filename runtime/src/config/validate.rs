@@ -438,3 +438,39 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn example() -> Config {
+        Config::parse(include_str!("../../examples/gateway.yaml")).unwrap()
+    }
+
+    fn refused(c: &Config) -> String {
+        c.validate().expect_err("accepted").to_string()
+    }
+
+    #[test]
+    fn xua_settings_that_could_never_match_are_refused() {
+        // found by the breaking run of issue 13: each of these was accepted and silently never matched
+        // (or matched the wrong thing)
+        assert!(example().validate().is_ok());
+        let mut c = example();
+        c.xua.allowed_purposes_of_use = vec!["treat".parse().unwrap()];
+        assert!(refused(&c).contains("xua.allowedPurposesOfUse[0]"));
+        let mut c = example();
+        c.xua.audiences = vec![" urn:oid:1.2.3 ".into()];
+        assert!(refused(&c).contains("xua.audiences"));
+        let mut c = example();
+        c.xua.max_lifetime_seconds = 1_000_000_000_000;
+        assert!(refused(&c).contains("xua.maxLifetimeSeconds"));
+        let mut c = example();
+        let mut second = c.communities[0].clone();
+        second.home_community_id = "urn:oid:2.16.528.1.1007.3.3.87654399.1".parse().unwrap();
+        c.communities[0].certificate_ura = Some("87654321".parse().unwrap());
+        second.certificate_ura = Some("87654321".parse().unwrap());
+        c.communities.push(second);
+        assert!(refused(&c).contains("communities[1].certificateUra"));
+    }
+}

@@ -1007,6 +1007,22 @@ mod tests {
     }
 
     #[test]
+    fn an_assertion_issued_in_the_future_is_not_yet_valid() {
+        // found by the breaking run of issue 13: IssueInstant a day ahead, with a current validity
+        // window, was accepted
+        let now = t("2025-03-01T10:00:00Z");
+        let mut a = XuaAssertion::new(requester(), "urn:oid:1.2.3", MITZ_AUDIENCE, now);
+        a.issue_instant = t("2025-03-02T10:00:00Z");
+        let block = a.security_header(&UnsignedAssertions).unwrap();
+        let mut v = Validation::at(now);
+        v.max_lifetime = None;
+        assert!(matches!(
+            parse_security_header(&block, &v, &SignatureNotChecked),
+            Err(XuaError::NotYetValid { .. })
+        ));
+    }
+
+    #[test]
     fn audience_and_missing_attributes_are_named() {
         let now = t("2025-03-01T10:00:00Z");
         let a = XuaAssertion::new(requester(), "urn:oid:1.2.3", "urn:other", now);
