@@ -97,6 +97,12 @@ enum Answer {
     Duplicated,
     /// A Permit with a processing-error status.
     PermitBadStatus,
+    /// A Permit whose processing-error Status is followed by an ok one.
+    StatusErrorThenOk,
+    /// A full Permit Response, then a Deny Response in the same Body.
+    TwoResponses,
+    /// A full Permit Response, then a SOAP fault in the same Body.
+    PermitThenFault,
     /// A Permit echoing a category that was not asked.
     UnaskedCategory,
     /// Not XML.
@@ -331,6 +337,28 @@ impl ClosedQuestionTransport for ScriptedMitz {
                     "urn:oasis:names:tc:xacml:1.0:status:processing-error",
                     Vec::new(),
                 )]),
+                Answer::StatusErrorThenOk => answer_body(&[(
+                    vec!["Permit"],
+                    "urn:oasis:names:tc:xacml:1.0:status:processing-error",
+                    full_echo(q, &cat),
+                )])
+                .replacen(
+                    "</Status>",
+                    &format!(r#"</Status><Status><StatusCode Value="{OK}"/></Status>"#),
+                    1,
+                ),
+                Answer::TwoResponses | Answer::PermitThenFault => {
+                    let permit = answer_body(&[(vec!["Permit"], OK, full_echo(q, &cat))]);
+                    let second = if matches!(answer, Answer::TwoResponses) {
+                        let deny = answer_body(&[(vec!["Deny"], OK, full_echo(q, &cat))]);
+                        let from = deny.find("<Response").unwrap_or(0);
+                        let to = deny.rfind("</Response>").map_or(deny.len(), |i| i + 11);
+                        deny[from..to].to_owned()
+                    } else {
+                        r#"<s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code><s:Reason><s:Text xml:lang="en">generated</s:Text></s:Reason></s:Fault>"#.to_owned()
+                    };
+                    permit.replacen("</Response>", &format!("</Response>{second}"), 1)
+                }
                 Answer::UnaskedCategory => {
                     answer_body(&[(vec!["Permit"], OK, with(&|e| e[2].2 = "GGC007".into()))])
                 }
@@ -505,6 +533,9 @@ fn answer() -> impl Strategy<Value = Answer> {
         1 => Just(Answer::TwoResults),
         1 => Just(Answer::Duplicated),
         1 => Just(Answer::PermitBadStatus),
+        1 => Just(Answer::StatusErrorThenOk),
+        1 => Just(Answer::TwoResponses),
+        1 => Just(Answer::PermitThenFault),
         1 => Just(Answer::UnaskedCategory),
         1 => Just(Answer::Garbage),
         1 => Just(Answer::Fault),
