@@ -179,11 +179,9 @@ fn issued_directly_by_a_bundle_ca(
     let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
         return false;
     };
-    let algs = rustls::crypto::ring::default_provider()
-        .signature_verification_algorithms
-        .all;
+    // a static list: building a crypto provider per request would allocate its cipher suites each time
     cert.verify_for_usage(
-        algs,
+        webpki::ALL_VERIFICATION_ALGS,
         &roots.roots,
         &[],
         rustls::pki_types::UnixTime::now(),

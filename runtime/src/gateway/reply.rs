@@ -187,17 +187,18 @@ pub async fn refuse(
     reject_with(g, tx, side, peer, h, f, "refused").await
 }
 
-/// Longest refusal reason passed on, in characters.
-const MAX_REASON_CHARS: usize = 512;
+/// Longest refusal reason passed on, in bytes.
+const MAX_REASON_BYTES: usize = 512;
 
-/// `s` cut to [`MAX_REASON_CHARS`] characters (marked with `…`), control characters replaced.
+/// `s` cut to [`MAX_REASON_BYTES`] ([`crate::ihe::soap::cut`], marked with `…`), control characters
+/// replaced.
 fn capped(s: &str) -> String {
-    let mut out: String = s
+    let kept = crate::ihe::soap::cut(s, MAX_REASON_BYTES);
+    let mut out: String = kept
         .chars()
-        .take(MAX_REASON_CHARS)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    if s.chars().nth(MAX_REASON_CHARS).is_some() {
+    if kept.len() < s.len() {
         out.push('…');
     }
     out

@@ -146,14 +146,19 @@ pub const MAX_ECHOED_BYTES: usize = 256;
 
 /// `value` capped at [`MAX_ECHOED_BYTES`] (cut at a character boundary).
 pub fn echoed(value: &str) -> String {
-    if value.len() <= MAX_ECHOED_BYTES {
-        return value.to_owned();
+    cut(value, MAX_ECHOED_BYTES).to_owned()
+}
+
+/// The longest prefix of `value` of at most `max_bytes` bytes that ends at a character boundary.
+pub fn cut(value: &str, max_bytes: usize) -> &str {
+    if value.len() <= max_bytes {
+        return value;
     }
-    let mut end = MAX_ECHOED_BYTES;
+    let mut end = max_bytes;
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    value[..end].to_owned()
+    &value[..end]
 }
 
 /// A fresh WS-Addressing MessageID, `urn:uuid:<v4>`.
