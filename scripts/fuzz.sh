@@ -93,11 +93,15 @@ log "built in $(($(date +%s) - start)) s; running each target ${seconds} s, $job
 logs=fuzz/logs
 mkdir -p "$logs"
 run_one() {
-  local t=$1 from
+  local t=$1 from dirs
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  # past findings (fuzz/regressions/<target>, kept apart so `--seeds` minimising cannot drop them) are
+  # run first with the seeds: each run, --ci included, checks that they stay fixed
+  dirs=("fuzz/corpus/$t" "fuzz/seeds/$t")
+  [[ -d fuzz/regressions/$t ]] && dirs+=("fuzz/regressions/$t")
   from=$(date +%s)
   set +e
-  nice -n 10 "$bin_dir/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" "${FUZZ_FLAGS[@]}" \
+  nice -n 10 "$bin_dir/$t" "${dirs[@]}" "${FUZZ_FLAGS[@]}" \
     -max_total_time="$seconds" -artifact_prefix="fuzz/artifacts/$t/" >"$logs/$t.log" 2>&1
   echo "$? $(($(date +%s) - from))" >"$logs/$t.status"
   set -e

@@ -1627,8 +1627,13 @@ pub struct RetrieveResponseWriter {
     root: Bytes,
 }
 
+/// `s` without what would end a header line or a quoted-string (RFC 2045 §5.1): control characters,
+/// `"` and `\`. A peer's `mimeType` or Action is placed into headers and quoted parameters; one carrying
+/// these would make the relayed message one the next hop cannot read (found by fuzzing).
 fn mime_header_safe(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).collect()
+    s.chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .collect()
 }
 
 /// What a [`RetrieveResponseWriter`] sent, known when its last document part is written: for the audit

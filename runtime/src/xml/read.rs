@@ -808,6 +808,42 @@ fn qname_parts(qname: &str, at: usize) -> Result<Option<(&str, &str)>, XmlError>
     }
 }
 
+/// `name` split as `prefix:local` (`None`: unprefixed) when it is a QName of Namespaces in XML 1.0 §4
+/// whose parts are NCNames (XML 1.0 §2.3 Name productions without `:`); otherwise why not.
+fn checked_qname(name: &str) -> Result<Option<(&str, &str)>, String> {
+    let bad = || format!("'{name}' is not a namespace-well-formed name");
+    let parts = match split_qname(name) {
+        Some((p, l)) => {
+            if !is_ncname(p) || !is_ncname(l) {
+                return Err(bad());
+            }
+            Some((p, l))
+        }
+        None if is_ncname(name) => None,
+        None => return Err(bad()),
+    };
+    Ok(parts)
+}
+
+/// Whether `s` is an NCName: an XML 1.0 (fifth edition) §2.3 `Name` without `:`.
+fn is_ncname(s: &str) -> bool {
+    fn start(c: char) -> bool {
+        matches!(c,
+            'A'..='Z' | '_' | 'a'..='z'
+            | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+            | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+            | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+            | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+    }
+    fn rest(c: char) -> bool {
+        start(c)
+            || matches!(c,
+                '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+    }
+    let mut cs = s.chars();
+    cs.next().is_some_and(start) && cs.all(rest)
+}
+
 /// Namespace URI prefix given by [`Reader::raw_fragment`] to a prefix that was used without any
 /// declaration: `urn:duo:undeclared-prefix:<prefix>`, the prefix percent-encoded beyond ASCII letters and
 /// digits.
@@ -846,13 +882,28 @@ fn unbound_prefixes(raw: &str) -> Result<Vec<&str>, String> {
         for a in e.attributes().with_checks(false) {
             let a = a.map_err(|e| e.to_string())?;
             let key = rebase(a.key.into_inner())?;
-            if key == "xmlns" || key.starts_with("xmlns:") {
-                declared.push(key.strip_prefix("xmlns:").unwrap_or(""));
-            } else if let Some((p, _)) = split_qname(key) {
+            // The reader only checks the names of the elements it consumes; a fragment passed on
+            // whole must be namespace-well-formed throughout, or the next hop refuses it.
+            let parts = checked_qname(key)?;
+            if key == "xmlns" {
+                declared.push("");
+            } else if let Some(("xmlns", p)) = parts {
+                if p == "xmlns" {
+                    return Err("the prefix xmlns may not be declared".into());
+                }
+                declared.push(p);
+            } else if let Some((p, _)) = parts {
                 used.push(p);
             }
         }
-        used.push(split_qname(rebase(e.name().into_inner())?).map_or("", |(p, _)| p));
+        let name = rebase(e.name().into_inner())?;
+        match checked_qname(name)? {
+            Some(("xmlns", _)) => {
+                return Err(format!("the element name '{name}' uses the prefix xmlns"));
+            }
+            Some((p, _)) => used.push(p),
+            None => used.push(""),
+        }
         for p in &declared {
             *in_scope.entry(p).or_insert(0) += 1;
         }

@@ -841,3 +841,45 @@ fn base64_transfer_encoded_part() {
     });
     assert_eq!(got, Bytes::from_static(b"hello world"));
 }
+
+#[test]
+fn a_peers_action_or_mime_type_with_quotes_cannot_break_the_relayed_content_type() {
+    // From fuzzing the relay: an Action holding `"` was copied into the quoted `action` parameter, and
+    // the relayed answer's Content-Type no longer parsed.
+    let mut resp = sample_response(1, 100);
+    resp.documents[0].meta.mime_type = "application/dicom\"; boundary=\"x\\".into();
+    for action in [
+        "ur\"\"\"n:ihe:iti:2007:CrossGatewayRetrieveResponse",
+        "a\\\"; start=\"<evil>\"",
+    ] {
+        let header = SoapHeader::request(action, None);
+        let (ct, _) = wrap_root(&crate::ihe::write_soap(&header, &resp), action);
+        let parsed = ContentType::parse(&ct).unwrap_or_else(|e| panic!("{ct}: {e:?}"));
+        assert_eq!(parsed.params.len(), 5, "{ct}");
+        let metas: Vec<_> = resp.documents.iter().map(|d| d.meta.clone()).collect();
+        let w = RetrieveResponseWriter::new(&header, &resp.response, &metas);
+        let ct = w.content_type();
+        let parsed = ContentType::parse(&ct).unwrap_or_else(|e| panic!("{ct}: {e:?}"));
+        let start = parsed.params.iter().find(|(k, _)| k == "start").unwrap();
+        assert_eq!(start.1, format!("<{}>", w.root_cid), "{ct}");
+        let items = futures::stream::iter(vec![
+            Ok::<_, MtomError>(RetrieveItem::Document(0)),
+            Ok(RetrieveItem::Chunk(Bytes::from_static(b"dicom"))),
+            Ok(RetrieveItem::End),
+        ]);
+        let out: Vec<_> = block_on(w.into_body(items, None).collect::<Vec<_>>());
+        let body: Vec<u8> = out.into_iter().flat_map(|b| b.unwrap().to_vec()).collect();
+        let (_, back) =
+            read_retrieve_response(&ct, Bytes::from(body), &MtomLimits::default()).unwrap();
+        assert_eq!(back.documents.len(), 1);
+        // the XML keeps the peer's mimeType as it was (escaped there); only the part header drops quotes
+        assert_eq!(
+            back.documents[0].meta.mime_type,
+            resp.documents[0].meta.mime_type
+        );
+        assert_eq!(
+            back.documents[0].content,
+            Content::Inline(Bytes::from_static(b"dicom"))
+        );
+    }
+}
