@@ -49,9 +49,9 @@ use crate::backend::{
     BackendError, BoxFut, CallContext, Community, LookAhead, LookaheadBudget, RetrieveStream,
 };
 use crate::config::LocalizationMode;
-use crate::ihe::ebrim::Identifiable;
+use crate::ihe::ebrim::{Identifiable, ObjectRef};
 use crate::ihe::mtom::{FinishHook, WrittenReport};
-use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, param};
+use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, ReturnType, param};
 use crate::ihe::retrieve::{
     DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
 };
@@ -278,6 +278,12 @@ pub async fn query_one(
     let ctx = context_for(g, t, requester, patient);
     let mut r = req.clone();
     r.query.home = None;
+    // ObjectRefs name no patient, so a peer's cannot be checked: with a patient to check against the
+    // community is asked for LeafClass and the ObjectRefs are made here from what passed the check
+    let as_refs = patient.is_some() && r.response_option.return_type == ReturnType::ObjectRef;
+    if as_refs {
+        r.response_option.return_type = ReturnType::LeafClass;
+    }
     let start = Instant::now();
     // the deadline is enforced here too: a backend must not hold the fan-out beyond it
     let res = match tokio::time::timeout(t.deadline, t.community.query(ctx, r)).await {
@@ -337,6 +343,9 @@ pub async fn query_one(
             .retain(|o| !(o.requires_home() && o.home().is_none()));
         resp.errors.extend(missing);
     }
+    if as_refs {
+        resp.objects = object_refs(std::mem::take(&mut resp.objects), &t.home);
+    }
     for e in &mut resp.errors {
         if e.location.is_none() {
             e.location = Some(t.home.to_string());
@@ -368,6 +377,46 @@ pub async fn query_one(
         documents: docs,
     };
     (resp, outcome)
+}
+
+/// The ObjectRef answer to a query asked for ObjectRef, made from a LeafClass answer whose objects of
+/// other patients were left out: one ObjectRef (id and `home`) per DocumentEntry, SubmissionSet or Folder,
+/// whose patient was checked, and per Association between two of them. What names no patient of its own
+/// (a peer's ObjectRefs, Classifications, Associations to objects not in the answer) is not passed on.
+/// `home` is the community's, for Associations that carry none.
+fn object_refs(objects: Vec<Identifiable>, home: &HomeCommunityId) -> Vec<Identifiable> {
+    use std::collections::HashSet;
+    let checked: HashSet<String> = objects
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Identifiable::ExtrinsicObject(_) | Identifiable::RegistryPackage(_)
+            )
+        })
+        .filter_map(|o| o.id().map(str::to_owned))
+        .collect();
+    objects
+        .into_iter()
+        .filter_map(|o| {
+            let home = o.home().unwrap_or(home).clone();
+            let id = match &o {
+                Identifiable::ExtrinsicObject(e) => e.object.id.clone(),
+                Identifiable::RegistryPackage(p) => p.object.id.clone(),
+                Identifiable::Association(a)
+                    if checked.contains(&a.source_object) && checked.contains(&a.target_object) =>
+                {
+                    a.object.id.clone()
+                }
+                _ => return None,
+            };
+            Some(Identifiable::ObjectRef(ObjectRef {
+                id,
+                home: Some(home),
+                slots: Vec::new(),
+            }))
+        })
+        .collect()
 }
 
 /// XDSFolder.patientId.

@@ -1342,6 +1342,56 @@ async fn another_patients_objects_are_left_out() {
     assert_eq!(line.rsplit(' ').next(), Some("8"), "{line}");
 }
 
+/// An ITI-18 about A asked for ObjectRef: ObjectRefs name no patient, so the gateway asks the community
+/// for LeafClass and answers with ObjectRefs of A's objects only. (Before, the ObjectRef query was
+/// passed on as such and the peer's ObjectRefs, B's among them, went to the consumer unchecked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_ref_query_is_answered_from_checked_objects_only() {
+    let b = bed::start().await;
+    *b.peer.state.query.lock().unwrap() = Some(mixed_answer());
+    let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
+    q.set_single(param::DE_PATIENT_ID, &cx(PATIENT_A));
+    q.add_list(param::DE_STATUS, &[availability::APPROVED]);
+    let req = AdhocQueryRequest::new(q, ReturnType::ObjectRef);
+    let url = b.url("/xds/iti18");
+    let h = SoapHeader::request(Transaction::Iti18.request_action(), Some(&url));
+    let r = b
+        .client
+        .post(&url)
+        .header("content-type", "application/soap+xml; charset=UTF-8")
+        .body(write_soap(&h, &req))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.bytes().await.unwrap();
+    let (_, resp) = read_soap::<AdhocQueryResponse>(&body, &Limits::default()).unwrap();
+    let refs: Vec<(&str, Option<String>)> = resp
+        .objects
+        .iter()
+        .map(|o| match o {
+            Identifiable::ObjectRef(r) => (r.id.as_str(), r.home.as_ref().map(ToString::to_string)),
+            other => panic!("not an ObjectRef: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        [(
+            "urn:uuid:7d1c2b4e-0000-4000-8000-000000000001",
+            Some(PEER_HOME.to_owned())
+        )],
+        "only A's entry: {resp:?}"
+    );
+    assert_eq!(*b.peer.state.asked.lock().unwrap(), [ReturnType::LeafClass]);
+    assert!(
+        resp.errors
+            .iter()
+            .any(|e| e.severity == Severity::Warning && e.code_context.contains("another patient")),
+        "{:?}",
+        resp.errors
+    );
+}
+
 #[test]
 fn expectations_cover_every_document() {
     let mut rng = Rng(7);

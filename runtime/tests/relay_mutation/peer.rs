@@ -15,8 +15,9 @@ use axum::response::Response;
 use axum::routing::post;
 use base64::Engine as _;
 use bytes::Bytes;
+use duo_runtime::ihe::ebrim::{Identifiable, ObjectRef};
 use duo_runtime::ihe::mtom::{self, MtomLimits};
-use duo_runtime::ihe::query::{AdhocQueryRequest, AdhocQueryResponse};
+use duo_runtime::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, ReturnType};
 use duo_runtime::ihe::retrieve::{RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest};
 use duo_runtime::ihe::soap::{SoapHeader, Transaction};
 use duo_runtime::ihe::{read_soap, write_soap};
@@ -58,8 +59,11 @@ pub type QueryAnswer = AdhocQueryResponse;
 pub struct PeerState {
     /// Prepared retrieve answers by case number.
     pub answers: Mutex<HashMap<u64, Prepared>>,
-    /// The ITI-38 answer (`None`: an empty Success).
+    /// The ITI-38 answer (`None`: an empty Success), given as ObjectRefs (id and home of each object,
+    /// as a registry would) when the request asks for ObjectRef.
     pub query: Mutex<Option<QueryAnswer>>,
+    /// The return type of each ITI-38 request, in order.
+    pub asked: Mutex<Vec<ReturnType>>,
     /// Request MessageIDs seen per case (the gateway's own, for its outbound calls).
     pub retrieves: Mutex<u64>,
 }
@@ -124,13 +128,28 @@ fn soap_response(xml: String) -> Response {
 
 async fn iti38(State(s): State<Arc<PeerState>>, headers: HeaderMap, body: Bytes) -> Response {
     let root = envelope(&headers, &body);
-    let (h, _req) = read_soap::<AdhocQueryRequest>(&root, &Limits::default()).unwrap();
-    let answer = s
+    let (h, req) = read_soap::<AdhocQueryRequest>(&root, &Limits::default()).unwrap();
+    let rt = req.response_option.return_type;
+    s.asked.lock().unwrap().push(rt);
+    let mut answer = s
         .query
         .lock()
         .unwrap()
         .clone()
         .unwrap_or_else(|| AdhocQueryResponse::new(Vec::new(), Vec::new()));
+    if rt == ReturnType::ObjectRef {
+        answer.objects = answer
+            .objects
+            .iter()
+            .filter_map(|o| {
+                Some(Identifiable::ObjectRef(ObjectRef {
+                    id: o.id()?.to_owned(),
+                    home: o.home().cloned(),
+                    slots: Vec::new(),
+                }))
+            })
+            .collect();
+    }
     soap_response(write_soap(
         &SoapHeader::response(Transaction::Iti38.response_action(), &h),
         &answer,
