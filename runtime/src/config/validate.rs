@@ -99,6 +99,11 @@ fn check_oid(field: &str, v: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Upper bound of `server.limits.maxBufferedAnswerBytes`, bytes (1 GiB): what peers' answers may hold
+/// in memory at once must stay far below a pod's memory; above it a typo (a missing unit) would let a
+/// few hostile answers exhaust the pod.
+pub const MAX_BUFFERED_ANSWER_BYTES: u64 = 1 << 30;
+
 fn check_positive(field: &str, v: u64) -> Result<(), ConfigError> {
     if v == 0 {
         Err(ConfigError::new(field, "must be greater than 0"))
@@ -216,6 +221,15 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         "server.limits.maxBufferedAnswerBytes",
         l.max_buffered_answer_bytes,
     )?;
+    if l.max_buffered_answer_bytes > MAX_BUFFERED_ANSWER_BYTES {
+        return Err(ConfigError::new(
+            "server.limits.maxBufferedAnswerBytes",
+            format!(
+                "{} is more than {MAX_BUFFERED_ANSWER_BYTES} (1 GiB): the gateway holds this much of peers' answers in memory at once; MTOM documents stream and need none of it",
+                l.max_buffered_answer_bytes
+            ),
+        ));
+    }
     let root = crate::ihe::mtom::root_bytes_for_inline(l.max_inline_document_bytes) as u64;
     if root > l.max_buffered_answer_bytes {
         return Err(ConfigError::new(
@@ -472,5 +486,17 @@ mod tests {
         second.certificate_ura = Some("87654321".parse().unwrap());
         c.communities.push(second);
         assert!(refused(&c).contains("communities[1].certificateUra"));
+    }
+
+    #[test]
+    fn buffered_answer_bytes_are_bounded_above() {
+        let mut c = example();
+        c.server.limits.max_buffered_answer_bytes = super::MAX_BUFFERED_ANSWER_BYTES;
+        assert!(c.validate().is_ok());
+        // a size given in KiB where bytes were meant, or no limit at all
+        c.server.limits.max_buffered_answer_bytes = super::MAX_BUFFERED_ANSWER_BYTES + 1;
+        assert!(refused(&c).contains("server.limits.maxBufferedAnswerBytes"));
+        c.server.limits.max_buffered_answer_bytes = u64::MAX;
+        assert!(refused(&c).contains("server.limits.maxBufferedAnswerBytes"));
     }
 }

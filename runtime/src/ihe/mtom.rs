@@ -1063,9 +1063,9 @@ where
         .map(|(b, _)| b)
 }
 
-/// [`collect_body`], every byte also taken from `budget` when given: a declared length at once (so an
-/// answer that cannot fit is refused before it is read), an undeclared one chunk by chunk
-/// ([`MtomError::OverBudget`] when the budget runs out). The bytes taken come back with the body.
+/// [`collect_body`], every byte also taken from `budget` when given, chunk by chunk as it arrives
+/// ([`MtomError::OverBudget`] when the budget runs out; at once when a declared length is more than the
+/// budget has left). The bytes taken come back with the body.
 pub async fn collect_body_within<S, E>(
     content_length: Option<u64>,
     body: S,
@@ -1082,15 +1082,14 @@ where
     };
     let mut held = BudgetPermit::default();
     let mut out = Vec::new();
-    if let Some(n) = content_length {
-        // at most `limit`, checked above
-        let n = n as usize;
-        if let Some(b) = budget
-            && !b.take_into(&mut held, n)
-        {
-            return Err(over(b));
-        }
-        out.reserve_exact(n);
+    // A declared length that cannot fit is refused before anything is read. Nothing is taken for it
+    // up front: a peer that declares a large answer and then stalls would hold that part of the shared
+    // budget, and so block other communities' answers, until its deadline. Bytes are charged as they
+    // arrive (and allocated no faster than twofold, see append_charged).
+    if let (Some(n), Some(b)) = (content_length, budget)
+        && n > b.available() as u64
+    {
+        return Err(over(b));
     }
     let mut body = boxed_body(body);
     while let Some(c) = body.next().await {
