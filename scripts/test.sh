@@ -24,6 +24,9 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 step "CRD drift (crds/ must equal duo-operator crd)"
 scripts/check-crds.sh
 
+step "layers (crate graph: core alone, wire and trust on core, operator without HTTP server, DICOM or runtime)"
+scripts/check-layers.sh
+
 step "cargo test"
 cargo test --workspace --release
 

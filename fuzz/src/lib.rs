@@ -44,12 +44,12 @@ pub const NOW: &str = "2026-01-01T10:05:00Z";
 
 /// The MIME limits of the default runtime configuration.
 pub fn mtom_limits() -> MtomLimits {
-    MtomLimits::from(&LimitsConfig::default())
+    duo_runtime::limits::mtom_limits(&LimitsConfig::default())
 }
 
 /// The XML limits of the default runtime configuration.
 pub fn xml_limits() -> Limits {
-    Limits::from(&LimitsConfig::default())
+    duo_runtime::limits::xml_limits(&LimitsConfig::default())
 }
 
 /// How the responding side checks an assertion (`identity::validation`): at [`NOW`], default skew, no

@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use duo_runtime::config::{
+use duo_core::config::{
     self as rc, AuditConfig, Config, ConsentConfig, FrontEndCertificate, InitiatingConfig,
     LimitsConfig, LocalBackend, MitzConfig, OrganizationConfig, RemoteCommunity, ServerConfig,
     TlsConfig, TrustedFrontEnd,
 };
-use duo_runtime::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
-use duo_runtime::pki::{DistinguishedName, SpkiSha256};
+use duo_core::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
+use duo_core::pki::{DistinguishedName, SpkiSha256};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };

@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duo_runtime::pki::CertificateInfo;
+use duo_core::pki::CertificateInfo;
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -94,7 +94,7 @@ pub struct Context {
     /// between reconciliations so that its CRL / OCSP cache and background refresh survive; replaced
     /// when the configuration changes, dropped when the gateway is deleted.
     pub revocation:
-        std::sync::Mutex<std::collections::HashMap<String, duo_runtime::revocation::Checker>>,
+        std::sync::Mutex<std::collections::HashMap<String, duo_trust::revocation::Checker>>,
 }
 
 /// How long an applied set of children is trusted before it is applied again although unchanged.
@@ -119,7 +119,7 @@ fn problem(reason: &str, message: impl Into<String>) -> Problem {
 /// Everything built from a valid spec, ready to apply.
 struct Prepared {
     config_yaml: String,
-    config: duo_runtime::config::Config,
+    config: duo_core::config::Config,
     checksum: String,
     mitz: Option<MitzConnection>,
     certificate: CertificateInfo,
@@ -410,14 +410,14 @@ async fn prepare(
 async fn own_revocation(
     gw: &DuoGateway,
     ctx: &Context,
-    cfg: &duo_runtime::config::RevocationConfig,
+    cfg: &duo_core::config::RevocationConfig,
     cert: &[u8],
     trust: &[u8],
 ) -> OwnRevocation {
     let key = format!("{}/{}", gw.namespace().unwrap_or_default(), gw.name_any());
     let checker = {
         let mut all = ctx.revocation.lock().unwrap_or_else(|p| p.into_inner());
-        match duo_runtime::revocation::checker(cfg) {
+        match duo_trust::revocation::checker(cfg) {
             None => {
                 all.remove(&key);
                 return OwnRevocation::disabled();
@@ -681,8 +681,8 @@ async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Erro
 
 /// The leaf (first) certificate of a PEM chain, as PEM; `None` when it does not parse.
 fn leaf_pem(chain: &[u8]) -> Option<String> {
-    let certs = duo_runtime::pki::parse_certificates(chain).ok()?;
-    Some(duo_runtime::pki::der_to_pem(
+    let certs = duo_core::pki::parse_certificates(chain).ok()?;
+    Some(duo_core::pki::der_to_pem(
         "CERTIFICATE",
         certs.first()?.as_ref(),
     ))
@@ -1394,7 +1394,7 @@ pub fn gateways_selecting(
 mod tests {
     use super::*;
     use crate::crd::*;
-    use duo_runtime::revocation::{ChainError, Source, Verdict};
+    use duo_trust::revocation::{ChainError, Source, Verdict};
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 

@@ -86,50 +86,59 @@ async fn shutdown_signal() {
     }
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop` turns true.
+///
+/// With `tiny_http` on a thread of its own rather than an async HTTP server: three fixed plain-text
+/// answers need no router, and the operator's dependency tree stays free of an HTTP server framework
+/// (a check in `scripts/check-layers.sh`). A request waits at most 250 ms behind a stop.
 async fn serve_ops(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    use axum::routing::get;
-    let m = metrics.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = m.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
+    let listener = listener.into_std()?;
+    listener.set_nonblocking(false)?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| anyhow::anyhow!("ops listener: {e}"))?;
+    tokio::task::spawn_blocking(move || {
+        let text = |body: String, status: u16, ct: &str| {
+            let header =
+                tiny_http::Header::from_bytes("Content-Type", ct).expect("a valid header literal");
+            tiny_http::Response::from_string(body)
+                .with_status_code(status)
+                .with_header(header)
+        };
+        while !*stop.borrow() {
+            let req = match server.recv_timeout(std::time::Duration::from_millis(250)) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ops listener");
+                    continue;
                 }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let r = ready.clone();
-                async move {
-                    if r.load(Ordering::Relaxed) {
-                        (axum::http::StatusCode::OK, "ok")
-                    } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
-                    }
+            };
+            let path = req.url().split('?').next().unwrap_or("");
+            let resp = match (req.method(), path) {
+                (tiny_http::Method::Get, "/metrics") => text(
+                    metrics.encode(),
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                (tiny_http::Method::Get, "/healthz") => text("ok".into(), 200, "text/plain"),
+                (tiny_http::Method::Get, "/readyz") if ready.load(Ordering::Relaxed) => {
+                    text("ok".into(), 200, "text/plain")
                 }
-            }),
-        );
-    let mut stop = stop;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
+                (tiny_http::Method::Get, "/readyz") => text("starting".into(), 503, "text/plain"),
+                (tiny_http::Method::Get, _) => text("not found".into(), 404, "text/plain"),
+                _ => text("method not allowed".into(), 405, "text/plain"),
+            };
+            if let Err(e) = req.respond(resp) {
+                tracing::debug!(error = %e, "ops answer not sent");
+            }
+        }
+    })
+    .await?;
     Ok(())
 }
 

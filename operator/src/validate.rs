@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use duo_runtime::pki::{self, CertificateInfo};
-use duo_runtime::revocation::{ChainError, Checker, Verdict};
+use duo_core::pki::{self, CertificateInfo};
+use duo_trust::revocation::{ChainError, Checker, Verdict};
 use jiff::{SignedDuration, Timestamp};
 use rustls::RootCertStore;
 
@@ -96,7 +96,7 @@ pub fn check_xua_signing(
     now: Timestamp,
 ) -> Result<CertificateInfo, CertProblem> {
     let info = check_certificate(cert_pem, key_pem, None, now)?;
-    duo_runtime::ihe::xua_dsig::XmlDsigSigner::from_pem(cert_pem, key_pem)
+    duo_wire::ihe::xua_dsig::XmlDsigSigner::from_pem(cert_pem, key_pem)
         .map_err(|e| CertProblem::Unreadable(format!("cannot sign XUA assertions: {e}")))?;
     Ok(info)
 }
@@ -180,7 +180,7 @@ impl OwnRevocation {
 /// Checks the gateway's own certificate chain (`cert_pem`, leaf first) for revocation with `checker`,
 /// after verifying it against the trust bundle `trust_pem` (only a verified chain's CRL distribution
 /// points and OCSP responder are fetched, over plain http, bounded in size and time; see
-/// [`duo_runtime::revocation`]). Waits at most the checker's `fetchTimeoutMs` for data not cached.
+/// [`duo_trust::revocation`]). Waits at most the checker's `fetchTimeoutMs` for data not cached.
 pub async fn check_own_revocation(
     checker: &Checker,
     cert_pem: &[u8],
@@ -205,7 +205,7 @@ pub async fn check_own_revocation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duo_runtime::pki::generate::{Ca, ServerCertSpec};
+    use duo_core::pki::generate::{Ca, ServerCertSpec};
 
     fn spec(ura: &str, days: i64) -> ServerCertSpec {
         ServerCertSpec::uzi(ura.parse().unwrap(), "Oost", &["duo.oost.example"], days)

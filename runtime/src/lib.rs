@@ -8,23 +8,20 @@
 //! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
 //! [`dicom`] reads, generates and publishes DICOM: instances, KOS manifests, reports and their XDS metadata.
 
+pub use duo_core::{config, model, pki, timeline};
+pub use duo_trust::{revocation, tls};
+pub use duo_wire::{ihe, xml};
+
 pub mod audit;
 pub mod backend;
-pub mod config;
 pub mod consent;
 pub mod demo;
 pub mod dicom;
 pub mod gateway;
-pub mod ihe;
+pub mod limits;
 pub mod localization;
-pub mod model;
-pub mod pki;
-pub mod revocation;
 pub mod server;
 pub mod sim;
-pub mod timeline;
-pub mod tls;
-pub mod xml;
 
 #[cfg(test)]
 pub(crate) mod test_pki;

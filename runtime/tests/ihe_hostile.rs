@@ -26,7 +26,7 @@ fn cfg() -> LimitsConfig {
 }
 
 fn xml_limits() -> Limits {
-    Limits::from(&cfg())
+    duo_runtime::limits::xml_limits(&cfg())
 }
 
 fn xml_error(e: SoapError) -> XmlError {
@@ -85,7 +85,8 @@ fn element_flood_is_refused() {
         r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><q:AdhocQueryRequest xmlns:q="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0">{}</q:AdhocQueryRequest></s:Body></s:Envelope>"#,
         "<a/>".repeat(200_000)
     );
-    let e = read_soap::<AdhocQueryRequest>(doc.as_bytes(), &Limits::from(&c)).unwrap_err();
+    let e = read_soap::<AdhocQueryRequest>(doc.as_bytes(), &duo_runtime::limits::xml_limits(&c))
+        .unwrap_err();
     assert_eq!(xml_error(e), XmlError::TooManyElements(100_000));
 }
 
@@ -96,7 +97,8 @@ fn oversized_document_is_refused() {
         ..cfg()
     };
     let doc = format!("<a>{}</a>", "x".repeat(2000));
-    let e = read_soap::<AdhocQueryRequest>(doc.as_bytes(), &Limits::from(&c)).unwrap_err();
+    let e = read_soap::<AdhocQueryRequest>(doc.as_bytes(), &duo_runtime::limits::xml_limits(&c))
+        .unwrap_err();
     assert_eq!(xml_error(e), XmlError::TooLarge(1024));
 }
 
@@ -136,7 +138,7 @@ fn one_gib_declared_body_is_refused_before_reading() {
         "application/soap+xml",
         Some(1 << 30),
         endless(pulled.clone()),
-        &MtomLimits::from(&cfg()),
+        &duo_runtime::limits::mtom_limits(&cfg()),
     ))
     .err()
     .unwrap();
@@ -156,7 +158,7 @@ fn one_gib_declared_body_is_refused_before_reading() {
 
 #[test]
 fn endless_multipart_part_headers_and_root_are_bounded() {
-    let limits = MtomLimits::from(&cfg());
+    let limits = duo_runtime::limits::mtom_limits(&cfg());
     // part headers that never end
     let pulled = Arc::new(AtomicU64::new(0));
     let head = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
@@ -199,7 +201,7 @@ fn endless_multipart_part_headers_and_root_are_bounded() {
 fn truncated_multipart_is_an_error() {
     let body = corpus("truncated-mtom.txt");
     let ct = r#"multipart/related; type="application/xop+xml"; boundary="MIMEBoundary_x"; start="<root@x>""#;
-    let limits = MtomLimits::from(&cfg());
+    let limits = duo_runtime::limits::mtom_limits(&cfg());
     // buffered
     let e = mtom::soap_envelope(ct, Bytes::from(body.clone()), &limits).unwrap_err();
     assert_eq!(e, MtomError::Truncated);
@@ -223,7 +225,7 @@ fn truncated_multipart_is_an_error() {
 
 #[test]
 fn malformed_multipart_framing_is_an_error() {
-    let limits = MtomLimits::from(&cfg());
+    let limits = duo_runtime::limits::mtom_limits(&cfg());
     let cases: [(&str, &[u8]); 5] = [
         ("multipart/related", b"--b\r\n\r\nx\r\n--b--"),
         ("multipart/related; boundary=\"unterminated", b"x"),

@@ -131,11 +131,11 @@ impl Gateway {
             None
         };
         // one budget for every peer answer this snapshot buffers (roots, inline documents, look-ahead)
-        let mut mtom_limits = MtomLimits::from(&config.server.limits);
+        let mut mtom_limits = crate::limits::mtom_limits(&config.server.limits);
         mtom_limits.budget = Some(BufferBudget::new(
             usize::try_from(config.server.limits.max_buffered_answer_bytes).unwrap_or(usize::MAX),
         ));
-        let xml_limits = Limits::from(&config.server.limits);
+        let xml_limits = crate::limits::xml_limits(&config.server.limits);
         // one client per URL scheme: plain only where the configuration opted in
         let client_for = |url: &str, deadline_ms: u64| -> SoapClient {
             let http = match (&plain, url.starts_with("http://")) {

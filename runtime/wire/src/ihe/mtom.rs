@@ -25,7 +25,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use memchr::memmem;
 
-use crate::config::LimitsConfig;
 use crate::xml::{Limits, Reader, XmlError, ns};
 
 use super::retrieve::{
@@ -312,30 +311,7 @@ impl Default for MtomLimits {
     }
 }
 
-impl From<&LimitsConfig> for MtomLimits {
-    /// XML limits from the config; the root part may hold inline documents up to
-    /// `maxInlineDocumentBytes` (base64 adds a third, plus 64 KiB for the envelope around them);
-    /// buffered messages up to `maxBodyBytes`. No budget: the gateway adds its own
-    /// ([`BufferBudget::new`] of `maxBufferedAnswerBytes`), shared by every client it builds.
-    fn from(c: &LimitsConfig) -> MtomLimits {
-        let body = usize::try_from(c.max_body_bytes).unwrap_or(usize::MAX);
-        MtomLimits {
-            xml: Limits::from(c),
-            max_root_bytes: root_bytes_for_inline(c.max_inline_document_bytes).max(body),
-            max_buffered_bytes: body,
-            ..MtomLimits::default()
-        }
-    }
-}
-
-/// The largest root part (or plain SOAP answer) that can carry an inline document of `inline` bytes:
-/// its base64 (4/3) plus 64 KiB for the envelope around it.
-pub fn root_bytes_for_inline(inline: u64) -> usize {
-    let inline = usize::try_from(inline).unwrap_or(usize::MAX);
-    inline
-        .saturating_add(inline.div_ceil(3))
-        .saturating_add(64 * 1024)
-}
+pub use duo_core::config::root_bytes_for_inline;
 
 /// A budget of bytes of peers' answers that the gateway holds in memory at once, shared by every
 /// request of a gateway (`server.limits.maxBufferedAnswerBytes`): buffered root parts and plain SOAP

@@ -66,7 +66,7 @@ pub struct Config {
 
 /// TLS versions, per the NCSC TLS guidelines the Dutch agreements refer to. Cipher suites are fixed
 /// to the NCSC "good" set whatever the version: TLS 1.3's AEAD suites, and for TLS 1.2 only ECDHE key
-/// exchange with AES-GCM or ChaCha20-Poly1305 (see [`crate::tls`]).
+/// exchange with AES-GCM or ChaCha20-Poly1305 (see `duo_runtime::tls`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsPolicyConfig {
@@ -88,7 +88,7 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// How certificates are checked for revocation (see [`crate::revocation`] for the rules in full).
+/// How certificates are checked for revocation (see `duo_runtime::revocation` for the rules in full).
 ///
 /// A certificate's chain is first verified against the trust bundle; only then are the CRL
 /// distribution points and the OCSP responder it names fetched (over plain HTTP, no redirects, bounded
@@ -821,3 +821,33 @@ impl Config {
         validate::validate(self)
     }
 }
+
+/// The largest root part (or plain SOAP answer) that can carry an inline document of `inline` bytes:
+/// its base64 (4/3) plus 64 KiB for the envelope around it.
+pub fn root_bytes_for_inline(inline: u64) -> usize {
+    let inline = usize::try_from(inline).unwrap_or(usize::MAX);
+    inline
+        .saturating_add(inline.div_ceil(3))
+        .saturating_add(64 * 1024)
+}
+
+/// Whether `url` may be fetched for revocation data: `http://`, a host, no whitespace or control
+/// characters, at most 2,048 characters. https (a CRL server's own certificate would need checking
+/// in turn) and LDAP distribution points are skipped.
+pub fn is_fetchable_url(url: &str) -> bool {
+    if url.len() > MAX_FETCH_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Some(rest) = url
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    !authority.is_empty() && !authority.contains('@') && url.parse::<http::Uri>().is_ok()
+}
+
+/// Longest revocation URL fetched, characters.
+pub const MAX_FETCH_URL_LEN: usize = 2048;

@@ -617,7 +617,7 @@ mod tests {
     fn reads_the_nist_toolkit_fault_sample() {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../testdata/ihe/samples/httpParser/boundryTest/response_body.txt"
+            "/../../testdata/ihe/samples/httpParser/boundryTest/response_body.txt"
         );
         let text = std::fs::read(dir).unwrap();
         let start = text

@@ -253,8 +253,8 @@ pub fn plain_http_client(connect_timeout: Duration) -> Result<OutboundClient, Tl
 
 /// An outbound HTTP client of the gateway (peers, Mitz, the local XDS / DICOMweb backends, test
 /// clients). The only way to get one is [`outbound_client`] (through [`TlsMaterial::http_client`] or
-/// [`plain_http_client`]); the components that talk to other parties ([`crate::backend::soap_client`],
-/// [`crate::consent::MitzClient`]) accept nothing else, and `clippy.toml` forbids building a
+/// [`plain_http_client`]); the components that talk to other parties (`duo_runtime::backend::soap_client`,
+/// `duo_runtime::consent::MitzClient`) accept nothing else, and `clippy.toml` forbids building a
 /// `reqwest::Client` anywhere else in the workspace.
 ///
 /// Dereferences to the `reqwest::Client` for sending; the redirect policy is fixed when it is built, so

@@ -191,7 +191,7 @@ fn validate_revocation(r: &super::RevocationConfig) -> Result<(), ConfigError> {
         ));
     }
     for (i, u) in r.crl_urls.iter().enumerate() {
-        if !crate::revocation::is_fetchable_url(u) {
+        if !super::is_fetchable_url(u) {
             return Err(ConfigError::new(
                 format!("revocation.crlUrls[{i}]"),
                 format!(
@@ -230,7 +230,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let root = crate::ihe::mtom::root_bytes_for_inline(l.max_inline_document_bytes) as u64;
+    let root = super::root_bytes_for_inline(l.max_inline_document_bytes) as u64;
     if root > l.max_buffered_answer_bytes {
         return Err(ConfigError::new(
             "server.limits.maxInlineDocumentBytes",
@@ -337,7 +337,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
                     format!("duplicate {:?}", t.issuer),
                 ));
             }
-            crate::ihe::xua_dsig::TrustedIssuer::from_pem(&t.issuer, &t.certificates)
+            crate::pki::check_xua_signature_certificates(&t.certificates)
                 .map_err(|e| ConfigError::new(g("certificates"), e))?;
         }
     }
@@ -458,7 +458,7 @@ mod tests {
     use super::super::Config;
 
     fn example() -> Config {
-        Config::parse(include_str!("../../examples/gateway.yaml")).unwrap()
+        Config::parse(include_str!("../../../examples/gateway.yaml")).unwrap()
     }
 
     fn refused(c: &Config) -> String {

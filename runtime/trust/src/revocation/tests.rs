@@ -455,7 +455,7 @@ fn fetchable_urls_are_plain_http_with_a_host() {
     }
     assert!(!is_fetchable_url(&format!(
         "http://crl.example/{}",
-        "a".repeat(MAX_URL_LEN)
+        "a".repeat(crate::config::MAX_FETCH_URL_LEN)
     )));
 }
 

@@ -74,8 +74,6 @@ use crate::config::{RevocationConfig, RevocationFallback};
 
 pub use verifier::{ClientVerifier, ServerVerifier};
 
-/// Longest URL fetched.
-const MAX_URL_LEN: usize = 2048;
 /// Most CRL distribution points used per certificate.
 const MAX_DPS_PER_CERT: usize = 4;
 /// Most OCSP responders asked per certificate.
@@ -90,23 +88,7 @@ const RETRY_SECONDS: i64 = 30;
 /// Fetches running at once.
 const CONCURRENT_FETCHES: usize = 4;
 
-/// Whether `url` may be fetched for revocation data: `http://`, a host, no whitespace or control
-/// characters, at most 2,048 characters. https (a CRL server's own certificate would need checking
-/// in turn) and LDAP distribution points are skipped.
-pub fn is_fetchable_url(url: &str) -> bool {
-    if url.len() > MAX_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return false;
-    }
-    let Some(rest) = url
-        .get(..7)
-        .filter(|s| s.eq_ignore_ascii_case("http://"))
-        .map(|_| &url[7..])
-    else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    !authority.is_empty() && !authority.contains('@') && url.parse::<http::Uri>().is_ok()
-}
+pub use crate::config::is_fetchable_url;
 
 // --- metrics (process-wide: one gateway per process in production) ----------------------------
 

@@ -20,7 +20,6 @@ pub mod xua_dsig;
 
 use bytes::Bytes;
 
-use crate::config::LimitsConfig;
 use crate::xml::{Elem, Limits, Reader, Writer, XmlError};
 
 use mtom::MtomLimits;
@@ -133,17 +132,4 @@ pub fn write_bare<T: Message>(body: &T) -> String {
     w.decl();
     body.write_body(&mut w);
     w.finish()
-}
-
-impl From<&LimitsConfig> for Limits {
-    /// The XML reader limits of the runtime configuration: `maxBodyBytes`, `maxXmlDepth`,
-    /// `maxXmlElements` (namespace bindings keep their default).
-    fn from(c: &LimitsConfig) -> Limits {
-        Limits {
-            max_bytes: usize::try_from(c.max_body_bytes).unwrap_or(usize::MAX),
-            max_depth: c.max_xml_depth,
-            max_elements: c.max_xml_elements,
-            ..Limits::default()
-        }
-    }
 }

@@ -181,7 +181,7 @@ fn hostile_framing_is_bounded() {
 fn content_types_of_real_peers() {
     let hdr = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/ihe/samples/httpParser/boundryTest/request_hdr.txt"
+        "/../../testdata/ihe/samples/httpParser/boundryTest/request_hdr.txt"
     ))
     .unwrap();
     let value = hdr

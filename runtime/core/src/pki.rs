@@ -251,6 +251,40 @@ pub fn leaf_info(pem: &[u8]) -> Result<CertificateInfo, PkiError> {
     certificate_info(certs[0].as_ref())
 }
 
+/// Checks the certificates (PEM, one or more `CERTIFICATE` blocks) of a trusted XUA assertion issuer:
+/// each readable, with a key that can verify XUA signatures (RSA, or EC on P-256, P-384 or P-521).
+/// Errors: one line naming the certificate and what is wrong. The gateway loads the keys themselves
+/// with its XML-Signature library (`duo_runtime::ihe::xua_dsig::TrustedIssuer`); this check lets a
+/// configuration be refused before that, by every component that reads it (the operator included).
+pub fn check_xua_signature_certificates(pem: &str) -> Result<(), String> {
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    const EC: &str = "1.2.840.10045.2.1";
+    const CURVES: [&str; 3] = ["1.2.840.10045.3.1.7", "1.3.132.0.34", "1.3.132.0.35"];
+    let ders = parse_certificates(pem.as_bytes()).map_err(|e| e.to_string())?;
+    for der in &ders {
+        let info = certificate_info(der).map_err(|e| e.to_string())?;
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|e| format!("certificate {}: {e}", info.subject))?;
+        let spki = &cert.tbs_certificate.subject_pki;
+        let alg = spki.algorithm.algorithm.to_id_string();
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        let ok = alg == RSA || (alg == EC && curve.as_deref().is_some_and(|c| CURVES.contains(&c)));
+        if !ok {
+            return Err(format!(
+                "certificate {}: {} keys are not accepted for XUA signatures",
+                info.subject,
+                curve.map_or(alg.clone(), |c| format!("{alg} ({c})"))
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `key` is the private key of the certificate `cert_der`: compares the key's public key with
 /// the certificate's subjectPublicKeyInfo. Errors when either cannot be read.
 pub fn key_matches_certificate(cert_der: &[u8], key: &PrivateKeyDer<'_>) -> Result<bool, PkiError> {

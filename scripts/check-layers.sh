@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Checks the layering of the workspace from the crate graph (cargo tree, offline, resolved from
+# Cargo.lock), so that it cannot drift back:
+# - duo-core depends on no other crate of the workspace; duo-wire and duo-trust only on duo-core;
+# - the operator (normal and build dependencies: what its binary is made of; its tests may use the
+#   simulators) holds no HTTP server framework (axum, hyper's or hyper-util's server), no DICOM
+#   (dicom-*), and neither the gateway runtime nor its simulators (duo-runtime);
+# - cargo itself refuses an import from a crate that is not a dependency, and a dependency cycle, so
+#   an upward import (wire → runtime, core → wire, ...) cannot compile.
+# Exits non-zero naming every violation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail=0
+violation() { echo "check-layers: $*" >&2; fail=1; }
+
+deps() { # the crates a package is built from (normal and build edges), one name per line
+  cargo tree --offline --locked -p "$1" -e normal,build --prefix none --format '{p}' 2>/dev/null \
+    | awk '{print $1}' | sort -u
+}
+features_of() { # the features of crate $2 as resolved for package $1 (normal and build edges)
+  cargo tree --offline --locked -p "$1" -e features,normal,build -i "$2" --prefix none 2>/dev/null \
+    | sed -n "s/^$2 feature \"\\([^\"]*\\)\".*/\\1/p" | sort -u
+}
+
+workspace_of() { # the workspace crates among a package's dependencies, itself excepted
+  deps "$1" | grep -E '^duo-' | grep -vx "$1" || true
+}
+
+for pair in "duo-core:" "duo-wire:duo-core" "duo-trust:duo-core"; do
+  crate=${pair%%:*}
+  allowed=${pair#*:}
+  for d in $(workspace_of "$crate"); do
+    [[ " $allowed " == *" $d "* ]] || violation "$crate depends on $d (allowed: ${allowed:-none})"
+  done
+done
+
+op=$(deps duo-operator)
+for d in $op; do
+  case $d in
+    axum | axum-core | duo-runtime | dicom*) violation "duo-operator is built with $d" ;;
+  esac
+done
+for f in $(features_of duo-operator hyper) ; do
+  [[ $f == server ]] && violation "duo-operator is built with hyper's HTTP server (feature server)"
+done
+for f in $(features_of duo-operator hyper-util); do
+  [[ $f == server* ]] && violation "duo-operator is built with hyper-util's server (feature $f)"
+done
+
+if ((fail)); then
+  exit 1
+fi
+echo "check-layers: duo-core alone; duo-wire, duo-trust on duo-core; duo-operator without an HTTP server, DICOM or the runtime ($(wc -l <<<"$op") crates)"
