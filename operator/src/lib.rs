@@ -1,7 +1,7 @@
 //! `duo-operator`: reconciles DuoGateway, DuoCommunity and MitzConnection resources into running DUO
 //! gateways.
 //!
-//! Pipeline per DuoGateway (ARCHITECTURE.md "The operator"): **fetch** the resource and what it
+//! Pipeline per DuoGateway (docs/ARCHITECTURE.md "The operator"): **fetch** the resource and what it
 //! references ([`reconcile`]) → **validate** certificates and references ([`validate`]) → **build** the
 //! runtime config and child objects with pure functions ([`build`]) → **apply** with server-side apply
 //! under one field manager → **status** with conditions Ready / Progressing / Degraded.

@@ -1,4 +1,4 @@
-//! Deep checks that CEL cannot do (ARCHITECTURE.md "validate"): the TLS certificate parses, its key
+//! Deep checks that CEL cannot do (docs/ARCHITECTURE.md "validate"): the TLS certificate parses, its key
 //! matches, it is valid now, and the URA it carries is the one in the spec; trust bundles hold at least
 //! one CA certificate. Pure functions over the PEM bytes the reconciler fetched, and the revocation
 //! check of the gateway's own certificate ([`check_own_revocation`], which fetches its CRL / OCSP).

@@ -1,6 +1,6 @@
 //! The DUO gateway runtime.
 //!
-//! Layers, outermost first (see `ARCHITECTURE.md`): [`server`] (routes, TLS, metrics) → [`gateway`]
+//! Layers, outermost first (see docs/ARCHITECTURE.md): [`server`] (routes, TLS, metrics) → [`gateway`]
 //! (initiating and responding side) → [`timeline`] → [`consent`] / [`localization`] (Mitz) →
 //! [`backend`] (one trait per kind of community) → [`ihe`] (wire types and codecs) → [`model`].
 //! [`audit`] records every query, retrieve and consent decision; [`config`] is the configuration file the

@@ -291,11 +291,22 @@ async fn a_crl_that_cannot_be_fetched_follows_the_policy() {
     let g = run::start(strict.clone(), None, run::default_hooks())
         .await
         .unwrap();
-    let e = get(&client(&ca, &peer), &openapi(g.addr.port()))
-        .await
-        .unwrap_err();
-    // rustls, like OpenSSL, answers an undeterminable revocation status with the unknown_ca alert
-    assert!(e.contains("UnknownCA"), "{e}");
+    // rustls, like OpenSSL, answers an undeterminable revocation status with the unknown_ca alert.
+    // Every attempt must fail; on a loaded machine the client's connection pool can report the closed
+    // connection ("connection was not ready") before it reads the alert, so the alert must be seen in
+    // one of three attempts, each on a new client.
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        let e = get(&client(&ca, &peer), &openapi(g.addr.port()))
+            .await
+            .unwrap_err();
+        let alert = e.contains("UnknownCA");
+        errors.push(e);
+        if alert {
+            break;
+        }
+    }
+    assert!(errors.iter().any(|e| e.contains("UnknownCA")), "{errors:?}");
     assert!(
         metric(
             g.ops_addr,

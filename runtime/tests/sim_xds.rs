@@ -560,7 +560,7 @@ async fn nist_ids_4812_rad69_cases() {
         } else {
             assert!(r.documents.is_empty());
         }
-        // the transfer-syntax error names the SOP instance (DOMAIN.md)
+        // the transfer-syntax error names the SOP instance (docs/DOMAIN.md)
         if case.starts_with("case-9") {
             assert_eq!(
                 r.response.errors[0].location.as_deref(),

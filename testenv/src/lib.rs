@@ -1,6 +1,6 @@
 //! A real Kubernetes API server for tests, the envtest model: etcd and kube-apiserver started on
 //! loopback with generated certificates, no controller-manager, scheduler or kubelet. Consequences
-//! (TESTING.md): no garbage collection through ownerReferences, no Pods, Deployments never get status
+//! (those of the envtest model): no garbage collection through ownerReferences, no Pods, Deployments never get status
 //! unless a test writes it.
 //!
 //! The binaries come from `$DUO_TOOLS_BIN` (built by `scripts/tools.sh`, exported by `.tools/env`).

@@ -9,7 +9,7 @@
 //!   (URA, subject, SPKI pin), and test certificate generation.
 //! - [`timeline`]: merging studies from several communities into one timeline.
 //!
-//! Layering (see `docs/ARCHITECTURE.md`): this crate depends on no other crate of the workspace; the wire
+//! Layering (see docs/ARCHITECTURE.md): this crate depends on no other crate of the workspace; the wire
 //! crate and the gateway runtime build on it, and the operator uses it for the configuration it renders.
 
 pub mod config;

@@ -6,7 +6,7 @@
 //! `2.5.5.5` and an IA5String value `<CA OID>-<version>-<UZI number>-<card type>-<URA>-<role>-<AGB>`;
 //! card type `S` is a server certificate. Certificates issued after 8 November 2023 also carry the URA in
 //! an `otherName` permanentIdentifier (RFC 4043, `1.3.6.1.5.5.7.8.3`) whose assigner is the URA OID
-//! `2.16.528.1.1007.3.3` (DOMAIN.md "Identifiers"; UZI-register CPS as summarised by the Nuts foundation).
+//! `2.16.528.1.1007.3.3` (docs/DOMAIN.md "Identifiers"; UZI-register CPS as summarised by the Nuts foundation).
 //!
 //! Errors are [`PkiError`]: one line, never a panic on input.
 

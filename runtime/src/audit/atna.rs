@@ -13,7 +13,7 @@
 //! | localization (ITI-56, Mitz open question) | 110112 Query | E | `ITI-56` Patient Location Query |
 //! | consent decision | 110112 Query | E | `MITZ-CLOSED-QUESTION` (code system `DUO`) and the transaction it was for |
 //!
-//! No IHE event is defined for a consent decision and the NTA's ATNA specifics are not public (DOMAIN.md):
+//! No IHE event is defined for a consent decision and the NTA's ATNA specifics are not public (docs/DOMAIN.md):
 //! the Mitz closed question is recorded as the query it is, with a project-defined event type code.
 //!
 //! `EventOutcomeIndicator`: 0 success, 4 partial success or denied (nothing disclosed for lack of

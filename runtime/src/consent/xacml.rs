@@ -55,7 +55,7 @@ pub mod category {
     pub const ENVIRONMENT: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:environment";
 }
 
-/// XACML attribute ids of the closed question (DOMAIN.md "Mitz" table).
+/// XACML attribute ids of the closed question (docs/DOMAIN.md "Mitz" table).
 pub mod attr {
     /// Patient BSN (II).
     pub const RESOURCE_ID: &str = "urn:oasis:names:tc:xacml:2.0:resource:resource-id";

@@ -1,4 +1,4 @@
-//! A radiology report per study, in the two formats a Twiin consumer must accept (DOMAIN.md, "Twiin
+//! A radiology report per study, in the two formats a Twiin consumer must accept (docs/DOMAIN.md, "Twiin
 //! technical agreements"): PDF (XDS-I formatCode `urn:ihe:rad:PDF`) and an HL7 CDA R2 document
 //! (`urn:ihe:rad:TEXT`, the XDS-I CDA wrapped text report). Both name the study's accession number, which
 //! links the report to its study through the DocumentEntry referenceIdList.

@@ -3,7 +3,7 @@
 //! DocumentRequest names (study, series, SOP instance), then pick an encoding from the request's
 //! TransferSyntaxUIDList. The mapping of failures to registry errors is the caller's:
 //! [`LookupError::UnknownInstance`] → XDSDocumentUniqueIdError, [`LookupError::NoTransferSyntax`] →
-//! XDSRepositoryError with the SOP Instance UID as location (DOMAIN.md "Imaging specifics").
+//! XDSRepositoryError with the SOP Instance UID as location (docs/DOMAIN.md "Imaging specifics").
 
 use std::collections::HashMap;
 

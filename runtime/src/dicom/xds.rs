@@ -1,7 +1,7 @@
 //! XDS DocumentEntry metadata (ITI TF-3 4.2.3.2) for what this module makes: the KOS manifest of a study
 //! (XDS-I.b, RAD TF-3 4.68.4.1.2.3) and its radiology report.
 //!
-//! Codes follow DOMAIN.md: a manifest has mimeType `application/dicom`, formatCode = the KOS SOP class
+//! Codes follow docs/DOMAIN.md: a manifest has mimeType `application/dicom`, formatCode = the KOS SOP class
 //! (scheme `1.2.840.10008.2.6.1`), eventCodeList = modalities (scheme `DCM`), classCode `IMAGES` (scheme
 //! `1.3.6.1.4.1.19376.1.2.6.1`, the IHE XDS class code set the Dutch and European imaging profiles use) and
 //! a referenceIdList with accession number and Study Instance UID. A report has classCode `9491000146107`
@@ -179,7 +179,7 @@ pub fn manifest_entry(p: &Publisher, bsn: &Bsn, kos: &Kos) -> Result<DocumentEnt
 ///
 /// Fields: uniqueId per [`ReportFormat::unique_id`]; classCode `9491000146107` and typeCode `722124004`
 /// (SNOMED CT); formatCode and mimeType of the format; referenceIdList with the accession number only (the
-/// report is linked to its study by accession, DOMAIN.md); eventCodeList the study's modalities;
+/// report is linked to its study by accession, docs/DOMAIN.md); eventCodeList the study's modalities;
 /// serviceStartTime the study time, creationTime the report time (UTC); size and SHA-1 of `bytes`.
 pub fn report_entry(
     p: &Publisher,

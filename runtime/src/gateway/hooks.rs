@@ -30,9 +30,11 @@ impl Hooks {
     pub async fn audit(&self, record: &AuditRecord) -> Result<(), String> {
         let mut record = record.clone();
         record.time = jiff::Timestamp::now();
+        // the detail (a file path, a syslog address) goes to the gateway's log only: the returned text
+        // may reach a consumer or peer in a RegistryError or fault
         self.audit.record(&record).await.map_err(|e| {
             tracing::error!(error = %e, "audit record not written");
-            e.to_string()
+            "the audit record could not be written (the gateway log says why)".to_owned()
         })
     }
 }

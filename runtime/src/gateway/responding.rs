@@ -1,7 +1,7 @@
 //! The responding side: XCA Responding Gateway (ITI-38, ITI-39) and XCA-I Responding Imaging Gateway
 //! (RAD-75), answered from the hospital's own community after the consent check.
 //!
-//! Rules applied here (ITI TF-2b 3.38.4.1.3, 3.39.4.1.3; RAD TF-3 4.75.4.1.3; DOMAIN.md):
+//! Rules applied here (ITI TF-2b 3.38.4.1.3, 3.39.4.1.3; RAD TF-3 4.75.4.1.3; docs/DOMAIN.md):
 //! - `home` is set on every ExtrinsicObject, RegistryPackage and ObjectRef returned, and HomeCommunityId
 //!   on every DocumentResponse;
 //! - a request naming another community gets XDSUnknownCommunity; a query by id (GetDocuments ...) or a

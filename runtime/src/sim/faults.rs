@@ -79,7 +79,7 @@ impl From<Transaction> for Endpoint {
 
 /// How a retrieve response (ITI-39 / ITI-43 / RAD-69 / RAD-75) carries its documents. IHE requires MTOM
 /// with one part per document (ITI TF-2 V.3.6, RAD TF-3 4.69.4.2.2); the other two are what some real
-/// peers send instead (DOMAIN.md "accept all three").
+/// peers send instead (docs/DOMAIN.md "accept all three").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RetrieveEncoding {
     /// MTOM/XOP: root part with `xop:Include`s, one binary part per document (streamed).

@@ -6,7 +6,7 @@
 //! - [`revocation`]: CRL and OCSP checks of certificate chains, cached, with rollback protection and a
 //!   configured fallback when revocation data cannot be had.
 //!
-//! Layering (see `docs/ARCHITECTURE.md`): builds on `duo-core` (configuration types, certificate
+//! Layering (see docs/ARCHITECTURE.md): builds on `duo-core` (configuration types, certificate
 //! reading) only; no HTTP server.
 
 pub(crate) use duo_core::{config, pki};

@@ -7,7 +7,7 @@
 //!   retrieve requests and responses (ITI-39/43, RAD-69/75), MTOM/XOP (streamed), XUA assertions
 //!   (ITI-40) and their XML signatures, and the transforms to and from the core model.
 //!
-//! Layering (see `docs/ARCHITECTURE.md`): builds on `duo-core` (identifiers, certificate reading) only;
+//! Layering (see docs/ARCHITECTURE.md): builds on `duo-core` (identifiers, certificate reading) only;
 //! limits come in as values ([`xml::Limits`], [`ihe::mtom::MtomLimits`]), never as configuration types.
 
 pub(crate) use duo_core::{model, pki};

@@ -99,7 +99,7 @@ pub enum DocumentKind {
 pub const KOS_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.88.59";
 /// Coding scheme of formatCode values that are DICOM SOP classes.
 pub const KOS_FORMAT_SCHEME: &str = "1.2.840.10008.2.6.1";
-/// SNOMED CT classCode of a radiology report used by Twiin (DOMAIN.md).
+/// SNOMED CT classCode of a radiology report used by Twiin (docs/DOMAIN.md).
 pub const REPORT_CLASS_CODE: &str = "9491000146107";
 /// SNOMED CT typeCode of a radiology report used by Twiin.
 pub const REPORT_TYPE_CODE: &str = "722124004";

@@ -1,6 +1,6 @@
 //! Validated identifiers: OIDs, homeCommunityId, BSN, URA, UZI number, role and facility codes.
 //!
-//! Every type parses from the forms peers send (see DOMAIN.md "Identifiers") and displays in the one
+//! Every type parses from the forms peers send (see docs/DOMAIN.md "Identifiers") and displays in the one
 //! canonical form this gateway writes.
 
 use std::fmt;
@@ -403,7 +403,7 @@ impl RoleCode {
 }
 
 impl Default for DataCategory {
-    /// `GGC002`: which category imaging needs is not public (DOMAIN.md); GGC002 is the configured default.
+    /// `GGC002`: which category imaging needs is not public (docs/DOMAIN.md); GGC002 is the configured default.
     fn default() -> Self {
         DataCategory("GGC002".into())
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// At a responding gateway this comes from the request's XUA (ITI-40) SAML assertion; at an initiating
 /// gateway from the local request (its assertion, or the trusted front end's headers for the JSON API).
-/// Attribute names in the comments are the XUA / Mitz attribute ids (DOMAIN.md).
+/// Attribute names in the comments are the XUA / Mitz attribute ids (docs/DOMAIN.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Requester {

@@ -1,6 +1,6 @@
 //! The patient's imaging timeline: per-community query results merged into one list of studies.
 //!
-//! Rules (DOMAIN.md "Imaging specifics", Twiin "every study, image and report once"):
+//! Rules (docs/DOMAIN.md "Imaging specifics", Twiin "every study, image and report once"):
 //! - one entry per Study Instance UID, whatever the number of communities it is reachable through; every
 //!   source is kept (organisation, homeCommunityId, manifest reference);
 //! - an imaging manifest without a Study Instance UID in its referenceIdList falls back to the study

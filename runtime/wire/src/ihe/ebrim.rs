@@ -14,7 +14,7 @@ use crate::model::HomeCommunityId;
 use crate::xml::{Elem, Reader, Writer, XmlError, ns};
 
 /// Response status URIs (ebRS 3.0; PartialSuccess is IHE's own URI, ITI TF-3 4.2.4 / ITI TF-2b
-/// 3.38.4.2.2). DOMAIN.md "Status URIs".
+/// 3.38.4.2.2). docs/DOMAIN.md "Status URIs".
 pub mod status_uri {
     /// `Success`.
     pub const SUCCESS: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success";
@@ -114,7 +114,7 @@ impl serde::Serialize for ResponseStatus {
     }
 }
 
-/// `RegistryError/@errorCode` (ITI TF-3 Table 4.2.4.1-2, RAD TF-3 4.69.4.2.3; DOMAIN.md "Errors used
+/// `RegistryError/@errorCode` (ITI TF-3 Table 4.2.4.1-2, RAD TF-3 4.69.4.2.3; docs/DOMAIN.md "Errors used
 /// here"). Codes this gateway does not know are kept verbatim in [`ErrorCode::Other`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[allow(clippy::enum_variant_names)]

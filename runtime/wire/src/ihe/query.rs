@@ -13,7 +13,7 @@ use super::ebrim::{
     read_object_list, read_slots, write_error_list, write_object_list, write_slots,
 };
 
-/// Stored query ids (`AdhocQuery/@id`, ITI TF-2a 3.18.4.1.2.3.7; DOMAIN.md "Stored queries").
+/// Stored query ids (`AdhocQuery/@id`, ITI TF-2a 3.18.4.1.2.3.7; docs/DOMAIN.md "Stored queries").
 pub mod stored_query {
     /// FindDocuments.
     pub const FIND_DOCUMENTS: &str = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d";

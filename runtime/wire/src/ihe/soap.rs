@@ -14,7 +14,7 @@ pub const WSA_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous"
 /// WS-Addressing action of a SOAP fault (WS-Addressing 1.0 SOAP Binding 6).
 pub const WSA_FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
 
-/// The six IHE transactions this gateway speaks, with their WS-Addressing actions (DOMAIN.md table;
+/// The six IHE transactions this gateway speaks, with their WS-Addressing actions (docs/DOMAIN.md table;
 /// RAD-69 answers with the ITI-43 response action).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transaction {

@@ -13,7 +13,7 @@
 //! attribute or condition that failed; [`XuaError::wsse_fault_code`] gives the WS-Security fault code a
 //! refusal is answered with.
 //!
-//! Attributes (DOMAIN.md "Twiin technical agreements"; value encodings as the public Mitz client
+//! Attributes (docs/DOMAIN.md "Twiin technical agreements"; value encodings as the public Mitz client
 //! bastion365/nl-generic-functions `mitz-connector` sends them to the Mitz test environment):
 //!
 //! | Attribute name | Value |
@@ -66,7 +66,7 @@ pub mod attr {
     pub const RESOURCE_ID: &str = "urn:oasis:names:tc:xacml:2.0:resource:resource-id";
 }
 
-/// Audience of assertions sent to Mitz (DOMAIN.md "Open question").
+/// Audience of assertions sent to Mitz (docs/DOMAIN.md "Open question").
 pub const MITZ_AUDIENCE: &str = "urn:oid:2.16.840.1.113883.2.4.3.111.2.1";
 /// How long a built assertion is valid: 10 minutes (Twiin technical agreements).
 pub const VALIDITY: SignedDuration = SignedDuration::from_mins(10);

@@ -8,7 +8,7 @@ mod write;
 pub use read::{Attr, Elem, Ns, Reader, UNDECLARED_PREFIX_NS};
 pub use write::Writer;
 
-/// Namespace URIs used on the wire (DOMAIN.md "Transactions and wire facts", "Mitz").
+/// Namespace URIs used on the wire (docs/DOMAIN.md "Transactions and wire facts", "Mitz").
 pub mod ns {
     /// SOAP 1.2 envelope.
     pub const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
