@@ -4,9 +4,12 @@
 //! (initiating and responding side) → [`timeline`] → [`consent`] / [`localization`] (Mitz) →
 //! [`backend`] (one trait per kind of community) → [`ihe`] (wire types and codecs) → [`model`].
 //! [`audit`] records every query, retrieve and consent decision; [`config`] is the configuration file the
-//! operator renders. [`sim`] holds the simulators of parts with no public implementation (XDS-I.b
-//! registry/repository/imaging document source, TLB node, Mitz) and [`demo`] the embedded default.
-//! [`dicom`] reads, generates and publishes DICOM: instances, KOS manifests, reports and their XDS metadata.
+//! operator renders. [`dicom`] reads DICOM instances and builds and parses KOS manifests.
+//!
+//! The test kit (feature `testkit`, on by default, left out of the container image): `sim`, the
+//! simulators of parts with no public implementation (XDS-I.b registry/repository/imaging document source,
+//! TLB node, Mitz, DICOMweb PACS); `demo`, the embedded default world; and in `dicom` synthetic studies,
+//! reports and their XDS metadata.
 
 pub use duo_core::{config, model, pki, timeline};
 pub use duo_trust::{revocation, tls};
@@ -15,12 +18,14 @@ pub use duo_wire::{ihe, xml};
 pub mod audit;
 pub mod backend;
 pub mod consent;
+#[cfg(feature = "testkit")]
 pub mod demo;
 pub mod dicom;
 pub mod gateway;
 pub mod limits;
 pub mod localization;
 pub mod server;
+#[cfg(feature = "testkit")]
 pub mod sim;
 
 #[cfg(test)]

@@ -99,14 +99,7 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();
             }
-            let Some(rt) = async_runtime() else {
-                return ExitCode::FAILURE;
-            };
-            let code = rt.block_on(duo_runtime::demo::run(duo_runtime::demo::DemoOptions {
-                once,
-                json,
-            }));
-            ExitCode::from(code as u8)
+            demo(once, json)
         }
         Command::CheckConfig {
             config,
@@ -139,7 +132,7 @@ fn main() -> ExitCode {
             cert,
             key,
             trust_bundle,
-        } => match run_mitz_sim(config, listen, cert, key, trust_bundle) {
+        } => match mitz_sim(config, listen, cert, key, trust_bundle) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mitz-sim: {e}");
@@ -185,7 +178,41 @@ async fn serve(path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run_mitz_sim(
+/// Without the test kit (the container image): what a user who asks for the demo or a simulator gets.
+#[cfg(not(feature = "testkit"))]
+const NO_TESTKIT: &str = "this duo-gateway is built without the test kit (feature `testkit`; the container image leaves it out): run the demo and the simulators from a development build, `cargo run --release -p duo-runtime --bin duo-gateway -- demo`";
+
+#[cfg(feature = "testkit")]
+fn demo(once: bool, json: bool) -> ExitCode {
+    let Some(rt) = async_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let code = rt.block_on(duo_runtime::demo::run(duo_runtime::demo::DemoOptions {
+        once,
+        json,
+    }));
+    ExitCode::from(code as u8)
+}
+
+#[cfg(not(feature = "testkit"))]
+fn demo(_once: bool, _json: bool) -> ExitCode {
+    eprintln!("duo-gateway demo: {NO_TESTKIT}");
+    ExitCode::from(2)
+}
+
+#[cfg(not(feature = "testkit"))]
+fn mitz_sim(
+    _config: PathBuf,
+    _listen: SocketAddr,
+    _cert_file: PathBuf,
+    _key_file: PathBuf,
+    _trust_bundle_file: PathBuf,
+) -> Result<(), String> {
+    Err(NO_TESTKIT.into())
+}
+
+#[cfg(feature = "testkit")]
+fn mitz_sim(
     config: PathBuf,
     listen: SocketAddr,
     cert_file: PathBuf,

@@ -153,13 +153,13 @@ impl DicomwebCommunity {
                 s.study.description.clone()
             },
             class_code: Some(Code::new(
-                crate::dicom::xds::IMAGES_CLASS_CODE,
-                crate::dicom::xds::IHE_CLASS_CODE_SCHEME,
+                crate::dicom::codes::IMAGES_CLASS_CODE,
+                crate::dicom::codes::IHE_CLASS_CODE_SCHEME,
                 "Images",
             )),
             type_code: Some(Code::new(
                 "18748-4",
-                crate::dicom::xds::LOINC,
+                crate::dicom::codes::LOINC,
                 "Diagnostic imaging study",
             )),
             format_code: Some(Code::new(

@@ -19,8 +19,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use serde::{Deserialize, Serialize};
 
+use super::dataset::{code_item, encode, issuer_item, put_seq, put_str};
 use super::instance::{item_text, text};
-use super::synth::{code_item, encode, issuer_item, put_seq, put_str};
 use super::uid::derived_uid;
 use super::{DicomError, InstanceInfo};
 use crate::model::{Code, ImagingInstance, ImagingSeries, ImagingStudy, KOS_SOP_CLASS};
@@ -166,7 +166,10 @@ pub fn build_kos(instances: &[InstanceInfo], opts: &KosOptions) -> Result<Kos, D
         }
         None => {
             let now = jiff::Zoned::now();
-            (super::synth::da(now.date()), super::synth::tm(now.time()))
+            (
+                super::dataset::da(now.date()),
+                super::dataset::tm(now.time()),
+            )
         }
     };
     let accession_authority = instances

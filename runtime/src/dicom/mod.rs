@@ -17,14 +17,25 @@
 //!
 //! This module knows nothing of SOAP, HTTP or ebRIM; the CDA report is written as text, never parsed.
 
-pub mod corpus;
+pub mod codes;
+pub(crate) mod dataset;
 mod guard;
 pub mod instance;
 pub mod kos;
-pub mod report;
-pub mod store;
-pub mod synth;
 pub mod uid;
+
+// The test kit (feature `testkit`, on by default; the container image is built without it): synthetic
+// studies and reports, their XDS metadata, the instance store of the simulated imaging document source,
+// and the loader of a folder of real DICOM files.
+#[cfg(feature = "testkit")]
+pub mod corpus;
+#[cfg(feature = "testkit")]
+pub mod report;
+#[cfg(feature = "testkit")]
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod synth;
+#[cfg(feature = "testkit")]
 pub mod xds;
 
 #[cfg(test)]
@@ -32,6 +43,7 @@ mod tool_checks;
 
 pub use instance::{InstanceInfo, read_instance, read_instance_header};
 pub use kos::{Kos, KosManifest, KosOptions, KosPatient, build_kos, parse_kos};
+#[cfg(feature = "testkit")]
 pub use store::{Encoding, InstanceStore, LookupError, StoredInstance};
 
 /// Transfer syntax UIDs this module writes or names (PS3.6 Table A-1).

@@ -8,28 +8,18 @@
 //! a series-dependent texture). The same seed and configuration always give the same bytes.
 
 use bytes::Bytes;
-use dicom_core::value::{DataSetSequence, PrimitiveValue};
-use dicom_core::{DataElement, Tag, VR, dicom_value};
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, VR, dicom_value};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 
+pub(crate) use super::dataset::encode;
+use super::dataset::{code_item, da, issuer_item, put_seq, put_str, tm};
 use super::uid::{UidGenerator, UidRoot};
-use super::{
-    DicomError, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, InstanceInfo, error_chain,
-};
+use super::{DicomError, InstanceInfo};
 use crate::model::{Bsn, ImagingInstance, ImagingSeries, ImagingStudy};
-
-/// SplitMix64 step (Steele, Lea, Flood 2014): a tiny, fixed PRNG so that a seed gives the same study in every
-/// version of this program (a general-purpose RNG crate does not promise stable streams across versions).
-pub(crate) fn splitmix64(state: u64) -> u64 {
-    let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 struct Rng(u64);
 
@@ -450,12 +440,13 @@ struct SeriesCtx {
     texture: u32,
 }
 
-pub(crate) fn da(d: Date) -> String {
-    format!("{:04}{:02}{:02}", d.year(), d.month(), d.day())
-}
-
-pub(crate) fn tm(t: Time) -> String {
-    format!("{:02}{:02}{:02}", t.hour(), t.minute(), t.second())
+/// SplitMix64 step (Steele, Lea, Flood 2014): a tiny, fixed PRNG so that a seed gives the same study in every
+/// version of this program (a general-purpose RNG crate does not promise stable streams across versions).
+pub(crate) fn splitmix64(state: u64) -> u64 {
+    let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// `+HHMM` offset of `local` in `tz` (DICOM Timezone Offset From UTC, PS3.3 C.12.1.1.8).
@@ -468,46 +459,6 @@ pub(crate) fn offset_text(tz: &TimeZone, local: DateTime) -> String {
     let sign = if secs < 0 { '-' } else { '+' };
     let m = secs.unsigned_abs() / 60;
     format!("{sign}{:02}{:02}", m / 60, m % 60)
-}
-
-pub(crate) fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
-    obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
-}
-
-pub(crate) fn put_seq(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
-    obj.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
-}
-
-/// The Issuer of Patient ID Qualifiers / Issuer of Accession Number item: Universal Entity ID (OID) of type ISO.
-pub(crate) fn issuer_item(oid: &str) -> InMemDicomObject {
-    let mut item = InMemDicomObject::new_empty();
-    put_str(&mut item, tags::UNIVERSAL_ENTITY_ID, VR::UT, oid);
-    put_str(&mut item, tags::UNIVERSAL_ENTITY_ID_TYPE, VR::CS, "ISO");
-    item
-}
-
-/// A code sequence item (Code Value, Coding Scheme Designator, Code Meaning; PS3.3 Table 8.8-1).
-pub(crate) fn code_item(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
-    let mut c = InMemDicomObject::new_empty();
-    put_str(&mut c, tags::CODE_VALUE, VR::SH, value);
-    put_str(&mut c, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);
-    put_str(&mut c, tags::CODE_MEANING, VR::LO, meaning);
-    c
-}
-
-/// Writes the object as Part 10 Explicit VR Little Endian with this program's implementation class.
-pub(crate) fn encode(obj: InMemDicomObject) -> Result<Vec<u8>, DicomError> {
-    let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(super::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-    let file = obj
-        .with_meta(meta)
-        .map_err(|e| DicomError::Encode(error_chain(&e)))?;
-    let mut out = Vec::new();
-    file.write_all(&mut out)
-        .map_err(|e| DicomError::Encode(error_chain(&e)))?;
-    Ok(out)
 }
 
 fn ds(v: f64) -> String {

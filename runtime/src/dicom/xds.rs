@@ -26,18 +26,13 @@ use crate::model::{
 
 /// availabilityStatus of a published entry.
 pub const APPROVED: &str = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved";
-/// classCode of an imaging manifest (IHE XDS class code `IMAGES`).
-pub const IMAGES_CLASS_CODE: &str = "IMAGES";
-/// Code system of the IHE XDS class codes.
-pub const IHE_CLASS_CODE_SCHEME: &str = "1.3.6.1.4.1.19376.1.2.6.1";
+pub use super::codes::{IHE_CLASS_CODE_SCHEME, IMAGES_CLASS_CODE, LOINC};
 /// Code system of IHE format codes (`urn:ihe:rad:PDF`, `urn:ihe:rad:TEXT`).
 pub const IHE_FORMAT_CODE_SCHEME: &str = "1.3.6.1.4.1.19376.1.2.3";
 /// formatCode of an XDS-I CDA wrapped text report.
 pub const CDA_TEXT_FORMAT_CODE: &str = "urn:ihe:rad:TEXT";
 /// SNOMED CT code system OID.
 pub const SNOMED_CT: &str = "2.16.840.1.113883.6.96";
-/// LOINC code system OID.
-pub const LOINC: &str = "2.16.840.1.113883.6.1";
 
 /// The report format of a published report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
