@@ -145,7 +145,9 @@ impl SoapClient {
     }
 
     /// Sends `body` as transaction `tx` and reads the whole answer as `Resp` (queries: answers are
-    /// bounded by the limits). The deadline covers connecting, sending and reading.
+    /// bounded by the limits, and held within the limits' [`crate::ihe::mtom::BufferBudget`]: an answer
+    /// that does not fit is a [`BackendError::Protocol`]). The deadline covers connecting, sending and
+    /// reading.
     pub async fn call<Req: Message, Resp: Message>(
         &self,
         url: &str,
@@ -169,11 +171,21 @@ impl SoapClient {
             )
             .map_err(mtom_error)?;
             let len = resp.content_length();
-            let body = mtom::collect_body(len, resp.bytes_stream(), self.limits.max_buffered_bytes)
-                .await
-                .map_err(mtom_error)?;
+            // A query answer is held whole while it is read, so it is charged to the gateway's budget of
+            // buffered answers like a retrieve's root: many large answers at once (a peer's, to many
+            // parallel queries) are refused as that community's error instead of exhausting the pod.
+            // The bytes stay charged until the answer is parsed.
+            let (body, held) = mtom::collect_body_within(
+                len,
+                resp.bytes_stream(),
+                self.limits.max_buffered_bytes,
+                self.limits.budget.as_ref(),
+            )
+            .await
+            .map_err(mtom_error)?;
             let (root, _) = mtom::soap_envelope(&ct, body, &self.limits).map_err(mtom_error)?;
             let (_h, msg) = read_soap::<Resp>(&root, &self.limits.xml).map_err(soap_error)?;
+            drop(held);
             Ok(msg)
         };
         tokio::time::timeout(deadline, fut)

@@ -423,8 +423,10 @@ fn object_refs(objects: Vec<Identifiable>, home: &HomeCommunityId) -> Vec<Identi
 const FOLDER_PATIENT_ID: &str = "urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a";
 
 /// The patient id (CX) an object carries: XDSDocumentEntry.patientId, XDSSubmissionSet.patientId or
-/// XDSFolder.patientId. `Ok(None)` for objects that carry no patient data of their own (ObjectRef,
-/// Association, Classification, unknown members); `Err(())` for an entry or package without one.
+/// XDSFolder.patientId. `Ok(None)` for objects that carry no patient data of their own (Association,
+/// Classification, unknown members); `Err(())` for an entry or package without one, and for an
+/// ObjectRef: it names an object without saying whose it is, so a peer's cannot be passed on as the
+/// patient's (ObjectRef answers are made from checked objects, see `object_refs`).
 fn patient_of(o: &Identifiable) -> Result<Option<&str>, ()> {
     use crate::ihe::transform::uuids;
     // exactly one patient id: an object naming two (a second ExternalIdentifier of the same scheme) is
@@ -448,6 +450,7 @@ fn patient_of(o: &Identifiable) -> Result<Option<&str>, ()> {
             &p.object,
             &[uuids::SUBMISSION_SET_PATIENT_ID, FOLDER_PATIENT_ID],
         ),
+        Identifiable::ObjectRef(_) => Err(()),
         _ => Ok(None),
     }
 }
@@ -505,9 +508,9 @@ async fn leave_out_other_patients(
         Identifiable::Classification(c) => {
             !dropped.contains(&c.object.id) && !dropped.contains(&c.classified_object)
         }
-        Identifiable::ExtrinsicObject(_) | Identifiable::RegistryPackage(_) => {
-            !o.id().is_some_and(|id| dropped.contains(id))
-        }
+        Identifiable::ExtrinsicObject(_)
+        | Identifiable::RegistryPackage(_)
+        | Identifiable::ObjectRef(_) => !o.id().is_some_and(|id| dropped.contains(id)),
         _ => true,
     });
     let left_out = before - resp.objects.len();
@@ -627,6 +630,22 @@ pub async fn initiate_query(
     let mut audit = AuditRecord::new(AuditEvent::Query, Transaction::Iti18, Side::Initiating);
     audit.requester = requester.map(Into::into);
     audit.patient = patient.clone();
+    // A patient id that is no BSN cannot be checked against what communities answer (objects of another
+    // patient would pass): refused before any community is asked.
+    if let (Some(cx), None) = (patient_cx.as_deref(), &patient) {
+        let reason = format!(
+            "the patient id {} is no BSN (assigning authority {}): every community's answer is checked against the patient asked for, so the query is not sent",
+            crate::ihe::soap::echoed(cx),
+            Bsn::OID
+        );
+        audit.outcome = Outcome::Failure;
+        audit.outcome_detail = Some(reason.clone());
+        let _ = g.hooks.audit(&audit).await;
+        return AdhocQueryResponse::new(
+            Vec::new(),
+            vec![RegistryError::new(ErrorCode::XDSUnknownPatientId, reason).at(home)],
+        );
+    }
     let targets: Vec<Target> = match (&req.query.home, &patient_cx) {
         // a query naming a community goes to that community only
         (Some(h), _) => {

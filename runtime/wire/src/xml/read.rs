@@ -671,8 +671,32 @@ impl<'i> Reader<'i> {
             }
         }
         out.push_str(&raw[name_end..]);
+        // The class of fault the fuzzer and the breaking runs found (names no QName, an attribute twice
+        // once placeholders resolve): what is passed on must read on its own, every element and
+        // attribute of it checked as the reader checks what it consumes.
+        reads_whole(&out, &self.limits).map_err(|e| XmlError::Syntax {
+            pos: el.start as u64,
+            msg: format!("the element as it would be passed on does not read: {e}"),
+        })?;
         Ok(out)
     }
+}
+
+/// Reads `fragment` as a document, every element with its attributes and namespace declarations (not
+/// only those a codec would consume, which [`Reader::child`] skips over).
+fn reads_whole(fragment: &str, limits: &Limits) -> Result<(), XmlError> {
+    let mut r = Reader::new(fragment.as_bytes(), limits)?;
+    let root = r.root()?;
+    let mut open = vec![root];
+    while let Some(top) = open.last() {
+        match r.child(top)? {
+            Some(c) => open.push(c),
+            None => {
+                open.pop();
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<'i> Reader<'i> {

@@ -330,6 +330,10 @@ fn raw_fragment_refuses_names_that_are_not_namespace_well_formed_anywhere_inside
         r#"<c a:b:c="1"/>"#,
         r#"<c -a="1"/>"#,
         r#"<c.d:1e/>"#,
+        // found by the second breaking run: twice the same undeclared attribute, and an undeclared
+        // prefix whose placeholder namespace another prefix already names
+        r#"<c k:c="1" k:c="2"/>"#,
+        r#"<c z:a="1" xmlns:y="urn:duo:undeclared-prefix:z" y:a="2"/>"#,
     ] {
         let doc = format!("<e><T>{inner}</T></e>");
         let Ok(mut r) = Reader::new(doc.as_bytes(), &limits()) else {
