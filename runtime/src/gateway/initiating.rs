@@ -239,7 +239,7 @@ pub async fn fan_out_query(
     g: &Gateway,
     targets: &[Target],
     requester: Option<&Requester>,
-    patient: Option<&Bsn>,
+    patient: Option<&AskedPatient>,
     req: &AdhocQueryRequest,
 ) -> (
     AdhocQueryResponse,
@@ -272,10 +272,10 @@ pub async fn query_one(
     g: &Gateway,
     t: &Target,
     requester: Option<&Requester>,
-    patient: Option<&Bsn>,
+    patient: Option<&AskedPatient>,
     req: &AdhocQueryRequest,
 ) -> (AdhocQueryResponse, CommunityOutcome) {
-    let ctx = context_for(g, t, requester, patient);
+    let ctx = context_for(g, t, requester, patient.and_then(AskedPatient::bsn));
     let mut r = req.clone();
     r.query.home = None;
     // ObjectRefs name no patient, so a peer's cannot be checked: with a patient to check against the
@@ -419,6 +419,66 @@ fn object_refs(objects: Vec<Identifiable>, home: &HomeCommunityId) -> Vec<Identi
         .collect()
 }
 
+/// The patient a query is about, as every community's answer is checked against it: a BSN, or (a
+/// consumer of another affinity domain, e.g. the NIST test patients) any CX with an id and an assigning
+/// authority OID, compared by id and OID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AskedPatient {
+    /// A BSN (assigning authority [`Bsn::OID`]).
+    Bsn(Bsn),
+    /// Another patient id: the CX's id and assigning authority OID, as written.
+    Other {
+        /// CX.1.
+        id: String,
+        /// The universal id of CX.4.
+        authority: String,
+    },
+}
+
+impl AskedPatient {
+    /// The patient of a CX `id^^^&oid&ISO`; `None` when it has no id or no assigning authority OID.
+    pub fn from_cx(cx: &str) -> Option<AskedPatient> {
+        if let Some(b) = Bsn::from_cx(cx) {
+            return Some(AskedPatient::Bsn(b));
+        }
+        let (id, authority) = cx_parts(cx)?;
+        if authority == Bsn::OID {
+            // a BSN authority with an id that is no BSN
+            return None;
+        }
+        Some(AskedPatient::Other {
+            id: id.to_owned(),
+            authority: authority.to_owned(),
+        })
+    }
+
+    /// The BSN, when the patient is one.
+    pub fn bsn(&self) -> Option<&Bsn> {
+        match self {
+            AskedPatient::Bsn(b) => Some(b),
+            AskedPatient::Other { .. } => None,
+        }
+    }
+
+    /// Whether the patient id `cx` of an object names this patient.
+    pub fn is(&self, cx: &str) -> bool {
+        match self {
+            AskedPatient::Bsn(b) => Bsn::from_cx(cx).as_ref() == Some(b),
+            AskedPatient::Other { id, authority } => {
+                cx_parts(cx).is_some_and(|(i, a)| i == id && a == authority)
+            }
+        }
+    }
+}
+
+/// CX.1 and the universal id of CX.4 of `id^^^&oid&ISO` (surrounding white space ignored), both
+/// non-empty.
+fn cx_parts(cx: &str) -> Option<(&str, &str)> {
+    let (id, rest) = cx.trim().split_once("^^^")?;
+    let oid = rest.trim_start_matches('&').split('&').next()?;
+    (!id.is_empty() && !oid.is_empty() && !id.contains('^')).then_some((id, oid))
+}
+
 /// XDSFolder.patientId.
 const FOLDER_PATIENT_ID: &str = "urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a";
 
@@ -463,7 +523,7 @@ async fn leave_out_other_patients(
     t: &Target,
     tx: Transaction,
     requester: Option<&Requester>,
-    patient: &Bsn,
+    patient: &AskedPatient,
     resp: &mut AdhocQueryResponse,
 ) {
     use std::collections::BTreeSet;
@@ -473,7 +533,7 @@ async fn leave_out_other_patients(
     for o in &resp.objects {
         let theirs = match patient_of(o) {
             Ok(None) => continue,
-            Ok(Some(cx)) if Bsn::from_cx(cx).as_ref() == Some(patient) => continue,
+            Ok(Some(cx)) if patient.is(cx) => continue,
             Ok(Some(cx)) => cx.to_owned(),
             Err(()) => String::new(),
         };
@@ -623,19 +683,21 @@ pub async fn initiate_query(
     ]
     .iter()
     .find_map(|p| req.query.single(p).ok().flatten());
-    let patient = match patient_cx.as_deref() {
-        Some(cx) => Bsn::from_cx(cx),
-        None => claimed.cloned(),
+    let asked = match patient_cx.as_deref() {
+        Some(cx) => AskedPatient::from_cx(cx),
+        None => claimed.cloned().map(AskedPatient::Bsn),
     };
+    let patient = asked.as_ref().and_then(AskedPatient::bsn).cloned();
     let mut audit = AuditRecord::new(AuditEvent::Query, Transaction::Iti18, Side::Initiating);
     audit.requester = requester.map(Into::into);
     audit.patient = patient.clone();
-    // A patient id that is no BSN cannot be checked against what communities answer (objects of another
-    // patient would pass): refused before any community is asked.
-    if let (Some(cx), None) = (patient_cx.as_deref(), &patient) {
+    // A patient id that is no CX with an assigning authority cannot be checked against what
+    // communities answer (objects of another patient would pass): refused before any community is asked.
+    if let (Some(cx), None) = (patient_cx.as_deref(), &asked) {
         let reason = format!(
-            "the patient id {} is no BSN (assigning authority {}): every community's answer is checked against the patient asked for, so the query is not sent",
+            "the patient id {} is no CX with an id and an assigning authority (a BSN: {}^^^&{}&ISO): every community's answer is checked against the patient asked for, so the query is not sent",
             crate::ihe::soap::echoed(cx),
+            "<9 digits>",
             Bsn::OID
         );
         audit.outcome = Outcome::Failure;
@@ -691,7 +753,7 @@ pub async fn initiate_query(
             }
         },
     };
-    let (resp, _outcomes, _) = fan_out_query(g, &targets, requester, patient.as_ref(), &req).await;
+    let (resp, _outcomes, _) = fan_out_query(g, &targets, requester, asked.as_ref(), &req).await;
     audit.document_ids = resp
         .objects
         .iter()

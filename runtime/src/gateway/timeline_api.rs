@@ -154,12 +154,14 @@ pub async fn build_timeline(
     // a community slow to query and another slow to deliver manifests cost one deadline, not two
     g.metrics.fanout_size.observe(targets.len() as f64);
     let details = g.config.initiating.manifest_details;
+    let asked = initiating::AskedPatient::Bsn(patient.clone());
+    let asked = &asked;
     let pipelines = targets.iter().map(|t| {
         let req = &req;
         async move {
             let started = Instant::now();
             let (resp, outcome) =
-                initiating::query_one(g, t, Some(requester), Some(patient), req).await;
+                initiating::query_one(g, t, Some(requester), Some(asked), req).await;
             let (entries, bad) = document_entries(&resp.objects);
             for b in bad {
                 tracing::info!(community = %t.home, error = %b, "DocumentEntry left out");

@@ -1421,9 +1421,10 @@ async fn find_documents(
         .1
 }
 
-/// From the second breaking run: a patient id that is no BSN (another assigning authority, or no CX at
-/// all) cannot be checked against the answers, so it is refused before any community is asked; and a
-/// peer's bare ObjectRef in a LeafClass answer, which names no patient, is not passed on.
+/// From the second breaking run: a patient id that is no CX with an id and an assigning authority (or a
+/// BSN authority with an id that is no BSN) cannot be checked against the answers, so it is refused
+/// before any community is asked; the same number under another authority is checked as another
+/// patient; and a peer's bare ObjectRef in a LeafClass answer, which names no patient, is not passed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_unchecked_patient_and_no_peer_object_ref_reaches_the_consumer() {
     let b = bed::start().await;
@@ -1434,8 +1435,12 @@ async fn no_unchecked_patient_and_no_peer_object_ref_reaches_the_consumer() {
         slots: Vec::new(),
     }));
     *b.peer.state.query.lock().unwrap() = Some(answer);
-    let other_authority = cx(PATIENT_A).replace("2.16.840.1.113883.2.4.6.3", "1.2.3.4.5");
-    for id in [other_authority.as_str(), "nonsense"] {
+    for id in [
+        "nonsense",
+        "999911120",
+        "^^^&1.2.3&ISO",
+        "12345^^^&2.16.840.1.113883.2.4.6.3&ISO",
+    ] {
         for rt in [ReturnType::LeafClass, ReturnType::ObjectRef] {
             let resp = find_documents(&b, id, rt).await;
             assert!(resp.objects.is_empty(), "{id}: {resp:?}");
@@ -1444,7 +1449,7 @@ async fn no_unchecked_patient_and_no_peer_object_ref_reaches_the_consumer() {
                 resp.errors
                     .iter()
                     .any(|e| e.error_code == ErrorCode::XDSUnknownPatientId
-                        && e.code_context.contains("no BSN")),
+                        && e.code_context.contains("no CX")),
                 "{id}: {:?}",
                 resp.errors
             );
@@ -1454,6 +1459,21 @@ async fn no_unchecked_patient_and_no_peer_object_ref_reaches_the_consumer() {
         b.peer.state.asked.lock().unwrap().is_empty(),
         "a community was asked"
     );
+    // the same number under another assigning authority is another patient: the query goes out, and
+    // every object of the answer (A's, B's, nobody's) is left out
+    let other_authority = cx(PATIENT_A).replace("2.16.840.1.113883.2.4.6.3", "1.2.3.4.5");
+    for rt in [ReturnType::LeafClass, ReturnType::ObjectRef] {
+        let resp = find_documents(&b, &other_authority, rt).await;
+        assert!(resp.objects.is_empty(), "{resp:?}");
+        assert!(
+            resp.errors
+                .iter()
+                .any(|e| e.severity == Severity::Warning
+                    && e.code_context.contains("another patient")),
+            "{:?}",
+            resp.errors
+        );
+    }
     let resp = find_documents(&b, &cx(PATIENT_A), ReturnType::LeafClass).await;
     let ids: Vec<&str> = resp.objects.iter().filter_map(Identifiable::id).collect();
     assert_eq!(
