@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the layering of the workspace from the crate graph (cargo tree, offline, resolved from
+# Checks the layering of the workspace from the crate graph (cargo tree, resolved from
 # Cargo.lock), so that it cannot drift back:
 # - duo-core depends on no other crate of the workspace; duo-wire and duo-trust only on duo-core;
 # - the operator (normal and build dependencies: what its binary is made of; its tests may use the
@@ -15,11 +15,11 @@ fail=0
 violation() { echo "check-layers: $*" >&2; fail=1; }
 
 deps() { # the crates a package is built from (normal and build edges), one name per line
-  cargo tree --offline --locked -p "$1" -e normal,build --prefix none --format '{p}' 2>/dev/null \
+  cargo tree --locked -p "$1" -e normal,build --prefix none --format '{p}' 2>/dev/null \
     | awk '{print $1}' | sort -u
 }
 features_of() { # the features of crate $2 as resolved for package $1 (normal and build edges)
-  cargo tree --offline --locked -p "$1" -e features,normal,build -i "$2" --prefix none 2>/dev/null \
+  cargo tree --locked -p "$1" -e features,normal,build -i "$2" --prefix none 2>/dev/null \
     | sed -n "s/^$2 feature \"\\([^\"]*\\)\".*/\\1/p" | sort -u
 }
 
