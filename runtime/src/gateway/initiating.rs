@@ -441,7 +441,7 @@ impl AskedPatient {
         if let Some(b) = Bsn::from_cx(cx) {
             return Some(AskedPatient::Bsn(b));
         }
-        let (id, authority) = cx_parts(cx)?;
+        let (id, authority) = crate::model::cx_parts(cx)?;
         if authority == Bsn::OID {
             // a BSN authority with an id that is no BSN
             return None;
@@ -465,18 +465,10 @@ impl AskedPatient {
         match self {
             AskedPatient::Bsn(b) => Bsn::from_cx(cx).as_ref() == Some(b),
             AskedPatient::Other { id, authority } => {
-                cx_parts(cx).is_some_and(|(i, a)| i == id && a == authority)
+                crate::model::cx_parts(cx).is_some_and(|(i, a)| i == id && a == authority)
             }
         }
     }
-}
-
-/// CX.1 and the universal id of CX.4 of `id^^^&oid&ISO` (surrounding white space ignored), both
-/// non-empty.
-fn cx_parts(cx: &str) -> Option<(&str, &str)> {
-    let (id, rest) = cx.trim().split_once("^^^")?;
-    let oid = rest.trim_start_matches('&').split('&').next()?;
-    (!id.is_empty() && !oid.is_empty() && !id.contains('^')).then_some((id, oid))
 }
 
 /// XDSFolder.patientId.
@@ -695,9 +687,8 @@ pub async fn initiate_query(
     // communities answer (objects of another patient would pass): refused before any community is asked.
     if let (Some(cx), None) = (patient_cx.as_deref(), &asked) {
         let reason = format!(
-            "the patient id {} is no CX with an id and an assigning authority (a BSN: {}^^^&{}&ISO): every community's answer is checked against the patient asked for, so the query is not sent",
+            "the patient id {} is no CX with an id and an assigning authority (a BSN: <9 digits>^^^&{}&ISO): every community's answer is checked against the patient asked for, so the query is not sent",
             crate::ihe::soap::echoed(cx),
-            "<9 digits>",
             Bsn::OID
         );
         audit.outcome = Outcome::Failure;

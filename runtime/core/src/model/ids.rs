@@ -147,6 +147,14 @@ impl fmt::Display for HomeCommunityId {
 }
 string_newtype_serde!(HomeCommunityId);
 
+/// CX.1 (the id) and the universal id of CX.4 (the assigning authority OID) of a patient id written
+/// `id^^^&oid&ISO` (white space around it ignored); `None` when either is empty or the id holds a `^`.
+pub fn cx_parts(cx: &str) -> Option<(&str, &str)> {
+    let (id, rest) = cx.trim().split_once("^^^")?;
+    let oid = rest.trim_start_matches('&').split('&').next()?;
+    (!id.is_empty() && !oid.is_empty() && !id.contains('^')).then_some((id, oid))
+}
+
 /// Burgerservicenummer: the Dutch citizen service number identifying the patient.
 ///
 /// 9 digits passing the elfproef: `9*d1 + 8*d2 + ... + 2*d8 - 1*d9` is divisible by 11 (and not zero).
@@ -171,10 +179,7 @@ impl Bsn {
 
     /// Parses a CX value (`id^^^&oid&ISO`), accepting it only when the assigning authority is the BSN OID.
     pub fn from_cx(cx: &str) -> Option<Bsn> {
-        let cx = cx.trim();
-        let (id, rest) = cx.split_once("^^^")?;
-        let auth = rest.trim_start_matches('&');
-        let oid = auth.split('&').next()?;
+        let (id, oid) = cx_parts(cx)?;
         if oid != Self::OID {
             return None;
         }
