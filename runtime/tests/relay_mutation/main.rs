@@ -1532,6 +1532,114 @@ async fn large_query_answers_at_once_stay_within_the_budget() {
     assert!(whole >= 1, "not one answer got through");
 }
 
+/// Generated: communities answering a query about A with random mixes of entries of A, of B, of nobody
+/// and of both, the peer's own ObjectRefs, and Associations between any of them, asked for LeafClass or
+/// ObjectRef. The property, on every answer the consumer gets: every entry is A's, nothing names an
+/// object that is not A's, and an ObjectRef answer holds ObjectRefs only, of A's entries and of
+/// Associations between two of them. The case count is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_answers_reach_the_consumer_with_the_asked_patients_objects_only() {
+    let b = bed::start().await;
+    let mut rng = Rng(0x5eed_0005);
+    let cases = 300;
+    let mut kept_total = 0;
+    for case_no in 0..cases {
+        // who each entry belongs to: 0 A, 1 B, 2 nobody, 3 A and B
+        let n = 1 + rng.below(8) as usize;
+        let mut objects = Vec::new();
+        let mut owners = BTreeMap::new();
+        for k in 0..n {
+            let i = case_no * 100 + k;
+            let who = rng.below(4);
+            let mut e = match who {
+                0 => document_entry_to_wire(&entry(i, &cx(PATIENT_A), "1.2.3.555.1")),
+                1 => document_entry_to_wire(&entry(i, &cx(PATIENT_B), "1.2.3.555.2")),
+                _ => document_entry_to_wire(&entry(i, "", "1.2.3.555.3")),
+            };
+            if who == 3 {
+                e = document_entry_to_wire(&entry(i, &cx(PATIENT_A), "1.2.3.555.4"));
+                let mut second = e
+                    .object
+                    .external_identifiers
+                    .iter()
+                    .find(|x| x.identification_scheme == uuids::PATIENT_ID)
+                    .cloned()
+                    .unwrap();
+                second.object =
+                    RegistryObject::with_id(format!("urn:uuid:5b9f1e2d-0000-4000-9000-{i:012}"));
+                second.value = cx(PATIENT_B);
+                e.object.external_identifiers.push(second);
+            }
+            owners.insert(e.object.id.clone(), who == 0);
+            objects.push(Identifiable::ExtrinsicObject(e));
+        }
+        let ids: Vec<String> = owners.keys().cloned().collect();
+        for k in 0..rng.below(3) {
+            let id = format!(
+                "urn:uuid:5b9f1e2d-0000-4000-a000-{:012}",
+                case_no * 100 + k as usize
+            );
+            owners.insert(id.clone(), false);
+            objects.push(Identifiable::ObjectRef(ObjectRef {
+                id,
+                home: Some(PEER_HOME.parse().unwrap()),
+                slots: Vec::new(),
+            }));
+        }
+        let mut associations = Vec::new();
+        for k in 0..rng.below(4) {
+            let pick = |rng: &mut Rng| ids[rng.below(ids.len() as u64) as usize].clone();
+            let (source, target) = (pick(&mut rng), pick(&mut rng));
+            let id = format!(
+                "urn:uuid:5b9f1e2d-0000-4000-b000-{:012}",
+                case_no * 100 + k as usize
+            );
+            associations.push((id.clone(), owners[&source] && owners[&target]));
+            objects.push(Identifiable::Association(Association {
+                object: RegistryObject::with_id(id),
+                association_type: association_type::HAS_MEMBER.into(),
+                source_object: source,
+                target_object: target,
+            }));
+        }
+        *b.peer.state.query.lock().unwrap() = Some(AdhocQueryResponse::new(objects, Vec::new()));
+        let rt = if rng.below(2) == 0 {
+            ReturnType::LeafClass
+        } else {
+            ReturnType::ObjectRef
+        };
+        let resp = find_documents(&b, &cx(PATIENT_A), rt).await;
+        let is_a = |id: &str| owners.get(id).copied().unwrap_or(false);
+        for o in &resp.objects {
+            match (rt, o) {
+                (ReturnType::LeafClass, Identifiable::ExtrinsicObject(e)) => {
+                    assert!(is_a(&e.object.id), "case {case_no}: not A's: {e:?}")
+                }
+                (ReturnType::LeafClass, Identifiable::Association(a)) => assert!(
+                    is_a(&a.source_object) && is_a(&a.target_object),
+                    "case {case_no}: an association to an object that is not A's: {a:?}"
+                ),
+                (ReturnType::ObjectRef, Identifiable::ObjectRef(r)) => assert!(
+                    is_a(&r.id)
+                        || associations
+                            .iter()
+                            .any(|(id, both_a)| id == &r.id && *both_a),
+                    "case {case_no}: an ObjectRef of what is not A's: {r:?}"
+                ),
+                (_, other) => panic!("case {case_no}: {rt:?} answer holds {other:?}"),
+            }
+        }
+        kept_total += resp.objects.len();
+    }
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "initiating filter, generated: {cases} answers about A relayed, {kept_total} objects passed on, 0 violations\n"
+        )
+        .as_bytes(),
+    );
+}
+
 #[test]
 fn expectations_cover_every_document() {
     let mut rng = Rng(7);
