@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::SyslogConfig;
-use crate::consent::xacml::tests::{Node, tree};
 use crate::consent::{ConsentOutcome, ConsentSource, Decision, MitzError};
 use crate::test_pki::{Pki, requester};
+use duo_wire::xml::compare::{Node, tree};
 
 fn source() -> AuditSource {
     AuditSource {

@@ -20,7 +20,8 @@
 //! Modules: [`xacml`] (the wire format), [`client`] (HTTP over mutual TLS).
 
 pub mod client;
-pub mod xacml;
+/// The closed question's codec lives in the wire layer ([`duo_wire::mitz::xacml`]).
+pub use duo_wire::mitz::xacml;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,9 +1,12 @@
 use super::*;
-use crate::consent::xacml::tests::tree;
+use crate::ihe::soap::{self, SoapHeader};
+use crate::model::Ura;
+use crate::xml::ns;
 use crate::ihe::xua::{SignatureNotChecked, UnsignedAssertions, Validation};
 use crate::sim::mitz::MitzSimConfig;
 use crate::sim::mitz::tests::SimEnv;
 use crate::test_pki::{bsns, requester};
+use duo_wire::xml::compare::tree;
 
 #[test]
 fn the_question_follows_iti_56_and_carries_the_assertion() {

@@ -3,11 +3,11 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{MitzConfig, TlsConfig};
-use crate::consent::xacml::tests::{diff, tree};
 use crate::consent::{MitzClient, MitzError};
 use crate::ihe::xua::UnsignedAssertions;
 use crate::localization::LocalizationClient;
 use crate::test_pki::{Pki, requester};
+use duo_wire::xml::compare::{diff, tree};
 
 /// A running simulator with a test PKI, and the client identity that it trusts.
 pub(crate) struct SimEnv {
@@ -150,7 +150,7 @@ consents:
     assert_eq!(diff(&tree(&body), &expected, "", &[]), None, "{body}");
     let got = xacml::read_closed_answer(
         body.as_bytes(),
-        &crate::consent::xacml::tests::sample_question(),
+        &crate::consent::xacml::sample_question(),
         &Limits::default(),
     )
     .unwrap();
@@ -172,7 +172,7 @@ consents:
     ))
     .await;
     let client = env.client(5_000);
-    let mut q = crate::consent::xacml::tests::sample_question();
+    let mut q = crate::consent::xacml::sample_question();
     q.categories = ["GGC002", "GGC007", "GGC012", "GGC013"]
         .iter()
         .map(|c| c.parse().unwrap())
@@ -387,7 +387,7 @@ async fn a_client_without_a_trusted_certificate_is_refused() {
     );
     tls.roots = Arc::new(roots);
     let client = MitzClient::with_tls(&env.mitz_config(3_000, 0), &tls).unwrap();
-    let q = crate::consent::xacml::tests::sample_question();
+    let q = crate::consent::xacml::sample_question();
     let e = client.closed_question(&q).await.unwrap_err();
     assert!(matches!(e, MitzError::Tls(_)), "{e:?}");
     assert_eq!(env.sim.stats().closed_questions, 0);

@@ -2,6 +2,8 @@
 //! namespace-aware pull reader ([`Reader`]) and a small writer ([`Writer`]) that always produces the
 //! canonical prefixes of [`ns`].
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod compare;
 mod read;
 mod write;
 

@@ -773,5 +773,26 @@ fn read_request<'i>(r: &mut Reader<'i>, req: &Elem<'i>) -> Result<ReceivedQuesti
     Ok(q)
 }
 
+/// The question of `testdata/mitz/xacml/example.xml` in typed form, for tests comparing with that
+/// sample (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub fn sample_question() -> ClosedQuestion {
+    ClosedQuestion {
+        patient: "900186021".parse().unwrap(),
+        holder_ura: "00000659".parse().unwrap(),
+        holder_facility_type: "Z3".parse().unwrap(),
+        categories: vec!["GGC002".parse().unwrap()],
+        requester: Requester {
+            uzi: "000095254".parse().unwrap(),
+            role: "01.015".parse().unwrap(),
+            ura: "00000666".parse().unwrap(),
+            facility_type: "Z3".parse().unwrap(),
+            purpose_of_use: "TREAT".parse().unwrap(),
+            name: None,
+        },
+        mandated: None,
+    }
+}
+
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
