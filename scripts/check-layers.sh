@@ -2,6 +2,8 @@
 # Checks the layering of the workspace from the crate graph (cargo tree, resolved from
 # Cargo.lock), so that it cannot drift back:
 # - duo-core depends on no other crate of the workspace; duo-wire and duo-trust only on duo-core;
+#   the gateway crate duo-runtime on those three only: never on the test kit (duo-testkit), and its
+#   binary is built without the test kit's certificate and temp-file crates (rcgen, tempfile);
 # - the operator (normal and build dependencies: what its binary is made of; its tests may use the
 #   simulators) holds no HTTP server framework (axum, hyper's or hyper-util's server), no DICOM
 #   (dicom-*), and neither the gateway runtime nor its simulators (duo-runtime);
@@ -27,12 +29,18 @@ workspace_of() { # the workspace crates among a package's dependencies, itself e
   deps "$1" | grep -E '^duo-' | grep -vx "$1" || true
 }
 
-for pair in "duo-core:" "duo-wire:duo-core" "duo-trust:duo-core"; do
+for pair in "duo-core:" "duo-wire:duo-core" "duo-trust:duo-core" "duo-runtime:duo-core duo-wire duo-trust"; do
   crate=${pair%%:*}
   allowed=${pair#*:}
   for d in $(workspace_of "$crate"); do
     [[ " $allowed " == *" $d "* ]] || violation "$crate depends on $d (allowed: ${allowed:-none})"
   done
+done
+
+for d in $(deps duo-runtime); do
+  case $d in
+    rcgen | tempfile) violation "duo-runtime (the shipped gateway) is built with the test kit's $d" ;;
+  esac
 done
 
 op=$(deps duo-operator)
@@ -51,4 +59,4 @@ done
 if ((fail)); then
   exit 1
 fi
-echo "check-layers: duo-core alone; duo-wire, duo-trust on duo-core; duo-operator without an HTTP server, DICOM or the runtime ($(wc -l <<<"$op") crates)"
+echo "check-layers: duo-core alone; duo-wire, duo-trust on duo-core; duo-runtime on those, without the test kit; duo-operator without an HTTP server, DICOM or the runtime ($(wc -l <<<"$op") crates)"

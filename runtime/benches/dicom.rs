@@ -5,10 +5,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use duo_runtime::dicom::kos::{KosOptions, build_kos, parse_kos};
-use duo_runtime::dicom::report::{RadiologyReport, ReportAuthor, cda, pdf};
-use duo_runtime::dicom::synth::{Modality, SynthConfig, SynthPatient, generate_study};
 use duo_runtime::dicom::{InstanceInfo, read_instance, read_instance_header};
 use duo_runtime::model::AuthorInstitution;
+use duo_testkit::dicom::report::{RadiologyReport, ReportAuthor, cda, pdf};
+use duo_testkit::dicom::synth::{Modality, SynthConfig, SynthPatient, generate_study};
 
 fn bench(c: &mut Criterion) {
     let patient = SynthPatient::example();

@@ -22,18 +22,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use duo_runtime::config::{Endpoint as EndpointConfig, LocalBackend, XdsBackendConfig};
-use duo_runtime::dicom::synth::{Modality, SynthConfig, SynthPatient, generate_study};
 use duo_runtime::ihe::mtom::{MtomLimits, RetrieveItem, RetrieveResponseReader};
 use duo_runtime::ihe::retrieve::{
     DocumentRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest,
 };
 use duo_runtime::ihe::soap::{SoapHeader, Transaction};
 use duo_runtime::ihe::write_soap;
-use duo_runtime::sim::bed::{Hospital, Pki, test_config};
-use duo_runtime::sim::seed::with_uids;
-use duo_runtime::sim::serve::Transport;
-use duo_runtime::sim::xds::{self, XdsConfig, XdsSim};
 use duo_runtime::tls::TlsMaterial;
+use duo_testkit::dicom::synth::{Modality, SynthConfig, SynthPatient, generate_study};
+use duo_testkit::sim::bed::{Hospital, Pki, test_config};
+use duo_testkit::sim::seed::with_uids;
+use duo_testkit::sim::serve::Transport;
+use duo_testkit::sim::xds::{self, XdsConfig, XdsSim};
 use futures::StreamExt;
 
 use bed::GatewayProcess;

@@ -29,17 +29,17 @@ use bytes::Bytes;
 use duo_runtime::config::{
     Endpoint as EndpointConfig, LocalBackend, RemoteCommunity, XdsBackendConfig,
 };
-use duo_runtime::dicom::synth::{SynthConfig, SynthPatient, generate_study};
-use duo_runtime::dicom::xds::ReportFormat;
 use duo_runtime::model::{AuthorInstitution, Bsn};
-use duo_runtime::sim::bed::{Hospital, Pki, test_config};
-use duo_runtime::sim::faults::Faults;
-use duo_runtime::sim::seed::{CommunitySeed, seed_study};
-use duo_runtime::sim::serve::{self, RunningSim, Transport};
-use duo_runtime::sim::store::StoredDocument;
-use duo_runtime::sim::tlb::{self, TlbConfig, TlbSim};
-use duo_runtime::sim::xds::{self, XdsConfig, XdsSim};
 use duo_runtime::tls::TlsMaterial;
+use duo_testkit::dicom::synth::{SynthConfig, SynthPatient, generate_study};
+use duo_testkit::dicom::xds::ReportFormat;
+use duo_testkit::sim::bed::{Hospital, Pki, test_config};
+use duo_testkit::sim::faults::Faults;
+use duo_testkit::sim::seed::{CommunitySeed, seed_study};
+use duo_testkit::sim::serve::{self, RunningSim, Transport};
+use duo_testkit::sim::store::StoredDocument;
+use duo_testkit::sim::tlb::{self, TlbConfig, TlbSim};
+use duo_testkit::sim::xds::{self, XdsConfig, XdsSim};
 
 use bed::{GatewayProcess, percentile};
 

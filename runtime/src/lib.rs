@@ -6,10 +6,9 @@
 //! [`audit`] records every query, retrieve and consent decision; [`config`] is the configuration file the
 //! operator renders. [`dicom`] reads DICOM instances and builds and parses KOS manifests.
 //!
-//! The test kit (feature `testkit`, on by default, left out of the container image): `sim`, the
-//! simulators of parts with no public implementation (XDS-I.b registry/repository/imaging document source,
-//! TLB node, Mitz, DICOMweb PACS); `demo`, the embedded default world; and in `dicom` synthetic studies,
-//! reports and their XDS metadata.
+//! The test kit (simulators, the demo world, synthetic DICOM and reports, test PKI) is its own crate,
+//! `duo-testkit` (runtime/testkit), which depends on this one; here it is a dev-dependency only, so the
+//! shipped `duo-gateway` holds none of it.
 
 pub use duo_core::{config, model, pki, timeline};
 pub use duo_trust::{revocation, tls};
@@ -18,18 +17,11 @@ pub use duo_wire::{ihe, xml};
 pub mod audit;
 pub mod backend;
 pub mod consent;
-#[cfg(feature = "testkit")]
-pub mod demo;
 pub mod dicom;
 pub mod gateway;
 pub mod limits;
 pub mod localization;
 pub mod server;
-#[cfg(feature = "testkit")]
-pub mod sim;
-
-#[cfg(test)]
-pub(crate) mod test_pki;
 
 /// Tunes the C allocator for this process's pattern; `duo-gateway`, `duo-testbed` and the benchmarks call
 /// it first thing, so the figures are those of the shipped binary.

@@ -1,6 +1,6 @@
-//! `duo-gateway`: the DUO gateway runtime and its companions (demo, simulators, config check).
+//! `duo-gateway`: the DUO gateway runtime (`serve`) and its configuration check. The demo and the
+//! simulators are the test kit's binary, `duo-testbed` (runtime/testkit).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,16 +25,6 @@ enum Command {
         #[arg(long, short, env = "DUO_CONFIG")]
         config: PathBuf,
     },
-    /// The main job on the embedded default: four hospitals (XDS, XDS, TLB, and one without consent) with
-    /// their own gateways on loopback; a timeline query, a verified RAD-75 retrieve, the audit trail.
-    Demo {
-        /// Exit after the run instead of serving.
-        #[arg(long)]
-        once: bool,
-        /// Print one JSON document instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
     /// Validate a configuration file as `serve` would load it (fields, then the TLS files, Mitz
     /// clients and audit sink it names) and exit: 0 when valid, 1 with a one-line reason otherwise.
     CheckConfig {
@@ -45,25 +35,6 @@ enum Command {
         /// e.g. in a GitOps pipeline).
         #[arg(long)]
         fields_only: bool,
-    },
-    /// Run the Mitz simulator (closed question, open question, subscriptions) over mutual TLS until
-    /// interrupted. The consents file format is documented in `duo_runtime::sim::mitz`.
-    MitzSim {
-        /// YAML file of consents, locations and faults.
-        #[arg(long)]
-        config: PathBuf,
-        /// Address to listen on, e.g. 127.0.0.1:8444.
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Server certificate chain, PEM.
-        #[arg(long)]
-        cert: PathBuf,
-        /// Server private key, PEM.
-        #[arg(long)]
-        key: PathBuf,
-        /// CA certificates, PEM, that clients' certificates must chain to.
-        #[arg(long)]
-        trust_bundle: PathBuf,
     },
 }
 
@@ -95,12 +66,6 @@ fn main() -> ExitCode {
     duo_runtime::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { once, json } => {
-            if std::env::var_os("RUST_LOG").is_some() {
-                init_tracing();
-            }
-            demo(once, json)
-        }
         Command::CheckConfig {
             config,
             fields_only,
@@ -126,19 +91,6 @@ fn main() -> ExitCode {
             };
             rt.block_on(serve(config))
         }
-        Command::MitzSim {
-            config,
-            listen,
-            cert,
-            key,
-            trust_bundle,
-        } => match mitz_sim(config, listen, cert, key, trust_bundle) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mitz-sim: {e}");
-                ExitCode::FAILURE
-            }
-        },
     }
 }
 
@@ -176,65 +128,4 @@ async fn serve(path: PathBuf) -> ExitCode {
     tracing::info!("shutting down: draining open requests");
     running.stop().await;
     ExitCode::SUCCESS
-}
-
-/// Without the test kit (the container image): what a user who asks for the demo or a simulator gets.
-#[cfg(not(feature = "testkit"))]
-const NO_TESTKIT: &str = "this duo-gateway is built without the test kit (feature `testkit`; the container image leaves it out): run the demo and the simulators from a development build, `cargo run --release -p duo-runtime --bin duo-gateway -- demo`";
-
-#[cfg(feature = "testkit")]
-fn demo(once: bool, json: bool) -> ExitCode {
-    let Some(rt) = async_runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let code = rt.block_on(duo_runtime::demo::run(duo_runtime::demo::DemoOptions {
-        once,
-        json,
-    }));
-    ExitCode::from(code as u8)
-}
-
-#[cfg(not(feature = "testkit"))]
-fn demo(_once: bool, _json: bool) -> ExitCode {
-    eprintln!("duo-gateway demo: {NO_TESTKIT}");
-    ExitCode::from(2)
-}
-
-#[cfg(not(feature = "testkit"))]
-fn mitz_sim(
-    _config: PathBuf,
-    _listen: SocketAddr,
-    _cert_file: PathBuf,
-    _key_file: PathBuf,
-    _trust_bundle_file: PathBuf,
-) -> Result<(), String> {
-    Err(NO_TESTKIT.into())
-}
-
-#[cfg(feature = "testkit")]
-fn mitz_sim(
-    config: PathBuf,
-    listen: SocketAddr,
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    trust_bundle_file: PathBuf,
-) -> Result<(), String> {
-    use duo_runtime::sim::mitz;
-    let cfg = mitz::MitzSimConfig::load(&config).map_err(|e| e.to_string())?;
-    let tls = duo_runtime::tls::TlsMaterial::load(&duo_runtime::config::TlsConfig {
-        cert_file,
-        key_file,
-        trust_bundle_file,
-    })
-    .map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let sim = mitz::start(cfg, listen, &tls)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("mitz-sim listening on {}", sim.base_url());
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
-        sim.shutdown().await;
-        Ok(())
-    })
 }

@@ -64,9 +64,9 @@ use duo_runtime::ihe::transform::uuids;
 use duo_runtime::ihe::xua::{UnsignedAssertions, XuaAssertion};
 use duo_runtime::ihe::{read_soap, write_soap};
 use duo_runtime::model::{Bsn, DataCategory, Requester, reference_type};
-use duo_runtime::sim::seed::sha256_hex;
 use duo_runtime::tls::TlsMaterial;
 use duo_runtime::xml::Limits;
+use duo_testkit::sim::seed::sha256_hex;
 
 mod disclosure_support;
 use disclosure_support::*;

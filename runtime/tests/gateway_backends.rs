@@ -26,9 +26,9 @@ use duo_runtime::ihe::retrieve::{DocumentRequest, RetrieveDocumentSetRequest};
 use duo_runtime::ihe::transform::document_entries;
 use duo_runtime::ihe::{RegistryError, Transaction};
 use duo_runtime::model::{DocumentKind, reference_type};
-use duo_runtime::sim::faults::{Endpoint, Faults};
-use duo_runtime::sim::seed::{SeededStudy, sha256_hex};
 use duo_runtime::tls::TlsMaterial;
+use duo_testkit::sim::faults::{Endpoint, Faults};
+use duo_testkit::sim::seed::{SeededStudy, sha256_hex};
 use futures::StreamExt;
 use gateway_support::*;
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use duo_runtime::audit::{AuditEvent, Outcome, Side};
 use duo_runtime::consent::Decision;
-use duo_runtime::sim::mitz::ConsentRule;
+use duo_testkit::sim::mitz::ConsentRule;
 use gateway_support::*;
 
 const QUERIES: usize = 200;

@@ -25,9 +25,9 @@ use duo_runtime::ihe::soap::{SoapHeader, Transaction};
 use duo_runtime::ihe::xua::{UnsignedAssertions, XuaAssertion};
 use duo_runtime::ihe::{Message, read_soap, write_soap};
 use duo_runtime::model::{Bsn, Requester};
-use duo_runtime::sim::mitz::{ConsentRule, MitzSim, MitzSimConfig};
 use duo_runtime::tls::TlsMaterial;
 use duo_runtime::xml::Limits;
+use duo_testkit::sim::mitz::{ConsentRule, MitzSim, MitzSimConfig};
 use serde_json::Value;
 
 use disclosure_support::*;
@@ -52,7 +52,7 @@ async fn mitz(w: &World) -> (MitzSim, ConsentService) {
         ..MitzSimConfig::default()
     };
     let server = w.pki.plain("mitz", "Mitz test", &["localhost"]).unwrap();
-    let sim = duo_runtime::sim::mitz::start(
+    let sim = duo_testkit::sim::mitz::start(
         cfg,
         "127.0.0.1:0".parse().unwrap(),
         &TlsMaterial::load(&server).unwrap(),

@@ -13,9 +13,9 @@ use duo_runtime::ihe::ebrim::ResponseStatus;
 use duo_runtime::ihe::query::ReturnType;
 use duo_runtime::ihe::retrieve::{DocumentRequest, RetrieveDocumentSetRequest};
 use duo_runtime::ihe::soap::Transaction;
-use duo_runtime::sim::faults::{Endpoint, Faults};
-use duo_runtime::sim::mitz::{FaultRule, LocationRule};
-use duo_runtime::sim::seed::sha256_hex;
+use duo_testkit::sim::faults::{Endpoint, Faults};
+use duo_testkit::sim::mitz::{FaultRule, LocationRule};
+use duo_testkit::sim::seed::sha256_hex;
 use gateway_support::*;
 use tokio::sync::RwLock;
 

@@ -32,10 +32,10 @@ use duo_runtime::ihe::soap::{SoapHeader, Transaction};
 use duo_runtime::ihe::{FaultCode, read_soap, write_soap};
 use duo_runtime::pki::generate::Ca;
 use duo_runtime::server::run::{self, Running};
-use duo_runtime::sim::mitz::MitzSimConfig;
-use duo_runtime::sim::serve::{self, RunningSim, Transport};
 use duo_runtime::tls::TlsMaterial;
 use duo_runtime::xml::Limits;
+use duo_testkit::sim::mitz::MitzSimConfig;
+use duo_testkit::sim::serve::{self, RunningSim, Transport};
 use gateway_support::*;
 
 // --- small HTTP servers: a redirector and recorders ------------------------------------------------

@@ -19,10 +19,10 @@ use duo_runtime::ihe::{read_soap, write_soap};
 use duo_runtime::pki::generate::{Ca, ServerCertSpec};
 use duo_runtime::server::listener::PeerCertificate;
 use duo_runtime::server::run::{self, Running};
-use duo_runtime::sim::faults::Faults;
-use duo_runtime::sim::serve::{RunningSim, Transport};
 use duo_runtime::tls::TlsMaterial;
 use duo_runtime::xml::Limits;
+use duo_testkit::sim::faults::Faults;
+use duo_testkit::sim::serve::{RunningSim, Transport};
 use gateway_support::*;
 
 /// The leaf certificate (DER) a fresh TLS handshake with `addr` presents.
@@ -70,7 +70,7 @@ async fn recorder(w: &World) -> (RunningSim, Arc<Mutex<Vec<Vec<u8>>>>) {
     let (_, tls) = w
         .issue("recorder", world::plain_spec("Recorder", &["localhost"]))
         .unwrap();
-    let sim = duo_runtime::sim::serve::start(router, Transport::mutual_tls(&tls).unwrap())
+    let sim = duo_testkit::sim::serve::start(router, Transport::mutual_tls(&tls).unwrap())
         .await
         .unwrap();
     (sim, seen)

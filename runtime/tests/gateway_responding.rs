@@ -25,11 +25,11 @@ use duo_runtime::ihe::soap::Transaction;
 use duo_runtime::ihe::{FaultCode, read_soap};
 use duo_runtime::model::{Bsn, HomeCommunityId, Ura};
 use duo_runtime::pki::generate::Ca;
-use duo_runtime::sim::faults::{Faults, RetrieveEncoding};
-use duo_runtime::sim::mitz::{ConsentRule, FaultRule, MitzSimConfig};
-use duo_runtime::sim::seed::{SeededStudy, sha256_hex};
 use duo_runtime::tls::TlsMaterial;
 use duo_runtime::xml::Limits;
+use duo_testkit::sim::faults::{Faults, RetrieveEncoding};
+use duo_testkit::sim::mitz::{ConsentRule, FaultRule, MitzSimConfig};
+use duo_testkit::sim::seed::{SeededStudy, sha256_hex};
 use gateway_support::*;
 
 const OTHER: &str = "urn:oid:2.16.528.1.1007.99.405.1";
@@ -678,7 +678,7 @@ async fn only_permit_discloses_and_every_refusal_looks_like_no_data() {
                 trust_bundle_file: w.ca_file.clone(),
             })
             .unwrap();
-            duo_runtime::sim::mitz::start(cfg, "127.0.0.1:0".parse().unwrap(), &tls)
+            duo_testkit::sim::mitz::start(cfg, "127.0.0.1:0".parse().unwrap(), &tls)
                 .await
                 .unwrap()
         } else {

@@ -33,7 +33,6 @@ use duo_runtime::config::{
     Endpoint as EndpointConfig, LocalBackend, RemoteCommunity, XdsBackendConfig,
 };
 use duo_runtime::dicom::read_instance;
-use duo_runtime::dicom::synth::{SynthConfig, SynthPatient, generate_study};
 use duo_runtime::ihe::ebrim::ResponseStatus;
 use duo_runtime::ihe::mtom::{self, MtomLimits};
 use duo_runtime::ihe::query::{AdhocQueryRequest, AdhocQueryResponse};
@@ -44,14 +43,15 @@ use duo_runtime::ihe::soap::Transaction;
 use duo_runtime::ihe::{ErrorCode, read_bare, read_soap};
 use duo_runtime::model::{Code, DocumentEntry};
 use duo_runtime::server::run::{self, Running};
-use duo_runtime::sim::bed::{Hospital, Pki, test_config};
-use duo_runtime::sim::faults::{Endpoint, Faults, SimControl};
-use duo_runtime::sim::seed::{sha256_hex, with_uids};
-use duo_runtime::sim::serve::{RunningSim, Transport};
-use duo_runtime::sim::store::{Store, StoredDocument};
-use duo_runtime::sim::tlb::{self, TlbConfig, TlbSim};
-use duo_runtime::sim::xds::{self, XdsConfig, XdsSim};
 use duo_runtime::xml::Limits;
+use duo_testkit::dicom::synth::{SynthConfig, SynthPatient, generate_study};
+use duo_testkit::sim::bed::{Hospital, Pki, test_config};
+use duo_testkit::sim::faults::{Endpoint, Faults, SimControl};
+use duo_testkit::sim::seed::{sha256_hex, with_uids};
+use duo_testkit::sim::serve::{RunningSim, Transport};
+use duo_testkit::sim::store::{Store, StoredDocument};
+use duo_testkit::sim::tlb::{self, TlbConfig, TlbSim};
+use duo_testkit::sim::xds::{self, XdsConfig, XdsSim};
 use sim_support as s;
 
 const TESTKIT: &str = "ihe/samples/testkit";

@@ -1,7 +1,7 @@
 //! Real input (issue 7 item 1): the DICOM files shipped inside pydicom, a real PACS (Orthanc with its
 //! DICOMweb plugin) and two of our gateways.
 //!
-//! 1. pydicom's `data/test_files` are loaded with [`duo_runtime::dicom::corpus::load_dir`]: every file
+//! 1. pydicom's `data/test_files` are loaded with [`duo_testkit::dicom::corpus::load_dir`]: every file
 //!    it cannot read, or that has no Study Instance UID, is reported with its reason and skipped.
 //! 2. The loaded instances get the test patient's BSN as Patient ID (dcmtk `dcmodify`, so a PACS can be
 //!    queried by BSN) and are split into two hospitals: hospital X publishes its studies into an XDS-I.b
@@ -31,8 +31,6 @@ use duo_runtime::config::{
     CommunityOrganization, DicomwebBackendConfig, Endpoint as EndpointConfig, LocalBackend,
     RemoteCommunity, TrustedIssuerConfig, XdsBackendConfig,
 };
-use duo_runtime::dicom::corpus::{CorpusOptions, LoadReport, load_dir};
-use duo_runtime::dicom::xds::ReportFormat;
 use duo_runtime::ihe::retrieve::{
     Content, DocumentRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest,
 };
@@ -40,10 +38,12 @@ use duo_runtime::ihe::soap::{SoapHeader, Transaction};
 use duo_runtime::ihe::write_soap;
 use duo_runtime::model::{AuthorInstitution, Bsn};
 use duo_runtime::server::run;
-use duo_runtime::sim::bed::{Hospital, Pki, test_config};
-use duo_runtime::sim::seed::{CommunitySeed, seed_instances, sha256_hex};
-use duo_runtime::sim::serve::Transport;
-use duo_runtime::sim::xds::{self, XdsConfig, XdsSim};
+use duo_testkit::dicom::corpus::{CorpusOptions, LoadReport, load_dir};
+use duo_testkit::dicom::xds::ReportFormat;
+use duo_testkit::sim::bed::{Hospital, Pki, test_config};
+use duo_testkit::sim::seed::{CommunitySeed, seed_instances, sha256_hex};
+use duo_testkit::sim::serve::Transport;
+use duo_testkit::sim::xds::{self, XdsConfig, XdsSim};
 use serde_json::Value;
 use sim_support as s;
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use duo_runtime::config::{MitzConfig, RevocationConfig, RevocationFallback, TlsVersion};
 use duo_runtime::consent::MitzClient;
 use duo_runtime::server::run;
-use duo_runtime::sim::mitz::{self as mitz_sim, MitzSimConfig};
 use duo_runtime::tls::{TlsMaterial, TlsPolicy};
+use duo_testkit::sim::mitz::{self as mitz_sim, MitzSimConfig};
 use openssl_pki::{Leaf, LeafSpec, OpensslCa, gateway_config, tools_present};
 
 const BSN: &str = "900186021";
@@ -249,9 +249,9 @@ async fn mitz_and_peer_server_certificates_are_checked_outbound() {
 
     // a peer's server certificate, revoked in the CRL: the gateway's outbound client refuses it
     let peer_server =
-        duo_runtime::sim::serve::Transport::mutual_tls(&material(&ca, &peer_revoked)).unwrap();
+        duo_testkit::sim::serve::Transport::mutual_tls(&material(&ca, &peer_revoked)).unwrap();
     let router = axum::Router::new().route("/", axum::routing::get(|| async { "peer" }));
-    let served = duo_runtime::sim::serve::start(router, peer_server)
+    let served = duo_testkit::sim::serve::start(router, peer_server)
         .await
         .unwrap();
     let outbound = material(&ca, &gw)

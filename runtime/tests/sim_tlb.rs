@@ -7,7 +7,6 @@ mod common;
 mod sim_support;
 
 use duo_runtime::dicom::read_instance;
-use duo_runtime::dicom::synth::{SynthConfig, SynthPatient, generate_study};
 use duo_runtime::ihe::ebrim::{Identifiable, ResponseStatus};
 use duo_runtime::ihe::mtom::{self, MtomLimits};
 use duo_runtime::ihe::query::{AdhocQuery, AdhocQueryRequest, ReturnType, StoredQuery, param};
@@ -17,11 +16,12 @@ use duo_runtime::ihe::retrieve::{
 };
 use duo_runtime::ihe::soap::Transaction;
 use duo_runtime::model::{AuthorInstitution, HomeCommunityId};
-use duo_runtime::sim::dicomweb::QidoEmpty;
-use duo_runtime::sim::faults::{Endpoint, Faults};
-use duo_runtime::sim::seed::{CommunitySeed, SeededStudy, seed_patient, sha256_hex, with_uids};
-use duo_runtime::sim::serve::{RunningSim, Transport};
-use duo_runtime::sim::tlb::{TlbConfig, TlbSim, paths};
+use duo_testkit::dicom::synth::{SynthConfig, SynthPatient, generate_study};
+use duo_testkit::sim::dicomweb::QidoEmpty;
+use duo_testkit::sim::faults::{Endpoint, Faults};
+use duo_testkit::sim::seed::{CommunitySeed, SeededStudy, seed_patient, sha256_hex, with_uids};
+use duo_testkit::sim::serve::{RunningSim, Transport};
+use duo_testkit::sim::tlb::{TlbConfig, TlbSim, paths};
 use serde_json::Value;
 use sim_support as s;
 
@@ -662,7 +662,7 @@ async fn quirks_of_real_peers() {
     // other prefixes and base64 retrieves on ITI-39
     sim.control.set_faults(Faults {
         foreign_prefixes: true,
-        retrieve_encoding: duo_runtime::sim::faults::RetrieveEncoding::PlainSoapBase64,
+        retrieve_encoding: duo_testkit::sim::faults::RetrieveEncoding::PlainSoapBase64,
         ..Faults::default()
     });
     let a = s::send(

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use duo_runtime::dicom::synth::{SynthConfig, SynthPatient, generate_study};
 use duo_runtime::ihe::ebrim::{ErrorCode, Identifiable, ResponseStatus};
 use duo_runtime::ihe::mtom::{self, MtomLimits, RetrieveResponseReader};
 use duo_runtime::ihe::query::{AdhocQuery, AdhocQueryRequest, ReturnType, StoredQuery, param};
@@ -21,11 +20,12 @@ use duo_runtime::ihe::soap::{FaultCode, SoapHeader, Transaction};
 use duo_runtime::ihe::transform::document_entries;
 use duo_runtime::ihe::{read_bare, write_soap};
 use duo_runtime::model::{AuthorInstitution, reference_type};
-use duo_runtime::sim::faults::{Endpoint, Faults, RetrieveEncoding};
-use duo_runtime::sim::seed::{CommunitySeed, SeededStudy, seed_patient, sha256_hex, with_uids};
-use duo_runtime::sim::serve::{RunningSim, Transport};
-use duo_runtime::sim::xds::{XdsConfig, XdsSim, paths};
 use duo_runtime::xml::Limits;
+use duo_testkit::dicom::synth::{SynthConfig, SynthPatient, generate_study};
+use duo_testkit::sim::faults::{Endpoint, Faults, RetrieveEncoding};
+use duo_testkit::sim::seed::{CommunitySeed, SeededStudy, seed_patient, sha256_hex, with_uids};
+use duo_testkit::sim::serve::{RunningSim, Transport};
+use duo_testkit::sim::xds::{XdsConfig, XdsSim, paths};
 use sim_support as s;
 
 const REPO: &str = "1.2.826.0.1.3680043.10.1234.1";

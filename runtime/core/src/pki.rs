@@ -366,10 +366,12 @@ fn uzi_subject_alt_name(
     })
 }
 
-/// Test and demo certificates: a CA and UZI-style server certificates signed by it.
+/// Test and demo certificates: a CA and UZI-style server certificates signed by it (feature
+/// `test-certificates`, which the shipped binaries leave out).
 ///
 /// Keys are ECDSA P-256 (ring cannot generate RSA keys); real UZI server certificates use RSA, which
 /// [`parse_private_key`] and [`key_matches_certificate`] accept as well.
+#[cfg(any(test, feature = "test-certificates"))]
 pub mod generate {
     use jiff::{SignedDuration, Timestamp};
     use rcgen::{

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::config::SyslogConfig;
 use crate::consent::{ConsentOutcome, ConsentSource, Decision, MitzError};
-use crate::test_pki::{Pki, requester};
+use duo_testkit::test_pki::{Pki, requester};
 use duo_wire::xml::compare::{Node, tree};
 
 fn source() -> AuditSource {

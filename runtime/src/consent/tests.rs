@@ -3,10 +3,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::*;
 use crate::audit::{AuditLog, AuditRecord, AuditSource, HolderRecord, Outcome, Side};
 use crate::ihe::soap::Transaction;
-use crate::sim::mitz::MitzSimConfig;
-use crate::sim::mitz::tests::SimEnv;
-use crate::test_pki::{Pki, bsns, requester};
 use crate::xml::Limits;
+use duo_testkit::sim::mitz::MitzSimConfig;
+use duo_testkit::sim::mitz::env::SimEnv;
+use duo_testkit::test_pki::{Pki, bsns, requester};
 
 const HOLDER: &str = "00000659";
 
@@ -16,7 +16,7 @@ fn service(env: &SimEnv, deadline_ms: u64, cache: Duration) -> ConsentService {
         "GGC002".parse().unwrap(),
         HOLDER.parse().unwrap(),
         "V6".parse().unwrap(),
-        Some(env.client(deadline_ms)),
+        Some(mitz_client(env, deadline_ms)),
         cache,
     )
 }
@@ -622,4 +622,13 @@ async fn a_cached_answer_is_reused_only_for_exactly_its_question() {
         (o.decision, o.source),
         (Decision::Permit, ConsentSource::Mitz)
     );
+}
+
+/// A Mitz client of this build with the identity the simulator trusts (the test kit's own
+/// `SimEnv::client` returns the library build's type, another type in this crate's unit tests).
+fn mitz_client(env: &SimEnv, deadline_ms: u64) -> std::sync::Arc<crate::consent::MitzClient> {
+    std::sync::Arc::new(
+        crate::consent::MitzClient::with_tls(&env.mitz_config(deadline_ms, 0), &env.client_tls)
+            .unwrap(),
+    )
 }

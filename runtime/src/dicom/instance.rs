@@ -102,10 +102,7 @@ pub fn read_instance_header(bytes: &[u8]) -> Result<InstanceInfo, DicomError> {
 
 /// Parses a Part 10 file into a dicom-rs object after the structural scan; `stop_before_pixel_data` reads
 /// only up to Pixel Data.
-pub(crate) fn open(
-    bytes: &[u8],
-    stop_before_pixel_data: bool,
-) -> Result<DefaultDicomObject, DicomError> {
+pub fn open(bytes: &[u8], stop_before_pixel_data: bool) -> Result<DefaultDicomObject, DicomError> {
     let scan = guard::scan(bytes)?;
     let mut options = OpenFileOptions::new().read_preamble(if scan.preamble {
         ReadPreamble::Always
@@ -254,7 +251,7 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dicom::synth::{SynthConfig, SynthPatient, generate_study};
+    use duo_testkit::dicom::synth::{SynthConfig, SynthPatient, generate_study};
 
     fn sample() -> Vec<u8> {
         let cfg = SynthConfig::default();
@@ -323,7 +320,7 @@ mod tests {
         for _ in 0..3000 {
             let mut m = bytes.clone();
             for _ in 0..4 {
-                state = crate::dicom::synth::splitmix64(state);
+                state = duo_testkit::dicom::synth::splitmix64(state);
                 let pos = 128 + (state as usize % 1400).min(m.len() - 129);
                 m[pos] = (state >> 32) as u8;
             }

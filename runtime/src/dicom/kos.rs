@@ -685,7 +685,16 @@ pub fn parse_kos(bytes: &[u8]) -> Result<KosManifest, DicomError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dicom::synth::{SynthConfig, SynthPatient, generate_study};
+    use duo_testkit::dicom::synth::{SynthConfig, SynthPatient, generate_study};
+
+    /// The study's instances read with this build's reader: the test kit links the library build of
+    /// this crate, whose `InstanceInfo` is another type than this test build's.
+    fn infos(s: &duo_testkit::dicom::synth::SyntheticStudy) -> Vec<InstanceInfo> {
+        s.instances
+            .iter()
+            .map(|i| crate::dicom::read_instance(&i.bytes).unwrap())
+            .collect()
+    }
 
     fn opts() -> KosOptions {
         KosOptions {
@@ -699,7 +708,7 @@ mod tests {
         let cfg = SynthConfig::default();
         for seed in 0..12 {
             let s = generate_study(&cfg, &SynthPatient::example(), seed).unwrap();
-            let kos = build_kos(&s.infos(), &opts()).unwrap();
+            let kos = build_kos(&infos(&s), &opts()).unwrap();
             let parsed = parse_kos(&kos.bytes).unwrap();
             assert_eq!(parsed.studies.len(), 1);
             let mut expected = s.imaging_study("1.3.6.1.4.1.21367.13.80.110");
@@ -719,10 +728,10 @@ mod tests {
     #[test]
     fn manifest_uids_are_stable_and_patient_can_be_replaced() {
         let s = generate_study(&SynthConfig::default(), &SynthPatient::example(), 5).unwrap();
-        let a = build_kos(&s.infos(), &opts()).unwrap();
-        let b = build_kos(&s.infos(), &opts()).unwrap();
+        let a = build_kos(&infos(&s), &opts()).unwrap();
+        let b = build_kos(&infos(&s), &opts()).unwrap();
         assert_eq!(a.bytes, b.bytes);
-        let mut infos = s.infos();
+        let mut infos = infos(&s);
         for i in &mut infos {
             i.patient_id = "LOCAL-17".into();
             i.issuer_of_patient_id = "PACS".into();
@@ -756,8 +765,8 @@ mod tests {
         let p = SynthPatient::example();
         let a = generate_study(&SynthConfig::default(), &p, 1).unwrap();
         let b = generate_study(&SynthConfig::default(), &p, 2).unwrap();
-        let mut mixed = a.infos();
-        mixed.extend(b.infos());
+        let mut mixed = infos(&a);
+        mixed.extend(infos(&b));
         assert!(matches!(
             build_kos(&mixed, &opts()),
             Err(DicomError::Inconsistent(_))
@@ -767,7 +776,7 @@ mod tests {
             Err(DicomError::Inconsistent(_))
         ));
         assert!(matches!(
-            build_kos(&a.infos(), &KosOptions::default()),
+            build_kos(&infos(&a), &KosOptions::default()),
             Err(DicomError::InvalidOption(_))
         ));
         let e = parse_kos(&a.instances[0].bytes).unwrap_err();
@@ -781,7 +790,7 @@ mod tests {
     #[test]
     fn truncated_manifest_is_an_error() {
         let s = generate_study(&SynthConfig::default(), &SynthPatient::example(), 9).unwrap();
-        let kos = build_kos(&s.infos(), &opts()).unwrap();
+        let kos = build_kos(&infos(&s), &opts()).unwrap();
         let mut accepted = 0;
         for cut in 0..kos.bytes.len() {
             // A cut inside any element or sequence fails. A cut at an element boundary after the evidence

@@ -1,50 +1,26 @@
-//! The DICOM layer: reading DICOM Part 10 files, generating synthetic studies, building and parsing
-//! XDS-I.b KOS manifests, radiology reports, the XDS metadata that publishes them, and loading a folder
-//! of real DICOM files.
+//! The DICOM layer: reading DICOM Part 10 files and building and parsing XDS-I.b KOS manifests. Synthetic
+//! studies, reports, their XDS metadata, the simulated instance store and the corpus loader are the test
+//! kit's (`duo_testkit::dicom`).
 //!
 //! Parts (each with its tests beside it):
 //! - [`instance`]: one Part 10 file (bytes) → [`InstanceInfo`], with typed errors ([`DicomError`]) and a
 //!   length guard so hostile input can neither panic nor make the parser allocate gigabytes.
-//! - [`synth`]: deterministic synthetic studies (CT, MR, CR, DX, US) as valid Part 10 files with pixel data.
 //! - [`kos`]: the XDS-I.b manifest (DICOM Key Object Selection Document, PS3.3 A.35.4, RAD TF-3 4.68.4.1.2.2)
 //!   and its parser into [`crate::model::ImagingStudy`].
-//! - [`report`]: a radiology report per study as PDF 1.4 and as CDA R2 (the two formats a Twiin consumer must
-//!   accept).
-//! - [`xds`]: [`crate::model::DocumentEntry`] metadata for a manifest and for a report (ITI TF-3 4.2.3.2).
-//! - [`corpus`]: a folder of real DICOM files → studies with their manifests plus a per-file load report.
-//! - [`store`]: lookup of an instance by (study, series, SOP instance) and transfer syntax selection, as an
-//!   imaging document source needs for RAD-69 / RAD-75.
+//! - [`dataset`]: element helpers and the Part 10 encoder shared by the KOS writer and the test kit's
+//!   synthetic studies.
 //!
 //! This module knows nothing of SOAP, HTTP or ebRIM; the CDA report is written as text, never parsed.
 
 pub mod codes;
-pub(crate) mod dataset;
+pub mod dataset;
 mod guard;
 pub mod instance;
 pub mod kos;
 pub mod uid;
 
-// The test kit (feature `testkit`, on by default; the container image is built without it): synthetic
-// studies and reports, their XDS metadata, the instance store of the simulated imaging document source,
-// and the loader of a folder of real DICOM files.
-#[cfg(feature = "testkit")]
-pub mod corpus;
-#[cfg(feature = "testkit")]
-pub mod report;
-#[cfg(feature = "testkit")]
-pub mod store;
-#[cfg(feature = "testkit")]
-pub mod synth;
-#[cfg(feature = "testkit")]
-pub mod xds;
-
-#[cfg(test)]
-mod tool_checks;
-
 pub use instance::{InstanceInfo, read_instance, read_instance_header};
 pub use kos::{Kos, KosManifest, KosOptions, KosPatient, build_kos, parse_kos};
-#[cfg(feature = "testkit")]
-pub use store::{Encoding, InstanceStore, LookupError, StoredInstance};
 
 /// Transfer syntax UIDs this module writes or names (PS3.6 Table A-1).
 pub mod transfer_syntax {

@@ -67,7 +67,7 @@ pub fn derived_uid(namespace: &str, name: &str) -> String {
 }
 
 /// A version 8 UUID (RFC 9562 5.8) from the SHA-256 of the given parts.
-pub(crate) fn derived_uuid(parts: &[&[u8]]) -> uuid::Uuid {
+pub fn derived_uuid(parts: &[&[u8]]) -> uuid::Uuid {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());

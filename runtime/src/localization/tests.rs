@@ -1,11 +1,11 @@
 use super::*;
 use crate::ihe::soap::{self, SoapHeader};
+use crate::ihe::xua::{SignatureNotChecked, UnsignedAssertions, Validation};
 use crate::model::Ura;
 use crate::xml::ns;
-use crate::ihe::xua::{SignatureNotChecked, UnsignedAssertions, Validation};
-use crate::sim::mitz::MitzSimConfig;
-use crate::sim::mitz::tests::SimEnv;
-use crate::test_pki::{bsns, requester};
+use duo_testkit::sim::mitz::MitzSimConfig;
+use duo_testkit::sim::mitz::env::SimEnv;
+use duo_testkit::test_pki::{bsns, requester};
 use duo_wire::xml::compare::tree;
 
 #[test]
@@ -145,7 +145,7 @@ faults:
     )
     .await;
     let loc = LocalizationClient::new(
-        env.client(300),
+        mitz_client(&env, 300),
         "urn:oid:1.2.3",
         Arc::new(UnsignedAssertions),
     );
@@ -172,4 +172,13 @@ faults:
         Err(MitzError::NotConfigured(_))
     ));
     env.sim.shutdown().await;
+}
+
+/// A Mitz client of this build with the identity the simulator trusts (the test kit's own
+/// `SimEnv::client` returns the library build's type, another type in this crate's unit tests).
+fn mitz_client(env: &SimEnv, deadline_ms: u64) -> std::sync::Arc<crate::consent::MitzClient> {
+    std::sync::Arc::new(
+        crate::consent::MitzClient::with_tls(&env.mitz_config(deadline_ms, 0), &env.client_tls)
+            .unwrap(),
+    )
 }

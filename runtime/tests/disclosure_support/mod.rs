@@ -17,7 +17,6 @@ use duo_runtime::audit::{AuditLog, AuditSource, MemoryAudit};
 use duo_runtime::backend::{BackendError, BoxFut, CallContext, Community, RetrieveStream};
 use duo_runtime::config::{ConsentMode, LocalBackend, XdsBackendConfig};
 use duo_runtime::consent::ConsentService;
-use duo_runtime::dicom::synth::{Modality, SynthConfig, SynthPatient};
 use duo_runtime::gateway::reply::SoapReply;
 use duo_runtime::gateway::{Gateway, Hooks, responding};
 use duo_runtime::ihe::ebrim::{
@@ -38,11 +37,12 @@ use duo_runtime::ihe::{ErrorCode, RegistryError};
 use duo_runtime::model::{AuthorInstitution, Bsn, DocumentEntry};
 use duo_runtime::server::listener::PeerCertificate;
 use duo_runtime::server::metrics::Metrics;
-use duo_runtime::sim::bed::{Hospital, Pki, test_config};
-use duo_runtime::sim::registry::run_query;
-use duo_runtime::sim::seed::{CommunitySeed, seed_patient};
-use duo_runtime::sim::store::{InstanceLookup, Store};
 use duo_runtime::tls::TlsMaterial;
+use duo_testkit::dicom::synth::{Modality, SynthConfig, SynthPatient};
+use duo_testkit::sim::bed::{Hospital, Pki, test_config};
+use duo_testkit::sim::registry::run_query;
+use duo_testkit::sim::seed::{CommunitySeed, seed_patient};
+use duo_testkit::sim::store::{InstanceLookup, Store};
 
 // ---------------------------------------------------------------------------------------------------
 // The world

@@ -1,4 +1,4 @@
-//! Helpers of the gateway tests: loopback worlds of hospitals ([`duo_runtime::demo::world`]: a CA, a Mitz
+//! Helpers of the gateway tests: loopback worlds of hospitals ([`duo_testkit::demo::world`]: a CA, a Mitz
 //! simulator, community simulators and one DUO gateway per hospital, all over mutual TLS), SOAP requests
 //! written and answers read by the ihe codec, the JSON timeline, `/metrics` and the audit files.
 #![allow(dead_code)]
@@ -18,13 +18,13 @@ use duo_runtime::ihe::xua::{UnsignedAssertions, XuaAssertion};
 use duo_runtime::ihe::xua_dsig::XmlDsigSigner;
 use duo_runtime::ihe::{Fault, Message, SoapError, read_soap, write_soap};
 use duo_runtime::model::{Bsn, Requester, Ura};
-use duo_runtime::sim::faults::SimControl;
 use duo_runtime::tls::TlsMaterial;
 use duo_runtime::xml::Limits;
+use duo_testkit::sim::faults::SimControl;
 use serde_json::Value;
 
 pub use duo_runtime::config::LocalizationMode;
-pub use duo_runtime::demo::world::{self, Hospital, Kind, Options, Spec, World};
+pub use duo_testkit::demo::world::{self, Hospital, Kind, Options, Spec, World};
 
 /// `urn:oasis:names:tc:ebxml-regrep:StatusType:Approved`.
 pub const APPROVED: &str = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved";
@@ -496,7 +496,7 @@ pub fn clear_logs(w: &World) {
 
 /// The request counts of a simulator per endpoint, for messages.
 pub fn log_of(c: &SimControl) -> Vec<(String, u64)> {
-    use duo_runtime::sim::faults::Endpoint;
+    use duo_testkit::sim::faults::Endpoint;
     Endpoint::ALL
         .iter()
         .map(|e| (format!("{e:?}"), c.requests(*e)))
@@ -508,12 +508,12 @@ pub fn log_of(c: &SimControl) -> Vec<(String, u64)> {
 pub async fn start_mitz(
     w: &World,
     name: &str,
-    config: duo_runtime::sim::mitz::MitzSimConfig,
-) -> duo_runtime::sim::mitz::MitzSim {
+    config: duo_testkit::sim::mitz::MitzSimConfig,
+) -> duo_testkit::sim::mitz::MitzSim {
     let (_, tls) = w
         .issue(name, world::plain_spec("Mitz test", &["localhost"]))
         .unwrap();
-    duo_runtime::sim::mitz::start(config, "127.0.0.1:0".parse().unwrap(), &tls)
+    duo_testkit::sim::mitz::start(config, "127.0.0.1:0".parse().unwrap(), &tls)
         .await
         .unwrap()
 }

@@ -16,8 +16,8 @@ use duo_runtime::config::{
     CommunityOrganization, Config, Endpoint as EndpointConfig, LocalBackend, RemoteCommunity,
     XdsBackendConfig,
 };
-use duo_runtime::sim::bed::{Hospital, Pki, test_config};
 use duo_runtime::tls::TlsMaterial;
+use duo_testkit::sim::bed::{Hospital, Pki, test_config};
 
 use super::peer::{self, Peer};
 use super::{DEADLINE_MS, GATEWAY_HOME, PEER_HOME};

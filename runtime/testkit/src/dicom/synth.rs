@@ -442,7 +442,7 @@ struct SeriesCtx {
 
 /// SplitMix64 step (Steele, Lea, Flood 2014): a tiny, fixed PRNG so that a seed gives the same study in every
 /// version of this program (a general-purpose RNG crate does not promise stable streams across versions).
-pub(crate) fn splitmix64(state: u64) -> u64 {
+pub fn splitmix64(state: u64) -> u64 {
     let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -1,5 +1,11 @@
-//! `duo-testbed`: a test companion that sets up the surroundings of a real `duo-gateway serve` process
-//! for tests written outside Rust (the zeep interop suite in `interop/`).
+//! `duo-testbed`: the test kit's binary (never in the container image).
+//!
+//! `duo-testbed demo [--once] [--json]` is the main job on the embedded default (the README's first
+//! command; see `duo_testkit::demo`). `duo-testbed mitz-sim` runs the Mitz simulator over mutual TLS until
+//! interrupted (consents file format: `duo_testkit::sim::mitz`).
+//!
+//! `duo-testbed interop` sets up the surroundings of a real `duo-gateway serve` process for tests written
+//! outside Rust (the zeep interop suite in `interop/`).
 //!
 //! `duo-testbed interop --dir <DIR> --fixture <JSON>` writes a throwaway PKI into `DIR`, starts over
 //! mutual TLS on loopback the hospital's own community (an XDS-I.b affinity domain simulator seeded with
@@ -19,6 +25,7 @@
 //! Exit status 1 with a one-line reason when the fixture or the set-up fails.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,19 +39,19 @@ use duo_runtime::config::{
 use duo_runtime::dicom::InstanceInfo;
 use duo_runtime::ihe::retrieve::decode_base64;
 use duo_runtime::model::{DocumentEntry, HomeCommunityId};
-use duo_runtime::sim::bed::{Hospital, Pki, test_config};
-use duo_runtime::sim::serve::{RunningSim, Transport};
-use duo_runtime::sim::store::{Store, StoredDocument};
-use duo_runtime::sim::tlb::{self, TlbConfig, TlbSim};
-use duo_runtime::sim::xds::{self, XdsConfig, XdsSim};
 use duo_runtime::tls::TlsMaterial;
+use duo_testkit::sim::bed::{Hospital, Pki, test_config};
+use duo_testkit::sim::serve::{RunningSim, Transport};
+use duo_testkit::sim::store::{Store, StoredDocument};
+use duo_testkit::sim::tlb::{self, TlbConfig, TlbSim};
+use duo_testkit::sim::xds::{self, XdsConfig, XdsSim};
 use serde::Deserialize;
 use serde_json::json;
 
 #[derive(Parser)]
 #[command(
     name = "duo-testbed",
-    about = "Simulated communities and a gateway configuration around a duo-gateway process (interop tests)"
+    about = "The DUO test kit: the demo, the Mitz simulator, and simulated communities around a duo-gateway process"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +60,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job on the embedded default: four hospitals (XDS, XDS, TLB, and one without consent) with
+    /// their own gateways on loopback; a timeline query, a verified RAD-75 retrieve, the audit trail.
+    Demo {
+        /// Exit after the run instead of serving.
+        #[arg(long)]
+        once: bool,
+        /// Print one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the Mitz simulator (closed question, open question, subscriptions) over mutual TLS until
+    /// interrupted. The consents file format is documented in `duo_testkit::sim::mitz`.
+    MitzSim {
+        /// YAML file of consents, locations and faults.
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on, e.g. 127.0.0.1:8444.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Server certificate chain, PEM.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Server private key, PEM.
+        #[arg(long)]
+        key: PathBuf,
+        /// CA certificates, PEM, that clients' certificates must chain to.
+        #[arg(long)]
+        trust_bundle: PathBuf,
+    },
     /// Simulators and a gateway configuration for the zeep interop suite.
     Interop {
         /// Folder for certificates, keys, the gateway configuration and audit file (must exist).
@@ -274,6 +310,41 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `mitz-sim`: the simulator from a consents file and PEM files, until Ctrl-C.
+async fn mitz_sim(
+    config: PathBuf,
+    listen: SocketAddr,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    trust_bundle_file: PathBuf,
+) -> Result<(), String> {
+    use duo_testkit::sim::mitz;
+    let cfg = mitz::MitzSimConfig::load(&config).map_err(|e| e.to_string())?;
+    let tls = TlsMaterial::load(&duo_runtime::config::TlsConfig {
+        cert_file,
+        key_file,
+        trust_bundle_file,
+    })
+    .map_err(|e| e.to_string())?;
+    let sim = mitz::start(cfg, listen, &tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("mitz-sim listening on {}", sim.base_url());
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    sim.shutdown().await;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     duo_runtime::tune_allocator();
     let cli = Cli::parse();
@@ -288,6 +359,25 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Demo { once, json } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing();
+            }
+            let code = rt.block_on(duo_testkit::demo::run(duo_testkit::demo::DemoOptions {
+                once,
+                json,
+            }));
+            return ExitCode::from(code as u8);
+        }
+        Command::MitzSim {
+            config,
+            listen,
+            cert,
+            key,
+            trust_bundle,
+        } => rt
+            .block_on(mitz_sim(config, listen, cert, key, trust_bundle))
+            .map_err(|e| format!("mitz-sim: {e}")),
         Command::Interop { dir, fixture } => rt.block_on(interop(dir, fixture)),
     };
     match result {

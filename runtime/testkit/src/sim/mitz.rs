@@ -833,5 +833,6 @@ async fn subscription(
     }
 }
 
+pub mod env;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

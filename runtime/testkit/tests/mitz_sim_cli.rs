@@ -1,4 +1,4 @@
-//! `duo-gateway mitz-sim` as a process: it starts from a consents file and PEM files, answers the sample
+//! `duo-testbed mitz-sim` as a process: it starts from a consents file and PEM files, answers the sample
 //! closed question of `testdata/mitz/xacml/example.xml` over mutual TLS, and refuses bad input with a
 //! one-line reason and a non-zero exit.
 
@@ -62,7 +62,7 @@ fn pki(dir: &Path) -> (TlsConfig, TlsConfig) {
 }
 
 fn sim_command(config: &Path, listen: &str, tls: &TlsConfig) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duo-gateway"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_duo-testbed"));
     c.arg("mitz-sim")
         .arg("--config")
         .arg(config)
@@ -106,7 +106,7 @@ async fn the_subcommand_serves_the_sample_question() {
     let http = tls.http_client(Duration::from_secs(5)).unwrap();
     let sample = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/mitz/xacml/example.xml"
+        "/../../testdata/mitz/xacml/example.xml"
     ))
     .unwrap();
     let resp = http

@@ -15,21 +15,27 @@ use crate::config::TlsConfig;
 use crate::tls::TlsMaterial;
 
 /// A test CA.
-pub(crate) struct Pki {
+pub struct Pki {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
+    /// The CA certificate, PEM.
     pub ca_pem: String,
 }
 
 /// A leaf certificate and its key.
-pub(crate) struct Leaf {
+pub struct Leaf {
+    /// The certificate, DER.
     pub cert_der: CertificateDer<'static>,
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// The private key, PKCS#8 DER.
     pub key_der: Vec<u8>,
+    /// The private key, PKCS#8 PEM.
     pub key_pem: String,
 }
 
 impl Pki {
+    /// A self-signed CA named `name` (fresh key each call).
     pub fn new(name: &str) -> Pki {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -96,7 +102,7 @@ impl Pki {
 }
 
 /// The first `n` valid BSNs (elfproef) from 100000000 upwards.
-pub(crate) fn bsns(n: usize) -> Vec<crate::model::Bsn> {
+pub fn bsns(n: usize) -> Vec<crate::model::Bsn> {
     let mut out = Vec::with_capacity(n);
     let mut prefix = 10_000_000u32;
     while out.len() < n {
@@ -119,7 +125,7 @@ pub(crate) fn bsns(n: usize) -> Vec<crate::model::Bsn> {
 }
 
 /// A requester of organisation `ura` (UZI 000095254, role 01.015, facility V6, TREAT).
-pub(crate) fn requester(ura: &str) -> crate::model::Requester {
+pub fn requester(ura: &str) -> crate::model::Requester {
     crate::model::Requester {
         uzi: "000095254".parse().unwrap(),
         role: "01.015".parse().unwrap(),

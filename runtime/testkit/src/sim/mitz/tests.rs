@@ -1,70 +1,19 @@
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::env::SimEnv;
 use super::*;
-use crate::config::{MitzConfig, TlsConfig};
 use crate::consent::{MitzClient, MitzError};
 use crate::ihe::xua::UnsignedAssertions;
 use crate::localization::LocalizationClient;
 use crate::test_pki::{Pki, requester};
 use duo_wire::xml::compare::{diff, tree};
 
-/// A running simulator with a test PKI, and the client identity that it trusts.
-pub(crate) struct SimEnv {
-    pub sim: MitzSim,
-    pub pki: Pki,
-    pub client_tls: TlsMaterial,
-}
-
-impl SimEnv {
-    pub async fn start(config: MitzSimConfig) -> SimEnv {
-        crate::tls::install_crypto_provider();
-        let pki = Pki::new("Mitz test CA");
-        let server = pki.leaf("mitz.test", &["localhost", "127.0.0.1"]);
-        let client = pki.leaf("gateway.test", &["gateway.test"]);
-        let sim = start(
-            config,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            &pki.material(&server),
-        )
-        .await
-        .unwrap();
-        let client_tls = pki.material(&client);
-        SimEnv {
-            sim,
-            pki,
-            client_tls,
-        }
-    }
-
-    /// A MitzConfig for this simulator (the TLS paths are not read: see [`SimEnv::client`]).
-    pub fn mitz_config(&self, deadline_ms: u64, cache_seconds: u64) -> MitzConfig {
-        MitzConfig {
-            closed_question_url: self.sim.closed_question_url(),
-            open_question_url: Some(self.sim.open_question_url()),
-            subscription_url: Some(self.sim.subscription_url()),
-            tls: TlsConfig {
-                cert_file: "/unused".into(),
-                key_file: "/unused".into(),
-                trust_bundle_file: "/unused".into(),
-            },
-            deadline_ms,
-            cache_seconds,
-        }
-    }
-
-    /// A Mitz client with the trusted client identity.
-    pub fn client(&self, deadline_ms: u64) -> Arc<MitzClient> {
-        Arc::new(MitzClient::with_tls(&self.mitz_config(deadline_ms, 0), &self.client_tls).unwrap())
-    }
-}
-
 fn config(yaml: &str) -> MitzSimConfig {
     MitzSimConfig::parse(yaml).unwrap()
 }
 
 fn sample(rel: &str) -> String {
-    let p = format!("{}/../testdata/mitz/{rel}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!("{}/../../testdata/mitz/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
