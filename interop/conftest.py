@@ -5,7 +5,7 @@ talks over real HTTP to two targets; every test in `test_zeep_ihe.py` runs again
   the codec decodes what zeep built (the decoded form is checked against what zeep was given) and encodes
   the answer zeep parses.
 - `gateway`: a real `duo-gateway serve` process, over mutual TLS. `duo-testbed interop`
-  (runtime/src/bin/duo-testbed.rs) writes its PKI and configuration and runs its communities: the hospital's
+  (runtime/testkit/src/bin/duo-testbed.rs) writes its PKI and configuration and runs its communities: the hospital's
   own XDS-I.b affinity domain (seeded with this fixture's entries, documents and instances) and a remote
   TLB node. zeep acts as a document consumer of the hospital (ITI-18 / ITI-43 / RAD-69 to the initiating
   gateway, presenting a trusted front end's client certificate) and as a remote initiating gateway (ITI-38 /

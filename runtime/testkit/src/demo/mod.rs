@@ -1,4 +1,4 @@
-//! `duo-gateway demo`: the main job on the embedded default.
+//! `duo-testbed demo`: the main job on the embedded default.
 //!
 //! Starts four hospitals on loopback ([`world::Options::demo`]): three whose studies the patient
 //! consented to share (two XDS affinity domains and a TLB node) and one whose imaging data Mitz denies,
