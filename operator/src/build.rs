@@ -1348,6 +1348,135 @@ mod tests {
         );
     }
 
+    /// A representative DuoGateway as a user writes it: XDS connection, Mitz, a separate XUA signing
+    /// key, resources, an image override, three replicas and its trust bundle in a ConfigMap; the
+    /// MitzConnection's trust bundle is a Secret.
+    fn golden_full() -> (DuoGateway, MitzConnection) {
+        let mut gw: DuoGateway = serde_json::from_value(serde_json::json!({
+            "apiVersion": "duo.beeldbeschikbaarheid.nl/v1alpha1",
+            "kind": "DuoGateway",
+            "metadata": {"name": "oost", "namespace": "hospitals", "uid": "0d7c2f4e-1b3a-4c5d-9e8f-a1b2c3d4e5f6"},
+            "spec": {
+                "organization": {
+                    "ura": "12345678",
+                    "name": "Ziekenhuis Oost",
+                    "facilityType": "V6",
+                    "homeCommunityId": "urn:oid:2.16.528.1.1007.3.3.12345678.1"
+                },
+                "connection": {"xds": {
+                    "registryUrl": "https://registry.oost.example/iti18",
+                    "repositories": [{"uniqueId": "1.2.3.4.1", "url": "https://repo.oost.example/iti43"}],
+                    "imagingDocumentSources": [{"uniqueId": "1.2.3.4.2", "url": "https://ids.oost.example/rad69"}]
+                }},
+                "mitz": {"connectionName": "mitz"},
+                "tls": {
+                    "secretName": "oost-tls",
+                    "trustBundle": {"configMap": {"name": "duo-trust", "key": "bundle.pem"}}
+                },
+                "communities": {"selector": {"matchLabels": {"duo.example/network": "oost-west"}}},
+                "replicas": 3,
+                "resources": {
+                    "requests": {"cpu": "250m", "memory": "128Mi"},
+                    "limits": {"memory": "512Mi"}
+                },
+                "image": "registry.oost.example/duo-gateway:0.9.1",
+                "xua": {"signingSecretName": "oost-xua"}
+            }
+        }))
+        .unwrap();
+        gw.metadata.generation = Some(7);
+        let m: MitzConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "duo.beeldbeschikbaarheid.nl/v1alpha1",
+            "kind": "MitzConnection",
+            "metadata": {"name": "mitz", "namespace": "hospitals"},
+            "spec": {
+                "closedQuestionUrl": "https://mitz.example/geslotenautorisatievraag/xacml3",
+                "openQuestionUrl": "https://mitz.example/openautorisatievraag",
+                "clientCertificateSecretName": "mitz-client",
+                "trustBundle": {"secret": {"name": "mitz-ca", "key": "ca.pem"}}
+            }
+        }))
+        .unwrap();
+        (gw, m)
+    }
+
+    /// The smallest DuoGateway: a TLB connection, no Mitz (permitAll, allCommunities), its trust
+    /// bundle in a Secret, one replica, the operator's default image.
+    fn golden_minimal() -> DuoGateway {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "duo.beeldbeschikbaarheid.nl/v1alpha1",
+            "kind": "DuoGateway",
+            "metadata": {"name": "west", "namespace": "tlb", "uid": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"},
+            "spec": {
+                "organization": {
+                    "ura": "87654321",
+                    "name": "Ziekenhuis West",
+                    "facilityType": "V4",
+                    "homeCommunityId": "urn:oid:2.16.528.1.1007.3.3.87654321.1"
+                },
+                "connection": {"tlb": {
+                    "homeCommunityId": "urn:oid:2.16.840.1.113883.2.4.3.999.1",
+                    "queryUrl": "https://tlb.example/xca/iti38",
+                    "retrieveUrl": "https://tlb.example/xca/iti39",
+                    "imagingRetrieveUrl": "https://tlb.example/xcai/rad75"
+                }},
+                "consent": {"mode": "permitAll"},
+                "localization": "allCommunities",
+                "tls": {
+                    "secretName": "west-tls",
+                    "trustBundle": {"secret": {"name": "west-ca", "key": "ca.crt"}}
+                },
+                "replicas": 1
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Compares `d` serialised (pretty JSON, as the apply body) byte for byte with
+    /// `operator/tests/golden/<file>`, captured from the builder before it was split into named
+    /// functions. `DUO_UPDATE_GOLDEN=1` rewrites the file instead (only for a deliberate change of the
+    /// Deployment; review the diff).
+    fn assert_golden(file: &str, d: &Deployment) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(file);
+        let got = serde_json::to_string_pretty(d).unwrap() + "\n";
+        if std::env::var_os("DUO_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &got).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (DUO_UPDATE_GOLDEN=1 writes it)", path.display()));
+        assert!(
+            got == want,
+            "the Deployment differs from {}:\n--- built ---\n{got}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn deployment_matches_the_golden_files() {
+        let (gw, m) = golden_full();
+        let d = deployment(
+            &gw,
+            &owner(&gw),
+            Some(&m),
+            "ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:0.1.0",
+            "3f2a9c0d5e7b4a1f8c6d2e0b9a7f5c3e1d8b6a4f2c0e9d7b5a3f1e8c6d4b2a09",
+        );
+        assert_golden("deployment-full.json", &d);
+        let gw = golden_minimal();
+        let d = deployment(
+            &gw,
+            &owner(&gw),
+            None,
+            "ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:0.1.0",
+            "0000000000000000000000000000000000000000000000000000000000000001",
+        );
+        assert_golden("deployment-minimal.json", &d);
+    }
+
     #[test]
     fn checksum_changes_with_config_or_material_only() {
         let a = checksum("x: 1", &[("tls.crt", b"A")]);
