@@ -1270,42 +1270,11 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
     }
     .await?;
     let prev = m.status.clone().unwrap_or_default();
-    let gen_ = m.meta().generation;
-    let mut st = MitzConnectionStatus {
-        observed_generation: gen_,
-        conditions: Vec::new(),
-        certificate: prev.certificate.clone(),
-    };
-    let outcome = match &checked {
-        Ok(info) => {
-            st.certificate = Some(CertificateStatus {
-                not_after: info.not_after.to_string(),
-                ura: info.ura.as_ref().map(|u| u.as_str().to_owned()),
-                subject: info.subject.clone(),
-            });
-            st.conditions.push(condition(
-                "Ready",
-                true,
-                "CertificateValid",
-                "client certificate and trust bundle are valid",
-                gen_,
-                &prev.conditions,
-                now,
-            ));
-            "applied"
-        }
-        Err(p) => {
-            st.conditions.push(condition(
-                "Ready",
-                false,
-                &p.reason,
-                &p.message,
-                gen_,
-                &prev.conditions,
-                now,
-            ));
-            "degraded"
-        }
+    let st = mitz_status(&m, &checked, now);
+    let outcome = if checked.is_ok() {
+        "applied"
+    } else {
+        "degraded"
     };
     if st != prev {
         write_status(
@@ -1322,6 +1291,52 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
     } else {
         300
     })))
+}
+
+/// The status of MitzConnection `m` after its check: `checked` is what its client certificate says, or
+/// the problem that makes it unusable. `Ready` says which; the last good certificate is kept. Pure.
+pub fn mitz_status(
+    m: &MitzConnection,
+    checked: &Result<CertificateInfo, Problem>,
+    now: Timestamp,
+) -> MitzConnectionStatus {
+    let prev = m.status.clone().unwrap_or_default();
+    let gen_ = m.meta().generation;
+    let mut st = MitzConnectionStatus {
+        observed_generation: gen_,
+        conditions: Vec::new(),
+        certificate: prev.certificate.clone(),
+    };
+    match checked {
+        Ok(info) => {
+            st.certificate = Some(CertificateStatus {
+                not_after: info.not_after.to_string(),
+                ura: info.ura.as_ref().map(|u| u.as_str().to_owned()),
+                subject: info.subject.clone(),
+            });
+            st.conditions.push(condition(
+                "Ready",
+                true,
+                "CertificateValid",
+                "client certificate and trust bundle are valid",
+                gen_,
+                &prev.conditions,
+                now,
+            ));
+        }
+        Err(p) => {
+            st.conditions.push(condition(
+                "Ready",
+                false,
+                &p.reason,
+                &p.message,
+                gen_,
+                &prev.conditions,
+                now,
+            ));
+        }
+    }
+    st
 }
 
 /// Retry policy of the MitzConnection reconciler.
@@ -1722,6 +1737,198 @@ mod tests {
         assert_eq!(
             get(&st, CERTIFICATE_REVOKED).reason,
             "RevocationCheckDisabled"
+        );
+    }
+
+    /// Every condition the reconcilers write, for every outcome and reason, at a fixed time: the status
+    /// of a sequence of DuoGateway outcomes (each on top of the status before it, so that kept
+    /// conditions and transition times show) and of MitzConnection checks, serialised as the status
+    /// patch body and compared byte for byte with `operator/tests/golden/status.json`, captured before
+    /// condition types and reasons became enums (`DUO_UPDATE_GOLDEN=1` rewrites it).
+    #[test]
+    fn status_matches_the_golden_file() {
+        let t = |s: i64| Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let certificate = |days: i64| CertificateInfo {
+            not_before: t(-86_400),
+            not_after: t(days * 86_400),
+            subject: "CN=duo.oost.example,O=Ziekenhuis Oost".into(),
+            dns_names: vec!["duo.oost.example".into()],
+            ura: Some("12345678".parse().unwrap()),
+            uzi: None,
+        };
+        let with = |revocation: OwnRevocation, days: i64, skipped: Vec<build::SkippedCommunity>| {
+            Outcome::Applied {
+                certificate: Box::new(certificate(days)),
+                revocation,
+                communities: 2,
+                checksum: format!("sum-{days}"),
+                skipped,
+                xua: Some(Box::new(XuaStatus {
+                    issuer: "urn:oid:1.2.3".into(),
+                    signing_certificate: None,
+                    trusted_issuers: 1,
+                    unsigned_allowed: false,
+                })),
+            }
+        };
+        let skipped = vec![
+            build::SkippedCommunity {
+                community: "h/west".into(),
+                reason: "CommunityInvalid",
+                message: "DuoCommunity h/west: spec.deadlineMs: must be greater than 0".into(),
+            },
+            build::SkippedCommunity {
+                community: "h/noord".into(),
+                reason: "DuplicateHomeCommunityId",
+                message: "DuoCommunity h/noord: spec.homeCommunityId urn:oid:1.2.3 is this gateway's own homeCommunityId".into(),
+            },
+        ];
+        let src = || Source::Crl("http://crl.example/ca.crl".into());
+        let mut steps: Vec<(String, Outcome, Option<Deployment>)> = vec![
+            (
+                "applied, available".into(),
+                with(not_revoked(), 90, vec![]),
+                Some(deployment(2)),
+            ),
+            (
+                "applied, rolling out, expiring, revoked, communities skipped".into(),
+                with(
+                    OwnRevocation::from_check(Ok(Verdict::Revoked(Source::Ocsp(
+                        "http://ocsp.example".into(),
+                    )))),
+                    10,
+                    skipped,
+                ),
+                Some(deployment(1)),
+            ),
+            (
+                "applied, no Deployment, revocation unavailable".into(),
+                with(
+                    OwnRevocation::from_check(Ok(Verdict::Unavailable {
+                        accepted: false,
+                        detail: format!("{}: connection refused", src()),
+                    })),
+                    90,
+                    vec![],
+                ),
+                None,
+            ),
+            (
+                "applied, no revocation source".into(),
+                with(
+                    OwnRevocation::from_check(Ok(Verdict::Unchecked { accepted: true })),
+                    90,
+                    vec![],
+                ),
+                Some(deployment(2)),
+            ),
+            (
+                "applied, chain not verified".into(),
+                with(
+                    OwnRevocation::from_check(Err(ChainError("UnknownIssuer".into()))),
+                    90,
+                    vec![],
+                ),
+                Some(deployment(2)),
+            ),
+            (
+                "applied, revocation disabled".into(),
+                with(OwnRevocation::disabled(), 90, vec![]),
+                Some(deployment(2)),
+            ),
+        ];
+        for reason in [
+            "SecretMissing",
+            "SecretIncomplete",
+            "TrustBundleMissing",
+            "TrustBundleInvalid",
+            "InvalidSpec",
+            "MitzConnectionMissing",
+            "CertificateInvalid",
+            "CertificateKeyMismatch",
+            "CertificateNotYetValid",
+            "CertificateUraMismatch",
+            "ChildConflict",
+            "PublishConflict",
+            "ApplyFailed",
+            "CertificateExpired",
+        ] {
+            steps.push((
+                format!("degraded {reason}"),
+                Outcome::Degraded(problem(reason, format!("what is wrong ({reason})"))),
+                Some(deployment(2)),
+            ));
+        }
+        steps.push((
+            "degraded without a Deployment".into(),
+            Outcome::Degraded(problem("SecretMissing", "no Secret")),
+            None,
+        ));
+        steps.push((
+            "applied again".into(),
+            with(not_revoked(), 90, vec![]),
+            Some(deployment(2)),
+        ));
+        steps.push(("paused".into(), Outcome::Paused, Some(deployment(2))));
+        let mut g = gw();
+        let mut out = Vec::new();
+        for (i, (case, outcome, d)) in steps.into_iter().enumerate() {
+            g.metadata.generation = Some(3 + i as i64);
+            let st = gateway_status(&g, &outcome, d.as_ref(), t(i as i64 * 60));
+            out.push(serde_json::json!({"case": case, "status": st}));
+            g.status = Some(st);
+        }
+        let mut m = MitzConnection::new(
+            "mitz",
+            MitzConnectionSpec {
+                closed_question_url: "https://mitz.example/gesloten".into(),
+                open_question_url: None,
+                subscription_url: None,
+                client_certificate_secret_name: "mitz-client".into(),
+                trust_bundle: TrustBundleRef {
+                    config_map: None,
+                    secret: Some(KeyRef {
+                        name: "mitz-ca".into(),
+                        key: "ca.crt".into(),
+                    }),
+                },
+                deadline_ms: 3000,
+                cache_seconds: 60,
+                allow_plain_http: false,
+                crl_urls: Vec::new(),
+            },
+        );
+        m.metadata.generation = Some(1);
+        let checks: Vec<Result<CertificateInfo, Problem>> = vec![
+            Ok(certificate(90)),
+            Err(problem(
+                "SecretMissing",
+                "spec.clientCertificateSecretName (mitz-client): Secret \"mitz-client\" not found",
+            )),
+            Err(problem("CertificateExpired", "the certificate expired")),
+            Err(problem("InvalidSpec", "spec.closedQuestionUrl: plain http")),
+            Ok(certificate(90)),
+        ];
+        for (i, checked) in checks.iter().enumerate() {
+            let st = mitz_status(&m, checked, t(i as i64 * 60));
+            out.push(
+                serde_json::json!({"case": format!("MitzConnection check {i}"), "status": st}),
+            );
+            m.status = Some(st);
+        }
+        let got = serde_json::to_string_pretty(&out).unwrap() + "\n";
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/status.json");
+        if std::env::var_os("DUO_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &got).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (DUO_UPDATE_GOLDEN=1 writes it)", path.display()));
+        assert!(
+            got == want,
+            "the statuses differ from {}:\n{got}",
+            path.display()
         );
     }
 
