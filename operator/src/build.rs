@@ -30,6 +30,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
+use crate::condition::Reason;
 use crate::crd::{
     CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust, ConsentMode,
     DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL,
@@ -129,8 +130,9 @@ fn meta(gw: &DuoGateway, name: String, owner: &OwnerReference) -> ObjectMeta {
 pub struct SkippedCommunity {
     /// `namespace/name` of the DuoCommunity.
     pub community: String,
-    /// CamelCase reason: `CommunityInvalid` or `DuplicateHomeCommunityId`.
-    pub reason: &'static str,
+    /// The `CommunitiesSkipped` reason: [`Reason::CommunityInvalid`] or
+    /// [`Reason::DuplicateHomeCommunityId`].
+    pub reason: Reason,
     /// What is wrong, naming the DuoCommunity and its field.
     pub message: String,
 }
@@ -237,7 +239,7 @@ pub fn resolve(
             Ok(r) => parsed.push((c, r)),
             Err(e) => skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "CommunityInvalid",
+                reason: Reason::CommunityInvalid,
                 message: format!("DuoCommunity {}: {e}", id(c)),
             }),
         }
@@ -255,7 +257,7 @@ pub fn resolve(
         if r.home_community_id == home {
             skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "DuplicateHomeCommunityId",
+                reason: Reason::DuplicateHomeCommunityId,
                 message: format!(
                     "DuoCommunity {}: spec.homeCommunityId {} is this gateway's own homeCommunityId",
                     id(c),
@@ -267,7 +269,7 @@ pub fn resolve(
         if others.len() > 1 {
             skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "DuplicateHomeCommunityId",
+                reason: Reason::DuplicateHomeCommunityId,
                 message: format!(
                     "DuoCommunity {}: spec.homeCommunityId {} is also used by {}",
                     id(c),
@@ -287,7 +289,7 @@ pub fn resolve(
             config.communities.pop();
             skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "CommunityInvalid",
+                reason: Reason::CommunityInvalid,
                 message: format!(
                     "DuoCommunity {}: {}: {}",
                     id(c),
