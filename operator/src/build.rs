@@ -30,6 +30,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
+use crate::condition::Reason;
 use crate::crd::{
     CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust, ConsentMode,
     DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL,
@@ -129,8 +130,9 @@ fn meta(gw: &DuoGateway, name: String, owner: &OwnerReference) -> ObjectMeta {
 pub struct SkippedCommunity {
     /// `namespace/name` of the DuoCommunity.
     pub community: String,
-    /// CamelCase reason: `CommunityInvalid` or `DuplicateHomeCommunityId`.
-    pub reason: &'static str,
+    /// The `CommunitiesSkipped` reason: [`Reason::CommunityInvalid`] or
+    /// [`Reason::DuplicateHomeCommunityId`].
+    pub reason: Reason,
     /// What is wrong, naming the DuoCommunity and its field.
     pub message: String,
 }
@@ -237,7 +239,7 @@ pub fn resolve(
             Ok(r) => parsed.push((c, r)),
             Err(e) => skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "CommunityInvalid",
+                reason: Reason::CommunityInvalid,
                 message: format!("DuoCommunity {}: {e}", id(c)),
             }),
         }
@@ -255,7 +257,7 @@ pub fn resolve(
         if r.home_community_id == home {
             skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "DuplicateHomeCommunityId",
+                reason: Reason::DuplicateHomeCommunityId,
                 message: format!(
                     "DuoCommunity {}: spec.homeCommunityId {} is this gateway's own homeCommunityId",
                     id(c),
@@ -267,7 +269,7 @@ pub fn resolve(
         if others.len() > 1 {
             skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "DuplicateHomeCommunityId",
+                reason: Reason::DuplicateHomeCommunityId,
                 message: format!(
                     "DuoCommunity {}: spec.homeCommunityId {} is also used by {}",
                     id(c),
@@ -287,7 +289,7 @@ pub fn resolve(
             config.communities.pop();
             skipped.push(SkippedCommunity {
                 community: id(c),
-                reason: "CommunityInvalid",
+                reason: Reason::CommunityInvalid,
                 message: format!(
                     "DuoCommunity {}: {}: {}",
                     id(c),
@@ -581,6 +583,11 @@ pub fn service_account(gw: &DuoGateway, owner: &OwnerReference) -> ServiceAccoun
     }
 }
 
+/// Name of the gateway container (and the command it runs).
+pub const CONTAINER_NAME: &str = "duo-gateway";
+
+/// A trust bundle (ConfigMap or Secret key) as volume `name` holding the single file `ca.crt`,
+/// read-only for the pod's group (0440).
 fn trust_volume(name: &str, r: &TrustBundleRef) -> Volume {
     let items = |key: &str| {
         Some(vec![KeyToPath {
@@ -619,6 +626,7 @@ fn trust_volume(name: &str, r: &TrustBundleRef) -> Volume {
     }
 }
 
+/// A `kubernetes.io/tls` Secret as volume `name` holding `tls.crt` and `tls.key` (0440).
 fn tls_secret_volume(name: &str, secret: &str) -> Volume {
     Volume {
         name: name.into(),
@@ -643,6 +651,34 @@ fn tls_secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
+/// The gateway's ConfigMap as volume `config` holding [`CONFIG_KEY`] (0440).
+fn config_volume(gw: &DuoGateway) -> Volume {
+    Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(gw),
+            items: Some(vec![KeyToPath {
+                key: CONFIG_KEY.into(),
+                path: CONFIG_KEY.into(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The writable scratch volume `tmp` (the root filesystem is read-only).
+fn tmp_volume() -> Volume {
+    Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// Read-only mount of volume `name` at `path`.
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
@@ -652,6 +688,54 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
+/// Writable mount of [`tmp_volume`] at `/tmp`.
+fn tmp_mount() -> VolumeMount {
+    VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }
+}
+
+/// The pod's volumes and the container's mounts of them, in the same order: the configuration, the
+/// hospital's TLS Secret and trust bundle, `/tmp`; the Mitz client Secret and trust bundle when the
+/// gateway uses Mitz and its MitzConnection (`mitz`) was found; the XUA signing Secret when
+/// `spec.xua.signingSecretName` is set. The mount folders are the ones [`runtime_config`] names.
+fn volumes_and_mounts(
+    gw: &DuoGateway,
+    mitz: Option<&MitzConnection>,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let s = &gw.spec;
+    let mut volumes = vec![
+        config_volume(gw),
+        tls_secret_volume("tls", &s.tls.secret_name),
+        trust_volume("trust", &s.tls.trust_bundle),
+        tmp_volume(),
+    ];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR),
+        mount("tls", TLS_DIR),
+        mount("trust", TRUST_DIR),
+        tmp_mount(),
+    ];
+    if let (Some(_), Some(m)) = (&s.mitz, mitz) {
+        volumes.push(tls_secret_volume(
+            "mitz",
+            &m.spec.client_certificate_secret_name,
+        ));
+        volumes.push(trust_volume("mitz-trust", &m.spec.trust_bundle));
+        mounts.push(mount("mitz", MITZ_DIR));
+        mounts.push(mount("mitz-trust", MITZ_TRUST_DIR));
+    }
+    if let Some(secret) = &s.xua.signing_secret_name {
+        volumes.push(tls_secret_volume("xua-signing", secret));
+        mounts.push(mount("xua-signing", XUA_SIGNING_DIR));
+    }
+    (volumes, mounts)
+}
+
+/// An HTTP GET probe of `path` on the `ops` port every `period` seconds, failing after `failures`
+/// misses of 2 s each.
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -667,9 +751,152 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// `/readyz` every 5 s, out of the Service after 3 misses (the runtime is not ready until its
+/// configuration and certificates are loaded).
+fn readiness_probe() -> Probe {
+    probe("/readyz", 5, 3)
+}
+
+/// `/healthz` every 10 s, restarted after 6 misses (a minute).
+fn liveness_probe() -> Probe {
+    probe("/healthz", 10, 6)
+}
+
+/// The container's ports: `https` ([`HTTPS_PORT`]) and `ops` ([`OPS_PORT`]), TCP.
+fn container_ports() -> Vec<ContainerPort> {
+    vec![
+        ContainerPort {
+            name: Some("https".into()),
+            container_port: HTTPS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("ops".into()),
+            container_port: OPS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        },
+    ]
+}
+
+/// The `RuntimeDefault` seccomp profile (Pod Security Standard "restricted").
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// The container's security context ("restricted"): no privilege escalation, read-only root
+/// filesystem, non-root [`RUN_AS`], every capability dropped, `RuntimeDefault` seccomp.
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+/// The pod's security context: non-root [`RUN_AS`] user, group and fsGroup (so the 0440 volumes are
+/// readable), `RuntimeDefault` seccomp.
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The gateway container: `duo-gateway serve --config <CONFIG_DIR>/<CONFIG_KEY>` from `spec.image`
+/// (default `image`), with `spec.resources`, the probes, the restricted security context and `mounts`.
+fn gateway_container(gw: &DuoGateway, image: &str, mounts: Vec<VolumeMount>) -> Container {
+    let s = &gw.spec;
+    Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(s.image.clone().unwrap_or_else(|| image.to_owned())),
+        command: Some(vec![CONTAINER_NAME.into()]),
+        args: Some(vec![
+            "serve".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        ports: Some(container_ports()),
+        readiness_probe: Some(readiness_probe()),
+        liveness_probe: Some(liveness_probe()),
+        resources: s.resources.clone(),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+/// The pod spec: the one `container`, the gateway's ServiceAccount without a token (the gateway never
+/// talks to the API server), no service links, the pod security context and `volumes`.
+fn pod_spec(gw: &DuoGateway, container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        service_account_name: Some(child_name(gw)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+/// The pod template: the child labels (which include the selector labels), the [`CHECKSUM_ANNOTATION`]
+/// with `checksum` (a change rolls the pods), and the gateway container with its volumes.
+fn pod_template(
+    gw: &DuoGateway,
+    mitz: Option<&MitzConnection>,
+    image: &str,
+    checksum: &str,
+) -> PodTemplateSpec {
+    let (volumes, mounts) = volumes_and_mounts(gw, mitz);
+    let mut template_labels = labels(gw);
+    template_labels.extend(selector_labels(gw));
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(template_labels),
+            annotations: Some(BTreeMap::from([(
+                CHECKSUM_ANNOTATION.to_owned(),
+                checksum.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec(gw, gateway_container(gw, image, mounts), volumes)),
+    }
+}
+
+/// Rolling updates that never take a pod away before its replacement is ready: maxSurge 1,
+/// maxUnavailable 0.
+fn rolling_update_strategy() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
 /// The gateway Deployment: restricted pod security, config and certificates mounted read-only, probes
 /// on the ops port, and the `checksum` annotation on the pod template so that a change rolls the pods.
-/// Rolling updates never take a pod away before its replacement is ready (maxUnavailable 0).
+/// Rolling updates never take a pod away before its replacement is ready (maxUnavailable 0). Composed
+/// of the small builders below it: `pod_template` (→ `pod_spec`, `gateway_container`,
+/// `volumes_and_mounts`, the probes and security contexts) and `rolling_update_strategy`.
 pub fn deployment(
     gw: &DuoGateway,
     owner: &OwnerReference,
@@ -677,144 +904,16 @@ pub fn deployment(
     image: &str,
     checksum: &str,
 ) -> Deployment {
-    let s = &gw.spec;
-    let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(gw),
-                items: Some(vec![KeyToPath {
-                    key: CONFIG_KEY.into(),
-                    path: CONFIG_KEY.into(),
-                    mode: None,
-                }]),
-                default_mode: Some(0o440),
-                optional: Some(false),
-            }),
-            ..Volume::default()
-        },
-        tls_secret_volume("tls", &s.tls.secret_name),
-        trust_volume("trust", &s.tls.trust_bundle),
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    ];
-    let mut mounts = vec![
-        mount("config", CONFIG_DIR),
-        mount("tls", TLS_DIR),
-        mount("trust", TRUST_DIR),
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        },
-    ];
-    if let (Some(_), Some(m)) = (&s.mitz, mitz) {
-        volumes.push(tls_secret_volume(
-            "mitz",
-            &m.spec.client_certificate_secret_name,
-        ));
-        volumes.push(trust_volume("mitz-trust", &m.spec.trust_bundle));
-        mounts.push(mount("mitz", MITZ_DIR));
-        mounts.push(mount("mitz-trust", MITZ_TRUST_DIR));
-    }
-    if let Some(secret) = &s.xua.signing_secret_name {
-        volumes.push(tls_secret_volume("xua-signing", secret));
-        mounts.push(mount("xua-signing", XUA_SIGNING_DIR));
-    }
-    let container = Container {
-        name: "duo-gateway".into(),
-        image: Some(s.image.clone().unwrap_or_else(|| image.to_owned())),
-        command: Some(vec!["duo-gateway".into()]),
-        args: Some(vec![
-            "serve".into(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
-        ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("https".into()),
-                container_port: HTTPS_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("ops".into()),
-                container_port: OPS_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
-        readiness_probe: Some(probe("/readyz", 5, 3)),
-        liveness_probe: Some(probe("/healthz", 10, 6)),
-        resources: s.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
-    let mut template_labels = labels(gw);
-    template_labels.extend(selector_labels(gw));
     Deployment {
         metadata: meta(gw, child_name(gw), owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(s.replicas),
+            replicas: Some(gw.spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(gw)),
                 match_expressions: None,
             },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(template_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CHECKSUM_ANNOTATION.to_owned(),
-                        checksum.to_owned(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    service_account_name: Some(child_name(gw)),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS),
-                        run_as_group: Some(RUN_AS),
-                        fs_group: Some(RUN_AS),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
-            },
+            strategy: Some(rolling_update_strategy()),
+            template: pod_template(gw, mitz, image, checksum),
             ..DeploymentSpec::default()
         }),
         status: None,
@@ -1346,6 +1445,342 @@ mod tests {
             trust.secret.as_ref().unwrap().items.as_ref().unwrap()[0].path,
             "ca.crt"
         );
+    }
+
+    /// A representative DuoGateway as a user writes it: XDS connection, Mitz, a separate XUA signing
+    /// key, resources, an image override, three replicas and its trust bundle in a ConfigMap; the
+    /// MitzConnection's trust bundle is a Secret.
+    fn golden_full() -> (DuoGateway, MitzConnection) {
+        let mut gw: DuoGateway = serde_json::from_value(serde_json::json!({
+            "apiVersion": "duo.beeldbeschikbaarheid.nl/v1alpha1",
+            "kind": "DuoGateway",
+            "metadata": {"name": "oost", "namespace": "hospitals", "uid": "0d7c2f4e-1b3a-4c5d-9e8f-a1b2c3d4e5f6"},
+            "spec": {
+                "organization": {
+                    "ura": "12345678",
+                    "name": "Ziekenhuis Oost",
+                    "facilityType": "V6",
+                    "homeCommunityId": "urn:oid:2.16.528.1.1007.3.3.12345678.1"
+                },
+                "connection": {"xds": {
+                    "registryUrl": "https://registry.oost.example/iti18",
+                    "repositories": [{"uniqueId": "1.2.3.4.1", "url": "https://repo.oost.example/iti43"}],
+                    "imagingDocumentSources": [{"uniqueId": "1.2.3.4.2", "url": "https://ids.oost.example/rad69"}]
+                }},
+                "mitz": {"connectionName": "mitz"},
+                "tls": {
+                    "secretName": "oost-tls",
+                    "trustBundle": {"configMap": {"name": "duo-trust", "key": "bundle.pem"}}
+                },
+                "communities": {"selector": {"matchLabels": {"duo.example/network": "oost-west"}}},
+                "replicas": 3,
+                "resources": {
+                    "requests": {"cpu": "250m", "memory": "128Mi"},
+                    "limits": {"memory": "512Mi"}
+                },
+                "image": "registry.oost.example/duo-gateway:0.9.1",
+                "xua": {"signingSecretName": "oost-xua"}
+            }
+        }))
+        .unwrap();
+        gw.metadata.generation = Some(7);
+        let m: MitzConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "duo.beeldbeschikbaarheid.nl/v1alpha1",
+            "kind": "MitzConnection",
+            "metadata": {"name": "mitz", "namespace": "hospitals"},
+            "spec": {
+                "closedQuestionUrl": "https://mitz.example/geslotenautorisatievraag/xacml3",
+                "openQuestionUrl": "https://mitz.example/openautorisatievraag",
+                "clientCertificateSecretName": "mitz-client",
+                "trustBundle": {"secret": {"name": "mitz-ca", "key": "ca.pem"}}
+            }
+        }))
+        .unwrap();
+        (gw, m)
+    }
+
+    /// The smallest DuoGateway: a TLB connection, no Mitz (permitAll, allCommunities), its trust
+    /// bundle in a Secret, one replica, the operator's default image.
+    fn golden_minimal() -> DuoGateway {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "duo.beeldbeschikbaarheid.nl/v1alpha1",
+            "kind": "DuoGateway",
+            "metadata": {"name": "west", "namespace": "tlb", "uid": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"},
+            "spec": {
+                "organization": {
+                    "ura": "87654321",
+                    "name": "Ziekenhuis West",
+                    "facilityType": "V4",
+                    "homeCommunityId": "urn:oid:2.16.528.1.1007.3.3.87654321.1"
+                },
+                "connection": {"tlb": {
+                    "homeCommunityId": "urn:oid:2.16.840.1.113883.2.4.3.999.1",
+                    "queryUrl": "https://tlb.example/xca/iti38",
+                    "retrieveUrl": "https://tlb.example/xca/iti39",
+                    "imagingRetrieveUrl": "https://tlb.example/xcai/rad75"
+                }},
+                "consent": {"mode": "permitAll"},
+                "localization": "allCommunities",
+                "tls": {
+                    "secretName": "west-tls",
+                    "trustBundle": {"secret": {"name": "west-ca", "key": "ca.crt"}}
+                },
+                "replicas": 1
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Compares `d` serialised (pretty JSON, as the apply body) byte for byte with
+    /// `operator/tests/golden/<file>`, captured from the builder before it was split into named
+    /// functions. `DUO_UPDATE_GOLDEN=1` rewrites the file instead (only for a deliberate change of the
+    /// Deployment; review the diff).
+    fn assert_golden(file: &str, d: &Deployment) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(file);
+        let got = serde_json::to_string_pretty(d).unwrap() + "\n";
+        if std::env::var_os("DUO_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &got).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (DUO_UPDATE_GOLDEN=1 writes it)", path.display()));
+        assert!(
+            got == want,
+            "the Deployment differs from {}:\n--- built ---\n{got}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn deployment_matches_the_golden_files() {
+        let (gw, m) = golden_full();
+        let d = deployment(
+            &gw,
+            &owner(&gw),
+            Some(&m),
+            "ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:0.1.0",
+            "3f2a9c0d5e7b4a1f8c6d2e0b9a7f5c3e1d8b6a4f2c0e9d7b5a3f1e8c6d4b2a09",
+        );
+        assert_golden("deployment-full.json", &d);
+        let gw = golden_minimal();
+        let d = deployment(
+            &gw,
+            &owner(&gw),
+            None,
+            "ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:0.1.0",
+            "0000000000000000000000000000000000000000000000000000000000000001",
+        );
+        assert_golden("deployment-minimal.json", &d);
+    }
+
+    fn names_of_volumes(v: &[Volume]) -> Vec<&str> {
+        v.iter().map(|v| v.name.as_str()).collect()
+    }
+
+    fn names_of_mounts(m: &[VolumeMount]) -> Vec<&str> {
+        m.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    #[test]
+    fn volumes_and_mounts_pair_up_and_follow_the_spec() {
+        let (gw, m) = golden_full();
+        let (volumes, mounts) = volumes_and_mounts(&gw, Some(&m));
+        assert_eq!(
+            names_of_volumes(&volumes),
+            [
+                "config",
+                "tls",
+                "trust",
+                "tmp",
+                "mitz",
+                "mitz-trust",
+                "xua-signing"
+            ]
+        );
+        assert_eq!(names_of_mounts(&mounts), names_of_volumes(&volumes));
+        for mt in &mounts {
+            let writable = mt.name == "tmp";
+            assert_eq!(mt.read_only, (!writable).then_some(true), "{}", mt.name);
+        }
+        // a spec.mitz whose MitzConnection was not passed, or a MitzConnection the spec does not use,
+        // mounts nothing of Mitz
+        let (v, _) = volumes_and_mounts(&gw, None);
+        assert_eq!(
+            names_of_volumes(&v),
+            ["config", "tls", "trust", "tmp", "xua-signing"]
+        );
+        let mut no_mitz = gw.clone();
+        no_mitz.spec.mitz = None;
+        no_mitz.spec.xua.signing_secret_name = None;
+        let (v, mt) = volumes_and_mounts(&no_mitz, Some(&m));
+        assert_eq!(names_of_volumes(&v), ["config", "tls", "trust", "tmp"]);
+        assert_eq!(names_of_mounts(&mt), ["config", "tls", "trust", "tmp"]);
+        // trust bundles: the named key becomes ca.crt, from a ConfigMap or a Secret
+        let trust = &volumes[2];
+        let cm = trust.config_map.as_ref().unwrap();
+        assert_eq!(
+            (cm.name.as_str(), cm.default_mode),
+            ("duo-trust", Some(0o440))
+        );
+        let item = &cm.items.as_ref().unwrap()[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("bundle.pem", "ca.crt")
+        );
+        let mitz_trust = volumes[5].secret.as_ref().unwrap();
+        assert_eq!(mitz_trust.secret_name.as_deref(), Some("mitz-ca"));
+        assert_eq!(mitz_trust.items.as_ref().unwrap()[0].key, "ca.pem");
+        let empty = trust_volume(
+            "t",
+            &TrustBundleRef {
+                config_map: None,
+                secret: None,
+            },
+        );
+        assert!(empty.empty_dir.is_some() && empty.secret.is_none() && empty.config_map.is_none());
+    }
+
+    /// Every file the rendered configuration names is in a volume mounted at its folder: what the
+    /// runtime reads and what the Deployment mounts come from the same constants.
+    #[test]
+    fn every_file_the_config_names_is_mounted() {
+        let (gw, m) = golden_full();
+        let c = runtime_config(&gw, &[], Some(&m)).unwrap();
+        let mitz = c.mitz.as_ref().unwrap();
+        let signing = c.xua.signing.as_ref().unwrap();
+        let files = [
+            &c.server.tls.cert_file,
+            &c.server.tls.key_file,
+            &c.server.tls.trust_bundle_file,
+            &mitz.tls.cert_file,
+            &mitz.tls.key_file,
+            &mitz.tls.trust_bundle_file,
+            &signing.cert_file,
+            &signing.key_file,
+        ];
+        let (volumes, mounts) = volumes_and_mounts(&gw, Some(&m));
+        let config_file = std::path::PathBuf::from(format!("{CONFIG_DIR}/{CONFIG_KEY}"));
+        for f in files.into_iter().chain([&config_file]) {
+            let dir = f.parent().unwrap().to_str().unwrap();
+            let name = f.file_name().unwrap().to_str().unwrap();
+            let mt = mounts
+                .iter()
+                .find(|mt| mt.mount_path == dir)
+                .unwrap_or_else(|| panic!("{} is not mounted", f.display()));
+            let v = volumes.iter().find(|v| v.name == mt.name).unwrap();
+            let items = v
+                .secret
+                .as_ref()
+                .and_then(|s| s.items.clone())
+                .or_else(|| v.config_map.as_ref().and_then(|c| c.items.clone()))
+                .unwrap();
+            assert!(
+                items.iter().any(|i| i.path == name),
+                "{} is not in volume {}",
+                f.display(),
+                v.name
+            );
+        }
+    }
+
+    #[test]
+    fn security_contexts_are_restricted() {
+        let c = container_security_context();
+        assert_eq!(c.allow_privilege_escalation, Some(false));
+        assert_eq!(c.read_only_root_filesystem, Some(true));
+        assert_eq!(c.privileged, None);
+        assert_eq!(
+            (c.run_as_non_root, c.run_as_user, c.run_as_group),
+            (Some(true), Some(RUN_AS), Some(RUN_AS))
+        );
+        let caps = c.capabilities.unwrap();
+        assert_eq!((caps.drop, caps.add), (Some(vec!["ALL".to_owned()]), None));
+        assert_eq!(c.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let p = pod_security_context();
+        assert_eq!(
+            (p.run_as_non_root, p.run_as_user, p.run_as_group, p.fs_group),
+            (Some(true), Some(RUN_AS), Some(RUN_AS), Some(RUN_AS))
+        );
+        assert_eq!(p.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn probes_ask_the_ops_port() {
+        let ports = container_ports();
+        let ops = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some("ops"))
+            .unwrap();
+        assert_eq!(ops.container_port, OPS_PORT);
+        let https = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some("https"))
+            .unwrap();
+        assert_eq!(https.container_port, HTTPS_PORT);
+        for (p, path) in [
+            (readiness_probe(), "/readyz"),
+            (liveness_probe(), "/healthz"),
+        ] {
+            let get = p.http_get.unwrap();
+            assert_eq!(get.path.as_deref(), Some(path));
+            assert_eq!(get.port, IntOrString::String("ops".into()));
+            assert_eq!(get.scheme.as_deref(), Some("HTTP"));
+        }
+        assert!(
+            liveness_probe().period_seconds.unwrap() * liveness_probe().failure_threshold.unwrap()
+                > readiness_probe().period_seconds.unwrap()
+                    * readiness_probe().failure_threshold.unwrap(),
+            "a pod leaves the Service before it is restarted"
+        );
+    }
+
+    #[test]
+    fn container_runs_the_image_with_the_config_and_resources() {
+        let (mut gw, _) = golden_full();
+        let c = gateway_container(&gw, "default:1", vec![mount("config", CONFIG_DIR)]);
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.oost.example/duo-gateway:0.9.1")
+        );
+        assert_eq!(c.command.as_deref(), Some(&["duo-gateway".to_owned()][..]));
+        assert_eq!(
+            c.args.as_deref().unwrap(),
+            ["serve", "--config", "/etc/duo/config/config.yaml"]
+        );
+        assert_eq!(c.resources, gw.spec.resources);
+        assert_eq!(
+            names_of_mounts(c.volume_mounts.as_ref().unwrap()),
+            ["config"]
+        );
+        gw.spec.image = None;
+        gw.spec.resources = None;
+        let c = gateway_container(&gw, "default:1", vec![]);
+        assert_eq!(c.image.as_deref(), Some("default:1"));
+        assert_eq!(c.resources, None);
+    }
+
+    #[test]
+    fn pod_template_is_selected_and_rolls_with_the_checksum() {
+        let gw = golden_minimal();
+        let t = pod_template(&gw, None, "img:1", "sum");
+        let meta = t.metadata.unwrap();
+        let labels = meta.labels.unwrap();
+        for (k, v) in selector_labels(&gw) {
+            assert_eq!(labels.get(&k), Some(&v), "selector label {k}");
+        }
+        assert_eq!(meta.annotations.unwrap()[CHECKSUM_ANNOTATION], "sum");
+        let pod = t.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("duo-west"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.enable_service_links, Some(false));
+        assert_eq!(pod.containers.len(), 1);
+        let s = rolling_update_strategy();
+        let r = s.rolling_update.unwrap();
+        assert_eq!(r.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(r.max_surge, Some(IntOrString::Int(1)));
     }
 
     #[test]

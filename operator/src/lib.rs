@@ -4,9 +4,11 @@
 //! Pipeline per DuoGateway (docs/ARCHITECTURE.md "The operator"): **fetch** the resource and what it
 //! references ([`reconcile`]) → **validate** certificates and references ([`validate`]) → **build** the
 //! runtime config and child objects with pure functions ([`build`]) → **apply** with server-side apply
-//! under one field manager → **status** with conditions Ready / Progressing / Degraded.
+//! under one field manager → **status** with conditions Ready / Progressing / Degraded (types and reasons
+//! in [`condition`]).
 
 pub mod build;
+pub mod condition;
 pub mod crd;
 pub mod metrics;
 pub mod reconcile;

@@ -31,6 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::build::{self, FIELD_MANAGER};
+use crate::condition::{ConditionStatus, ConditionType, Reason};
 use crate::crd::{
     CertificateStatus, DuoCommunity, DuoGateway, DuoGatewayStatus, MitzConnection,
     MitzConnectionStatus, PAUSED_ANNOTATION, TrustBundleRef, XuaStatus,
@@ -38,10 +39,9 @@ use crate::crd::{
 use crate::metrics::{Metrics, ModeLabels};
 use crate::validate::{self, CertProblem, OwnRevocation};
 
-/// Condition type: `True` when selected DuoCommunities were left out of the configuration (invalid, or
-/// a homeCommunityId that is the gateway's own or used by another selected community); the message names
-/// each one (`namespace/name`) and the field.
-pub const COMMUNITIES_SKIPPED: &str = "CommunitiesSkipped";
+/// The wire string of [`ConditionType::CommunitiesSkipped`] (kept for the integration tests and other
+/// readers of the status).
+pub const COMMUNITIES_SKIPPED: &str = ConditionType::CommunitiesSkipped.as_str();
 
 /// Finalizer on every DuoGateway: its children are deleted before the gateway goes.
 pub const FINALIZER: &str = "duo.beeldbeschikbaarheid.nl/cleanup";
@@ -100,18 +100,20 @@ pub struct Context {
 /// How long an applied set of children is trusted before it is applied again although unchanged.
 pub const APPLY_REFRESH: Duration = Duration::from_secs(600);
 
-/// A spec problem: condition reason and message.
+/// A spec problem: the reason of the `Degraded=True` / `Ready=False` conditions (a MitzConnection's
+/// `Ready=False`) and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// CamelCase reason (`SecretMissing`, `CertificateExpired`, `InvalidSpec`, ...).
-    pub reason: String,
+    /// Why (`SecretMissing`, `CertificateExpired`, `InvalidSpec`, ...: the "spec that cannot be
+    /// applied" group of [`Reason`]).
+    pub reason: Reason,
     /// One line for people.
     pub message: String,
 }
 
-fn problem(reason: &str, message: impl Into<String>) -> Problem {
+fn problem(reason: Reason, message: impl Into<String>) -> Problem {
     Problem {
-        reason: reason.into(),
+        reason,
         message: message.into(),
     }
 }
@@ -163,14 +165,14 @@ async fn tls_pair(
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let Some(secret) = api.get_opt(name).await? else {
         return Ok(Err(problem(
-            "SecretMissing",
+            Reason::SecretMissing,
             format!("{what}: Secret {name:?} not found"),
         )));
     };
     let get = |key: &str| match secret.data.as_ref().and_then(|d| d.get(key)) {
         Some(v) if !v.0.is_empty() => Ok(v.0.clone()),
         _ => Err(problem(
-            "SecretIncomplete",
+            Reason::SecretIncomplete,
             format!("{what}: Secret {name:?} has no key {key:?}"),
         )),
     };
@@ -187,14 +189,14 @@ async fn secret_key(
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let Some(secret) = api.get_opt(name).await? else {
         return Ok(Err(problem(
-            "SecretMissing",
+            Reason::SecretMissing,
             format!("{what}: Secret {name:?} not found"),
         )));
     };
     match secret.data.as_ref().and_then(|d| d.get(key)) {
         Some(v) if !v.0.is_empty() => Ok(Ok(v.0.clone())),
         _ => Ok(Err(problem(
-            "SecretIncomplete",
+            Reason::SecretIncomplete,
             format!("{what}: Secret {name:?} has no key {key:?}"),
         ))),
     }
@@ -211,7 +213,7 @@ async fn trust_bundle(
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
             let Some(map) = api.get_opt(&cm.name).await? else {
                 return Ok(Err(problem(
-                    "TrustBundleMissing",
+                    Reason::TrustBundleMissing,
                     format!("{what}: ConfigMap {:?} not found", cm.name),
                 )));
             };
@@ -219,7 +221,7 @@ async fn trust_bundle(
                 Some(v) => v.as_bytes().to_vec(),
                 None => {
                     return Ok(Err(problem(
-                        "TrustBundleMissing",
+                        Reason::TrustBundleMissing,
                         format!("{what}: ConfigMap {:?} has no key {:?}", cm.name, cm.key),
                     )));
                 }
@@ -227,18 +229,18 @@ async fn trust_bundle(
         }
         (None, Some(s)) => match secret_key(client, ns, &s.name, &s.key, what).await? {
             Ok(b) => b,
-            Err(p) => return Ok(Err(problem("TrustBundleMissing", p.message))),
+            Err(p) => return Ok(Err(problem(Reason::TrustBundleMissing, p.message))),
         },
         _ => {
             return Ok(Err(problem(
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 format!("{what}: set exactly one of configMap or secret"),
             )));
         }
     };
     Ok(validate::check_trust_bundle(&bytes)
         .map(|_| bytes)
-        .map_err(|e| problem("TrustBundleInvalid", format!("{what}: {e}"))))
+        .map_err(|e| problem(Reason::TrustBundleInvalid, format!("{what}: {e}"))))
 }
 
 macro_rules! try_problem {
@@ -262,11 +264,12 @@ pub fn selected_communities(
     let Some(sel) = &gw.spec.communities else {
         return Ok(Vec::new());
     };
-    let selector: Selector = sel
-        .selector
-        .clone()
-        .try_into()
-        .map_err(|e| problem("InvalidSpec", format!("spec.communities.selector: {e}")))?;
+    let selector: Selector = sel.selector.clone().try_into().map_err(|e| {
+        problem(
+            Reason::InvalidSpec,
+            format!("spec.communities.selector: {e}"),
+        )
+    })?;
     let own_ns = gw.namespace().unwrap_or_default();
     let namespaces = sel.namespaces.clone().unwrap_or_else(|| vec![own_ns]);
     let mut out: Vec<DuoCommunity> = all
@@ -291,7 +294,7 @@ async fn prepare(
     let s = &gw.spec;
     if s.connection.kind().is_none() {
         return Ok(Err(problem(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             "spec.connection: set exactly one of xds or tlb",
         )));
     }
@@ -339,7 +342,7 @@ async fn prepare(
                 .get(&ObjectRef::new(&r.connection_name).within(&ns))
             else {
                 return Ok(Err(problem(
-                    "MitzConnectionMissing",
+                    Reason::MitzConnectionMissing,
                     format!(
                         "spec.mitz.connectionName: MitzConnection {:?} not found",
                         r.connection_name
@@ -372,7 +375,7 @@ async fn prepare(
     };
     let (config, skipped) = match build::resolve(gw, &communities, mitz.as_ref()) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(problem("InvalidSpec", e.to_string()))),
+        Err(e) => return Ok(Err(problem(Reason::InvalidSpec, e.to_string()))),
     };
     let revocation =
         own_revocation(gw, ctx, &config.revocation, &material[0].1, &material[2].1).await;
@@ -524,7 +527,7 @@ where
         Ok(o) => Ok(Ok(o)),
         Err(Error::Kube(e)) => match rejected(&e) {
             Some(message) => Ok(Err(problem(
-                "ApplyFailed",
+                Reason::ApplyFailed,
                 format!(
                     "{} {}: {message}",
                     K::kind(&()),
@@ -594,7 +597,7 @@ async fn apply_children(
     foreign.extend(foreign_child::<NetworkPolicy>(c, &ns, &name, &uid).await?);
     if !foreign.is_empty() {
         return Ok(Err(problem(
-            "ChildConflict",
+            Reason::ChildConflict,
             format!(
                 "{} already exist(s) and not owned by this DuoGateway; nothing applied (rename or delete it)",
                 foreign.join(", ")
@@ -661,7 +664,7 @@ async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Erro
                 "not publishing: a DuoCommunity with this name exists and was not published by the operator"
             );
             return Ok(Some(problem(
-                "PublishConflict",
+                Reason::PublishConflict,
                 format!(
                     "DuoCommunity {ns}/{} exists and was not published for this gateway; it is left as it is and this gateway is not published (rename or delete it, or set publish.enabled: false)",
                     gw.name_any()
@@ -741,29 +744,36 @@ async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Condition type of a gateway whose own certificate is revoked (`True`), not revoked (`False`) or
-/// of unknown revocation status (`Unknown`; see [`OwnRevocation`] for the reasons).
-pub const CERTIFICATE_REVOKED: &str = "CertificateRevoked";
+/// The wire string of [`ConditionType::CertificateRevoked`] (kept for the readers of the status).
+pub const CERTIFICATE_REVOKED: &str = ConditionType::CertificateRevoked.as_str();
 
+/// A condition that holds (`True`) or not (`False`); see [`condition_with`].
 fn condition(
-    type_: &str,
+    type_: ConditionType,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     previous: &[Condition],
     now: Timestamp,
 ) -> Condition {
-    let status = if status { "True" } else { "False" };
-    condition_with(type_, status, reason, message, generation, previous, now)
+    condition_with(
+        type_,
+        status.into(),
+        reason,
+        message,
+        generation,
+        previous,
+        now,
+    )
 }
 
 /// A condition with `status` `True`, `False` or `Unknown`; the transition time is kept while the
 /// status stays the same.
 fn condition_with(
-    type_: &str,
-    status: &str,
-    reason: &str,
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     previous: &[Condition],
@@ -771,13 +781,13 @@ fn condition_with(
 ) -> Condition {
     let last = previous
         .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
+        .find(|c| type_.is(c) && c.status == status.as_str())
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
     Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
+        type_: type_.as_str().into(),
+        status: status.as_str().into(),
+        reason: reason.as_str().into(),
         message: message.into(),
         observed_generation: generation,
         last_transition_time: last,
@@ -857,12 +867,12 @@ pub fn gateway_status(
                 st.xua = Some((**x).clone());
             }
             let (ready_reason, progressing_reason) = if done {
-                ("Available", "Complete")
+                (Reason::Available, Reason::Complete)
             } else {
-                ("RollingOut", "RollingOut")
+                (Reason::RollingOut, Reason::RollingOut)
             };
             st.conditions.push(condition(
-                "Ready",
+                ConditionType::Ready,
                 done,
                 ready_reason,
                 &rollout_msg,
@@ -871,7 +881,7 @@ pub fn gateway_status(
                 now,
             ));
             st.conditions.push(condition(
-                "Progressing",
+                ConditionType::Progressing,
                 !done,
                 progressing_reason,
                 &rollout_msg,
@@ -880,9 +890,9 @@ pub fn gateway_status(
                 now,
             ));
             st.conditions.push(condition(
-                "Degraded",
+                ConditionType::Degraded,
                 false,
-                "Reconciled",
+                Reason::Reconciled,
                 "the current spec is applied",
                 gen_,
                 pc,
@@ -891,12 +901,12 @@ pub fn gateway_status(
             let soon = validate::expires_soon(certificate, now);
             let msg = format!("the TLS certificate expires at {}", certificate.not_after);
             let reason = if soon {
-                "CertificateExpiresSoon"
+                Reason::CertificateExpiresSoon
             } else {
-                "CertificateValid"
+                Reason::CertificateValid
             };
             st.conditions.push(condition(
-                "CertificateExpiring",
+                ConditionType::CertificateExpiring,
                 soon,
                 reason,
                 &msg,
@@ -905,7 +915,7 @@ pub fn gateway_status(
                 now,
             ));
             st.conditions.push(condition_with(
-                CERTIFICATE_REVOKED,
+                ConditionType::CertificateRevoked,
                 revocation.status,
                 revocation.reason,
                 &revocation.message,
@@ -915,7 +925,7 @@ pub fn gateway_status(
             ));
             let (reason, msg) = match skipped.first() {
                 None => (
-                    "AllCommunitiesUsed",
+                    Reason::AllCommunitiesUsed,
                     "every selected community is in the configuration".to_owned(),
                 ),
                 Some(first) => (
@@ -931,7 +941,7 @@ pub fn gateway_status(
                 ),
             };
             st.conditions.push(condition(
-                COMMUNITIES_SKIPPED,
+                ConditionType::CommunitiesSkipped,
                 !skipped.is_empty(),
                 reason,
                 &msg,
@@ -947,54 +957,67 @@ pub fn gateway_status(
                 ""
             };
             let msg = format!("{}{kept}", p.message);
-            st.conditions
-                .push(condition("Ready", false, &p.reason, &msg, gen_, pc, now));
             st.conditions.push(condition(
-                "Progressing",
+                ConditionType::Ready,
                 false,
-                &p.reason,
+                p.reason,
                 &msg,
                 gen_,
                 pc,
                 now,
             ));
             st.conditions.push(condition(
-                "Degraded", true, &p.reason, &p.message, gen_, pc, now,
+                ConditionType::Progressing,
+                false,
+                p.reason,
+                &msg,
+                gen_,
+                pc,
+                now,
             ));
-            if p.reason == "CertificateExpired" {
-                // an expired certificate is past expiring: say so rather than keep "CertificateValid"
-                st.conditions.push(condition(
-                    "CertificateExpiring",
+            st.conditions.push(condition(
+                ConditionType::Degraded,
+                true,
+                p.reason,
+                &p.message,
+                gen_,
+                pc,
+                now,
+            ));
+            match p.reason {
+                // an expired certificate is past expiring: say so rather than keep `CertificateValid`
+                Reason::CertificateExpired => st.conditions.push(condition(
+                    ConditionType::CertificateExpiring,
                     true,
-                    "CertificateExpired",
+                    Reason::CertificateExpired,
                     &p.message,
                     gen_,
                     pc,
                     now,
-                ));
-            } else if let Some(c) = pc.iter().find(|c| c.type_ == "CertificateExpiring") {
-                st.conditions.push(c.clone());
+                )),
+                _ => st
+                    .conditions
+                    .extend(ConditionType::CertificateExpiring.find(pc).cloned()),
             }
-            if let Some(c) = pc.iter().find(|c| c.type_ == CERTIFICATE_REVOKED) {
-                st.conditions.push(c.clone());
-            }
-            if let Some(c) = pc.iter().find(|c| c.type_ == COMMUNITIES_SKIPPED) {
-                st.conditions.push(c.clone());
-            }
-            if p.reason == "ApplyFailed" {
+            // what is known about the certificate and the communities stays as it was
+            st.conditions
+                .extend(ConditionType::CertificateRevoked.find(pc).cloned());
+            st.conditions
+                .extend(ConditionType::CommunitiesSkipped.find(pc).cloned());
+            if let Reason::ApplyFailed = p.reason {
                 // the API server refused part of this generation: it is not applied
                 st.observed_generation = prev.observed_generation;
             }
         }
         Outcome::Paused => {
-            for c in pc.iter().filter(|c| c.type_ != "Progressing") {
+            for c in pc.iter().filter(|c| !ConditionType::Progressing.is(c)) {
                 st.conditions.push(c.clone());
             }
             let msg = format!("reconciliation paused by annotation {PAUSED_ANNOTATION}");
             st.conditions.push(condition(
-                "Progressing",
+                ConditionType::Progressing,
                 false,
-                "Paused",
+                Reason::Paused,
                 &msg,
                 gen_,
                 pc,
@@ -1032,12 +1055,12 @@ async fn publish_event(
     ctx: &Context,
     gw: &DuoGateway,
     type_: EventType,
-    reason: &str,
+    reason: Reason,
     note: String,
 ) {
     let ev = Event {
         type_,
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         note: Some(note),
         action: "Reconcile".into(),
         secondary: None,
@@ -1047,10 +1070,15 @@ async fn publish_event(
     }
 }
 
-fn condition_true(st: &DuoGatewayStatus, type_: &str) -> bool {
-    st.conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+/// The condition of `type_` in `st` when it is `True`.
+fn true_condition(st: &DuoGatewayStatus, type_: ConditionType) -> Option<&Condition> {
+    type_
+        .find(&st.conditions)
+        .filter(|c| c.status == ConditionStatus::True.as_str())
+}
+
+fn condition_true(st: &DuoGatewayStatus, type_: ConditionType) -> bool {
+    true_condition(st, type_).is_some()
 }
 
 /// Reconciles one DuoGateway (with its finalizer).
@@ -1156,40 +1184,39 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
     if status_changed(&old, &new) {
         write_status(&api, &name, &new).await?;
     }
-    if condition_true(&new, "CertificateExpiring") && !condition_true(&old, "CertificateExpiring") {
+    if condition_true(&new, ConditionType::CertificateExpiring)
+        && !condition_true(&old, ConditionType::CertificateExpiring)
+    {
         let note = new
             .certificate
             .as_ref()
             .map(|c| format!("TLS certificate expires at {}", c.not_after))
             .unwrap_or_default();
-        publish_event(ctx, gw, EventType::Warning, "CertificateExpiresSoon", note).await;
+        publish_event(
+            ctx,
+            gw,
+            EventType::Warning,
+            Reason::CertificateExpiresSoon,
+            note,
+        )
+        .await;
     }
-    if condition_true(&new, CERTIFICATE_REVOKED)
-        && !condition_true(&old, CERTIFICATE_REVOKED)
-        && let Some(c) = new
-            .conditions
-            .iter()
-            .find(|c| c.type_ == CERTIFICATE_REVOKED)
+    if !condition_true(&old, ConditionType::CertificateRevoked)
+        && let Some(c) = true_condition(&new, ConditionType::CertificateRevoked)
     {
         tracing::warn!(gateway = %format!("{ns}/{name}"), detail = %c.message, "the gateway's own certificate is revoked");
         publish_event(
             ctx,
             gw,
             EventType::Warning,
-            "CertificateRevoked",
+            Reason::CertificateRevoked,
             c.message.clone(),
         )
         .await;
     }
-    let skipped_now = new
-        .conditions
-        .iter()
-        .find(|c| c.type_ == COMMUNITIES_SKIPPED && c.status == "True");
-    let skipped_before = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == COMMUNITIES_SKIPPED && c.status == "True")
-        .map(|c| c.message.as_str());
+    let skipped_now = true_condition(&new, ConditionType::CommunitiesSkipped);
+    let skipped_before =
+        true_condition(&old, ConditionType::CommunitiesSkipped).map(|c| c.message.as_str());
     if let Some(c) = skipped_now
         && skipped_before != Some(c.message.as_str())
     {
@@ -1197,24 +1224,23 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             ctx,
             gw,
             EventType::Warning,
-            "CommunitySkipped",
+            Reason::CommunitySkipped,
             c.message.clone(),
         )
         .await;
     }
     if let Outcome::Degraded(p) = &outcome {
-        let was = old
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "True")
-            .map(|c| c.reason.clone());
-        if was.as_deref() != Some(p.reason.as_str()) {
-            publish_event(ctx, gw, EventType::Warning, &p.reason, p.message.clone()).await;
+        let was = true_condition(&old, ConditionType::Degraded).map(|c| c.reason.as_str());
+        if was != Some(p.reason.as_str()) {
+            publish_event(ctx, gw, EventType::Warning, p.reason, p.message.clone()).await;
         }
     }
     let requeue = match outcome {
         // possibly transient (conflict, throttling): try again soon
-        Outcome::Degraded(p) if p.reason == "ApplyFailed" => Duration::from_secs(30),
+        Outcome::Degraded(Problem {
+            reason: Reason::ApplyFailed,
+            ..
+        }) => Duration::from_secs(30),
         Outcome::Degraded(_) => Duration::from_secs(300),
         // the own certificate's revocation status is looked at again after every refresh
         _ if gw.spec.revocation.enabled => Duration::from_secs(
@@ -1260,7 +1286,7 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
         if let Some((field, url)) = m.spec.plain_http_endpoint() {
             // the CRD's CEL rule refuses this now; objects stored before it still say so here
             return Ok(Err(problem(
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 format!(
                     "{field}: {url:?} is plain http; use https or set spec.allowPlainHttp: true"
                 ),
@@ -1270,42 +1296,11 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
     }
     .await?;
     let prev = m.status.clone().unwrap_or_default();
-    let gen_ = m.meta().generation;
-    let mut st = MitzConnectionStatus {
-        observed_generation: gen_,
-        conditions: Vec::new(),
-        certificate: prev.certificate.clone(),
-    };
-    let outcome = match &checked {
-        Ok(info) => {
-            st.certificate = Some(CertificateStatus {
-                not_after: info.not_after.to_string(),
-                ura: info.ura.as_ref().map(|u| u.as_str().to_owned()),
-                subject: info.subject.clone(),
-            });
-            st.conditions.push(condition(
-                "Ready",
-                true,
-                "CertificateValid",
-                "client certificate and trust bundle are valid",
-                gen_,
-                &prev.conditions,
-                now,
-            ));
-            "applied"
-        }
-        Err(p) => {
-            st.conditions.push(condition(
-                "Ready",
-                false,
-                &p.reason,
-                &p.message,
-                gen_,
-                &prev.conditions,
-                now,
-            ));
-            "degraded"
-        }
+    let st = mitz_status(&m, &checked, now);
+    let outcome = if checked.is_ok() {
+        "applied"
+    } else {
+        "degraded"
     };
     if st != prev {
         write_status(
@@ -1322,6 +1317,52 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
     } else {
         300
     })))
+}
+
+/// The status of MitzConnection `m` after its check: `checked` is what its client certificate says, or
+/// the problem that makes it unusable. `Ready` says which; the last good certificate is kept. Pure.
+pub fn mitz_status(
+    m: &MitzConnection,
+    checked: &Result<CertificateInfo, Problem>,
+    now: Timestamp,
+) -> MitzConnectionStatus {
+    let prev = m.status.clone().unwrap_or_default();
+    let gen_ = m.meta().generation;
+    let mut st = MitzConnectionStatus {
+        observed_generation: gen_,
+        conditions: Vec::new(),
+        certificate: prev.certificate.clone(),
+    };
+    match checked {
+        Ok(info) => {
+            st.certificate = Some(CertificateStatus {
+                not_after: info.not_after.to_string(),
+                ura: info.ura.as_ref().map(|u| u.as_str().to_owned()),
+                subject: info.subject.clone(),
+            });
+            st.conditions.push(condition(
+                ConditionType::Ready,
+                true,
+                Reason::CertificateValid,
+                "client certificate and trust bundle are valid",
+                gen_,
+                &prev.conditions,
+                now,
+            ));
+        }
+        Err(p) => {
+            st.conditions.push(condition(
+                ConditionType::Ready,
+                false,
+                p.reason,
+                &p.message,
+                gen_,
+                &prev.conditions,
+                now,
+            ));
+        }
+    }
+    st
 }
 
 /// Retry policy of the MitzConnection reconciler.
@@ -1524,7 +1565,7 @@ mod tests {
             Timestamp::now(),
         ));
         let p = problem(
-            "SecretMissing",
+            Reason::SecretMissing,
             "spec.tls.secretName (tls): Secret \"tls\" not found",
         );
         let st = gateway_status(
@@ -1612,7 +1653,7 @@ mod tests {
             "CertificateValid"
         );
         let p = problem(
-            "CertificateExpired",
+            Reason::CertificateExpired,
             "spec.tls.secretName (tls): the certificate expired",
         );
         let st = gateway_status(&g, &Outcome::Degraded(p), None, Timestamp::now());
@@ -1673,7 +1714,7 @@ mod tests {
         // a later spec problem keeps what is known about the certificate
         g.status = Some(st);
         let p = problem(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             "spec.connection: set exactly one of xds or tlb",
         );
         let st = gateway_status(
@@ -1722,6 +1763,204 @@ mod tests {
         assert_eq!(
             get(&st, CERTIFICATE_REVOKED).reason,
             "RevocationCheckDisabled"
+        );
+    }
+
+    /// Every condition the reconcilers write, for every outcome and reason, at a fixed time: the status
+    /// of a sequence of DuoGateway outcomes (each on top of the status before it, so that kept
+    /// conditions and transition times show) and of MitzConnection checks, serialised as the status
+    /// patch body and compared byte for byte with `operator/tests/golden/status.json`, captured before
+    /// condition types and reasons became enums (`DUO_UPDATE_GOLDEN=1` rewrites it).
+    #[test]
+    fn status_matches_the_golden_file() {
+        let t = |s: i64| Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let certificate = |days: i64| CertificateInfo {
+            not_before: t(-86_400),
+            not_after: t(days * 86_400),
+            subject: "CN=duo.oost.example,O=Ziekenhuis Oost".into(),
+            dns_names: vec!["duo.oost.example".into()],
+            ura: Some("12345678".parse().unwrap()),
+            uzi: None,
+        };
+        let with = |revocation: OwnRevocation, days: i64, skipped: Vec<build::SkippedCommunity>| {
+            Outcome::Applied {
+                certificate: Box::new(certificate(days)),
+                revocation,
+                communities: 2,
+                checksum: format!("sum-{days}"),
+                skipped,
+                xua: Some(Box::new(XuaStatus {
+                    issuer: "urn:oid:1.2.3".into(),
+                    signing_certificate: None,
+                    trusted_issuers: 1,
+                    unsigned_allowed: false,
+                })),
+            }
+        };
+        let skipped = vec![
+            build::SkippedCommunity {
+                community: "h/west".into(),
+                reason: Reason::CommunityInvalid,
+                message: "DuoCommunity h/west: spec.deadlineMs: must be greater than 0".into(),
+            },
+            build::SkippedCommunity {
+                community: "h/noord".into(),
+                reason: Reason::DuplicateHomeCommunityId,
+                message: "DuoCommunity h/noord: spec.homeCommunityId urn:oid:1.2.3 is this gateway's own homeCommunityId".into(),
+            },
+        ];
+        let src = || Source::Crl("http://crl.example/ca.crl".into());
+        let mut steps: Vec<(String, Outcome, Option<Deployment>)> = vec![
+            (
+                "applied, available".into(),
+                with(not_revoked(), 90, vec![]),
+                Some(deployment(2)),
+            ),
+            (
+                "applied, rolling out, expiring, revoked, communities skipped".into(),
+                with(
+                    OwnRevocation::from_check(Ok(Verdict::Revoked(Source::Ocsp(
+                        "http://ocsp.example".into(),
+                    )))),
+                    10,
+                    skipped,
+                ),
+                Some(deployment(1)),
+            ),
+            (
+                "applied, no Deployment, revocation unavailable".into(),
+                with(
+                    OwnRevocation::from_check(Ok(Verdict::Unavailable {
+                        accepted: false,
+                        detail: format!("{}: connection refused", src()),
+                    })),
+                    90,
+                    vec![],
+                ),
+                None,
+            ),
+            (
+                "applied, no revocation source".into(),
+                with(
+                    OwnRevocation::from_check(Ok(Verdict::Unchecked { accepted: true })),
+                    90,
+                    vec![],
+                ),
+                Some(deployment(2)),
+            ),
+            (
+                "applied, chain not verified".into(),
+                with(
+                    OwnRevocation::from_check(Err(ChainError("UnknownIssuer".into()))),
+                    90,
+                    vec![],
+                ),
+                Some(deployment(2)),
+            ),
+            (
+                "applied, revocation disabled".into(),
+                with(OwnRevocation::disabled(), 90, vec![]),
+                Some(deployment(2)),
+            ),
+        ];
+        for reason in [
+            Reason::SecretMissing,
+            Reason::SecretIncomplete,
+            Reason::TrustBundleMissing,
+            Reason::TrustBundleInvalid,
+            Reason::InvalidSpec,
+            Reason::MitzConnectionMissing,
+            Reason::CertificateInvalid,
+            Reason::CertificateKeyMismatch,
+            Reason::CertificateNotYetValid,
+            Reason::CertificateUraMismatch,
+            Reason::ChildConflict,
+            Reason::PublishConflict,
+            Reason::ApplyFailed,
+            Reason::CertificateExpired,
+        ] {
+            steps.push((
+                format!("degraded {reason}"),
+                Outcome::Degraded(problem(reason, format!("what is wrong ({reason})"))),
+                Some(deployment(2)),
+            ));
+        }
+        steps.push((
+            "degraded without a Deployment".into(),
+            Outcome::Degraded(problem(Reason::SecretMissing, "no Secret")),
+            None,
+        ));
+        steps.push((
+            "applied again".into(),
+            with(not_revoked(), 90, vec![]),
+            Some(deployment(2)),
+        ));
+        steps.push(("paused".into(), Outcome::Paused, Some(deployment(2))));
+        let mut g = gw();
+        let mut out = Vec::new();
+        for (i, (case, outcome, d)) in steps.into_iter().enumerate() {
+            g.metadata.generation = Some(3 + i as i64);
+            let st = gateway_status(&g, &outcome, d.as_ref(), t(i as i64 * 60));
+            out.push(serde_json::json!({"case": case, "status": st}));
+            g.status = Some(st);
+        }
+        let mut m = MitzConnection::new(
+            "mitz",
+            MitzConnectionSpec {
+                closed_question_url: "https://mitz.example/gesloten".into(),
+                open_question_url: None,
+                subscription_url: None,
+                client_certificate_secret_name: "mitz-client".into(),
+                trust_bundle: TrustBundleRef {
+                    config_map: None,
+                    secret: Some(KeyRef {
+                        name: "mitz-ca".into(),
+                        key: "ca.crt".into(),
+                    }),
+                },
+                deadline_ms: 3000,
+                cache_seconds: 60,
+                allow_plain_http: false,
+                crl_urls: Vec::new(),
+            },
+        );
+        m.metadata.generation = Some(1);
+        let checks: Vec<Result<CertificateInfo, Problem>> = vec![
+            Ok(certificate(90)),
+            Err(problem(
+                Reason::SecretMissing,
+                "spec.clientCertificateSecretName (mitz-client): Secret \"mitz-client\" not found",
+            )),
+            Err(problem(
+                Reason::CertificateExpired,
+                "the certificate expired",
+            )),
+            Err(problem(
+                Reason::InvalidSpec,
+                "spec.closedQuestionUrl: plain http",
+            )),
+            Ok(certificate(90)),
+        ];
+        for (i, checked) in checks.iter().enumerate() {
+            let st = mitz_status(&m, checked, t(i as i64 * 60));
+            out.push(
+                serde_json::json!({"case": format!("MitzConnection check {i}"), "status": st}),
+            );
+            m.status = Some(st);
+        }
+        let got = serde_json::to_string_pretty(&out).unwrap() + "\n";
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/status.json");
+        if std::env::var_os("DUO_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &got).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (DUO_UPDATE_GOLDEN=1 writes it)", path.display()));
+        assert!(
+            got == want,
+            "the statuses differ from {}:\n{got}",
+            path.display()
         );
     }
 

@@ -10,6 +10,8 @@ use duo_trust::revocation::{ChainError, Checker, Verdict};
 use jiff::{SignedDuration, Timestamp};
 use rustls::RootCertStore;
 
+use crate::condition::{ConditionStatus, Reason};
+
 /// Days before `notAfter` from which the operator warns (event and `CertificateExpiring` condition).
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -39,14 +41,14 @@ pub enum CertProblem {
 }
 
 impl CertProblem {
-    /// CamelCase condition reason.
-    pub fn reason(&self) -> &'static str {
+    /// The condition reason (`Degraded=True`, or a MitzConnection's `Ready=False`).
+    pub fn reason(&self) -> Reason {
         match self {
-            CertProblem::Unreadable(_) => "CertificateInvalid",
-            CertProblem::KeyMismatch => "CertificateKeyMismatch",
-            CertProblem::Expired(_) => "CertificateExpired",
-            CertProblem::NotYetValid(_) => "CertificateNotYetValid",
-            CertProblem::UraMismatch { .. } => "CertificateUraMismatch",
+            CertProblem::Unreadable(_) => Reason::CertificateInvalid,
+            CertProblem::KeyMismatch => Reason::CertificateKeyMismatch,
+            CertProblem::Expired(_) => Reason::CertificateExpired,
+            CertProblem::NotYetValid(_) => Reason::CertificateNotYetValid,
+            CertProblem::UraMismatch { .. } => Reason::CertificateUraMismatch,
         }
     }
 }
@@ -121,10 +123,11 @@ pub fn check_trust_bundle(pem: &[u8]) -> Result<usize, String> {
 pub struct OwnRevocation {
     /// `True` (revoked), `False` (usable data says not revoked) or `Unknown` (not checked, or no
     /// usable data).
-    pub status: &'static str,
-    /// CamelCase condition reason: `CertificateRevoked`, `CertificateNotRevoked`,
-    /// `RevocationUnavailable`, `NoRevocationSource`, `ChainNotVerified`, `RevocationCheckDisabled`.
-    pub reason: &'static str,
+    pub status: ConditionStatus,
+    /// The condition reason: [`Reason::CertificateRevoked`], [`Reason::CertificateNotRevoked`],
+    /// [`Reason::RevocationUnavailable`], [`Reason::NoRevocationSource`], [`Reason::ChainNotVerified`]
+    /// or [`Reason::RevocationCheckDisabled`].
+    pub reason: Reason,
     /// One line for people: the source (CRL or OCSP URL) or why there is none.
     pub message: String,
 }
@@ -133,8 +136,8 @@ impl OwnRevocation {
     /// `spec.revocation.enabled` is false: nothing is checked.
     pub fn disabled() -> OwnRevocation {
         OwnRevocation {
-            status: "Unknown",
-            reason: "RevocationCheckDisabled",
+            status: ConditionStatus::Unknown,
+            reason: Reason::RevocationCheckDisabled,
             message:
                 "spec.revocation.enabled is false: the certificate is not checked for revocation"
                     .into(),
@@ -145,30 +148,30 @@ impl OwnRevocation {
     pub fn from_check(result: Result<Verdict, ChainError>) -> OwnRevocation {
         match result {
             Ok(Verdict::Revoked(src)) => OwnRevocation {
-                status: "True",
-                reason: "CertificateRevoked",
+                status: ConditionStatus::True,
+                reason: Reason::CertificateRevoked,
                 message: format!(
                     "the TLS certificate is revoked ({src}); peers refuse it and a new gateway pod refuses to start: replace it"
                 ),
             },
             Ok(Verdict::Good(src)) => OwnRevocation {
-                status: "False",
-                reason: "CertificateNotRevoked",
+                status: ConditionStatus::False,
+                reason: Reason::CertificateNotRevoked,
                 message: format!("the TLS certificate is not revoked ({src})"),
             },
             Ok(Verdict::Unavailable { detail, .. }) => OwnRevocation {
-                status: "Unknown",
-                reason: "RevocationUnavailable",
+                status: ConditionStatus::Unknown,
+                reason: Reason::RevocationUnavailable,
                 message: format!("no usable revocation data for the TLS certificate: {detail}"),
             },
             Ok(Verdict::Unchecked { .. }) => OwnRevocation {
-                status: "Unknown",
-                reason: "NoRevocationSource",
+                status: ConditionStatus::Unknown,
+                reason: Reason::NoRevocationSource,
                 message: "the TLS certificate names no CRL distribution point or OCSP responder and no spec.revocation.crlUrls CRL covers it".into(),
             },
             Err(e) => OwnRevocation {
-                status: "Unknown",
-                reason: "ChainNotVerified",
+                status: ConditionStatus::Unknown,
+                reason: Reason::ChainNotVerified,
                 message: format!(
                     "not checked for revocation: the certificate chain does not verify against spec.tls.trustBundle ({e})"
                 ),
@@ -248,7 +251,7 @@ mod tests {
             now,
         )
         .unwrap_err();
-        assert_eq!(e.reason(), "CertificateUraMismatch");
+        assert_eq!(e.reason(), Reason::CertificateUraMismatch);
         assert!(
             e.to_string().contains("12345678") && e.to_string().contains("87654321"),
             "{e}"
@@ -269,9 +272,9 @@ mod tests {
             later,
         )
         .unwrap_err();
-        assert_eq!(e.reason(), "CertificateExpired");
+        assert_eq!(e.reason(), Reason::CertificateExpired);
         let e = check_certificate(b"", a.key_pem.as_bytes(), None, now).unwrap_err();
-        assert_eq!(e.reason(), "CertificateInvalid");
+        assert_eq!(e.reason(), Reason::CertificateInvalid);
         let mut plain = spec("12345678", 90);
         plain.ura = None;
         let p = ca.issue(&plain).unwrap();
@@ -283,7 +286,7 @@ mod tests {
             now,
         )
         .unwrap_err();
-        assert_eq!(e.reason(), "CertificateUraMismatch");
+        assert_eq!(e.reason(), Reason::CertificateUraMismatch);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Reading inbound SOAP requests (plain or MTOM, bounded) and shaping replies: XML, streamed MTOM, or a
 //! SOAP fault with the right HTTP status.
 
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use http::{HeaderValue, StatusCode, header};
 
 use super::Gateway;
 use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
@@ -26,6 +29,32 @@ pub enum SoapReply {
         /// The body.
         body: BoxStream<'static, Result<Bytes, MtomError>>,
     },
+}
+
+/// Content-Type of every SOAP 1.2 answer that is not MTOM.
+const SOAP_CT: &str = "application/soap+xml; charset=UTF-8";
+
+impl IntoResponse for SoapReply {
+    /// The HTTP answer: the envelope with HTTP 200, a fault with its status, or the MTOM stream with its
+    /// own Content-Type (a Content-Type that is not a valid header value is left out rather than sent).
+    fn into_response(self) -> Response {
+        match self {
+            SoapReply::Xml(xml) => ([(header::CONTENT_TYPE, SOAP_CT)], xml).into_response(),
+            SoapReply::Fault(xml, status) => (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                [(header::CONTENT_TYPE, SOAP_CT)],
+                xml,
+            )
+                .into_response(),
+            SoapReply::Stream { content_type, body } => {
+                let mut r = Response::new(Body::from_stream(body));
+                if let Ok(v) = HeaderValue::from_str(&content_type) {
+                    r.headers_mut().insert(header::CONTENT_TYPE, v);
+                }
+                r
+            }
+        }
+    }
 }
 
 impl SoapReply {

@@ -11,14 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::Gateway;
+use super::fanout::{AskedPatient, CommunityOutcome, FanOut, Target, context_for, outcome_of};
 use super::identity::{self, Refusal};
-use super::initiating::{self, CommunityOutcome, Target};
 use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::RetrieveStream;
 use crate::config::LocalizationMode;
@@ -78,11 +79,54 @@ pub struct Timeline {
     pub unmatched_reports: Vec<Report>,
 }
 
-/// A JSON answer: status code and body.
-pub type ApiReply = (StatusCode, serde_json::Value);
+/// Why the timeline API answers without a timeline: JSON `{"error": "<message>"}` with the HTTP status
+/// of [`TimelineError::status`] (schema `Error` of the OpenAPI document).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimelineError {
+    /// The path's BSN is not a valid BSN (HTTP 400).
+    #[error("{0}")]
+    Patient(String),
+    /// The requester headers of the trusted front end are missing or invalid (HTTP 400).
+    #[error("{0}")]
+    RequesterHeaders(String),
+    /// The caller is not a trusted front end (HTTP 403).
+    #[error("{0}")]
+    Caller(String),
+    /// `server.limits.maxConcurrentTimelines` queries are in progress (HTTP 503).
+    #[error("more than {0} timeline queries in progress; retry later")]
+    Overloaded(usize),
+    /// No community could be asked (localisation failed), or the audit trail could not record the
+    /// answer, so nothing is returned (HTTP 502).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The timeline was not ready within `server.limits.requestTimeoutSeconds` (HTTP 504).
+    #[error("timeline not ready in time")]
+    NotInTime,
+}
 
-fn problem(status: StatusCode, msg: impl Into<String>) -> ApiReply {
-    (status, serde_json::json!({ "error": msg.into() }))
+impl TimelineError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            TimelineError::Patient(_) | TimelineError::RequesterHeaders(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            TimelineError::Caller(_) => StatusCode::FORBIDDEN,
+            TimelineError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TimelineError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+            TimelineError::NotInTime => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+impl IntoResponse for TimelineError {
+    fn into_response(self) -> Response {
+        (
+            self.status(),
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
 }
 
 /// The handler. See the module documentation.
@@ -91,33 +135,24 @@ pub async fn timeline(
     peer: Option<PeerCertificate>,
     headers: HeaderMap,
     bsn: String,
-) -> ApiReply {
-    let patient: Bsn = match bsn.parse() {
-        Ok(b) => b,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+) -> Result<Timeline, TimelineError> {
+    let patient: Bsn = bsn
+        .parse()
+        .map_err(|e: crate::model::IdError| TimelineError::Patient(e.to_string()))?;
     let requester = match identity::api_requester(&g, peer.as_ref(), &headers) {
         Ok(r) => r,
-        Err(r @ Refusal::Headers(_)) => return problem(StatusCode::BAD_REQUEST, r.to_string()),
-        Err(r) => return problem(StatusCode::FORBIDDEN, r.to_string()),
+        Err(r @ Refusal::Headers(_)) => return Err(TimelineError::RequesterHeaders(r.to_string())),
+        Err(r) => return Err(TimelineError::Caller(r.to_string())),
     };
     let Ok(_permit) = g.timelines.clone().try_acquire_owned() else {
         g.metrics.count_request("timeline", "overloaded");
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "more than {} timeline queries in progress; retry later",
-                g.config.server.limits.max_concurrent_timelines
-            ),
-        );
+        return Err(TimelineError::Overloaded(
+            g.config.server.limits.max_concurrent_timelines,
+        ));
     };
-    match build_timeline(&g, &requester, &patient).await {
-        Ok(t) => {
-            g.metrics.count_request("timeline", t.status.name());
-            (StatusCode::OK, serde_json::to_value(&t).unwrap_or_default())
-        }
-        Err(e) => problem(StatusCode::BAD_GATEWAY, e),
-    }
+    let t = build_timeline(&g, &requester, &patient).await?;
+    g.metrics.count_request("timeline", t.status.name());
+    Ok(t)
 }
 
 /// Builds the timeline of `patient` for `requester`. Errors only when no community could be asked
@@ -126,7 +161,7 @@ pub async fn build_timeline(
     g: &Gateway,
     requester: &Requester,
     patient: &Bsn,
-) -> Result<Timeline, String> {
+) -> Result<Timeline, TimelineError> {
     let mut audit = AuditRecord::new(
         AuditEvent::Query,
         AuditTransaction::Other("JSON-TIMELINE".into()),
@@ -134,13 +169,15 @@ pub async fn build_timeline(
     );
     audit.requester = Some(requester.into());
     audit.patient = Some(patient.clone());
-    let targets = match initiating::targets_for(g, Some(patient), Some(requester)).await {
+    let asked = AskedPatient::Bsn(patient.clone());
+    let fan_out = FanOut::new(g, Some(requester), Some(&asked));
+    let targets = match fan_out.targets().await {
         Ok(t) => t,
         Err(e) => {
             audit.outcome = Outcome::Failure;
             audit.outcome_detail = Some(e.to_string());
             let _ = g.hooks.audit(&audit).await;
-            return Err(e.to_string());
+            return Err(TimelineError::Unavailable(e.to_string()));
         }
     };
     let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
@@ -152,24 +189,16 @@ pub async fn build_timeline(
     let req = AdhocQueryRequest::new(q, ReturnType::LeafClass);
     // each community's query and its manifests form one pipeline under the community's one deadline:
     // a community slow to query and another slow to deliver manifests cost one deadline, not two
-    g.metrics.fanout_size.observe(targets.len() as f64);
     let details = g.config.initiating.manifest_details;
-    let asked = initiating::AskedPatient::Bsn(patient.clone());
-    let asked = &asked;
-    let pipelines = targets.iter().map(|t| {
-        let req = &req;
-        async move {
-            let started = Instant::now();
-            let (resp, outcome) =
-                initiating::query_one(g, t, Some(requester), Some(asked), req).await;
-            let (entries, bad) = document_entries(&resp.objects);
+    let done = fan_out
+        .each(&targets, &req, |g, t, answer| async move {
+            let (entries, bad) = document_entries(&answer.response.objects);
             for b in bad {
                 tracing::info!(community = %t.home, error = %b, "DocumentEntry left out");
             }
             let manifests = if details {
-                let left = t.deadline.saturating_sub(started.elapsed());
                 match tokio::time::timeout(
-                    left,
+                    answer.left,
                     fetch_manifests(g, t, requester, patient, &entries),
                 )
                 .await
@@ -193,10 +222,9 @@ pub async fn build_timeline(
             } else {
                 Ok(BTreeMap::new())
             };
-            (t, resp, outcome, entries, manifests)
-        }
-    });
-    let done = futures::future::join_all(pipelines).await;
+            (t, answer.response, answer.outcome, entries, manifests)
+        })
+        .await;
     // the communities' errors first, then those of manifest retrieval (as before)
     let mut errors: Vec<RegistryError> = done
         .iter()
@@ -236,11 +264,10 @@ pub async fn build_timeline(
                 .flat_map(|r| r.sources.iter().map(|x| x.document_unique_id.clone())),
         )
         .collect();
-    audit.outcome = initiating::outcome_of(status);
-    g.hooks
-        .audit(&audit)
-        .await
-        .map_err(|e| format!("audit trail unavailable, nothing returned: {e}"))?;
+    audit.outcome = outcome_of(status);
+    g.hooks.audit(&audit).await.map_err(|e| {
+        TimelineError::Unavailable(format!("audit trail unavailable, nothing returned: {e}"))
+    })?;
     Ok(Timeline {
         status,
         localization: match g.config.initiating.localization {
@@ -293,7 +320,7 @@ async fn fetch_manifests(
     if docs.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let ctx = initiating::context_for(g, t, Some(requester), Some(patient));
+    let ctx = context_for(g, t, Some(requester), Some(patient));
     let tx = if t.local {
         Transaction::Iti43
     } else {

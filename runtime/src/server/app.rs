@@ -28,7 +28,6 @@ use crate::gateway::{Gateway, Shared, initiating, responding, timeline_api};
 use crate::ihe::soap::write_fault;
 use crate::ihe::{Fault, FaultCode};
 
-const SOAP_CT: &str = "application/soap+xml; charset=UTF-8";
 /// The OpenAPI document of the JSON API.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
@@ -39,6 +38,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
 }
 
+/// A SOAP fault with an HTTP status of the server's own (413 for a body too large, 504 when the handler
+/// did not answer in time); `Receiver` from 500 on, `Sender` below.
 fn fault_response(status: u16, reason: String) -> Response {
     let code = if status >= 500 {
         FaultCode::Receiver
@@ -53,37 +54,7 @@ fn fault_response(status: u16, reason: String) -> Response {
         },
         None,
     );
-    let mut r = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-        body,
-    )
-        .into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
-    r
-}
-
-fn soap_response(reply: SoapReply) -> Response {
-    match reply {
-        SoapReply::Xml(xml) => ([(header::CONTENT_TYPE, SOAP_CT)], xml).into_response(),
-        SoapReply::Fault(xml, status) => {
-            let mut r = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                xml,
-            )
-                .into_response();
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
-            r
-        }
-        SoapReply::Stream { content_type, body } => {
-            let mut r = Response::new(Body::from_stream(body));
-            if let Ok(v) = HeaderValue::from_str(&content_type) {
-                r.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
-            r
-        }
-    }
+    SoapReply::Fault(body, status).into_response()
 }
 
 /// Reads a request body within the configured size, refusing a declared size above it before reading.
@@ -142,7 +113,7 @@ where
         .to_owned();
     let timeout = Duration::from_secs(g.config.server.limits.request_timeout_seconds);
     match tokio::time::timeout(timeout, handler(g.clone(), peer, ct, body)).await {
-        Ok(reply) => soap_response(reply),
+        Ok(reply) => reply.into_response(),
         Err(_) => fault_response(504, format!("no answer within {timeout:?}")),
     }
 }
@@ -172,12 +143,9 @@ async fn timeline(State(s): State<AppState>, Path(bsn): Path<String>, req: Reque
     let headers = req.headers().clone();
     let timeout = Duration::from_secs(g.config.server.limits.request_timeout_seconds);
     match tokio::time::timeout(timeout, timeline_api::timeline(g, peer, headers, bsn)).await {
-        Ok((status, json)) => (status, axum::Json(json)).into_response(),
-        Err(_) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            axum::Json(serde_json::json!({"error": "timeline not ready in time"})),
-        )
-            .into_response(),
+        Ok(Ok(t)) => axum::Json(t).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => timeline_api::TimelineError::NotInTime.into_response(),
     }
 }
 
