@@ -246,21 +246,6 @@ impl Gateway {
         }
     }
 
-    /// Whether `unique_id` is a repository or imaging document source of the hospital's own community
-    /// (an XDS-I.b affinity domain's configured ids, or the DICOMweb PACS's id). A TLB node as local
-    /// backend is reached by homeCommunityId only: `false`.
-    pub fn local_holds(&self, unique_id: &str) -> bool {
-        match &self.config.local {
-            LocalBackend::Xds(x) => x
-                .repositories
-                .iter()
-                .chain(&x.imaging_document_sources)
-                .any(|e| e.unique_id == unique_id),
-            LocalBackend::Dicomweb(d) => d.repository_unique_id == unique_id,
-            LocalBackend::Xca(_) => false,
-        }
-    }
-
     /// Deadline of the local community.
     pub fn local_deadline(&self) -> Duration {
         Duration::from_millis(self.config.local.deadline_ms())
