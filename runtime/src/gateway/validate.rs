@@ -522,8 +522,11 @@ mod tests {
         }
     }
 
+    /// A series in a test request: its UID and DocumentRequests.
+    type Series<'a> = (&'a str, Vec<DocumentRequest>);
+
     fn imaging(
-        studies: &[(&str, &[(&str, Vec<DocumentRequest>)])],
+        studies: &[(&str, &[Series<'_>])],
         ts: &[&str],
     ) -> RetrieveImagingDocumentSetRequest {
         RetrieveImagingDocumentSetRequest {
