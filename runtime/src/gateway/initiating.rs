@@ -40,6 +40,7 @@ use super::fanout::{
 use super::identity;
 use super::reply::{SoapReply, read_request, reject};
 use super::responding::push_document;
+use super::validate;
 use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::{
     BackendError, BoxFut, CallContext, Community, LookAhead, LookaheadBudget, RetrieveStream,
@@ -48,9 +49,7 @@ use crate::config::LocalizationMode;
 use crate::ihe::ebrim::{Identifiable, ObjectRef};
 use crate::ihe::mtom::{FinishHook, WrittenReport};
 use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, ReturnType, param};
-use crate::ihe::retrieve::{
-    DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
-};
+use crate::ihe::retrieve::{RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest};
 use crate::ihe::xua::XuaAssertion;
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
 use crate::model::{Bsn, HomeCommunityId, Organization, Requester};
@@ -221,60 +220,20 @@ pub async fn initiate_query(
     resp
 }
 
-/// Groups requests by the community their homeCommunityId names: `Ok(target)` for known ones, errors
-/// (XDSMissingHomeCommunityId / XDSUnknownCommunity) for the rest, without any outbound call.
-///
-/// A request without HomeCommunityId whose RepositoryUniqueId is a repository or imaging document
-/// source of the hospital's own community goes to that community: documents a local consumer found in
-/// its own affinity domain's registry carry no `home`, and HomeCommunityId is optional in ITI-43 and RAD-69
-/// requests (NIST 15816 and ids_4812 send none). Any other request without it cannot be routed.
-fn route<'a, T>(
-    g: &Gateway,
-    items: impl Iterator<Item = (T, &'a DocumentRequest)>,
-    errors: &mut Vec<RegistryError>,
-) -> BTreeMap<HomeCommunityId, (Target, Vec<T>)> {
-    let mut out: BTreeMap<HomeCommunityId, (Target, Vec<T>)> = BTreeMap::new();
-    let all = all_targets(g);
-    for (item, d) in items {
-        let h = match &d.home_community_id {
-            Some(h) => Some(h),
-            None if g.local_holds(&d.repository_unique_id) => Some(&g.home),
-            None => None,
-        };
-        let Some(h) = h else {
-            errors.push(
-                RegistryError::new(
-                    ErrorCode::XDSMissingHomeCommunityId,
-                    format!(
-                        "DocumentRequest for {} has no HomeCommunityId",
-                        d.document_unique_id
-                    ),
-                )
-                .at(d.document_unique_id.clone()),
-            );
-            continue;
-        };
-        let target = if h == &g.home {
-            Some(local_target(g))
-        } else {
-            all.iter().find(|t| &t.home == h).cloned()
-        };
-        match target {
-            Some(t) => out
-                .entry(h.clone())
-                .or_insert_with(|| (t, Vec::new()))
-                .1
-                .push(item),
-            None => errors.push(
-                RegistryError::new(
-                    ErrorCode::XDSUnknownCommunity,
-                    format!("unknown community {h}"),
-                )
-                .at(h.to_string()),
-            ),
-        }
+/// The communities a local consumer's retrieve can reach ([`validate::Communities`]): the hospital's
+/// own ([`local_target`]) and every other one of [`all_targets`], the hospital's repositories and imaging
+/// document sources ([`Gateway::local_sources`]). The validators route by these values; an address is
+/// never taken from a request.
+fn communities(g: &Gateway) -> validate::Communities<Target> {
+    validate::Communities {
+        home: g.home.clone(),
+        local: local_target(g),
+        local_sources: g.local_sources(),
+        known: all_targets(g)
+            .into_iter()
+            .map(|t| (t.home.clone(), t))
+            .collect(),
     }
-    out
 }
 
 /// Retrieves documents from wherever their homeCommunityId says, each community read ahead
@@ -285,10 +244,12 @@ pub async fn initiate_retrieve(
     patient: Option<&Bsn>,
     req: RetrieveDocumentSetRequest,
 ) -> LookAhead {
-    let mut errors = Vec::new();
-    let routed = route(g, req.documents.iter().map(|d| (d.clone(), d)), &mut errors);
+    // the request's own rules (validate::iti43): a document no known community holds is refused,
+    // without any outbound call
+    let routed = validate::iti43(&req, &communities(g));
+    let errors = validate::registry_errors(&routed.refused);
     let budget = g.lookahead_budget();
-    let calls = routed.into_values().map(|(t, docs)| {
+    let calls = routed.by_community.into_values().map(|(t, docs)| {
         let ctx = context_for(g, &t, requester, patient);
         let budget = budget.clone();
         async move {
@@ -470,26 +431,21 @@ pub async fn initiate_retrieve_images(
     patient: Option<&Bsn>,
     req: RetrieveImagingDocumentSetRequest,
 ) -> LookAhead {
-    let mut errors: Vec<RegistryError> = req
-        .validate(false)
-        .into_iter()
-        .filter(|e| e.error_code != ErrorCode::XDSMissingHomeCommunityId)
-        .collect();
-    if !errors.is_empty() {
-        return LookAhead {
-            stream: RetrieveStream::errors(errors),
-            complete: true,
-        };
-    }
-    let routed = route(
-        g,
-        req.documents()
-            .map(|(st, se, d)| ((st.to_owned(), se.to_owned(), d.clone()), d)),
-        &mut errors,
-    );
+    // the request's own rules (validate::rad69): a request breaking one is answered with its errors
+    // only; a document no known community holds is refused, without any outbound call
+    let routed = match validate::rad69(&req, &communities(g)) {
+        Ok(r) => r,
+        Err(rules) => {
+            return LookAhead {
+                stream: RetrieveStream::errors(validate::imaging_errors(&rules)),
+                complete: true,
+            };
+        }
+    };
+    let errors = validate::registry_errors(&routed.refused);
     let ts = req.transfer_syntaxes.clone();
     let budget = g.lookahead_budget();
-    let calls = routed.into_values().map(|(t, docs)| {
+    let calls = routed.by_community.into_values().map(|(t, docs)| {
         let ctx = context_for(g, &t, requester, patient);
         let mut sub = RetrieveImagingDocumentSetRequest {
             studies: Vec::new(),

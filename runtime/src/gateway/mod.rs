@@ -13,6 +13,7 @@ pub mod initiating;
 pub mod reply;
 pub mod responding;
 pub mod timeline_api;
+pub mod validate;
 pub mod xua;
 
 use std::sync::{Arc, RwLock};
@@ -230,18 +231,19 @@ impl Gateway {
             .find(|r| &r.config.home_community_id == home)
     }
 
-    /// Whether `unique_id` is a repository or imaging document source of the hospital's own community
-    /// (an XDS-I.b affinity domain's configured ids, or the DICOMweb PACS's id). A TLB node as local
-    /// backend is reached by homeCommunityId only: `false`.
-    pub fn local_holds(&self, unique_id: &str) -> bool {
+    /// The unique ids of the hospital's own community's repositories and imaging document sources (an
+    /// XDS-I.b affinity domain's configured ids, or the DICOMweb PACS's id), as configured. A TLB node as
+    /// local backend is reached by homeCommunityId only: none.
+    pub fn local_sources(&self) -> std::collections::BTreeSet<String> {
         match &self.config.local {
             LocalBackend::Xds(x) => x
                 .repositories
                 .iter()
                 .chain(&x.imaging_document_sources)
-                .any(|e| e.unique_id == unique_id),
-            LocalBackend::Dicomweb(d) => d.repository_unique_id == unique_id,
-            LocalBackend::Xca(_) => false,
+                .map(|e| e.unique_id.clone())
+                .collect(),
+            LocalBackend::Dicomweb(d) => [d.repository_unique_id.clone()].into(),
+            LocalBackend::Xca(_) => std::collections::BTreeSet::new(),
         }
     }
 

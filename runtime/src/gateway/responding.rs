@@ -4,8 +4,10 @@
 //! Rules applied here (ITI TF-2b 3.38.4.1.3, 3.39.4.1.3; RAD TF-3 4.75.4.1.3; docs/DOMAIN.md):
 //! - `home` is set on every ExtrinsicObject, RegistryPackage and ObjectRef returned, and HomeCommunityId
 //!   on every DocumentResponse;
-//! - a request naming another community gets XDSUnknownCommunity; a query by id (GetDocuments ...) or a
-//!   retrieve without homeCommunityId gets XDSMissingHomeCommunityId;
+//! - the request's own rules are checked first, by its validator ([`super::validate`]: [`validate::iti38`],
+//!   [`validate::iti39`], [`validate::rad75`]): a request naming another community gets
+//!   XDSUnknownCommunity; a query by id (GetDocuments ...) or a retrieve without homeCommunityId gets
+//!   XDSMissingHomeCommunityId; the handlers here keep what needs the registry or consent;
 //! - consent: the patient's consent for this requester is asked before anything of the patient is
 //!   disclosed, and only a Permit lets data out; otherwise the answer looks exactly like "nothing
 //!   found", so it does not reveal whether data exists;
@@ -32,6 +34,7 @@ use super::Gateway;
 use super::disclosure::{self, Gate, PatientKey, Permit};
 use super::identity;
 use super::reply::{SoapReply, read_request, refuse};
+use super::validate;
 use crate::audit::{AuditEvent, AuditRecord, HolderRecord, Outcome, Side};
 use crate::backend::{CallContext, RetrieveStream};
 use crate::config::ConsentMode;
@@ -250,13 +253,6 @@ fn located(mut errors: Vec<RegistryError>, home: &HomeCommunityId) -> Vec<Regist
     errors
 }
 
-fn error_response(code: ErrorCode, context: String, home: &HomeCommunityId) -> AdhocQueryResponse {
-    AdhocQueryResponse::new(
-        Vec::new(),
-        vec![RegistryError::new(code, context).at(home.to_string())],
-    )
-}
-
 /// ITI-38 Cross Gateway Query, responding side.
 pub async fn iti38(
     g: Arc<Gateway>,
@@ -326,43 +322,17 @@ pub async fn answer_query(
             .map(|e| format!("{}: {}", e.error_code.as_str(), e.code_context));
         g.hooks.audit(&rec).await.map(|()| resp)
     };
-    if let Some(qh) = &req.query.home
-        && qh != home
-    {
-        return refused(error_response(
-            ErrorCode::XDSUnknownCommunity,
-            format!("this gateway is {home}, not {qh}"),
-            home,
-        ))
-        .await;
-    }
-    let query = match req.query.require_stored_query() {
-        Ok(q) => q,
-        Err(e) => {
+    // the request's own rules (validate::iti38): refused before anything is read
+    let (req, mut named) = match validate::iti38(req, home) {
+        Ok(v) => (v.request, v.named),
+        Err(rule) => {
             return refused(AdhocQueryResponse::new(
                 Vec::new(),
-                located(vec![e.to_registry_error()], home),
+                vec![rule.to_registry_error(home)],
             ))
             .await;
         }
     };
-    let mut named = disclosure::named_patients(&req.query);
-    if named.is_empty() && req.query.home.is_none() {
-        // ITI TF-2b 3.38.4.1.2.1: queries by id must name the community
-        return refused(error_response(
-            ErrorCode::XDSMissingHomeCommunityId,
-            format!("{} needs AdhocQuery/@home", query.name()),
-            home,
-        ))
-        .await;
-    }
-    if let Err(e) = req.query.check_required() {
-        return refused(AdhocQueryResponse::new(
-            Vec::new(),
-            located(vec![e.to_registry_error()], home),
-        ))
-        .await;
-    }
     let checked = g.config.consent.mode == ConsentMode::Mitz;
     // the assertion's resource-id names a patient too
     if let Some(p) = assertion.and_then(|a| a.patient.as_ref()) {
@@ -682,38 +652,6 @@ async fn read_manifest(
     Err(format!("manifest {uid} incomplete"))
 }
 
-/// Checks the HomeCommunityId of each DocumentRequest: ours → kept; missing or another → an error.
-fn route_home(
-    g: &Gateway,
-    docs: Vec<(String, String, DocumentRequest)>,
-    errors: &mut Vec<RegistryError>,
-) -> Vec<(String, String, DocumentRequest)> {
-    let mut kept = Vec::new();
-    for (st, se, d) in docs {
-        match &d.home_community_id {
-            None => errors.push(
-                RegistryError::new(
-                    ErrorCode::XDSMissingHomeCommunityId,
-                    format!(
-                        "DocumentRequest for {} has no HomeCommunityId",
-                        d.document_unique_id
-                    ),
-                )
-                .at(d.document_unique_id.clone()),
-            ),
-            Some(h) if h != &g.home => errors.push(
-                RegistryError::new(
-                    ErrorCode::XDSUnknownCommunity,
-                    format!("this gateway is {}, not {h}", g.home),
-                )
-                .at(h.to_string()),
-            ),
-            Some(_) => kept.push((st, se, d)),
-        }
-    }
-    kept
-}
-
 fn not_found(d: &DocumentRequest) -> RegistryError {
     RegistryError::new(
         ErrorCode::XDSDocumentUniqueIdError,
@@ -747,18 +685,10 @@ pub async fn iti39(
         };
     let requester = assertion.as_ref().map(|a| a.requester.clone());
     let claimed = assertion.as_ref().and_then(|a| a.patient.clone());
-    let mut errors = Vec::new();
-    let docs: Vec<DocumentRequest> = route_home(
-        &g,
-        req.documents
-            .into_iter()
-            .map(|d| (String::new(), String::new(), d))
-            .collect(),
-        &mut errors,
-    )
-    .into_iter()
-    .map(|(_, _, d)| d)
-    .collect();
+    // the request's own rules (validate::iti39): a document not of this community is refused
+    let screened = validate::iti39(req, &g.home);
+    let mut errors = validate::registry_errors(&screened.refused);
+    let docs = screened.accepted;
     let mut rec = record(
         &g,
         AuditEvent::Retrieve,
@@ -932,10 +862,7 @@ pub async fn iti39(
     SoapReply::retrieve(tx, &h, combined)
 }
 
-/// Most distinct studies one RAD-75 request may name. Each costs a registry query and the reading of
-/// the patient's manifests before the first byte is sent, so a request naming thousands would hold the
-/// registry for a long time; a viewer asks for one study (or a few) at a time.
-pub const MAX_STUDIES_PER_RETRIEVE: usize = 64;
+pub use super::validate::MAX_STUDIES_PER_RETRIEVE;
 
 /// RAD-75 Cross Gateway Retrieve Imaging Document Set, responding side.
 pub async fn rad75(
@@ -967,44 +894,28 @@ pub async fn rad75(
         requester.as_ref(),
         claimed.as_ref(),
     );
-    // request-level checks the schema cannot make (empty UIDs, transfer syntaxes)
-    let mut errors: Vec<RegistryError> = req
-        .validate(false)
-        .into_iter()
-        .filter(|e| e.error_code != ErrorCode::XDSMissingHomeCommunityId)
-        .collect();
-    let studies = req
-        .documents()
-        .map(|(st, _, _)| st.trim())
-        .collect::<BTreeSet<&str>>()
-        .len();
-    if studies > MAX_STUDIES_PER_RETRIEVE && errors.is_empty() {
-        // each study costs a registry query and manifest reads before anything is sent
-        errors.push(RegistryError::new(
-            ErrorCode::XDSRepositoryError,
-            format!(
-                "the request names {studies} studies; at most {MAX_STUDIES_PER_RETRIEVE} per RAD-75 request"
-            ),
-        ));
-    }
-    if req.transfer_syntaxes.iter().all(|t| t.trim().is_empty()) && errors.is_empty() {
-        errors.push(RegistryError::new(
-            ErrorCode::XDSRepositoryError,
-            "TransferSyntaxUIDList names no transfer syntax",
-        ));
-    }
-    if !errors.is_empty() {
-        rec.outcome = Outcome::Failure;
-        if let Err(e) = g.hooks.audit(&rec).await {
-            return audit_unavailable(&h, &e);
+    // the request's own rules (validate::rad75): a request breaking one is answered with its errors
+    // only; a document not of this community is refused
+    let (docs, mut errors) = match validate::rad75(&req, &g.home) {
+        Ok(screened) => (
+            screened.accepted,
+            validate::registry_errors(&screened.refused),
+        ),
+        Err(rules) => {
+            rec.outcome = Outcome::Failure;
+            if let Err(e) = g.hooks.audit(&rec).await {
+                return audit_unavailable(&h, &e);
+            }
+            return SoapReply::retrieve(
+                tx,
+                &h,
+                stamp_home(
+                    RetrieveStream::errors(validate::imaging_errors(&rules)),
+                    &g.home,
+                ),
+            );
         }
-        return SoapReply::retrieve(tx, &h, stamp_home(RetrieveStream::errors(errors), &g.home));
-    }
-    let docs: Vec<(String, String, DocumentRequest)> = req
-        .documents()
-        .map(|(st, se, d)| (st.to_owned(), se.to_owned(), d.clone()))
-        .collect();
-    let docs = route_home(&g, docs, &mut errors);
+    };
     let (gate, allowed): (Option<Gate>, Vec<(String, String, DocumentRequest)>) =
         if g.config.consent.mode != ConsentMode::Mitz {
             (Some(Gate::Unchecked), docs)
