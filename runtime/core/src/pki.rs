@@ -18,7 +18,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
-use yasna::models::ObjectIdentifier;
 
 use crate::model::Ura;
 
@@ -324,13 +323,15 @@ fn read_permanent_identifier_ura(der: &[u8]) -> Option<Ura> {
 }
 
 /// Builds the DER of a subjectAltName extension value holding the UZI otherName and/or the URA
-/// permanentIdentifier, and dNSNames.
+/// permanentIdentifier, and dNSNames. Only certificates made here need it (test certificates).
+#[cfg(any(test, feature = "test-certificates"))]
 fn uzi_subject_alt_name(
     uzi: &UziName,
     uzi_name: bool,
     permanent_identifier: bool,
     dns_names: &[String],
 ) -> Vec<u8> {
+    use yasna::models::ObjectIdentifier;
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
             if uzi_name {

@@ -27,9 +27,7 @@
 //! is through, before the closing boundary (when it cannot be written the message is left without its
 //! closing boundary). Either way the record's `documentIds` are exactly the documents delivered whole.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -41,20 +39,16 @@ use super::identity;
 use super::reply::{SoapReply, read_request, reject};
 use super::responding::push_document;
 use super::validate;
-use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
-use crate::backend::{
-    BackendError, BoxFut, CallContext, Community, LookAhead, LookaheadBudget, RetrieveStream,
-};
-use crate::config::LocalizationMode;
-use crate::ihe::ebrim::{Identifiable, ObjectRef};
+use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
+use crate::backend::{BackendError, BoxFut, LookAhead, LookaheadBudget, RetrieveStream};
+use crate::ihe::ebrim::Identifiable;
 use crate::ihe::mtom::{FinishHook, WrittenReport};
-use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, ReturnType, param};
+use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, param};
 use crate::ihe::retrieve::{RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest};
 use crate::ihe::xua::XuaAssertion;
-use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
-use crate::model::{Bsn, HomeCommunityId, Organization, Requester};
+use crate::ihe::{ErrorCode, RegistryError, Transaction};
+use crate::model::{Bsn, Requester};
 use crate::server::listener::PeerCertificate;
-use crate::server::metrics::{CommunityErrorLabels, CommunityLabels};
 
 /// Reads a local consumer's request of `tx` and its caller ([`identity::local_requester`]): the header,
 /// the message and the XUA assertion (`None` only when `initiating.requireAssertion` is off). An

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
