@@ -39,15 +39,16 @@ use super::identity;
 use super::reply::{SoapReply, read_request, reject};
 use super::responding::push_document;
 use super::validate;
+use super::validate::{LocalQuery, LocalQueryRule, QueryRoute};
 use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
 use crate::backend::{BackendError, BoxFut, LookAhead, LookaheadBudget, RetrieveStream};
 use crate::ihe::ebrim::Identifiable;
 use crate::ihe::mtom::{FinishHook, WrittenReport};
-use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, param};
+use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse};
 use crate::ihe::retrieve::{RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest};
 use crate::ihe::xua::XuaAssertion;
 use crate::ihe::{ErrorCode, RegistryError, Transaction};
-use crate::model::{Bsn, Requester};
+use crate::model::{Bsn, HomeCommunityId, Requester};
 use crate::server::listener::PeerCertificate;
 
 /// Reads a local consumer's request of `tx` and its caller ([`identity::local_requester`]): the header,
@@ -103,75 +104,41 @@ pub async fn initiate_query(
     claimed: Option<&Bsn>,
     req: AdhocQueryRequest,
 ) -> AdhocQueryResponse {
-    let home = g.home.to_string();
-    if let Err(e) = req.query.check_required() {
-        return AdhocQueryResponse::new(Vec::new(), vec![e.to_registry_error().at(home)]);
-    }
-    let patient_cx = [
-        param::DE_PATIENT_ID,
-        param::SS_PATIENT_ID,
-        "$XDSFolderPatientId",
-        "$patientId",
-    ]
-    .iter()
-    .find_map(|p| req.query.single(p).ok().flatten());
-    let asked = match patient_cx.as_deref() {
-        Some(cx) => AskedPatient::from_cx(cx),
-        None => claimed.cloned().map(AskedPatient::Bsn),
-    };
-    let patient = asked.as_ref().and_then(AskedPatient::bsn).cloned();
+    let peers: Vec<HomeCommunityId> = g
+        .remotes
+        .iter()
+        .map(|r| r.config.home_community_id.clone())
+        .collect();
     let mut audit = AuditRecord::new(AuditEvent::Query, Transaction::Iti18, Side::Initiating);
     audit.requester = requester.map(Into::into);
-    audit.patient = patient.clone();
-    // A patient id that is no CX with an assigning authority cannot be checked against what
-    // communities answer (objects of another patient would pass): refused before any community is asked.
-    if let (Some(cx), None) = (patient_cx.as_deref(), &asked) {
-        let reason = format!(
-            "the patient id {} is no CX with an id and an assigning authority (a BSN: <9 digits>^^^&{}&ISO): every community's answer is checked against the patient asked for, so the query is not sent",
-            crate::ihe::soap::echoed(cx),
-            Bsn::OID
-        );
-        audit.outcome = Outcome::Failure;
-        audit.outcome_detail = Some(reason.clone());
-        let _ = g.hooks.audit(&audit).await;
-        return AdhocQueryResponse::new(
-            Vec::new(),
-            vec![RegistryError::new(ErrorCode::XDSUnknownPatientId, reason).at(home)],
-        );
-    }
-    let targets: Vec<Target> = match (&req.query.home, &patient_cx) {
-        // a query naming a community goes to that community only
-        (Some(h), _) => {
-            if h == &g.home {
-                vec![local_target(g)]
-            } else if let Some(t) = all_targets(g).into_iter().find(|t| &t.home == h) {
-                vec![t]
-            } else {
-                return AdhocQueryResponse::new(
-                    Vec::new(),
-                    vec![
-                        RegistryError::new(
-                            ErrorCode::XDSUnknownCommunity,
-                            format!("unknown community {h}"),
-                        )
-                        .at(h.to_string()),
-                    ],
-                );
+    let LocalQuery {
+        request: req,
+        asked,
+        route,
+    } = match validate::iti18(req, claimed, &g.home, &peers) {
+        Ok(q) => q,
+        Err(rule) => {
+            let error = rule.to_registry_error(&g.home);
+            // a patient id that cannot be checked is refused before any community is asked, audited
+            if let LocalQueryRule::UncheckablePatient { .. } = rule {
+                audit.outcome = Outcome::Failure;
+                audit.outcome_detail = Some(error.code_context.clone());
+                let _ = g.hooks.audit(&audit).await;
             }
+            return AdhocQueryResponse::new(Vec::new(), vec![error]);
         }
-        (None, None) => {
-            return AdhocQueryResponse::new(
-                Vec::new(),
-                vec![
-                    RegistryError::new(
-                        ErrorCode::XDSMissingHomeCommunityId,
-                        "a query by id needs AdhocQuery/@home naming the community",
-                    )
-                    .at(home),
-                ],
-            );
-        }
-        (None, Some(_)) => match FanOut::new(g, requester, asked.as_ref()).targets().await {
+    };
+    let patient = asked.as_ref().and_then(AskedPatient::bsn).cloned();
+    audit.patient = patient.clone();
+    let fan_out = FanOut::new(g, requester, asked.as_ref());
+    let targets: Vec<Target> = match route {
+        QueryRoute::Community(h) if h == g.home => vec![local_target(g)],
+        QueryRoute::Community(h) => all_targets(g)
+            .into_iter()
+            .filter(|t| !t.local && t.home == h)
+            .take(1)
+            .collect(),
+        QueryRoute::Localize => match fan_out.targets().await {
             Ok(t) => t,
             Err(e) => {
                 audit.outcome = Outcome::Failure;
@@ -179,14 +146,15 @@ pub async fn initiate_query(
                 let _ = g.hooks.audit(&audit).await;
                 return AdhocQueryResponse::new(
                     Vec::new(),
-                    vec![RegistryError::new(ErrorCode::XDSRegistryError, e.to_string()).at(home)],
+                    vec![
+                        RegistryError::new(ErrorCode::XDSRegistryError, e.to_string())
+                            .at(g.home.to_string()),
+                    ],
                 );
             }
         },
     };
-    let (resp, _outcomes, _) = FanOut::new(g, requester, asked.as_ref())
-        .query(&targets, &req)
-        .await;
+    let (resp, _outcomes, _) = fan_out.query(&targets, &req).await;
     audit.document_ids = resp
         .objects
         .iter()

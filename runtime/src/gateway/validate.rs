@@ -8,6 +8,7 @@
 //!
 //! | transaction | side | validator | request-level rules | per-DocumentRequest rules |
 //! |---|---|---|---|---|
+//! | ITI-18 | initiating | [`iti18`] | [`LocalQueryRule`] (first failing) | none |
 //! | ITI-38 | responding | [`iti38`] | [`QueryRule`] (first failing) | none |
 //! | ITI-39 | responding | [`iti39`] | none | [`DocumentRule::MissingHomeCommunityId`], [`DocumentRule::NotThisCommunity`] |
 //! | RAD-75 | responding | [`rad75`] | [`ImagingRule`] (all of them) | as ITI-39 |
@@ -22,12 +23,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::disclosure::{self, PatientKey};
-use crate::ihe::query::{AdhocQueryRequest, ParamError, StoredQuery};
+use super::fanout::AskedPatient;
+use crate::ihe::query::{AdhocQueryRequest, ParamError, StoredQuery, param};
 use crate::ihe::retrieve::{
     DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
 };
 use crate::ihe::{ErrorCode, RegistryError};
-use crate::model::HomeCommunityId;
+use crate::model::{Bsn, HomeCommunityId};
 
 /// Most distinct studies (Study Instance UIDs, trimmed) one RAD-75 request may name. Each costs a
 /// registry query and the reading of the patient's manifests before the first byte is sent, so a request
@@ -126,6 +128,134 @@ pub fn iti38(
         request,
         query,
         named,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ITI-18 (initiating side: a local document consumer's query, fanned out to communities)
+
+/// Where an ITI-18 query that passed [`iti18`] goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryRoute {
+    /// `AdhocQuery/@home` names one community this gateway knows (its own or a configured peer): that
+    /// community only.
+    Community(HomeCommunityId),
+    /// The query names a patient and no community: the communities localisation chooses.
+    Localize,
+}
+
+/// An ITI-18 request that passed [`iti18`].
+#[derive(Debug, Clone)]
+pub struct LocalQuery {
+    /// The request as received.
+    pub request: AdhocQueryRequest,
+    /// The patient every community's answer is checked against: the query's patient parameter, else the
+    /// request's XUA resource-id; `None` for a query by id that names neither.
+    pub asked: Option<AskedPatient>,
+    /// Where it goes.
+    pub route: QueryRoute,
+}
+
+/// A rule of an ITI-18 request that failed ([`iti18`]). The request is answered with no objects and this
+/// one RegistryError ([`LocalQueryRule::to_registry_error`]); no community is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalQueryRule {
+    /// The stored query is unknown or a required parameter is missing (ITI TF-2a 3.18.4.1.2.3.7):
+    /// XDSUnknownStoredQuery / XDSStoredQueryMissingParam, as the [`ParamError`] says.
+    Parameter(ParamError),
+    /// The patient parameter is no CX with an id and an assigning authority OID (ITI TF-2a
+    /// 3.18.4.1.2.3.8): every community's answer is checked against the patient asked for, which cannot
+    /// be done for this one, so nothing is sent: XDSUnknownPatientId. The handler audits it.
+    UncheckablePatient {
+        /// The patient parameter as sent.
+        cx: String,
+    },
+    /// `AdhocQuery/@home` names a community this gateway does not know (ITI TF-2b 3.38.4.1.2.1):
+    /// XDSUnknownCommunity, located at that community.
+    UnknownCommunity {
+        /// The community the request names.
+        asked: HomeCommunityId,
+    },
+    /// A query naming no patient (a query by id) without `AdhocQuery/@home` (ITI TF-2b 3.38.4.1.2.1):
+    /// XDSMissingHomeCommunityId.
+    MissingHomeCommunityId,
+}
+
+impl LocalQueryRule {
+    /// The RegistryError answered for this rule; located at `home` (this gateway's homeCommunityId),
+    /// except an unknown community's, located at that community.
+    pub fn to_registry_error(&self, home: &HomeCommunityId) -> RegistryError {
+        match self {
+            LocalQueryRule::Parameter(e) => e.to_registry_error().at(home.to_string()),
+            LocalQueryRule::UncheckablePatient { cx } => {
+                RegistryError::new(ErrorCode::XDSUnknownPatientId, uncheckable_reason(cx))
+                    .at(home.to_string())
+            }
+            LocalQueryRule::UnknownCommunity { asked } => RegistryError::new(
+                ErrorCode::XDSUnknownCommunity,
+                format!("unknown community {asked}"),
+            )
+            .at(asked.to_string()),
+            LocalQueryRule::MissingHomeCommunityId => RegistryError::new(
+                ErrorCode::XDSMissingHomeCommunityId,
+                "a query by id needs AdhocQuery/@home naming the community",
+            )
+            .at(home.to_string()),
+        }
+    }
+}
+
+/// Why a patient id that is no CX with an id and an assigning authority is refused (codeContext).
+fn uncheckable_reason(cx: &str) -> String {
+    format!(
+        "the patient id {} is no CX with an id and an assigning authority (a BSN: <9 digits>^^^&{}&ISO): every community's answer is checked against the patient asked for, so the query is not sent",
+        crate::ihe::soap::echoed(cx),
+        Bsn::OID
+    )
+}
+
+/// The patient parameters of the stored queries, in the order the first one present is taken.
+const PATIENT_PARAMETERS: [&str; 4] = [
+    param::DE_PATIENT_ID,
+    param::SS_PATIENT_ID,
+    "$XDSFolderPatientId",
+    "$patientId",
+];
+
+/// Validates an ITI-18 query of a local document consumer received by this gateway (`home`), which
+/// knows the peers `peers`; `claimed` is the request's XUA resource-id. The rules, in this order, the
+/// first failing one answered: [`LocalQueryRule::Parameter`], [`LocalQueryRule::UncheckablePatient`],
+/// [`LocalQueryRule::UnknownCommunity`], [`LocalQueryRule::MissingHomeCommunityId`].
+pub fn iti18(
+    request: AdhocQueryRequest,
+    claimed: Option<&Bsn>,
+    home: &HomeCommunityId,
+    peers: &[HomeCommunityId],
+) -> Result<LocalQuery, LocalQueryRule> {
+    request
+        .query
+        .check_required()
+        .map_err(LocalQueryRule::Parameter)?;
+    let patient_cx = PATIENT_PARAMETERS
+        .iter()
+        .find_map(|p| request.query.single(p).ok().flatten());
+    let asked = match patient_cx.as_deref() {
+        Some(cx) => Some(
+            AskedPatient::from_cx(cx)
+                .ok_or_else(|| LocalQueryRule::UncheckablePatient { cx: cx.to_owned() })?,
+        ),
+        None => claimed.cloned().map(AskedPatient::Bsn),
+    };
+    let route = match (&request.query.home, &patient_cx) {
+        (Some(h), _) if h == home || peers.contains(h) => QueryRoute::Community(h.clone()),
+        (Some(h), _) => return Err(LocalQueryRule::UnknownCommunity { asked: h.clone() }),
+        (None, None) => return Err(LocalQueryRule::MissingHomeCommunityId),
+        (None, Some(_)) => QueryRoute::Localize,
+    };
+    Ok(LocalQuery {
+        request,
+        asked,
+        route,
     })
 }
 
@@ -554,6 +684,131 @@ mod tests {
             local_sources: [LOCAL_REPO.to_owned()].into(),
             known: vec![(hc(KNOWN), "known")],
         }
+    }
+
+    // ---- ITI-18, one failing case per rule ---------------------------------------------------
+
+    #[test]
+    fn iti18_routes_a_patient_query_to_localisation_and_a_named_community_to_it() {
+        let peers = [hc(KNOWN)];
+        let v = iti18(
+            query(stored_query::FIND_DOCUMENTS, None, find_documents()),
+            None,
+            &hc(HOME),
+            &peers,
+        )
+        .expect("accepted");
+        assert_eq!(v.route, QueryRoute::Localize);
+        assert_eq!(
+            v.asked,
+            Some(AskedPatient::Bsn("999911120".parse().unwrap()))
+        );
+        for h in [HOME, KNOWN] {
+            let v = iti18(
+                query(stored_query::FIND_DOCUMENTS, Some(h), find_documents()),
+                None,
+                &hc(HOME),
+                &peers,
+            )
+            .expect("accepted");
+            assert_eq!(v.route, QueryRoute::Community(hc(h)));
+        }
+        // a query by id with @home: the claimed patient (XUA resource-id) is the one checked
+        let claimed: Bsn = "999911120".parse().unwrap();
+        let v = iti18(
+            query(
+                stored_query::GET_DOCUMENTS,
+                Some(KNOWN),
+                vec![Slot::new(param::DE_UNIQUE_ID, ["('1.2.3.4')"])],
+            ),
+            Some(&claimed),
+            &hc(HOME),
+            &peers,
+        )
+        .expect("accepted");
+        assert_eq!(v.asked, Some(AskedPatient::Bsn(claimed)));
+    }
+
+    #[test]
+    fn iti18_rule_parameter() {
+        let slots = vec![Slot::new(param::DE_PATIENT_ID, [BSN_CX])];
+        let r = iti18(
+            query(stored_query::FIND_DOCUMENTS, None, slots),
+            None,
+            &hc(HOME),
+            &[],
+        )
+        .expect_err("no status");
+        assert!(matches!(r, LocalQueryRule::Parameter(_)), "{r:?}");
+        let e = r.to_registry_error(&hc(HOME));
+        assert_eq!(e.error_code, ErrorCode::XDSStoredQueryMissingParam);
+        assert_eq!(e.location.as_deref(), Some(HOME));
+    }
+
+    #[test]
+    fn iti18_rule_uncheckable_patient() {
+        let mut slots = find_documents();
+        slots[0] = Slot::new(param::DE_PATIENT_ID, ["'999911120'"]);
+        let claimed: Bsn = "999911120".parse().unwrap();
+        let r = iti18(
+            query(stored_query::FIND_DOCUMENTS, Some(HOME), slots),
+            Some(&claimed),
+            &hc(HOME),
+            &[],
+        )
+        .expect_err("a patient id without assigning authority");
+        assert_eq!(
+            r,
+            LocalQueryRule::UncheckablePatient {
+                cx: "999911120".into()
+            }
+        );
+        let e = r.to_registry_error(&hc(HOME));
+        assert_eq!(e.error_code, ErrorCode::XDSUnknownPatientId);
+        assert!(
+            e.code_context
+                .starts_with("the patient id 999911120 is no CX")
+        );
+        assert_eq!(e.location.as_deref(), Some(HOME));
+    }
+
+    #[test]
+    fn iti18_rule_unknown_community() {
+        let r = iti18(
+            query(
+                stored_query::FIND_DOCUMENTS,
+                Some(UNKNOWN),
+                find_documents(),
+            ),
+            None,
+            &hc(HOME),
+            &[hc(KNOWN)],
+        )
+        .expect_err("unknown community");
+        assert_eq!(r, LocalQueryRule::UnknownCommunity { asked: hc(UNKNOWN) });
+        let e = r.to_registry_error(&hc(HOME));
+        assert_eq!(e.error_code, ErrorCode::XDSUnknownCommunity);
+        assert_eq!(e.code_context, format!("unknown community {UNKNOWN}"));
+        assert_eq!(e.location.as_deref(), Some(UNKNOWN));
+    }
+
+    #[test]
+    fn iti18_rule_missing_home_community_id() {
+        let r = iti18(
+            query(
+                stored_query::GET_DOCUMENTS,
+                None,
+                vec![Slot::new(param::DE_UNIQUE_ID, ["('1.2.3.4')"])],
+            ),
+            None,
+            &hc(HOME),
+            &[hc(KNOWN)],
+        )
+        .expect_err("query by id without @home");
+        assert_eq!(r, LocalQueryRule::MissingHomeCommunityId);
+        let e = r.to_registry_error(&hc(HOME));
+        assert_eq!(e.error_code, ErrorCode::XDSMissingHomeCommunityId);
+        assert_eq!(e.location.as_deref(), Some(HOME));
     }
 
     // ---- ITI-38, one failing case per rule ---------------------------------------------------
@@ -1036,6 +1291,56 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn iti18_generated(req in any_query(), claim in proptest::bool::ANY) {
+            let home = hc(HOME);
+            let peers = [hc(KNOWN)];
+            let q = req.query.clone();
+            let claimed: Option<Bsn> = claim.then(|| "999911120".parse().unwrap());
+            let required = q.check_required().is_ok();
+            let patient_cx = PATIENT_PARAMETERS
+                .iter()
+                .find_map(|p| q.single(p).ok().flatten());
+            let checkable = patient_cx.as_deref().is_none_or(|cx| AskedPatient::from_cx(cx).is_some());
+            match iti18(req.clone(), claimed.as_ref(), &home, &peers) {
+                Ok(v) => {
+                    // accepted: every rule holds, the request is passed on as received
+                    prop_assert!(required && checkable);
+                    prop_assert_eq!(&v.request, &req);
+                    match &v.route {
+                        QueryRoute::Community(h) => {
+                            prop_assert_eq!(Some(h), q.home.as_ref());
+                            prop_assert!(h == &home || peers.contains(h));
+                        }
+                        QueryRoute::Localize => {
+                            prop_assert!(q.home.is_none() && patient_cx.is_some());
+                        }
+                    }
+                    // the patient checked is the query's own when it names one, else the claimed one
+                    match patient_cx.as_deref() {
+                        Some(cx) => prop_assert_eq!(v.asked, AskedPatient::from_cx(cx)),
+                        None => prop_assert_eq!(v.asked, claimed.map(AskedPatient::Bsn)),
+                    }
+                }
+                Err(rule) => match &rule {
+                    LocalQueryRule::Parameter(_) => prop_assert!(!required),
+                    LocalQueryRule::UncheckablePatient { cx } => {
+                        prop_assert!(required && !checkable);
+                        prop_assert_eq!(Some(cx), patient_cx.as_ref());
+                    }
+                    LocalQueryRule::UnknownCommunity { asked } => {
+                        prop_assert!(required && checkable);
+                        prop_assert_eq!(Some(asked), q.home.as_ref());
+                        prop_assert!(asked != &home && !peers.contains(asked));
+                    }
+                    LocalQueryRule::MissingHomeCommunityId => {
+                        prop_assert!(required && checkable);
+                        prop_assert!(q.home.is_none() && patient_cx.is_none());
+                    }
+                },
+            }
+        }
 
         #[test]
         fn iti38_generated(req in any_query()) {
