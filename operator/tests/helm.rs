@@ -254,6 +254,113 @@ fn container_args(deployment: &Value) -> Vec<String> {
         .collect()
 }
 
+// --- as subcharts, and identifiers given as numbers -----------------------------------------------------
+
+/// Copies the chart folder `from` to `to` (a chart has only files and folders).
+fn copy_chart(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read chart") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_chart(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn both_charts_render_as_subcharts_of_an_umbrella_chart_with_global_values() {
+    let Some(bin) = helm_or_skip() else { return };
+    let helm = Helm::new(bin, None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let umbrella = dir.path().join("umbrella");
+    for chart in ["duo-operator", "duo-gateway"] {
+        copy_chart(
+            &repo().join("charts").join(chart),
+            &umbrella.join("charts").join(chart),
+        );
+    }
+    std::fs::write(
+        umbrella.join("Chart.yaml"),
+        "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n  - name: duo-operator\n    version: 0.1.0\n  - name: duo-gateway\n    version: 0.1.0\n",
+    )
+    .expect("Chart.yaml");
+    // the hospital's values under the subchart's name, and global values every subchart receives
+    let example = std::fs::read_to_string(repo().join("examples/xds-hospital/values.yaml"))
+        .expect("example values");
+    let nested: String = example.lines().map(|l| format!("  {l}\n")).collect();
+    std::fs::write(
+        umbrella.join("values.yaml"),
+        format!("global:\n  environment: acceptance\nduo-gateway:\n{nested}"),
+    )
+    .expect("values.yaml");
+    let dir_arg = umbrella.to_str().expect("utf-8 path");
+    let objs = helm.template(&["duo", dir_arg, "-n", "duo-system"]);
+    assert_eq!(
+        of_kind(&objs, "DuoGateway").len(),
+        1,
+        "the gateway subchart rendered"
+    );
+    assert_eq!(
+        of_kind(&objs, "Deployment").len(),
+        1,
+        "the operator subchart rendered"
+    );
+    // Helm hands every subchart `global` (empty when the parent sets none): both schemas allow it
+}
+
+#[test]
+fn a_ura_given_as_a_number_is_taken_only_when_no_digit_was_lost() {
+    let Some(bin) = helm_or_skip() else { return };
+    let helm = Helm::new(bin, None);
+    let values = "examples/xds-hospital/values.yaml";
+    // `--set` makes a number of digits without a leading zero: eight of them are the URA as written
+    let objs = helm.template(&[
+        "x",
+        "charts/duo-gateway",
+        "-f",
+        values,
+        "--set",
+        "organization.ura=12345678",
+    ]);
+    assert_eq!(
+        one(&objs, "DuoGateway")["spec"]["organization"]["ura"],
+        "12345678"
+    );
+    // a number of other length lost digits (or was never a URA): refused, naming --set-string
+    for n in ["659", "1234567890"] {
+        let err = helm.fails(&[
+            "template",
+            "x",
+            "charts/duo-gateway",
+            "-f",
+            values,
+            "--set",
+            &format!("organization.ura={n}"),
+        ]);
+        assert!(
+            err.contains("organization.ura must be a string of 8 digits")
+                && err.contains("--set-string organization.ura="),
+            "{err}"
+        );
+    }
+    // with a leading zero Helm keeps the string
+    let objs = helm.template(&[
+        "x",
+        "charts/duo-gateway",
+        "-f",
+        values,
+        "--set",
+        "organization.ura=00000659",
+    ]);
+    assert_eq!(
+        one(&objs, "DuoGateway")["spec"]["organization"]["ura"],
+        "00000659"
+    );
+}
+
 // --- lint and template ------------------------------------------------------------------------------
 
 #[test]

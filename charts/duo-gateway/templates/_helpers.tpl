@@ -40,3 +40,24 @@ configMap:
   key: {{ default "ca.crt" $tb.key }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A URA as the CRD wants it: a string of 8 digits. Arguments: the value and its path in the values. `--set
+organization.ura=12345678` makes a number of it (Helm keeps digits with a leading zero as a string): a number
+of exactly 8 digits is taken as written; any other number (an unquoted 00000659 in a values file is read as
+octal or loses its zeros) is refused with the way to pass it.
+*/}}
+{{- define "duo-gateway.ura" -}}
+{{- $v := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- if kindIs "string" $v -}}
+{{- $v | quote -}}
+{{- else -}}
+{{- $digits := printf "%d" (int64 $v) -}}
+{{- if and (eq (len $digits) 8) (eq (float64 $v) (float64 (int64 $v))) -}}
+{{- $digits | quote -}}
+{{- else -}}
+{{- fail (printf "%s must be a string of 8 digits, got the number %v (leading zeros lost?): use --set-string %s=<8 digits> or quote it in the values file" $path $v $path) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

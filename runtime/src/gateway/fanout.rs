@@ -157,7 +157,10 @@ pub async fn targets_for(
             rec.outcome_detail = Some(e.to_string());
         }
     }
-    g.hooks.audit(&rec).await.map_err(LocalizeError::Mitz)?;
+    g.hooks
+        .audit(&rec)
+        .await
+        .map_err(|e| LocalizeError::Mitz(e.to_string()))?;
     let named: Vec<HomeCommunityId> = located
         .map_err(|e| LocalizeError::Mitz(e.to_string()))?
         .into_iter()

@@ -27,17 +27,24 @@ impl Hooks {
     /// data refuse instead: no disclosure without its record). The record's `time` is set to now: a
     /// query or retrieve record is built before its answer is known and must not read as earlier than
     /// the consent decision it depends on.
-    pub async fn audit(&self, record: &AuditRecord) -> Result<(), String> {
+    pub async fn audit(&self, record: &AuditRecord) -> Result<(), AuditUnavailable> {
         let mut record = record.clone();
         record.time = jiff::Timestamp::now();
         // the detail (a file path, a syslog address) goes to the gateway's log only: the returned text
         // may reach a consumer or peer in a RegistryError or fault
         self.audit.record(&record).await.map_err(|e| {
             tracing::error!(error = %e, "audit record not written");
-            "the audit record could not be written (the gateway log says why)".to_owned()
+            AuditUnavailable
         })
     }
 }
+
+/// An audit record could not be written. Whoever would have disclosed something with it discloses
+/// nothing instead (no disclosure without its record). The cause (a file path, a syslog address) is in
+/// the gateway's log only: this error's text may reach a consumer or peer in a RegistryError or fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit record could not be written (the gateway log says why)")]
+pub struct AuditUnavailable;
 
 /// The services a configuration asks for: the consent service (fails closed without Mitz), the open
 /// question client when localisation is `mitz`, and the audit log with its sinks (syslog TLS presents

@@ -335,7 +335,7 @@ async fn answer_local_retrieve(
             rec.outcome = outcome_of(report.response.status);
             rec.outcome_detail = errors_detail(&report.response.errors);
             metrics.count_request(tx.name(), report.response.status.name());
-            hooks.audit(&rec).await
+            hooks.audit(&rec).await.map_err(|e| e.to_string())
         })
     });
     SoapReply::retrieve_with(tx, h, s, Some(finish))

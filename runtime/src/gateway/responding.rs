@@ -32,6 +32,7 @@ use futures::StreamExt;
 
 use super::Gateway;
 use super::disclosure::{self, Gate, PatientKey, Permit};
+use super::hooks::AuditUnavailable;
 use super::identity;
 use super::reply::{SoapReply, read_request, refuse};
 use super::validate;
@@ -82,7 +83,7 @@ async fn read_remote<T: crate::ihe::Message>(
 }
 
 /// The answer when the audit trail cannot be written: nothing is disclosed without its record.
-fn audit_unavailable(h: &SoapHeader, e: &str) -> SoapReply {
+fn audit_unavailable(h: &SoapHeader, e: &AuditUnavailable) -> SoapReply {
     // the reason (a file path, an I/O error) is for the hospital's log, not for the peer
     tracing::error!(error = %e, "audit trail unavailable: nothing disclosed");
     SoapReply::fault(
@@ -283,7 +284,7 @@ async fn denied_query(
     patient: Option<&PatientKey>,
     consent: Option<&ConsentOutcome>,
     why: String,
-) -> Result<AdhocQueryResponse, String> {
+) -> Result<AdhocQueryResponse, AuditUnavailable> {
     let mut rec = record(
         g,
         AuditEvent::Query,
@@ -308,7 +309,7 @@ pub async fn answer_query(
     h: &SoapHeader,
     assertion: Option<&XuaAssertion>,
     req: AdhocQueryRequest,
-) -> Result<AdhocQueryResponse, String> {
+) -> Result<AdhocQueryResponse, AuditUnavailable> {
     let tx = Transaction::Iti38;
     let home = &g.home;
     let requester = assertion.map(|a| &a.requester);
