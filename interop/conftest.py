@@ -1,7 +1,7 @@
 """Interop harness: python zeep (an independent SOAP stack, loaded with the IHE WSDLs of testdata/ihe/schema)
 talks over real HTTP to two targets; every test in `test_zeep_ihe.py` runs against both:
 
-- `codec`: a small HTTP server here hands each request body to `ihe-codec respond` (runtime/src/bin/ihe-codec.rs):
+- `codec`: a small HTTP server here hands each request body to `ihe-codec respond` (runtime/testkit/src/bin/ihe-codec.rs):
   the codec decodes what zeep built (the decoded form is checked against what zeep was given) and encodes
   the answer zeep parses.
 - `gateway`: a real `duo-gateway serve` process, over mutual TLS. `duo-testbed interop`

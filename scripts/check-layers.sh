@@ -16,9 +16,19 @@ cd "$(dirname "$0")/.."
 fail=0
 violation() { echo "check-layers: $*" >&2; fail=1; }
 
+tree() { # cargo tree, or a one-line reason and exit 2 (a stale Cargo.lock, a manifest that does not parse)
+  local out
+  if ! out=$(cargo tree --locked "$@" 2>&1); then
+    echo "check-layers: cargo tree $* failed: $(grep -m1 -E '^error' <<<"$out" || head -n1 <<<"$out")" >&2
+    exit 2
+  fi
+  printf '%s\n' "$out"
+}
+# once up front: a stale Cargo.lock or a broken manifest is one clear line, not one per query below
+tree -p duo-core --depth 0 >/dev/null
+
 deps() { # the crates a package is built from (normal and build edges), one name per line
-  cargo tree --locked -p "$1" -e normal,build --prefix none --format '{p}' 2>/dev/null \
-    | awk '{print $1}' | sort -u
+  tree -p "$1" -e normal,build --prefix none --format '{p}' | awk '{print $1}' | sort -u
 }
 features_of() { # the features of crate $2 as resolved for package $1 (normal and build edges)
   cargo tree --locked -p "$1" -e features,normal,build -i "$2" --prefix none 2>/dev/null \
@@ -40,6 +50,20 @@ done
 for d in $(deps duo-runtime); do
   case $d in
     rcgen | tempfile) violation "duo-runtime (the shipped gateway) is built with the test kit's $d" ;;
+  esac
+done
+# test helpers of the lower crates stay out of the shipped gateway
+for f in $(features_of duo-runtime duo-wire); do
+  [[ $f == test-support ]] && violation "duo-runtime is built with duo-wire's test-support feature"
+done
+for f in $(features_of duo-runtime duo-core); do
+  [[ $f == test-certificates ]] && violation "duo-runtime is built with duo-core's test-certificates feature"
+done
+# the core crate does no I/O and no HTTP: no async runtime, HTTP or TLS client or server
+for d in $(deps duo-core); do
+  case $d in
+    tokio | tokio-* | reqwest | hyper | hyper-* | axum | axum-* | tower | tower-* | tiny_http)
+      violation "duo-core is built with $d (the core does no I/O and no HTTP)" ;;
   esac
 done
 

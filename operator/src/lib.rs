@@ -21,7 +21,7 @@ pub const IMAGE_PREFIX: &str = "ghcr.io/duo-beeldbeschikbaarheid";
 /// The gateway image the operator runs when a DuoGateway sets no `spec.image`:
 /// `ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:<crate version>`. The operator chart's
 /// `gatewayImage` defaults render exactly this (checked by `operator/tests/helm.rs`), and the images are
-/// tagged with the workspace version (`images/README.md`).
+/// tagged with the workspace version (README, "Container images").
 pub const DEFAULT_GATEWAY_IMAGE: &str = concat!(
     "ghcr.io/duo-beeldbeschikbaarheid/duo-gateway:",
     env!("CARGO_PKG_VERSION")

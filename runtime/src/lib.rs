@@ -1,7 +1,8 @@
 //! The DUO gateway runtime.
 //!
 //! Layers, outermost first (see docs/ARCHITECTURE.md): [`server`] (routes, TLS, metrics) → [`gateway`]
-//! (initiating and responding side) → [`timeline`] → [`consent`] / [`localization`] (Mitz) →
+//! (initiating and responding side, their one fan-out) → [`timeline`] → [`consent`] / [`localization`] (Mitz,
+//! through the one [`mitz`] client) →
 //! [`backend`] (one trait per kind of community) → [`ihe`] (wire types and codecs) → [`model`].
 //! [`audit`] records every query, retrieve and consent decision; [`config`] is the configuration file the
 //! operator renders. [`dicom`] reads DICOM instances and builds and parses KOS manifests.
@@ -21,6 +22,7 @@ pub mod dicom;
 pub mod gateway;
 pub mod limits;
 pub mod localization;
+pub mod mitz;
 pub mod server;
 
 /// Tunes the C allocator for this process's pattern; `duo-gateway`, `duo-testbed` and the benchmarks call

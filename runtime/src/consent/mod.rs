@@ -17,9 +17,8 @@
 //! Every answer is read and tied to its question by [`xacml::read_closed_answer`] here, whichever
 //! [`ClosedQuestionTransport`] carried it.
 //!
-//! Modules: [`xacml`] (the wire format), [`client`] (HTTP over mutual TLS).
+//! The wire format is [`xacml`] (duo-wire); the HTTP client over mutual TLS is [`crate::mitz`].
 
-pub mod client;
 /// The closed question's codec lives in the wire layer ([`duo_wire::mitz::xacml`]).
 pub use duo_wire::mitz::xacml;
 
@@ -31,7 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use client::{MitzClient, MitzError};
+/// The Mitz client lives beside consent and localisation, which both use it ([`crate::mitz`]).
+pub use crate::mitz::{MitzClient, MitzError};
 pub use xacml::{CategoryDecision, ClosedQuestion, Decision};
 
 use crate::backend::BoxFut;
@@ -288,7 +288,7 @@ impl ConsentService {
     ) -> ConsentService {
         let limits = mitz.as_ref().map_or_else(
             || Limits {
-                max_bytes: client::MAX_ANSWER_BYTES,
+                max_bytes: crate::mitz::MAX_ANSWER_BYTES,
                 ..Limits::default()
             },
             |m| m.limits().clone(),

@@ -33,11 +33,11 @@ use super::Gateway;
 use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::{CallContext, Community};
 use crate::config::LocalizationMode;
+use crate::gateway::metrics::{CommunityErrorLabels, CommunityLabels};
 use crate::ihe::ebrim::{Identifiable, ObjectRef};
 use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse, ReturnType};
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
 use crate::model::{Bsn, HomeCommunityId, Organization, Requester};
-use crate::server::metrics::{CommunityErrorLabels, CommunityLabels};
 
 /// A community to ask.
 #[derive(Clone)]

@@ -13,15 +13,35 @@
 //!   (`initiating.trustedFrontEnd.certificates`); the requester is the local assertion's, or for the JSON
 //!   API the `X-DUO-*` headers.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use http::HeaderMap;
 use jiff::Timestamp;
+use rustls::pki_types::CertificateDer;
 
 use super::Gateway;
 use crate::ihe::soap::SoapHeader;
 use crate::ihe::xua::{self, SignatureNotChecked, Validation, XuaAssertion, XuaError};
 use crate::model::{PurposeOfUse, Requester, Ura};
 use crate::pki::{CertificateInfo, DistinguishedName, certificate_identity, certificate_info};
-use crate::server::listener::PeerCertificate;
+
+/// The verified client certificate chain of the connection a request came in on (leaf first), and the
+/// connection's remote address (for the audit trail).
+#[derive(Debug, Clone)]
+pub struct PeerCertificate {
+    /// The chain, leaf first, as verified against the trust bundle.
+    pub chain: Arc<Vec<CertificateDer<'static>>>,
+    /// The remote socket address.
+    pub remote: Option<SocketAddr>,
+}
+
+impl PeerCertificate {
+    /// The leaf certificate, DER.
+    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.chain.first()
+    }
+}
 
 /// Why a caller was refused. The message is safe to return to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,6 +42,7 @@ use super::validate;
 use super::validate::{LocalQuery, LocalQueryRule, QueryRoute};
 use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
 use crate::backend::{BackendError, BoxFut, LookAhead, LookaheadBudget, RetrieveStream};
+use crate::gateway::identity::PeerCertificate;
 use crate::ihe::ebrim::Identifiable;
 use crate::ihe::mtom::{FinishHook, WrittenReport};
 use crate::ihe::query::{AdhocQueryRequest, AdhocQueryResponse};
@@ -49,7 +50,6 @@ use crate::ihe::retrieve::{RetrieveDocumentSetRequest, RetrieveImagingDocumentSe
 use crate::ihe::xua::XuaAssertion;
 use crate::ihe::{ErrorCode, RegistryError, Transaction};
 use crate::model::{Bsn, HomeCommunityId, Requester};
-use crate::server::listener::PeerCertificate;
 
 /// Reads a local consumer's request of `tx` and its caller ([`identity::local_requester`]): the header,
 /// the message and the XUA assertion (`None` only when `initiating.requireAssertion` is off). An

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod hooks;
 pub mod identity;
 pub mod initiating;
+pub mod metrics;
 pub mod reply;
 pub mod responding;
 pub mod timeline_api;
@@ -24,9 +25,9 @@ use crate::backend::xca::{XcaCommunity, XcaEndpoints};
 use crate::backend::xds::XdsCommunity;
 use crate::backend::{Community, dicomweb};
 use crate::config::{Config, LocalBackend, RemoteCommunity};
+use crate::gateway::metrics::Metrics;
 use crate::ihe::mtom::{BufferBudget, MtomLimits};
 use crate::model::{HomeCommunityId, Organization};
-use crate::server::metrics::Metrics;
 use crate::tls::{TlsError, TlsMaterial, TlsPolicy};
 use crate::xml::Limits;
 

@@ -10,10 +10,10 @@ use http::{HeaderValue, StatusCode, header};
 use super::Gateway;
 use crate::audit::{AuditEvent, AuditRecord, Outcome, Side};
 use crate::backend::RetrieveStream;
+use crate::gateway::identity::PeerCertificate;
 use crate::ihe::mtom::{FinishHook, MtomError, RetrieveResponseWriter};
 use crate::ihe::soap::{SoapHeader, write_fault};
 use crate::ihe::{Fault, FaultCode, Message, Transaction, Unreadable, write_soap};
-use crate::server::listener::PeerCertificate;
 
 /// What a SOAP handler answers.
 pub enum SoapReply {
@@ -206,7 +206,7 @@ pub async fn refuse(
     };
     g.metrics
         .xua_refusals
-        .get_or_create(&crate::server::metrics::XuaRefusalLabels { code: code.into() })
+        .get_or_create(&crate::gateway::metrics::XuaRefusalLabels { code: code.into() })
         .inc();
     let f = Fault {
         code: FaultCode::Sender,

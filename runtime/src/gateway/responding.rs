@@ -40,6 +40,7 @@ use crate::audit::{AuditEvent, AuditRecord, HolderRecord, Outcome, Side};
 use crate::backend::{CallContext, RetrieveStream};
 use crate::config::ConsentMode;
 use crate::consent::{ConsentOutcome, ConsentRecord, ConsentSource, Decision, MitzError};
+use crate::gateway::identity::PeerCertificate;
 use crate::ihe::ebrim::Identifiable;
 use crate::ihe::mtom::RetrieveItem;
 use crate::ihe::query::{
@@ -53,7 +54,6 @@ use crate::ihe::transform::uuids;
 use crate::ihe::xua::XuaAssertion;
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
 use crate::model::{Bsn, DocumentKind, HomeCommunityId, Requester, reference_type};
-use crate::server::listener::PeerCertificate;
 
 const APPROVED: &str = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved";
 
@@ -172,7 +172,7 @@ async fn consent_for(
 fn count_decision(g: &Gateway, outcome: &ConsentOutcome) {
     g.metrics
         .consent_decisions
-        .get_or_create(&crate::server::metrics::ConsentLabels {
+        .get_or_create(&crate::gateway::metrics::ConsentLabels {
             decision: outcome.decision.to_string(),
             source: outcome.source.as_str().into(),
         })

@@ -22,13 +22,13 @@ use super::identity::{self, Refusal};
 use crate::audit::{AuditEvent, AuditRecord, AuditTransaction, Outcome, Side};
 use crate::backend::RetrieveStream;
 use crate::config::LocalizationMode;
+use crate::gateway::identity::PeerCertificate;
 use crate::ihe::mtom::RetrieveItem;
 use crate::ihe::query::{AdhocQuery, AdhocQueryRequest, ReturnType, StoredQuery, param};
 use crate::ihe::retrieve::{DocumentRequest, DocumentResponseMeta, RetrieveDocumentSetRequest};
 use crate::ihe::transform::document_entries;
 use crate::ihe::{ErrorCode, RegistryError, ResponseStatus, Transaction};
 use crate::model::{Bsn, DocumentEntry, DocumentKind, Requester};
-use crate::server::listener::PeerCertificate;
 use crate::timeline::{self, CommunityResult, Report, TimelineEntry};
 
 /// Largest KOS manifest read for the timeline, bytes.

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::disclosure::{self, PatientKey};
 use super::fanout::AskedPatient;
-use crate::ihe::query::{AdhocQueryRequest, ParamError, StoredQuery, param};
+use crate::ihe::query::{AdhocQueryRequest, ParamError, StoredQuery};
 use crate::ihe::retrieve::{
     DocumentRequest, RetrieveDocumentSetRequest, RetrieveImagingDocumentSetRequest,
 };
@@ -214,17 +214,23 @@ fn uncheckable_reason(cx: &str) -> String {
     )
 }
 
-/// The patient parameters of the stored queries, in the order the first one present is taken.
-const PATIENT_PARAMETERS: [&str; 4] = [
-    param::DE_PATIENT_ID,
-    param::SS_PATIENT_ID,
-    "$XDSFolderPatientId",
-    "$patientId",
-];
+/// The patient the query names: the first patient parameter present ([`disclosure::PATIENT_PARAMS`]).
+/// A patient parameter with several values or one that does not read as a single quoted value is
+/// refused ([`LocalQueryRule::Parameter`], XDSStoredQueryParamNumber or the format error): read as "no
+/// patient", the query would go out with nobody to check the communities' answers against.
+fn asked_patient_parameter(request: &AdhocQueryRequest) -> Result<Option<String>, LocalQueryRule> {
+    let mut first = None;
+    for p in disclosure::PATIENT_PARAMS {
+        let value = request.query.single(p).map_err(LocalQueryRule::Parameter)?;
+        first = first.or(value);
+    }
+    Ok(first)
+}
 
 /// Validates an ITI-18 query of a local document consumer received by this gateway (`home`), which
 /// knows the peers `peers`; `claimed` is the request's XUA resource-id. The rules, in this order, the
-/// first failing one answered: [`LocalQueryRule::Parameter`], [`LocalQueryRule::UncheckablePatient`],
+/// first failing one answered: [`LocalQueryRule::Parameter`] (also for a patient parameter with several
+/// values), [`LocalQueryRule::UncheckablePatient`],
 /// [`LocalQueryRule::UnknownCommunity`], [`LocalQueryRule::MissingHomeCommunityId`].
 pub fn iti18(
     request: AdhocQueryRequest,
@@ -236,9 +242,7 @@ pub fn iti18(
         .query
         .check_required()
         .map_err(LocalQueryRule::Parameter)?;
-    let patient_cx = PATIENT_PARAMETERS
-        .iter()
-        .find_map(|p| request.query.single(p).ok().flatten());
+    let patient_cx = asked_patient_parameter(&request)?;
     let asked = match patient_cx.as_deref() {
         Some(cx) => Some(
             AskedPatient::from_cx(cx)
@@ -743,6 +747,27 @@ mod tests {
         let e = r.to_registry_error(&hc(HOME));
         assert_eq!(e.error_code, ErrorCode::XDSStoredQueryMissingParam);
         assert_eq!(e.location.as_deref(), Some(HOME));
+        // two patients in the patient parameter (two values, or a list) name no one patient to check
+        // the answers against: refused, not read as a query without a patient
+        let other = "'900186021^^^&2.16.840.1.113883.2.4.6.3&ISO'";
+        for patient in [
+            Slot::new(param::DE_PATIENT_ID, [BSN_CX, other]),
+            Slot::new(
+                param::DE_PATIENT_ID,
+                [format!("({BSN_CX},{other})").as_str()],
+            ),
+        ] {
+            let mut slots = find_documents();
+            slots[0] = patient;
+            let r = iti18(
+                query(stored_query::FIND_DOCUMENTS, Some(KNOWN), slots),
+                None,
+                &hc(HOME),
+                &[hc(KNOWN)],
+            )
+            .expect_err("two patients");
+            assert!(matches!(r, LocalQueryRule::Parameter(_)), "{r:?}");
+        }
     }
 
     #[test]
@@ -1298,10 +1323,15 @@ mod tests {
             let peers = [hc(KNOWN)];
             let q = req.query.clone();
             let claimed: Option<Bsn> = claim.then(|| "999911120".parse().unwrap());
-            let required = q.check_required().is_ok();
-            let patient_cx = PATIENT_PARAMETERS
+            // a malformed or several-valued patient parameter is a Parameter failure, like a missing one
+            let patient: Result<Option<String>, ()> = disclosure::PATIENT_PARAMS
                 .iter()
-                .find_map(|p| q.single(p).ok().flatten());
+                .try_fold(None, |acc: Option<String>, p| match q.single(p) {
+                    Err(_) => Err(()),
+                    Ok(v) => Ok(acc.or(v)),
+                });
+            let required = q.check_required().is_ok() && patient.is_ok();
+            let patient_cx = patient.unwrap_or(None);
             let checkable = patient_cx.as_deref().is_none_or(|cx| AskedPatient::from_cx(cx).is_some());
             match iti18(req.clone(), claimed.as_ref(), &home, &peers) {
                 Ok(v) => {

@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use crate::consent::{MitzClient, MitzError};
 use crate::ihe::soap::SoapError;
 use crate::ihe::xua::{self, AssertionSigner, XuaAssertion};
+use crate::mitz::{MitzClient, MitzError};
 use crate::model::{Bsn, Requester};
 use crate::xml::Limits;
 

@@ -19,22 +19,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// The verified client certificate chain of the connection a request came in on (leaf first), and the
-/// connection's remote address (for the audit trail).
-#[derive(Debug, Clone)]
-pub struct PeerCertificate {
-    /// The chain, leaf first, as verified against the trust bundle.
-    pub chain: Arc<Vec<CertificateDer<'static>>>,
-    /// The remote socket address.
-    pub remote: Option<SocketAddr>,
-}
-
-impl PeerCertificate {
-    /// The leaf certificate, DER.
-    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
-        self.chain.first()
-    }
-}
+/// Defined by the gateway, which uses it (identity, audit); the listener attaches it to each request.
+pub use crate::gateway::identity::PeerCertificate;
 
 /// Re-checks the client certificate of an open connection when revocation data changed since it was
 /// last checked (a certificate revoked while its connection stays open is refused at its next request).

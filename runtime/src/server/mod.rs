@@ -1,6 +1,7 @@
-//! Outermost layer: listeners, TLS termination, tower layers, metrics. Holds no business rules.
+//! Outermost layer: listeners, TLS termination, tower layers, the ops endpoints. Holds no business rules.
 
 pub mod app;
 pub mod listener;
-pub mod metrics;
+/// The metrics are the gateway's ([`crate::gateway::metrics`]); the ops listener serves them.
+pub use crate::gateway::metrics;
 pub mod run;

@@ -1,18 +1,18 @@
-//! The HTTP side of Mitz: SOAP 1.2 POSTs over mutual TLS with the client certificate of the
-//! MitzConnection, a deadline per call, a bounded answer, and errors sorted by what went wrong (so an
-//! audit record can name it). Shared by the closed question ([`MitzClient::closed_question`]) and the
-//! open question ([`crate::localization`]).
+//! The Mitz client: SOAP 1.2 POSTs over mutual TLS with the client certificate of the MitzConnection, a
+//! deadline per call, a bounded answer, and errors sorted by what went wrong (so an audit record can name
+//! it). Shared by the closed question ([`crate::consent`], [`MitzClient::closed_question`]) and the open
+//! question ([`crate::localization`]); the codecs are duo-wire's `mitz`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::xacml::{self, CategoryDecision, ClosedQuestion, XacmlError};
 use crate::config::MitzConfig;
 use crate::ihe::soap::{self, SoapError};
 use crate::tls::{OutboundClient, TlsError, TlsMaterial, TlsPolicy};
 use crate::xml::Limits;
+use duo_wire::mitz::xacml::{self, CategoryDecision, ClosedQuestion, XacmlError};
 
 /// Largest answer body read from Mitz, bytes (an answer is a few kilobytes; a location list more).
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
