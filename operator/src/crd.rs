@@ -136,6 +136,7 @@ fn default_ca_key() -> String {
     group = "duo.beeldbeschikbaarheid.nl",
     version = "v1alpha1",
     kind = "DuoGateway",
+    doc = "One hospital connection (kubectl explain duogateway.spec): the organisation (URA, name, facility type, homeCommunityId), its local infrastructure (connection.xds: an XDS-I.b affinity domain; or connection.tlb: a TLB node), consent and localisation through a MitzConnection (or permitAll / allCommunities for tests), the Secret with its TLS certificate and key, and which DuoCommunities it may query (communities.selector). The operator runs a duo-gateway Deployment for it and publishes it as a DuoCommunity.",
     plural = "duogateways",
     singular = "duogateway",
     shortname = "dgw",
@@ -673,7 +674,9 @@ pub struct DuoGatewayStatus {
     /// `Ready` (children applied from the current spec and the Deployment available), `Progressing`
     /// (a rollout is under way), `Degraded` (the current spec cannot be applied; the last good children
     /// keep running), `CertificateExpiring` (30 days or less left) and `CertificateRevoked` (the
-    /// certificate's CRL or OCSP responder says it is revoked; `Unknown` when that cannot be found out).
+    /// certificate's CRL or OCSP responder says it is revoked; `Unknown` when that cannot be found out) and
+    /// `CommunitiesSkipped` (selected DuoCommunities left out of the configuration: invalid, or with a
+    /// homeCommunityId that is the gateway's own or another selected community's; the message names each).
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -744,13 +747,14 @@ pub struct CertificateStatus {
     group = "duo.beeldbeschikbaarheid.nl",
     version = "v1alpha1",
     kind = "DuoCommunity",
+    doc = "A community that gateways may query: another DUO gateway (in or outside the cluster) or a TLB node, with its homeCommunityId, organisations (URA), ITI-38 / ITI-39 / RAD-75 endpoints and the trust for its certificates. The operator publishes one for every DuoGateway (label duo.beeldbeschikbaarheid.nl/published-by).",
     plural = "duocommunities",
     singular = "duocommunity",
     shortname = "dcom",
     namespaced,
     category = "duo",
     printcolumn = r#"{"name":"Community","type":"string","jsonPath":".spec.homeCommunityId"}"#,
-    printcolumn = r#"{"name":"Name","type":"string","jsonPath":".spec.name"}"#,
+    printcolumn = r#"{"name":"Display name","type":"string","jsonPath":".spec.name"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
@@ -856,6 +860,7 @@ fn opt_ura_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
     group = "duo.beeldbeschikbaarheid.nl",
     version = "v1alpha1",
     kind = "MitzConnection",
+    doc = "A connection to Mitz, the national consent register: the closed question (consent), open question (localisation) and subscription URLs, the Secret with the client certificate, the trust bundle for Mitz's server, the deadline and the cache time. DuoGateways name it in spec.mitz.",
     plural = "mitzconnections",
     singular = "mitzconnection",
     shortname = "mitz",
