@@ -1543,11 +1543,13 @@ async fn generated_answers_reach_the_consumer_with_the_asked_patients_objects_on
     let mut rng = Rng(0x5eed_0005);
     let cases = 300;
     let mut kept_total = 0;
+    let mut timeline_total = 0;
     for case_no in 0..cases {
         // who each entry belongs to: 0 A, 1 B, 2 nobody, 3 A and B
         let n = 1 + rng.below(8) as usize;
         let mut objects = Vec::new();
         let mut owners = BTreeMap::new();
+        let mut a_uids = BTreeSet::new();
         for k in 0..n {
             let i = case_no * 100 + k;
             let who = rng.below(4);
@@ -1571,6 +1573,9 @@ async fn generated_answers_reach_the_consumer_with_the_asked_patients_objects_on
                 e.object.external_identifiers.push(second);
             }
             owners.insert(e.object.id.clone(), who == 0);
+            if who == 0 {
+                a_uids.insert(format!("1.2.3.777.{i}"));
+            }
             objects.push(Identifiable::ExtrinsicObject(e));
         }
         let ids: Vec<String> = owners.keys().cloned().collect();
@@ -1630,11 +1635,34 @@ async fn generated_answers_reach_the_consumer_with_the_asked_patients_objects_on
             }
         }
         kept_total += resp.objects.len();
+        // the same answer through the JSON timeline (the fan-out's other caller): only A's documents
+        let t = b
+            .client
+            .get(b.url(&format!("/api/v1/patients/{PATIENT_A}/timeline")))
+            .header("X-DUO-Requester-UZI", "900000001")
+            .header("X-DUO-Requester-Role", "01.015")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(t.status().as_u16(), 200, "case {case_no}");
+        let t: serde_json::Value = t.json().await.unwrap();
+        for item in ["studies", "unmatchedReports"] {
+            for shown in t[item].as_array().unwrap() {
+                for src in shown["sources"].as_array().unwrap() {
+                    let uid = src["documentUniqueId"].as_str().unwrap();
+                    assert!(
+                        a_uids.contains(uid),
+                        "case {case_no}: timeline shows {uid}, not A's: {t}"
+                    );
+                    timeline_total += 1;
+                }
+            }
+        }
     }
     let _ = std::io::Write::write_all(
         &mut std::io::stderr(),
         format!(
-            "initiating filter, generated: {cases} answers about A relayed, {kept_total} objects passed on, 0 violations\n"
+            "initiating filter, generated: {cases} answers about A relayed (ITI-18 and timeline), {kept_total} objects and {timeline_total} timeline sources passed on, 0 violations\n"
         )
         .as_bytes(),
     );
