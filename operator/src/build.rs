@@ -1137,7 +1137,7 @@ pub fn xua_issuer(gw: &DuoGateway) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crd::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;

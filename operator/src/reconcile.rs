@@ -1904,26 +1904,8 @@ mod tests {
             out.push(serde_json::json!({"case": case, "status": st}));
             g.status = Some(st);
         }
-        let mut m = MitzConnection::new(
-            "mitz",
-            MitzConnectionSpec {
-                closed_question_url: "https://mitz.example/gesloten".into(),
-                open_question_url: None,
-                subscription_url: None,
-                client_certificate_secret_name: "mitz-client".into(),
-                trust_bundle: TrustBundleRef {
-                    config_map: None,
-                    secret: Some(KeyRef {
-                        name: "mitz-ca".into(),
-                        key: "ca.crt".into(),
-                    }),
-                },
-                deadline_ms: 3000,
-                cache_seconds: 60,
-                allow_plain_http: false,
-                crl_urls: Vec::new(),
-            },
-        );
+        // the status does not read the spec: the build tests' MitzConnection serves
+        let mut m = crate::build::tests::mitz();
         m.metadata.generation = Some(1);
         let checks: Vec<Result<CertificateInfo, Problem>> = vec![
             Ok(certificate(90)),

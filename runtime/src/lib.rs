@@ -25,6 +25,18 @@ pub mod localization;
 pub mod mitz;
 pub mod server;
 
+/// JSON log lines on stderr, filtered by `RUST_LOG` (default `info`); for `duo-gateway` and the test
+/// kit's binaries. A second call does nothing.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Tunes the C allocator for this process's pattern; `duo-gateway`, `duo-testbed` and the benchmarks call
 /// it first thing, so the figures are those of the shipped binary.
 ///

@@ -38,16 +38,6 @@ enum Command {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// The multi-threaded tokio runtime; `None` (after a one-line reason on stderr) when the OS refuses it.
 fn async_runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
@@ -85,7 +75,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve { config } => {
-            init_tracing();
+            duo_runtime::init_tracing();
             let Some(rt) = async_runtime() else {
                 return ExitCode::FAILURE;
             };

@@ -310,16 +310,6 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// `mitz-sim`: the simulator from a consents file and PEM files, until Ctrl-C.
 async fn mitz_sim(
     config: PathBuf,
@@ -361,7 +351,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { once, json } => {
             if std::env::var_os("RUST_LOG").is_some() {
-                init_tracing();
+                duo_runtime::init_tracing();
             }
             let code = rt.block_on(duo_testkit::demo::run(duo_testkit::demo::DemoOptions {
                 once,
