@@ -83,6 +83,7 @@ fn gateway(i: usize) -> DuoGateway {
             publish: Publish {
                 enabled: true,
                 labels: [("bench/group".to_owned(), group)].into(),
+                address: None,
             },
             replicas: 2,
             resources: None,

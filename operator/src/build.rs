@@ -17,9 +17,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
+use k8s_openapi::ByteString;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPort,
     NetworkPolicySpec,
@@ -27,14 +28,14 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::condition::Reason;
 use crate::crd::{
     CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust, ConsentMode,
     DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL,
-    RevocationFallback, TlsMinVersion, TrustBundleRef,
+    RevocationFallback, TlsMinVersion,
 };
 
 /// Container port of every SOAP and API route (HTTPS, mutual TLS).
@@ -96,6 +97,99 @@ pub fn config_map_name(gw: &DuoGateway) -> String {
     format!("duo-{}-config", gw.name_any())
 }
 
+/// Name of the operator-owned Secret with the gateway's validated certificate material (what the pods
+/// mount; see [`material_secret`]).
+pub fn material_secret_name(gw: &DuoGateway) -> String {
+    format!("duo-{}-material", gw.name_any())
+}
+
+/// Keys of the material Secret, in the order of the checksum: the hospital's certificate chain and key,
+/// its trust bundle, the separate XUA signing pair (optional) and the Mitz client pair and trust bundle
+/// (optional).
+pub mod material {
+    /// The hospital's TLS certificate chain (PEM).
+    pub const TLS_CRT: &str = "tls.crt";
+    /// Its private key (PEM).
+    pub const TLS_KEY: &str = "tls.key";
+    /// The CAs peers' certificates chain to (PEM).
+    pub const TRUST: &str = "trust";
+    /// The separate XUA signing certificate (`spec.xua.signingSecretName`).
+    pub const XUA_CRT: &str = "xua.crt";
+    /// Its key.
+    pub const XUA_KEY: &str = "xua.key";
+    /// The Mitz client certificate.
+    pub const MITZ_CRT: &str = "mitz.crt";
+    /// Its key.
+    pub const MITZ_KEY: &str = "mitz.key";
+    /// The CAs Mitz's server certificate chains to.
+    pub const MITZ_TRUST: &str = "mitz-trust";
+}
+
+/// Where peers reach `gw`: `(host, port)` from `spec.publish.address` (port 443 when it names none),
+/// else the Service's name `duo-<name>.<namespace>.svc` on [`HTTPS_PORT`]. Errors name the field.
+pub fn published_address(gw: &DuoGateway) -> Result<(String, u16), BuildError> {
+    match &gw.spec.publish.address {
+        None => Ok((
+            service_host(gw),
+            u16::try_from(HTTPS_PORT).unwrap_or(8443),
+        )),
+        Some(a) => {
+            let field = "spec.publish.address";
+            let (host, port) = match a.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| bad(field, format!("{a:?}: port must be 1 to 65535")))?,
+                ),
+                None => (a.as_str(), 443),
+            };
+            let dns = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !dns {
+                return Err(bad(
+                    field,
+                    format!("{a:?}: must be a host name, optionally with :port"),
+                ));
+            }
+            Ok((host.to_ascii_lowercase(), port))
+        }
+    }
+}
+
+/// The cluster DNS name of the gateway's Service, `duo-<name>.<namespace>.svc`.
+pub fn service_host(gw: &DuoGateway) -> String {
+    format!(
+        "{}.{}.svc",
+        child_name(gw),
+        gw.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+/// Whether the certificate's dNSNames cover `host`: equal (ASCII case-insensitive), or a `*.` wildcard
+/// whose suffix equals everything after `host`'s first label (RFC 6125 §6.4.3: one whole left-most
+/// label only).
+pub fn certificate_names_host(dns_names: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    dns_names.iter().any(|n| {
+        let n = n.to_ascii_lowercase();
+        match n.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+            None => n == host,
+        }
+    })
+}
+
 /// Labels that select the gateway's pods.
 pub fn selector_labels(gw: &DuoGateway) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -145,7 +239,7 @@ pub fn runtime_config(
     communities: &[DuoCommunity],
     mitz: Option<&MitzConnection>,
 ) -> Result<Config, BuildError> {
-    resolve(gw, communities, mitz).map(|(c, _)| c)
+    resolve(gw, communities, mitz, &BTreeSet::new()).map(|(c, _)| c)
 }
 
 /// Whether `c` is the DuoCommunity the operator publishes for `gw` itself.
@@ -162,6 +256,7 @@ fn community_field(runtime_field: &str) -> &'static str {
         "retrieveUrl" => "spec.endpoints.retrieveUrl",
         "imagingRetrieveUrl" => "spec.endpoints.imagingRetrieveUrl",
         "deadlineMs" => "spec.deadlineMs",
+        "connectTo" => "spec.endpoints.connectTo",
         _ => "spec",
     }
 }
@@ -204,6 +299,7 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
         query_url: c.spec.endpoints.query_url.clone(),
         retrieve_url: c.spec.endpoints.retrieve_url.clone(),
         imaging_retrieve_url: c.spec.endpoints.imaging_retrieve_url.clone(),
+        connect_to: c.spec.endpoints.connect_to.clone(),
         certificate_ura,
         trusted_issuers,
         deadline_ms: positive(&f("deadlineMs"), c.spec.deadline_ms)?,
@@ -212,13 +308,17 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
 
 /// Like [`runtime_config`], and also returns the selected communities that were left out: one that does
 /// not parse or validate (a plain `http://` endpoint for a gateway without `allowPlainHttp`, ...), one
-/// whose homeCommunityId is the gateway's own, and every one whose homeCommunityId another selected
-/// community has too. The DuoCommunity the operator publishes for `gw` itself is left out silently. One
-/// bad community therefore never blocks the others.
+/// whose homeCommunityId is the gateway's own, and of several with one homeCommunityId every one but
+/// the one [`precedence`] puts first. The DuoCommunity the operator publishes for `gw` itself is left
+/// out silently. One bad or duplicate community therefore never blocks the others, and a duplicate made
+/// later cannot displace a peer (see [`precedence`]). `authentic` holds the `namespace/name` of the
+/// selected DuoCommunities the operator verified as published for a live DuoGateway of that
+/// homeCommunityId (the reconciler looks that up; see [`claims_published`]).
 pub fn resolve(
     gw: &DuoGateway,
     communities: &[DuoCommunity],
     mitz: Option<&MitzConnection>,
+    authentic: &BTreeSet<String>,
 ) -> Result<(Config, Vec<SkippedCommunity>), BuildError> {
     let mut config = base_config(gw, mitz)?;
     config
@@ -231,55 +331,55 @@ pub fn resolve(
             ),
             _ => bad(format!("runtime config {}", e.field), e.message),
         })?;
-    let id = |c: &DuoCommunity| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any());
     let mut skipped = Vec::new();
     let mut parsed = Vec::new();
     for c in communities.iter().filter(|c| !is_published_by(c, gw)) {
         match remote_community(c) {
             Ok(r) => parsed.push((c, r)),
             Err(e) => skipped.push(SkippedCommunity {
-                community: id(c),
+                community: community_id(c),
                 reason: Reason::CommunityInvalid,
-                message: format!("DuoCommunity {}: {e}", id(c)),
+                message: format!("DuoCommunity {}: {e}", community_id(c)),
             }),
         }
     }
-    let mut count: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // per homeCommunityId, the community that wins it
+    let own_ns = gw.namespace().unwrap_or_default();
+    let mut winner: BTreeMap<String, (&DuoCommunity, Precedence)> = BTreeMap::new();
     for (c, r) in &parsed {
-        count
+        let p = precedence(c, &own_ns, authentic);
+        let e = winner
             .entry(r.home_community_id.to_string())
-            .or_default()
-            .push(id(c));
+            .or_insert((c, p.clone()));
+        if p < e.1 {
+            *e = (c, p);
+        }
     }
     let home = config.organization.home_community_id.clone();
     for (c, r) in parsed {
-        let others = &count[&r.home_community_id.to_string()];
         if r.home_community_id == home {
             skipped.push(SkippedCommunity {
-                community: id(c),
+                community: community_id(c),
                 reason: Reason::DuplicateHomeCommunityId,
                 message: format!(
                     "DuoCommunity {}: spec.homeCommunityId {} is this gateway's own homeCommunityId",
-                    id(c),
+                    community_id(c),
                     r.home_community_id
                 ),
             });
             continue;
         }
-        if others.len() > 1 {
+        let (w, wp) = &winner[&r.home_community_id.to_string()];
+        if community_id(w) != community_id(c) {
             skipped.push(SkippedCommunity {
-                community: id(c),
+                community: community_id(c),
                 reason: Reason::DuplicateHomeCommunityId,
                 message: format!(
-                    "DuoCommunity {}: spec.homeCommunityId {} is also used by {}",
-                    id(c),
+                    "DuoCommunity {}: spec.homeCommunityId {} is already DuoCommunity {}'s ({}), which is kept",
+                    community_id(c),
                     r.home_community_id,
-                    others
-                        .iter()
-                        .filter(|o| **o != id(c))
-                        .map(|o| format!("DuoCommunity {o}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    community_id(w),
+                    wp.why()
                 ),
             });
             continue;
@@ -288,11 +388,11 @@ pub fn resolve(
         if let Err(e) = config.validate() {
             config.communities.pop();
             skipped.push(SkippedCommunity {
-                community: id(c),
+                community: community_id(c),
                 reason: Reason::CommunityInvalid,
                 message: format!(
                     "DuoCommunity {}: {}: {}",
-                    id(c),
+                    community_id(c),
                     community_field(&e.field),
                     e.message
                 ),
@@ -300,6 +400,65 @@ pub fn resolve(
         }
     }
     Ok((config, skipped))
+}
+
+/// `namespace/name` of a DuoCommunity.
+pub fn community_id(c: &DuoCommunity) -> String {
+    format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
+}
+
+/// Whether `c` says it was published by the operator for a DuoGateway: the [`PUBLISHED_BY_LABEL`] and a
+/// controlling owner reference to a DuoGateway of that name. Anyone who may create DuoCommunities can
+/// write both, so the reconciler checks the claim against the DuoGateway itself (same namespace, the
+/// owner's uid, the same homeCommunityId) before it counts as authentic in [`resolve`]. Returns the
+/// claimed gateway's name and uid.
+pub fn claims_published(c: &DuoCommunity) -> Option<(String, String)> {
+    let by = c.labels().get(PUBLISHED_BY_LABEL)?;
+    c.owner_references()
+        .iter()
+        .find(|o| {
+            o.kind == "DuoGateway" && o.controller == Some(true) && &o.name == by && c.name_any() == *by
+        })
+        .map(|o| (o.name.clone(), o.uid.clone()))
+}
+
+/// How strongly a DuoCommunity holds its homeCommunityId against another selected one with the same id;
+/// smaller wins. In order: published by the operator for a live DuoGateway of that id (verified, see
+/// [`claims_published`]); in the selecting gateway's own namespace; created earlier; then by
+/// `namespace/name`. So a tenant who may create DuoCommunities in a selected namespace cannot displace
+/// an existing peer by copying its homeCommunityId: the copy is skipped and named instead.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Precedence {
+    not_published: bool,
+    other_namespace: bool,
+    created: jiff::Timestamp,
+    id: String,
+}
+
+impl Precedence {
+    /// Why this one wins, for the status message.
+    fn why(&self) -> &'static str {
+        match (self.not_published, self.other_namespace) {
+            (false, _) => "published by the operator for its DuoGateway",
+            (true, false) => "in this gateway's namespace",
+            (true, true) => "created earlier",
+        }
+    }
+}
+
+/// The [`Precedence`] of `c` for a gateway in `own_ns`.
+pub fn precedence(c: &DuoCommunity, own_ns: &str, authentic: &BTreeSet<String>) -> Precedence {
+    Precedence {
+        not_published: !authentic.contains(&community_id(c)),
+        other_namespace: c.namespace().as_deref() != Some(own_ns),
+        // a missing timestamp (never from the API server) sorts last
+        created: c
+            .meta()
+            .creation_timestamp
+            .as_ref()
+            .map_or(jiff::Timestamp::MAX, |t| t.0),
+        id: community_id(c),
+    }
 }
 
 fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config, BuildError> {
@@ -574,6 +733,35 @@ pub fn config_map(gw: &DuoGateway, owner: &OwnerReference, config_yaml: &str) ->
     }
 }
 
+/// The operator-owned Secret the pods mount their certificates from: a copy of the material the operator
+/// validated (`(key, bytes)` pairs, keys from [`material`]), with `checksum` (of the configuration and
+/// this material, as on the pod template) in [`CHECKSUM_ANNOTATION`]. Written only after validation, so a
+/// refused edit of the user's Secrets never reaches a pod, not even after a restart.
+pub fn material_secret(
+    gw: &DuoGateway,
+    owner: &OwnerReference,
+    material: &[(&str, &[u8])],
+    checksum: &str,
+) -> Secret {
+    let mut metadata = meta(gw, material_secret_name(gw), owner);
+    metadata.annotations = Some(BTreeMap::from([(
+        CHECKSUM_ANNOTATION.to_owned(),
+        checksum.to_owned(),
+    )]));
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        data: Some(
+            material
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
+                .collect(),
+        ),
+        immutable: Some(false),
+        ..Secret::default()
+    }
+}
+
 /// The ServiceAccount of the pods (no token mounted: the gateway never talks to the API server).
 pub fn service_account(gw: &DuoGateway, owner: &OwnerReference) -> ServiceAccount {
     ServiceAccount {
@@ -586,64 +774,24 @@ pub fn service_account(gw: &DuoGateway, owner: &OwnerReference) -> ServiceAccoun
 /// Name of the gateway container (and the command it runs).
 pub const CONTAINER_NAME: &str = "duo-gateway";
 
-/// A trust bundle (ConfigMap or Secret key) as volume `name` holding the single file `ca.crt`,
-/// read-only for the pod's group (0440).
-fn trust_volume(name: &str, r: &TrustBundleRef) -> Volume {
-    let items = |key: &str| {
-        Some(vec![KeyToPath {
-            key: key.to_owned(),
-            path: "ca.crt".into(),
-            mode: None,
-        }])
-    };
-    match (&r.config_map, &r.secret) {
-        (Some(cm), _) => Volume {
-            name: name.into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: cm.name.clone(),
-                items: items(&cm.key),
-                default_mode: Some(0o440),
-                optional: Some(false),
-            }),
-            ..Volume::default()
-        },
-        (None, Some(s)) => Volume {
-            name: name.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(s.name.clone()),
-                items: items(&s.key),
-                default_mode: Some(0o440),
-                optional: Some(false),
-            }),
-            ..Volume::default()
-        },
-        // excluded by the CEL rule and by validation before build; an empty dir keeps the builder total
-        (None, None) => Volume {
-            name: name.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    }
-}
-
-/// A `kubernetes.io/tls` Secret as volume `name` holding `tls.crt` and `tls.key` (0440).
-fn tls_secret_volume(name: &str, secret: &str) -> Volume {
+/// Volume `name` holding `items` (`(key, file)` pairs) of the gateway's material Secret (0440). Every
+/// certificate and key the pod reads comes from that operator-owned copy, never from the user's Secrets,
+/// so a restart after a refused edit still starts with the last good material.
+fn material_volume(gw: &DuoGateway, name: &str, items: &[(&str, &str)]) -> Volume {
     Volume {
         name: name.into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.to_owned()),
-            items: Some(vec![
-                KeyToPath {
-                    key: "tls.crt".into(),
-                    path: "tls.crt".into(),
-                    mode: None,
-                },
-                KeyToPath {
-                    key: "tls.key".into(),
-                    path: "tls.key".into(),
-                    mode: None,
-                },
-            ]),
+            secret_name: Some(material_secret_name(gw)),
+            items: Some(
+                items
+                    .iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: (*key).to_owned(),
+                        path: (*path).to_owned(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
             default_mode: Some(0o440),
             optional: Some(false),
         }),
@@ -698,18 +846,21 @@ fn tmp_mount() -> VolumeMount {
 }
 
 /// The pod's volumes and the container's mounts of them, in the same order: the configuration, the
-/// hospital's TLS Secret and trust bundle, `/tmp`; the Mitz client Secret and trust bundle when the
-/// gateway uses Mitz and its MitzConnection (`mitz`) was found; the XUA signing Secret when
-/// `spec.xua.signingSecretName` is set. The mount folders are the ones [`runtime_config`] names.
+/// hospital's certificate pair and trust bundle, `/tmp`; the Mitz client pair and trust bundle when the
+/// gateway uses Mitz and its MitzConnection (`mitz`) was found; the XUA signing pair when
+/// `spec.xua.signingSecretName` is set. Certificates come from the material Secret ([`material_secret`])
+/// under the file names the runtime reads; the mount folders are the ones [`runtime_config`] names.
 fn volumes_and_mounts(
     gw: &DuoGateway,
     mitz: Option<&MitzConnection>,
 ) -> (Vec<Volume>, Vec<VolumeMount>) {
+    use material::*;
     let s = &gw.spec;
+    let pair = |crt, key| [(crt, "tls.crt"), (key, "tls.key")];
     let mut volumes = vec![
         config_volume(gw),
-        tls_secret_volume("tls", &s.tls.secret_name),
-        trust_volume("trust", &s.tls.trust_bundle),
+        material_volume(gw, "tls", &pair(TLS_CRT, TLS_KEY)),
+        material_volume(gw, "trust", &[(TRUST, "ca.crt")]),
         tmp_volume(),
     ];
     let mut mounts = vec![
@@ -718,17 +869,14 @@ fn volumes_and_mounts(
         mount("trust", TRUST_DIR),
         tmp_mount(),
     ];
-    if let (Some(_), Some(m)) = (&s.mitz, mitz) {
-        volumes.push(tls_secret_volume(
-            "mitz",
-            &m.spec.client_certificate_secret_name,
-        ));
-        volumes.push(trust_volume("mitz-trust", &m.spec.trust_bundle));
+    if let (Some(_), Some(_)) = (&s.mitz, mitz) {
+        volumes.push(material_volume(gw, "mitz", &pair(MITZ_CRT, MITZ_KEY)));
+        volumes.push(material_volume(gw, "mitz-trust", &[(MITZ_TRUST, "ca.crt")]));
         mounts.push(mount("mitz", MITZ_DIR));
         mounts.push(mount("mitz-trust", MITZ_TRUST_DIR));
     }
-    if let Some(secret) = &s.xua.signing_secret_name {
-        volumes.push(tls_secret_volume("xua-signing", secret));
+    if s.xua.signing_secret_name.is_some() {
+        volumes.push(material_volume(gw, "xua-signing", &pair(XUA_CRT, XUA_KEY)));
         mounts.push(mount("xua-signing", XUA_SIGNING_DIR));
     }
     (volumes, mounts)
@@ -920,28 +1068,46 @@ pub fn deployment(
     }
 }
 
-/// The Service: `https` 8443 (peers and local consumers) and `ops` 8080 (metrics scraping).
+/// The image of the gateway container in `d`'s pod template, if any.
+pub fn container_image(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER_NAME)?
+        .image
+        .clone()
+}
+
+/// The Service: `https` 8443 (peers and local consumers), `ops` 8080 (metrics scraping), and `published`
+/// on the port of `spec.publish.address` when that is neither of them (443 for an address without a
+/// port), to the same `https` container port: a peer in the cluster connects to this Service on the
+/// published URL's port (`endpoints.connectTo`).
 pub fn service(gw: &DuoGateway, owner: &OwnerReference) -> Service {
+    let port = |name: &str, number: i32, target: &str| ServicePort {
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::String(target.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    let mut ports = vec![
+        port("https", HTTPS_PORT, "https"),
+        port("ops", OPS_PORT, "ops"),
+    ];
+    if let Ok((_, p)) = published_address(gw)
+        && ![HTTPS_PORT, OPS_PORT].contains(&i32::from(p))
+    {
+        ports.push(port("published", i32::from(p), "https"));
+    }
     Service {
         metadata: meta(gw, child_name(gw), owner),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(gw)),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("https".into()),
-                    port: HTTPS_PORT,
-                    target_port: Some(IntOrString::String("https".into())),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("ops".into()),
-                    port: OPS_PORT,
-                    target_port: Some(IntOrString::String("ops".into())),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-            ]),
+            ports: Some(ports),
             type_: Some("ClusterIP".into()),
             ..ServiceSpec::default()
         }),
@@ -1075,10 +1241,12 @@ fn egress_ports_of(config: &Config) -> impl Iterator<Item = i32> {
 }
 
 /// The DuoCommunity that publishes `gw` to other gateways in the cluster: same name and namespace,
-/// endpoints on the gateway's Service, the organisation's URA as the certificate URA, its XUA issuer
-/// with `signing_certificate` (PEM of the leaf that signs its assertions, when it could be read) as the
-/// issuer trust list, and the labels of `spec.publish.labels` plus [`PUBLISHED_BY_LABEL`]. `None` when
-/// publishing is disabled.
+/// endpoints on its published address ([`published_address`]; with `spec.publish.address` set, also
+/// `connectTo` its Service, so that peers in the cluster connect there and verify the certificate
+/// against the published host), the organisation's URA as the certificate URA, its XUA issuer with
+/// `signing_certificate` (PEM of the leaf that signs its assertions) as the issuer trust list, and the
+/// labels of `spec.publish.labels` plus [`PUBLISHED_BY_LABEL`]. `None` when publishing is disabled or
+/// the address is invalid (the reconciler refuses such a spec before publishing).
 pub fn published_community(
     gw: &DuoGateway,
     owner: &OwnerReference,
@@ -1088,7 +1256,13 @@ pub fn published_community(
         return None;
     }
     let ns = gw.namespace().unwrap_or_else(|| "default".into());
-    let base = format!("https://{}.{ns}.svc:{HTTPS_PORT}", child_name(gw));
+    let (host, port) = published_address(gw).ok()?;
+    let base = if port == 443 {
+        format!("https://{host}")
+    } else {
+        format!("https://{host}:{port}")
+    };
+    let connect_to = gw.spec.publish.address.as_ref().map(|_| service_host(gw));
     let mut labels = gw.spec.publish.labels.clone();
     labels.insert(PUBLISHED_BY_LABEL.into(), gw.name_any());
     labels.insert("app.kubernetes.io/managed-by".into(), "duo-operator".into());
@@ -1105,6 +1279,7 @@ pub fn published_community(
                 query_url: format!("{base}{ITI38_PATH}"),
                 retrieve_url: format!("{base}{ITI39_PATH}"),
                 imaging_retrieve_url: format!("{base}{RAD75_PATH}"),
+                connect_to,
             },
             trust: CommunityTrust {
                 certificate_ura: Some(gw.spec.organization.ura.clone()),
@@ -1241,6 +1416,7 @@ pub(crate) mod tests {
                     query_url: "https://duo.west.example/xca/iti38".into(),
                     retrieve_url: "https://duo.west.example/xca/iti39".into(),
                     imaging_retrieve_url: "https://duo.west.example/xcai/rad75".into(),
+                    connect_to: None,
                 },
                 trust: CommunityTrust::default(),
                 deadline_ms: 5000,
@@ -1441,10 +1617,8 @@ pub(crate) mod tests {
             .iter()
             .find(|v| v.name == "mitz-trust")
             .unwrap();
-        assert_eq!(
-            trust.secret.as_ref().unwrap().items.as_ref().unwrap()[0].path,
-            "ca.crt"
-        );
+        let item = &trust.secret.as_ref().unwrap().items.as_ref().unwrap()[0];
+        assert_eq!((item.key.as_str(), item.path.as_str()), ("mitz-trust", "ca.crt"));
     }
 
     /// A representative DuoGateway as a user writes it: XDS connection, Mitz, a separate XUA signing
@@ -1618,29 +1792,46 @@ pub(crate) mod tests {
         let (v, mt) = volumes_and_mounts(&no_mitz, Some(&m));
         assert_eq!(names_of_volumes(&v), ["config", "tls", "trust", "tmp"]);
         assert_eq!(names_of_mounts(&mt), ["config", "tls", "trust", "tmp"]);
-        // trust bundles: the named key becomes ca.crt, from a ConfigMap or a Secret
-        let trust = &volumes[2];
-        let cm = trust.config_map.as_ref().unwrap();
+        // every certificate comes from the operator's material Secret, under the runtime's file names
+        for (v, items) in [
+            (&volumes[1], vec![("tls.crt", "tls.crt"), ("tls.key", "tls.key")]),
+            (&volumes[2], vec![("trust", "ca.crt")]),
+            (&volumes[4], vec![("mitz.crt", "tls.crt"), ("mitz.key", "tls.key")]),
+            (&volumes[5], vec![("mitz-trust", "ca.crt")]),
+            (&volumes[6], vec![("xua.crt", "tls.crt"), ("xua.key", "tls.key")]),
+        ] {
+            let secret = v.secret.as_ref().unwrap();
+            assert_eq!(secret.secret_name.as_deref(), Some("duo-oost-material"));
+            assert_eq!(secret.default_mode, Some(0o440));
+            let got: Vec<(&str, &str)> = secret
+                .items
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|i| (i.key.as_str(), i.path.as_str()))
+                .collect();
+            assert_eq!(got, items, "{}", v.name);
+        }
+    }
+
+    #[test]
+    fn material_secret_holds_what_was_validated_with_the_checksum() {
+        let gw = gateway();
+        let s = material_secret(
+            &gw,
+            &owner(&gw),
+            &[(material::TLS_CRT, b"c"), (material::TRUST, b"t")],
+            "sum",
+        );
+        assert_eq!(s.metadata.name.as_deref(), Some("duo-oost-material"));
         assert_eq!(
-            (cm.name.as_str(), cm.default_mode),
-            ("duo-trust", Some(0o440))
+            s.metadata.annotations.as_ref().unwrap()[CHECKSUM_ANNOTATION],
+            "sum"
         );
-        let item = &cm.items.as_ref().unwrap()[0];
-        assert_eq!(
-            (item.key.as_str(), item.path.as_str()),
-            ("bundle.pem", "ca.crt")
-        );
-        let mitz_trust = volumes[5].secret.as_ref().unwrap();
-        assert_eq!(mitz_trust.secret_name.as_deref(), Some("mitz-ca"));
-        assert_eq!(mitz_trust.items.as_ref().unwrap()[0].key, "ca.pem");
-        let empty = trust_volume(
-            "t",
-            &TrustBundleRef {
-                config_map: None,
-                secret: None,
-            },
-        );
-        assert!(empty.empty_dir.is_some() && empty.secret.is_none() && empty.config_map.is_none());
+        assert_eq!(s.metadata.owner_references.as_ref().unwrap().len(), 1);
+        let data = s.data.unwrap();
+        assert_eq!(data.len(), 2);
+        assert_eq!(data["tls.crt"].0, b"c");
     }
 
     /// Every file the rendered configuration names is in a volume mounted at its folder: what the
@@ -1916,7 +2107,176 @@ pub(crate) mod tests {
             c.metadata.labels.as_ref().unwrap()["duo.example/network"],
             "oost-west"
         );
+        assert_eq!(c.spec.endpoints.connect_to, None);
+        // published under an external name: URLs on it, connected through the Service
+        gw.spec.publish.address = Some("duo.oost.example".into());
+        let c = published_community(&gw, &owner(&gw), None).unwrap();
+        assert_eq!(
+            c.spec.endpoints.query_url,
+            "https://duo.oost.example/xca/iti38"
+        );
+        assert_eq!(
+            c.spec.endpoints.connect_to.as_deref(),
+            Some("duo-oost.hospitals.svc")
+        );
+        let ports = |gw: &DuoGateway| -> Vec<(String, i32)> {
+            service(gw, &owner(gw))
+                .spec
+                .unwrap()
+                .ports
+                .unwrap()
+                .into_iter()
+                .map(|p| (p.name.unwrap(), p.port))
+                .collect()
+        };
+        assert_eq!(
+            ports(&gw),
+            [
+                ("https".to_owned(), 8443),
+                ("ops".to_owned(), 8080),
+                ("published".to_owned(), 443)
+            ]
+        );
+        gw.spec.publish.address = Some("duo.oost.example:8443".into());
+        let c = published_community(&gw, &owner(&gw), None).unwrap();
+        assert_eq!(
+            c.spec.endpoints.retrieve_url,
+            "https://duo.oost.example:8443/xca/iti39"
+        );
+        assert_eq!(ports(&gw).len(), 2, "8443 is the https port already");
         gw.spec.publish.enabled = false;
         assert!(published_community(&gw, &owner(&gw), None).is_none());
+    }
+
+    #[test]
+    fn published_address_is_checked() {
+        let mut gw = gateway();
+        assert_eq!(
+            published_address(&gw).unwrap(),
+            ("duo-oost.hospitals.svc".to_owned(), 8443)
+        );
+        for (a, want) in [
+            ("duo.oost.example", Some(("duo.oost.example", 443))),
+            ("DUO.Oost.Example:9443", Some(("duo.oost.example", 9443))),
+            ("duo.oost.example:0", None),
+            ("duo.oost.example:65536", None),
+            ("duo.oost.example:", None),
+            ("https://duo.oost.example", None),
+            ("duo.oost.example/x", None),
+            ("-duo.oost.example", None),
+            ("duo..example", None),
+            ("", None),
+            ("[::1]:443", None),
+        ] {
+            gw.spec.publish.address = Some(a.into());
+            let got = published_address(&gw).ok();
+            assert_eq!(
+                got.as_ref().map(|(h, p)| (h.as_str(), *p)),
+                want,
+                "{a:?}"
+            );
+            if want.is_none() {
+                let e = published_address(&gw).unwrap_err();
+                assert_eq!(e.field, "spec.publish.address", "{a:?}");
+                assert!(published_community(&gw, &owner(&gw), None).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn certificate_names_the_host_exactly_or_by_one_wildcard_label() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(certificate_names_host(&names(&["duo.oost.example"]), "DUO.oost.example"));
+        assert!(certificate_names_host(&names(&["*.oost.example"]), "duo.oost.example"));
+        assert!(!certificate_names_host(&names(&["*.oost.example"]), "a.duo.oost.example"));
+        assert!(!certificate_names_host(&names(&["*.oost.example"]), "oost.example"));
+        assert!(!certificate_names_host(&names(&["duo.oost.example"]), "duo.west.example"));
+        assert!(!certificate_names_host(&names(&[]), "duo.oost.example"));
+        assert!(!certificate_names_host(
+            &names(&["duo-oost.hospitals.svc"]),
+            "duo.oost.example"
+        ));
+    }
+
+    /// The duplicate rule: of selected communities with one homeCommunityId, the one the operator
+    /// verifiably published wins, then one in the gateway's namespace, then the older; a community
+    /// merely claiming to be published (label and owner reference copied) is not verified and so
+    /// does not win; the loser is skipped and named with the winner.
+    #[test]
+    fn a_duplicate_homecommunityid_keeps_one_by_precedence() {
+        let gw = gateway();
+        let t = |s: i64| Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::from_second(1_700_000_000 + s).unwrap()));
+        let mut real = community("west", "urn:oid:1.2.4");
+        real.metadata.namespace = Some("shared".into());
+        real.metadata.creation_timestamp = t(100);
+        let mut copy = community("west", "urn:oid:1.2.4");
+        copy.metadata.namespace = Some("tenant".into());
+        copy.metadata.creation_timestamp = t(50);
+        copy.spec.endpoints.query_url = "https://intruder.example/xca/iti38".into();
+        let kept = |authentic: &[&str], cs: &[DuoCommunity]| {
+            let set: BTreeSet<String> = authentic.iter().map(|s| (*s).to_owned()).collect();
+            let (c, skipped) = resolve(&gw, cs, Some(&mitz()), &set).unwrap();
+            assert_eq!(c.communities.len(), 1);
+            assert_eq!(skipped.len(), cs.len() - 1);
+            for s in &skipped {
+                assert_eq!(s.reason, Reason::DuplicateHomeCommunityId);
+                assert!(s.message.contains("which is kept"), "{}", s.message);
+            }
+            (c.communities[0].query_url.clone(), skipped)
+        };
+        // verified as published: wins although created later and in another namespace
+        let (url, skipped) = kept(&["shared/west"], &[real.clone(), copy.clone()]);
+        assert_eq!(url, "https://duo.west.example/xca/iti38");
+        assert_eq!(skipped[0].community, "tenant/west");
+        assert!(skipped[0].message.contains("DuoCommunity shared/west"));
+        assert!(skipped[0].message.contains("published by the operator"));
+        // neither verified: the older one wins, whatever the order
+        let (url, _) = kept(&[], &[real.clone(), copy.clone()]);
+        assert_eq!(url, "https://intruder.example/xca/iti38");
+        let (url2, _) = kept(&[], &[copy.clone(), real.clone()]);
+        assert_eq!(url, url2);
+        // one in the gateway's own namespace wins over an older one elsewhere
+        let mut own = real.clone();
+        own.metadata.namespace = Some("hospitals".into());
+        let (url, _) = kept(&[], &[own, copy.clone()]);
+        assert_eq!(url, "https://duo.west.example/xca/iti38");
+        // the claim itself: label and controlling DuoGateway owner of the same name
+        assert_eq!(claims_published(&real), None);
+        real.metadata.labels = Some([(PUBLISHED_BY_LABEL.to_owned(), "west".to_owned())].into());
+        real.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "duo.beeldbeschikbaarheid.nl/v1alpha1".into(),
+            kind: "DuoGateway".into(),
+            name: "west".into(),
+            uid: "u-1".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        assert_eq!(
+            claims_published(&real),
+            Some(("west".to_owned(), "u-1".to_owned()))
+        );
+    }
+
+    #[test]
+    fn remote_connect_to_is_rendered_and_checked() {
+        let gw = gateway();
+        let mut c = community("west", "urn:oid:1.2.4");
+        c.spec.endpoints.connect_to = Some("duo-west.west.svc".into());
+        let (cfg, skipped) = resolve(&gw, &[c.clone()], Some(&mitz()), &BTreeSet::new()).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            cfg.communities[0].connect_to.as_deref(),
+            Some("duo-west.west.svc")
+        );
+        for bad in ["https://x", "x:443", "x/y", "", "a..b"] {
+            c.spec.endpoints.connect_to = Some(bad.into());
+            let (cfg, skipped) = resolve(&gw, &[c.clone()], Some(&mitz()), &BTreeSet::new()).unwrap();
+            assert!(cfg.communities.is_empty(), "{bad:?}");
+            assert!(
+                skipped[0].message.contains("spec.endpoints.connectTo"),
+                "{}",
+                skipped[0].message
+            );
+        }
     }
 }

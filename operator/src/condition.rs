@@ -125,6 +125,10 @@ wire_enum! {
         Reconciled => "Reconciled",
         /// `Progressing=False`: reconciliation is paused by annotation; other conditions are kept.
         Paused => "Paused",
+        /// `Progressing=True`: a new operator image would roll this gateway's pods, and as many other
+        /// gateways as `--max-concurrent-rollouts` allows are rolling out now; the running pods stay as
+        /// they are until one finishes.
+        RolloutQueued => "RolloutQueued",
 
         // --- a spec that cannot be applied: Degraded=True, Ready=False, Progressing=False ---------
         // (also a MitzConnection's Ready=False; the reason of a Problem)
@@ -158,6 +162,12 @@ wire_enum! {
         /// A DuoCommunity with the gateway's name exists and was not published for it; the gateway is
         /// not published.
         PublishConflict => "PublishConflict",
+        /// The TLS certificate names no dNSName that covers the published host (`spec.publish.address`,
+        /// default the Service's name): peers would refuse the connection.
+        CertificateNameMismatch => "CertificateNameMismatch",
+        /// A MitzConnection endpoint's host is a reserved documentation name (`.example`, `.invalid`,
+        /// `example.com`, ...: RFC 2606), i.e. a placeholder left from an example; it is never Ready.
+        PlaceholderEndpoint => "PlaceholderEndpoint",
 
         // --- CertificateExpiring ------------------------------------------------------------------
         /// `CertificateExpiring=True` (and its Warning event): 30 days or less left.
@@ -193,6 +203,9 @@ wire_enum! {
         /// Warning event when `CommunitiesSkipped` turns `True` or its message changes (the condition's
         /// own reason is the first skipped community's).
         CommunitySkipped => "CommunitySkipped",
+        /// Normal event when a gateway that was Degraded has its current spec applied again (the
+        /// problem named in the previous Warning event is gone).
+        Recovered => "Recovered",
     }
 }
 
@@ -227,6 +240,7 @@ mod tests {
                 "RollingOut",
                 "Reconciled",
                 "Paused",
+                "RolloutQueued",
                 "SecretMissing",
                 "SecretIncomplete",
                 "TrustBundleMissing",
@@ -241,6 +255,8 @@ mod tests {
                 "ChildConflict",
                 "ApplyFailed",
                 "PublishConflict",
+                "CertificateNameMismatch",
+                "PlaceholderEndpoint",
                 "CertificateExpiresSoon",
                 "CertificateValid",
                 "CertificateRevoked",
@@ -253,6 +269,7 @@ mod tests {
                 "CommunityInvalid",
                 "DuplicateHomeCommunityId",
                 "CommunitySkipped",
+                "Recovered",
             ]
         );
     }

@@ -146,8 +146,11 @@ fn default_ca_key() -> String {
     printcolumn = r#"{"name":"URA","type":"string","jsonPath":".spec.organization.ura","description":"URA of the hospital"}"#,
     printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".status.connectionKind","description":"Local infrastructure: xds or tlb"}"#,
     printcolumn = r#"{"name":"Localization","type":"string","jsonPath":".spec.localization","priority":1,"description":"mitz or allCommunities"}"#,
+    printcolumn = r#"{"name":"Consent","type":"string","jsonPath":".status.consentMode","description":"mitz or permitAll"}"#,
+    printcolumn = r#"{"name":"Peers","type":"integer","jsonPath":".status.communities","description":"DuoCommunities in the applied configuration"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","description":"Why Ready is what it is (Available, RollingOut, SecretMissing, ...)"}"#,
+    printcolumn = r#"{"name":"Paused","type":"string","jsonPath":".metadata.annotations.duo\\.beeldbeschikbaarheid\\.nl/paused","priority":1,"description":"The pause annotation"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = kube::core::Rule::new("size(self.metadata.name) <= 50").message("metadata.name must be at most 50 characters (child names add a suffix)"),
 )]
@@ -653,6 +656,18 @@ pub struct Publish {
     /// Labels put on the published DuoCommunity, so that other gateways' selectors can match it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The address peers reach this gateway at: `host` or `host:port` (default port 443), e.g.
+    /// `duo.oost.example`. The published DuoCommunity's endpoints are `https://<address>/...`, and its
+    /// `endpoints.connectTo` is this gateway's Service, so that gateways in the cluster connect to the
+    /// Service while verifying the certificate against `host`; the Service also listens on the port. The
+    /// TLS certificate must name `host` (a dNSName, a `*.` wildcard for its parent domain counts);
+    /// otherwise the spec is refused (`CertificateNameMismatch`). Peers outside the cluster reach the
+    /// address through a LoadBalancer Service or a TLS-passthrough Ingress / Gateway route (README
+    /// "Exposing a gateway"). Default: the Service's own name, `duo-<name>.<namespace>.svc:8443`, which
+    /// only a certificate issued for that name passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_address_schema")]
+    pub address: Option<String>,
 }
 
 impl Default for Publish {
@@ -660,8 +675,31 @@ impl Default for Publish {
         Publish {
             enabled: true,
             labels: BTreeMap::new(),
+            address: None,
         }
     }
+}
+
+fn opt_address_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 259,
+        "x-kubernetes-validations": [
+            {"rule": "self.matches('^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[1-9][0-9]{0,4})?$')",
+             "message": "must be a host name, optionally with :port (e.g. duo.oost.example or duo.oost.example:8443)"}
+        ]
+    })
+}
+
+fn opt_host_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 253,
+        "x-kubernetes-validations": [
+            {"rule": "self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$') || isIP(self)",
+             "message": "must be a host name or IP address, without scheme, port or path"}
+        ]
+    })
 }
 
 /// Observed state of a DuoGateway.
@@ -817,6 +855,13 @@ pub struct CommunityEndpoints {
     /// RAD-75 Cross Gateway Retrieve Imaging Document Set.
     #[schemars(schema_with = "url_schema")]
     pub imaging_retrieve_url: String,
+    /// Host to connect to instead of the URLs' host (a DNS name or IP address, no port), e.g. the
+    /// peer's Service `duo-west.hospital-west.svc`: connections go to its addresses on the URL's port,
+    /// while TLS still verifies the peer's certificate against the URL's host (as `curl
+    /// --connect-to`). The operator sets it on published DuoCommunities (`spec.publish.address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_host_schema")]
+    pub connect_to: Option<String>,
 }
 
 /// Identity of the community's gateway. Its certificate must chain to the querying gateway's trust bundle.
@@ -931,6 +976,45 @@ impl MitzConnectionSpec {
                 .map(|u| (f, u))
         })
     }
+}
+
+impl MitzConnectionSpec {
+    /// The first endpoint whose host is a name reserved for documentation and examples (RFC 2606: the
+    /// `.example` and `.invalid` top-level domains, `example.com`, `example.net`, `example.org` and
+    /// their subdomains), as `(field, url)`: a placeholder copied from an example, which is never Mitz.
+    pub fn placeholder_endpoint(&self) -> Option<(&'static str, &str)> {
+        [
+            (
+                "spec.closedQuestionUrl",
+                Some(self.closed_question_url.as_str()),
+            ),
+            ("spec.openQuestionUrl", self.open_question_url.as_deref()),
+            ("spec.subscriptionUrl", self.subscription_url.as_deref()),
+        ]
+        .into_iter()
+        .find_map(|(f, u)| u.filter(|u| is_placeholder_host(url_host(u))).map(|u| (f, u)))
+    }
+}
+
+/// The host of an absolute URL (without userinfo, port or a trailing dot), lower case; empty when there
+/// is none.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        host_port.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_placeholder_host(host: String) -> bool {
+    let under = |d: &str| host == d || host.ends_with(&format!(".{d}"));
+    ["example", "invalid", "example.com", "example.net", "example.org"]
+        .into_iter()
+        .any(under)
 }
 
 /// Observed state of a MitzConnection.

@@ -54,6 +54,11 @@ struct RunArgs {
     /// Most reconciliations in parallel.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Most gateways whose pods roll at once because the default gateway image (--gateway-image)
+    /// changed, e.g. after an operator upgrade; the others wait with Progressing=True, RolloutQueued.
+    /// 0: no cap. A change of a gateway's own spec is never held back.
+    #[arg(long, env = "DUO_MAX_CONCURRENT_ROLLOUTS", default_value_t = duo_operator::reconcile::DEFAULT_MAX_CONCURRENT_ROLLOUTS)]
+    max_concurrent_rollouts: usize,
     /// Log format: `json` (one JSON object per line) or `text`.
     #[arg(long, env = "DUO_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
@@ -87,6 +92,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         identity,
         lease_seconds: args.lease_seconds,
         concurrency: args.concurrency,
+        max_concurrent_rollouts: args.max_concurrent_rollouts,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -95,7 +95,16 @@ pub struct Context {
     /// when the configuration changes, dropped when the gateway is deleted.
     pub revocation:
         std::sync::Mutex<std::collections::HashMap<String, duo_trust::revocation::Checker>>,
+    /// Most gateways whose pods roll at once because the operator's default image changed
+    /// (`--max-concurrent-rollouts`; 0: no cap). Changes of a gateway's own spec are never held back.
+    pub rollout_cap: std::sync::atomic::AtomicUsize,
+    /// Gateways (`namespace/name`) whose Deployment is rolling out, as last seen; also the gate that
+    /// makes the cap's check-and-apply one step across concurrent reconciliations.
+    pub rollouts: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
 }
+
+/// Default of `--max-concurrent-rollouts`.
+pub const DEFAULT_MAX_CONCURRENT_ROLLOUTS: usize = 2;
 
 /// How long an applied set of children is trusted before it is applied again although unchanged.
 pub const APPLY_REFRESH: Duration = Duration::from_secs(600);
@@ -129,6 +138,10 @@ struct Prepared {
     communities: usize,
     skipped: Vec<build::SkippedCommunity>,
     xua: XuaStatus,
+    /// The validated certificate material, `(key of the material Secret, bytes)`.
+    material: Vec<(&'static str, Vec<u8>)>,
+    /// PEM of the leaf that signs the gateway's XUA assertions, for the published DuoCommunity.
+    signing_pem: Option<String>,
 }
 
 /// What a reconciliation did, for the status.
@@ -148,6 +161,9 @@ pub enum Outcome {
         skipped: Vec<build::SkippedCommunity>,
         /// XUA trust in force.
         xua: Option<Box<XuaStatus>>,
+        /// Why a new operator image was held back by the rollout cap (`Progressing=True`,
+        /// `RolloutQueued`); `None` when nothing waits.
+        rollout_queued: Option<String>,
     },
     /// The spec cannot be applied; nothing was changed.
     Degraded(Problem),
@@ -283,97 +299,158 @@ pub fn selected_communities(
     Ok(out)
 }
 
-/// Fetch and validate everything `gw` references, and build its configuration.
+/// Several problems found at once, as one: the first one's reason, every message joined with "; ", so
+/// that a user fixes every missing prerequisite in one go instead of one per reconciliation.
+fn combine(problems: Vec<Problem>) -> Option<Problem> {
+    let reason = problems.first()?.reason;
+    let message = problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(problem(reason, message))
+}
+
+/// `Some(v)` for a found value; a problem goes into `problems` and gives `None`.
+fn found<T>(r: Result<T, Problem>, problems: &mut Vec<Problem>) -> Option<T> {
+    r.map_err(|p| problems.push(p)).ok()
+}
+
+/// Fetch and validate everything `gw` references, and build its configuration. Every prerequisite is
+/// looked at even when an earlier one is missing, and all problems are reported together.
 async fn prepare(
     gw: &DuoGateway,
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Result<Prepared, Problem>, Error> {
+    use build::material::*;
     let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
     let c = &ctx.client;
     let s = &gw.spec;
+    let mut problems = Vec::new();
     if s.connection.kind().is_none() {
-        return Ok(Err(problem(
+        problems.push(problem(
             Reason::InvalidSpec,
             "spec.connection: set exactly one of xds or tlb",
-        )));
+        ));
     }
+    let address = found(
+        build::published_address(gw).map_err(|e| problem(Reason::InvalidSpec, e.to_string())),
+        &mut problems,
+    );
     let what = format!("spec.tls.secretName ({})", s.tls.secret_name);
-    let (cert, key) = try_problem!(tls_pair(c, &ns, &s.tls.secret_name, &what).await);
-    let certificate = match validate::check_certificate(&cert, &key, Some(&s.organization.ura), now)
+    let tls = found(tls_pair(c, &ns, &s.tls.secret_name, &what).await?, &mut problems);
+    let certificate = tls.as_ref().and_then(|(cert, key)| {
+        found(
+            validate::check_certificate(cert, key, Some(&s.organization.ura), now)
+                .map_err(|e| cert_problem(&what, e)),
+            &mut problems,
+        )
+    });
+    // peers verify the certificate against the published host: refuse an address it does not name
+    if let (Some(info), Some((host, _)), Some(_)) =
+        (&certificate, &address, &s.publish.address)
+        && s.publish.enabled
+        && !build::certificate_names_host(&info.dns_names, host)
     {
-        Ok(i) => i,
-        Err(e) => return Ok(Err(cert_problem(&what, e))),
-    };
-    let trust =
-        try_problem!(trust_bundle(c, &ns, &s.tls.trust_bundle, "spec.tls.trustBundle").await);
+        problems.push(problem(
+            Reason::CertificateNameMismatch,
+            format!(
+                "{what}: the certificate names {:?}, not spec.publish.address host {host:?}; peers verify it against that name",
+                info.dns_names
+            ),
+        ));
+    }
+    let trust = found(
+        trust_bundle(c, &ns, &s.tls.trust_bundle, "spec.tls.trustBundle").await?,
+        &mut problems,
+    );
     // the key that signs the gateway's XUA assertions: a separate IdP Secret, or the TLS one
     let signing = match &s.xua.signing_secret_name {
         Some(name) => {
             let what = format!("spec.xua.signingSecretName ({name})");
-            let (xcert, xkey) = try_problem!(tls_pair(c, &ns, name, &what).await);
-            let info = match validate::check_xua_signing(&xcert, &xkey, now) {
-                Ok(i) => i,
-                Err(e) => return Ok(Err(cert_problem(&what, e))),
-            };
-            Some((info, xcert, xkey))
+            found(tls_pair(c, &ns, name, &what).await?, &mut problems).and_then(|(xc, xk)| {
+                found(
+                    validate::check_xua_signing(&xc, &xk, now).map_err(|e| cert_problem(&what, e)),
+                    &mut problems,
+                )
+                .map(|info| (info, xc, xk))
+            })
         }
         None => {
-            if let Err(e) = validate::check_xua_signing(&cert, &key, now) {
-                return Ok(Err(cert_problem(&format!("{what} (XUA signing key)"), e)));
+            if let (Some((cert, key)), Some(_)) = (&tls, &certificate)
+                && let Err(e) = validate::check_xua_signing(cert, key, now)
+            {
+                problems.push(cert_problem(&format!("{what} (XUA signing key)"), e));
             }
             None
         }
     };
-    let signing_info = signing
-        .as_ref()
-        .map(|(i, _, _)| i.clone())
-        .unwrap_or_else(|| certificate.clone());
-    let mut material: Vec<(&str, Vec<u8>)> =
-        vec![("tls.crt", cert), ("tls.key", key), ("trust", trust)];
-    if let Some((_, xcert, xkey)) = signing {
-        material.extend([("xua.crt", xcert), ("xua.key", xkey)]);
-    }
+    let mut mitz_material: Vec<(&str, Vec<u8>)> = Vec::new();
     let mitz = match &s.mitz {
         None => None,
-        Some(r) => {
-            let Some(m) = ctx
-                .mitz
-                .get(&ObjectRef::new(&r.connection_name).within(&ns))
-            else {
-                return Ok(Err(problem(
+        Some(r) => match ctx
+            .mitz
+            .get(&ObjectRef::new(&r.connection_name).within(&ns))
+        {
+            None => {
+                problems.push(problem(
                     Reason::MitzConnectionMissing,
                     format!(
                         "spec.mitz.connectionName: MitzConnection {:?} not found",
                         r.connection_name
                     ),
-                )));
-            };
-            let what = format!(
-                "MitzConnection {}: clientCertificateSecretName ({})",
-                r.connection_name, m.spec.client_certificate_secret_name
-            );
-            let (mcert, mkey) =
-                try_problem!(tls_pair(c, &ns, &m.spec.client_certificate_secret_name, &what).await);
-            if let Err(e) = validate::check_certificate(&mcert, &mkey, None, now) {
-                return Ok(Err(cert_problem(&what, e)));
+                ));
+                None
             }
-            let what = format!("MitzConnection {}: trustBundle", r.connection_name);
-            let mtrust = try_problem!(trust_bundle(c, &ns, &m.spec.trust_bundle, &what).await);
-            material.extend([
-                ("mitz.crt", mcert),
-                ("mitz.key", mkey),
-                ("mitz-trust", mtrust),
-            ]);
-            Some((*m).clone())
-        }
+            Some(m) => {
+                let what = format!(
+                    "MitzConnection {}: clientCertificateSecretName ({})",
+                    r.connection_name, m.spec.client_certificate_secret_name
+                );
+                let pair = found(
+                    tls_pair(c, &ns, &m.spec.client_certificate_secret_name, &what).await?,
+                    &mut problems,
+                );
+                if let Some((mcert, mkey)) = pair {
+                    if let Err(e) = validate::check_certificate(&mcert, &mkey, None, now) {
+                        problems.push(cert_problem(&what, e));
+                    }
+                    mitz_material.extend([(MITZ_CRT, mcert), (MITZ_KEY, mkey)]);
+                }
+                let what = format!("MitzConnection {}: trustBundle", r.connection_name);
+                if let Some(t) = found(
+                    trust_bundle(c, &ns, &m.spec.trust_bundle, &what).await?,
+                    &mut problems,
+                ) {
+                    mitz_material.push((MITZ_TRUST, t));
+                }
+                Some((*m).clone())
+            }
+        },
     };
+    if let Some(p) = combine(problems) {
+        return Ok(Err(p));
+    }
+    let (Some((cert, key)), Some(certificate), Some(trust)) = (tls, certificate, trust) else {
+        return Err(Error::Incomplete("prerequisites"));
+    };
+    let signing_info = signing
+        .as_ref()
+        .map(|(i, _, _)| i.clone())
+        .unwrap_or_else(|| certificate.clone());
+    let mut material: Vec<(&str, Vec<u8>)> = vec![(TLS_CRT, cert), (TLS_KEY, key), (TRUST, trust)];
+    if let Some((_, xcert, xkey)) = signing {
+        material.extend([(XUA_CRT, xcert), (XUA_KEY, xkey)]);
+    }
+    material.extend(mitz_material);
     ctx.communities.wait_until_ready().await.ok();
     let communities = match selected_communities(gw, &ctx.communities.state()) {
         Ok(c) => c,
         Err(p) => return Ok(Err(p)),
     };
-    let (config, skipped) = match build::resolve(gw, &communities, mitz.as_ref()) {
+    let authentic = authentic_published(c, &communities).await?;
+    let (config, skipped) = match build::resolve(gw, &communities, mitz.as_ref(), &authentic) {
         Ok(c) => c,
         Err(e) => return Ok(Err(problem(Reason::InvalidSpec, e.to_string()))),
     };
@@ -395,6 +472,14 @@ async fn prepare(
         .unwrap_or(i32::MAX),
         unsigned_allowed: config.xua.allow_unsigned,
     };
+    let signing_pem = leaf_pem(
+        material
+            .iter()
+            .find(|(k, _)| *k == XUA_CRT)
+            .unwrap_or(&material[0])
+            .1
+            .as_slice(),
+    );
     Ok(Ok(Prepared {
         xua,
         communities: config.communities.len(),
@@ -405,7 +490,43 @@ async fn prepare(
         certificate,
         revocation,
         skipped,
+        material,
+        signing_pem,
     }))
+}
+
+/// Of the selected `communities` that share a homeCommunityId with another one, the `namespace/name` of
+/// those the operator really published: each claims it ([`build::claims_published`]) and the DuoGateway
+/// it names exists in its namespace with the owner reference's uid and the same homeCommunityId. Looked
+/// up only for duplicates (usually none), one GET each.
+async fn authentic_published(
+    client: &Client,
+    communities: &[DuoCommunity],
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in communities {
+        *count.entry(c.spec.home_community_id.as_str()).or_default() += 1;
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for c in communities {
+        if count[c.spec.home_community_id.as_str()] < 2 {
+            continue;
+        }
+        let (Some((name, uid)), Some(ns)) = (build::claims_published(c), c.namespace()) else {
+            continue;
+        };
+        let owner = Api::<DuoGateway>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await?;
+        if owner.is_some_and(|g| {
+            g.uid().as_deref() == Some(uid.as_str())
+                && g.spec.publish.enabled
+                && g.spec.organization.home_community_id == c.spec.home_community_id
+        }) {
+            out.insert(build::community_id(c));
+        }
+    }
+    Ok(out)
 }
 
 /// Checks the gateway's own certificate (`cert` PEM, verified against `trust` PEM first) for
@@ -548,7 +669,7 @@ async fn apply_children(
     gw: &DuoGateway,
     ctx: &Context,
     p: &Prepared,
-) -> Result<Result<Deployment, Problem>, Error> {
+) -> Result<Result<Applied, Problem>, Error> {
     let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
     let uid = gw.uid().ok_or(Error::Incomplete("uid"))?;
     let owner = gw
@@ -556,19 +677,48 @@ async fn apply_children(
         .ok_or(Error::Incomplete("uid"))?;
     let c = &ctx.client;
     let sa = build::service_account(gw, &owner);
+    let material: Vec<(&str, &[u8])> = p.material.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    let secret = build::material_secret(gw, &owner, &material, &p.checksum);
     let cm = build::config_map(gw, &owner, &p.config_yaml);
     let svc = build::service(gw, &owner);
-    let dep = build::deployment(gw, &owner, p.mitz.as_ref(), &ctx.gateway_image, &p.checksum);
+    let key = format!("{ns}/{}", gw.name_any());
+    let current = Api::<Deployment>::namespaced(c.clone(), &ns)
+        .get_opt(&build::child_name(gw))
+        .await?;
+    // the rollout cap: a new operator default image rolls at most `rollout_cap` gateways at once; the
+    // others keep their image (the rest of the spec is applied) until a rollout finishes
+    let mut image = ctx.gateway_image.clone();
+    let mut queued = None;
+    let mut gate = None;
+    if gw.spec.image.is_none()
+        && let Some(old) = current.as_ref().and_then(build::container_image)
+        && old != ctx.gateway_image
+    {
+        let rolling = ctx.rollouts.lock().await;
+        let cap = ctx.rollout_cap.load(std::sync::atomic::Ordering::Relaxed);
+        let others: Vec<&String> = rolling.iter().filter(|k| **k != key).collect();
+        if cap > 0 && others.len() >= cap {
+            queued = Some(format!(
+                "the new gateway image {} waits: {} gateways are rolling out ({}), at most {cap} at once (--max-concurrent-rollouts)",
+                ctx.gateway_image,
+                others.len(),
+                others.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+            image = old;
+        }
+        gate = Some(rolling);
+    }
+    let dep = build::deployment(gw, &owner, p.mitz.as_ref(), &image, &p.checksum);
     let pdb = build::pod_disruption_budget(gw, &owner);
     let np = build::network_policy(gw, &owner, &p.config);
     let digest = {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        let json = serde_json::to_vec(&(&sa, &cm, &svc, &dep, &pdb, &np)).unwrap_or_default();
+        let json =
+            serde_json::to_vec(&(&sa, &secret, &cm, &svc, &dep, &pdb, &np)).unwrap_or_default();
         h.update(&json);
         hex::encode(h.finalize())
     };
-    let key = format!("{ns}/{}", gw.name_any());
     let fresh = ctx
         .applied
         .lock()
@@ -576,12 +726,17 @@ async fn apply_children(
         .and_then(|m| m.get(&key).cloned())
         .is_some_and(|(d, at)| d == digest && at.elapsed() < APPLY_REFRESH);
     if fresh {
-        // nothing to change: only the Deployment's status is needed (re-applied when it disappeared)
-        if let Some(d) = Api::<Deployment>::namespaced(c.clone(), &ns)
-            .get_opt(&build::child_name(gw))
+        // nothing to change: only the Deployment's status is needed (everything is re-applied when it
+        // or the material Secret the pods start from disappeared)
+        let material_there = Api::<kube::core::PartialObjectMeta<Secret>>::namespaced(c.clone(), &ns)
+            .get_metadata_opt(&build::material_secret_name(gw))
             .await?
-        {
-            return Ok(Ok(d));
+            .is_some();
+        if material_there && let Some(d) = current {
+            return Ok(Ok(Applied {
+                deployment: d,
+                rollout_queued: queued,
+            }));
         }
     }
     if let Ok(mut m) = ctx.applied.lock() {
@@ -590,6 +745,9 @@ async fn apply_children(
     let name = build::child_name(gw);
     let mut foreign = Vec::new();
     foreign.extend(foreign_child::<ServiceAccount>(c, &ns, &name, &uid).await?);
+    foreign.extend(
+        foreign_child::<Secret>(c, &ns, &build::material_secret_name(gw), &uid).await?,
+    );
     foreign.extend(foreign_child::<ConfigMap>(c, &ns, &build::config_map_name(gw), &uid).await?);
     foreign.extend(foreign_child::<Service>(c, &ns, &name, &uid).await?);
     foreign.extend(foreign_child::<Deployment>(c, &ns, &name, &uid).await?);
@@ -610,6 +768,8 @@ async fn apply_children(
     let mut deployment = None;
     for dry in [true, false] {
         try_problem!(apply_or_problem(c, &ns, &sa, dry).await);
+        // before the Deployment: a new pod template must find the material it names
+        try_problem!(apply_or_problem(c, &ns, &secret, dry).await);
         try_problem!(apply_or_problem(c, &ns, &cm, dry).await);
         try_problem!(apply_or_problem(c, &ns, &svc, dry).await);
         deployment = Some(try_problem!(apply_or_problem(c, &ns, &dep, dry).await));
@@ -622,34 +782,43 @@ async fn apply_children(
     if pdb.is_none() {
         delete_owned::<PodDisruptionBudget>(c, &ns, &name, &uid).await?;
     }
+    if let Some(mut rolling) = gate
+        && queued.is_none()
+    {
+        // counted from now on, before the Deployment controller has even seen the new template
+        rolling.insert(key.clone());
+    }
     if let Ok(mut m) = ctx.applied.lock() {
         m.insert(key, (digest, Instant::now()));
     }
-    Ok(Ok(deployment))
+    Ok(Ok(Applied {
+        deployment,
+        rollout_queued: queued,
+    }))
 }
 
-/// Publishes `gw` as a DuoCommunity (or removes the published one when publishing is off). Runs on
-/// every reconciliation before anything else can fail, so a corrected homeCommunityId reaches the
-/// other gateways even while this one is degraded. Returns a problem only when the API server rejects it.
-async fn publish(gw: &DuoGateway, ctx: &Context) -> Result<Option<Problem>, Error> {
+/// The Deployment as applied (with its status) and, when the rollout cap held back a new operator
+/// image, why.
+struct Applied {
+    deployment: Deployment,
+    rollout_queued: Option<String>,
+}
+
+/// Publishes `gw` as a DuoCommunity (or removes the published one when publishing is off), with
+/// `signing_pem` (the validated XUA signing certificate). Runs only after the current spec was applied:
+/// peers see what the pods present, never a refused spec's values nor a gateway that never ran. Returns
+/// a problem only when the API server rejects it or the name is taken.
+async fn publish(
+    gw: &DuoGateway,
+    ctx: &Context,
+    signing_pem: Option<&str>,
+) -> Result<Option<Problem>, Error> {
     let ns = gw.namespace().ok_or(Error::Incomplete("namespace"))?;
     let owner = gw
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
     let c = &ctx.client;
-    // the certificate that signs the gateway's assertions, for its peers' trust lists; publishing goes
-    // on without it when it cannot be read yet (prepare reports why)
-    let signing_secret = gw
-        .spec
-        .xua
-        .signing_secret_name
-        .as_deref()
-        .unwrap_or(&gw.spec.tls.secret_name);
-    let signing_pem = match tls_pair(c, &ns, signing_secret, "XUA signing").await? {
-        Ok((cert, _)) => leaf_pem(&cert),
-        Err(_) => None,
-    };
-    let Some(community) = build::published_community(gw, &owner, signing_pem.as_deref()) else {
+    let Some(community) = build::published_community(gw, &owner, signing_pem) else {
         delete_published(c, &ns, gw).await?;
         return Ok(None);
     };
@@ -732,6 +901,7 @@ async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
     delete_owned::<NetworkPolicy>(c, &ns, &name, &uid).await?;
     delete_owned::<ServiceAccount>(c, &ns, &name, &uid).await?;
     delete_owned::<ConfigMap>(c, &ns, &build::config_map_name(gw), &uid).await?;
+    delete_owned::<Secret>(c, &ns, &build::material_secret_name(gw), &uid).await?;
     delete_published(c, &ns, gw).await?;
     if let Ok(mut m) = ctx.applied.lock() {
         m.remove(&format!("{ns}/{}", gw.name_any()));
@@ -739,6 +909,10 @@ async fn cleanup(gw: &DuoGateway, ctx: &Context) -> Result<Action, Error> {
     if let Ok(mut m) = ctx.revocation.lock() {
         m.remove(&format!("{ns}/{}", gw.name_any()));
     }
+    ctx.rollouts
+        .lock()
+        .await
+        .remove(&format!("{ns}/{}", gw.name_any()));
     ctx.metrics
         .set_gateway_modes(&format!("{ns}/{}", gw.name_any()), None);
     Ok(Action::await_change())
@@ -859,6 +1033,7 @@ pub fn gateway_status(
             checksum,
             skipped,
             xua,
+            rollout_queued,
         } => {
             st.communities = *communities;
             st.applied_checksum = Some(checksum.clone());
@@ -880,15 +1055,26 @@ pub fn gateway_status(
                 pc,
                 now,
             ));
-            st.conditions.push(condition(
-                ConditionType::Progressing,
-                !done,
-                progressing_reason,
-                &rollout_msg,
-                gen_,
-                pc,
-                now,
-            ));
+            st.conditions.push(match rollout_queued {
+                Some(why) => condition(
+                    ConditionType::Progressing,
+                    true,
+                    Reason::RolloutQueued,
+                    why,
+                    gen_,
+                    pc,
+                    now,
+                ),
+                None => condition(
+                    ConditionType::Progressing,
+                    !done,
+                    progressing_reason,
+                    &rollout_msg,
+                    gen_,
+                    pc,
+                    now,
+                ),
+            });
             st.conditions.push(condition(
                 ConditionType::Degraded,
                 false,
@@ -1147,17 +1333,20 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             .await?;
         (Outcome::Paused, d, "paused")
     } else {
-        // first, so that other gateways see this one's current identity even when the rest fails
-        let published = publish(gw, ctx).await?;
         let prepared = match prepare(gw, ctx, now).await? {
             Ok(p) => match apply_children(gw, ctx, &p).await? {
-                Ok(d) => Ok((p, d)),
+                Ok(a) => Ok((p, a)),
                 Err(problem) => Err(problem),
             },
             Err(problem) => Err(problem),
         };
+        // only from an applied spec: a refused one leaves the published DuoCommunity as it was
+        let published = match &prepared {
+            Ok((p, _)) => publish(gw, ctx, p.signing_pem.as_deref()).await?,
+            Err(_) => None,
+        };
         match (prepared, published) {
-            (Ok((p, d)), None) => {
+            (Ok((p, a)), None) => {
                 let o = Outcome::Applied {
                     certificate: Box::new(p.certificate.clone()),
                     revocation: p.revocation.clone(),
@@ -1165,10 +1354,11 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
                     checksum: p.checksum.clone(),
                     skipped: p.skipped.clone(),
                     xua: Some(Box::new(p.xua.clone())),
+                    rollout_queued: a.rollout_queued,
                 };
-                (o, Some(d), "applied")
+                (o, Some(a.deployment), "applied")
             }
-            (Ok((_, d)), Some(p)) => (Outcome::Degraded(p), Some(d), "degraded"),
+            (Ok((_, a)), Some(p)) => (Outcome::Degraded(p), Some(a.deployment), "degraded"),
             (Err(p), _) => {
                 // "detail", not "message": the JSON formatter already writes the event text as "message"
                 tracing::info!(gateway = %format!("{ns}/{name}"), reason = %p.reason, detail = %p.message, "not applied");
@@ -1179,6 +1369,16 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             }
         }
     };
+    // what the rollout cap counts: gateways whose Deployment has not finished rolling out
+    if !paused {
+        let done = rollout(deployment.as_ref(), gw.spec.replicas).0;
+        let mut rolling = ctx.rollouts.lock().await;
+        if done || deployment.is_none() {
+            rolling.remove(&format!("{ns}/{name}"));
+        } else if !matches!(&outcome, Outcome::Applied { rollout_queued: Some(_), .. }) {
+            rolling.insert(format!("{ns}/{name}"));
+        }
+    }
     let old = gw.status.clone().unwrap_or_default();
     let new = gateway_status(gw, &outcome, deployment.as_ref(), now);
     if status_changed(&old, &new) {
@@ -1229,13 +1429,40 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
         )
         .await;
     }
-    if let Outcome::Degraded(p) = &outcome {
-        let was = true_condition(&old, ConditionType::Degraded).map(|c| c.reason.as_str());
-        if was != Some(p.reason.as_str()) {
-            publish_event(ctx, gw, EventType::Warning, p.reason, p.message.clone()).await;
+    let degraded_before = true_condition(&old, ConditionType::Degraded);
+    match &outcome {
+        Outcome::Degraded(p) => {
+            // a new event whenever what is wrong changes, also within one reason (another Secret is
+            // missing now): an event never keeps naming an object that exists by now
+            let was = degraded_before.map(|c| (c.reason.as_str(), c.message.as_str()));
+            if was != Some((p.reason.as_str(), p.message.as_str())) {
+                publish_event(ctx, gw, EventType::Warning, p.reason, p.message.clone()).await;
+            }
         }
+        Outcome::Applied { .. } => {
+            if let Some(c) = degraded_before {
+                publish_event(
+                    ctx,
+                    gw,
+                    EventType::Normal,
+                    Reason::Recovered,
+                    format!(
+                        "the current spec is applied; cleared: {} ({})",
+                        c.reason, c.message
+                    ),
+                )
+                .await;
+            }
+        }
+        Outcome::Paused => {}
     }
     let requeue = match outcome {
+        // the rollout cap: look again soon (a finishing rollout also triggers a reconciliation of its
+        // own gateway, not of the queued ones)
+        Outcome::Applied {
+            rollout_queued: Some(_),
+            ..
+        } => Duration::from_secs(15),
         // possibly transient (conflict, throttling): try again soon
         Outcome::Degraded(Problem {
             reason: Reason::ApplyFailed,
@@ -1289,6 +1516,14 @@ pub async fn reconcile_mitz(m: Arc<MitzConnection>, ctx: Arc<Context>) -> Result
                 Reason::InvalidSpec,
                 format!(
                     "{field}: {url:?} is plain http; use https or set spec.allowPlainHttp: true"
+                ),
+            )));
+        }
+        if let Some((field, url)) = m.spec.placeholder_endpoint() {
+            return Ok(Err(problem(
+                Reason::PlaceholderEndpoint,
+                format!(
+                    "{field}: {url:?} is a placeholder (a host reserved for examples, RFC 2606); set Mitz's real endpoint"
                 ),
             )));
         }
@@ -1498,6 +1733,7 @@ mod tests {
             checksum: checksum.into(),
             skipped: vec![],
             xua: None,
+            rollout_queued: None,
         }
     }
 
@@ -1635,6 +1871,7 @@ mod tests {
                 checksum: "c".into(),
                 skipped: vec![],
                 xua: None,
+                rollout_queued: None,
             },
             None,
             Timestamp::now(),
@@ -1693,6 +1930,7 @@ mod tests {
             checksum: "c".into(),
             skipped: vec![],
             xua: None,
+            rollout_queued: None,
         };
         let st = gateway_status(&g, &revoked, Some(&deployment(2)), Timestamp::now());
         let c = get(&st, CERTIFICATE_REVOKED);
@@ -1746,6 +1984,7 @@ mod tests {
                 checksum: "c".into(),
                 skipped: vec![],
                 xua: None,
+                rollout_queued: None,
             };
             let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
             let c = get(&st, CERTIFICATE_REVOKED);
@@ -1758,6 +1997,7 @@ mod tests {
             checksum: "c".into(),
             skipped: vec![],
             xua: None,
+            rollout_queued: None,
         };
         let st = gateway_status(&g, &o, Some(&deployment(2)), Timestamp::now());
         assert_eq!(
@@ -1795,6 +2035,7 @@ mod tests {
                     trusted_issuers: 1,
                     unsigned_allowed: false,
                 })),
+                rollout_queued: None,
             }
         };
         let skipped = vec![
@@ -1877,6 +2118,7 @@ mod tests {
             Reason::ChildConflict,
             Reason::PublishConflict,
             Reason::ApplyFailed,
+            Reason::CertificateNameMismatch,
             Reason::CertificateExpired,
         ] {
             steps.push((
@@ -1893,6 +2135,15 @@ mod tests {
         steps.push((
             "applied again".into(),
             with(not_revoked(), 90, vec![]),
+            Some(deployment(2)),
+        ));
+        let mut queued = with(not_revoked(), 90, vec![]);
+        if let Outcome::Applied { rollout_queued, .. } = &mut queued {
+            *rollout_queued = Some("the new gateway image waits: 2 gateways are rolling out".into());
+        }
+        steps.push((
+            "applied, new image queued by the rollout cap".into(),
+            queued,
             Some(deployment(2)),
         ));
         steps.push(("paused".into(), Outcome::Paused, Some(deployment(2))));
@@ -1920,6 +2171,10 @@ mod tests {
             Err(problem(
                 Reason::InvalidSpec,
                 "spec.closedQuestionUrl: plain http",
+            )),
+            Err(problem(
+                Reason::PlaceholderEndpoint,
+                "spec.closedQuestionUrl: \"https://mitz.example.invalid/x\" is a placeholder",
             )),
             Ok(certificate(90)),
         ];
@@ -1972,6 +2227,7 @@ mod tests {
                         query_url: "https://a/1".into(),
                         retrieve_url: "https://a/2".into(),
                         imaging_retrieve_url: "https://a/3".into(),
+                        connect_to: None,
                     },
                     trust: CommunityTrust::default(),
                     deadline_ms: 1000,

@@ -62,6 +62,8 @@ pub struct Settings {
     pub lease_seconds: u64,
     /// Most reconciliations in parallel.
     pub concurrency: u16,
+    /// Most gateways rolling out at once after the default gateway image changed (0: no cap).
+    pub max_concurrent_rollouts: usize,
 }
 
 async fn shutdown_signal() {
@@ -359,6 +361,8 @@ pub fn context(
         mitz,
         applied: Default::default(),
         revocation: Default::default(),
+        rollout_cap: reconcile::DEFAULT_MAX_CONCURRENT_ROLLOUTS.into(),
+        rollouts: Default::default(),
     };
     (
         Arc::new(ctx),
@@ -461,6 +465,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.gateway_image.clone(),
             &settings.identity,
         );
+        ctx.rollout_cap
+            .store(settings.max_concurrent_rollouts, Ordering::Relaxed);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let controllers = tokio::spawn(run_controllers(
             client.clone(),

@@ -1017,7 +1017,7 @@ async fn hospital_certificate(client: &Client, ns: &str, name: &str, ura: &str, 
         .issue(&ServerCertSpec::uzi(
             ura.parse().expect("URA"),
             name,
-            &[&format!("duo-{name}.{ns}.svc")],
+            &[&format!("duo.{name}.example")],
             365,
         ))
         .expect("certificate");

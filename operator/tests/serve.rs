@@ -9,21 +9,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use common::*;
 use duo_operator::crd::DuoGateway;
-use duo_runtime::config::{Config, LocalBackend, TlsConfig};
+use duo_runtime::config::{Config, LocalBackend};
 use duo_runtime::consent::Decision;
 use duo_runtime::model::{AuthorInstitution, HomeCommunityId, Ura};
-use duo_runtime::pki::generate::{Ca, ServerCertSpec};
-use duo_runtime::tls::TlsMaterial;
+use duo_runtime::pki::generate::ServerCertSpec;
 use duo_testkit::dicom::synth::{SynthConfig, SynthPatient};
 use duo_testkit::sim::mitz::{self, ConsentRule, LocationRule, MitzSimConfig};
 use duo_testkit::sim::seed::{CommunitySeed, seed_patient};
-use duo_testkit::sim::serve::{RunningSim, Transport};
+use duo_testkit::sim::serve::Transport;
 use duo_testkit::sim::store::Store;
 use duo_testkit::sim::xds::{self, XdsConfig, XdsSim};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -39,65 +37,6 @@ const HOME: &str = "urn:oid:2.16.528.1.1007.3.3.12345678.1";
 // the example's repository and imaging document source (examples/xds-hospital/duogateway.yaml)
 const REPOSITORY: &str = "2.16.528.1.1007.3.3.12345678.10";
 const SOURCE: &str = "2.16.528.1.1007.3.3.12345678.20";
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).expect("write");
-    p
-}
-
-/// A TLS identity issued by `ca` as files in `dir`, loaded.
-fn identity(dir: &Path, ca: &Ca, name: &str, spec: &ServerCertSpec) -> TlsMaterial {
-    let c = ca.issue(spec).expect("certificate");
-    TlsMaterial::load(&TlsConfig {
-        cert_file: write(dir, &format!("{name}.crt"), &c.cert_pem),
-        key_file: write(dir, &format!("{name}.key"), &c.key_pem),
-        trust_bundle_file: write(dir, "ca.crt", &ca.cert_pem),
-    })
-    .expect("load identity")
-}
-
-/// A certificate without URA for `dns` (simulators' server certificates).
-fn plain(dns: &str) -> ServerCertSpec {
-    let mut s = ServerCertSpec::uzi(URA.parse().expect("URA"), "Simulator", &[dns], 30);
-    s.ura = None;
-    s.uzi_name = false;
-    s.permanent_identifier = false;
-    s.uzi_number = String::new();
-    s
-}
-
-fn local_url(sim: &RunningSim, path: &str) -> String {
-    // the simulators' certificates name `localhost`
-    format!("https://localhost:{}{path}", sim.addr().port())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// `duo-gateway serve`, killed when dropped.
-struct Gateway {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Gateway {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendered_configuration_serves_a_timeline_query() {
@@ -235,71 +174,18 @@ async fn rendered_configuration_serves_a_timeline_query() {
         .expect("oost Deployment");
 
     // --- `duo-gateway serve` from what the pod mounts -------------------------------------------------
-    let root = work.path().join("pod");
-    let config_path = lay_out_like_the_pod(&client, NS, &deployment, &root).await;
-    let rendered = std::fs::read_to_string(&config_path).expect("config.yaml");
-    let (port, ops_port) = (free_port(), free_port());
     // the only change: the pod's listen addresses (0.0.0.0:8443 and :8080) become free loopback ports
-    let config = Config::parse(&rendered).expect("rendered config");
-    assert_eq!(config.server.listen.port(), 8443);
-    assert_eq!(config.server.ops_listen.port(), 8080);
-    let mut local = config.clone();
-    local.server.listen = ([127, 0, 0, 1], port).into();
-    local.server.ops_listen = ([127, 0, 0, 1], ops_port).into();
-    std::fs::write(&config_path, local.to_yaml()).expect("write config");
-    assert_eq!(
-        Config::load(&config_path).expect("reloads"),
-        local,
-        "nothing else changed"
-    );
-    let container = &deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod spec")
-        .containers[0];
-    let mut args = container.args.clone().expect("args");
-    let i = args.iter().position(|a| a == "--config").expect("--config") + 1;
-    args[i] = config_path.display().to_string();
-    let log = work.path().join("gateway.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let mut cmd = Command::new(duo_gateway_bin());
-    cmd.args(&args);
-    for e in container.env.iter().flatten() {
-        if let Some(v) = &e.value {
-            cmd.env(&e.name, v);
-        }
-    }
-    let mut gateway = Gateway {
-        child: cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().expect("clone")))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start duo-gateway serve"),
-        log,
-    };
-    let ops = duo_runtime::tls::plain_http_client(Duration::from_secs(2)).expect("client");
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(status)) = gateway.child.try_wait() {
-            panic!("duo-gateway serve exited: {status}\n{}", gateway.log());
-        }
-        let ready = ops
-            .get(format!("http://127.0.0.1:{ops_port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            break;
-        }
-        assert!(
-            start.elapsed() < T,
-            "duo-gateway serve not ready\n{}",
-            gateway.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let port = free_port();
+    let mut gateway = PodProcess::start(
+        &client,
+        NS,
+        &deployment,
+        &work.path().join("pod"),
+        port,
+        |_| {},
+        T,
+    )
+    .await;
 
     // --- a timeline query from the hospital's front end (its certificate carries the hospital's URA) --
     let mut front_spec = ServerCertSpec::uzi(
@@ -379,21 +265,7 @@ async fn rendered_configuration_serves_a_timeline_query() {
     );
 
     // the gateway stops like a pod: SIGTERM, exit 0
-    let _ = Command::new("kill")
-        .args(["-TERM", &gateway.child.id().to_string()])
-        .status();
-    let start = Instant::now();
-    let exit = loop {
-        if let Ok(Some(s)) = gateway.child.try_wait() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < T,
-            "no exit after SIGTERM\n{}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let exit = gateway.terminate(T);
     assert!(exit.success(), "exit {exit}\n{}", gateway.log());
     operator.stop().await;
     xds_run.stop().await;

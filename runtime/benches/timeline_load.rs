@@ -489,6 +489,7 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
             query_url: url(&x.run, tlb::paths::ITI38),
             retrieve_url: url(&x.run, tlb::paths::ITI39),
             imaging_retrieve_url: url(&x.run, tlb::paths::RAD75),
+            connect_to: None,
             certificate_ura: None,
             trusted_issuers: Vec::new(),
             deadline_ms: 5_000,

@@ -85,6 +85,7 @@ fn recorder_community(sim: &RunningSim) -> RemoteCommunity {
         query_url: format!("{base}/xca/iti38"),
         retrieve_url: format!("{base}/xca/iti39"),
         imaging_retrieve_url: format!("{base}/xcai/rad75"),
+        connect_to: None,
         certificate_ura: None,
         trusted_issuers: Vec::new(),
         deadline_ms: 5_000,

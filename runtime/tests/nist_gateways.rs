@@ -706,6 +706,7 @@ async fn bed() -> Bed {
             query_url: sim_url(run, tlb::paths::ITI38),
             retrieve_url: sim_url(run, tlb::paths::ITI39),
             imaging_retrieve_url: sim_url(run, tlb::paths::RAD75),
+            connect_to: None,
             certificate_ura: None,
             trusted_issuers: Vec::new(),
             deadline_ms: 10_000,

@@ -439,6 +439,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
         query_url: "https://localhost:9/xca/iti38".into(),
         retrieve_url: "https://localhost:9/xca/iti39".into(),
         imaging_retrieve_url: "https://localhost:9/xcai/rad75".into(),
+        connect_to: None,
         certificate_ura: Some(x.ura.clone()),
         trusted_issuers: vec![TrustedIssuerConfig {
             issuer: x_cfg.xua_issuer(),
@@ -458,6 +459,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
         query_url: format!("{p_url}/xca/iti38"),
         retrieve_url: format!("{p_url}/xca/iti39"),
         imaging_retrieve_url: format!("{p_url}/xcai/rad75"),
+        connect_to: None,
         certificate_ura: Some(p.ura.clone()),
         trusted_issuers: Vec::new(),
         deadline_ms: 20_000,

@@ -214,13 +214,23 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client) -> Operator {
+        Operator::start_with(client, "duo-gateway:test", None)
+    }
+
+    /// An operator whose default gateway image is `image`, with `--max-concurrent-rollouts`
+    /// `rollout_cap` (default when `None`).
+    pub fn start_with(client: Client, image: &str, rollout_cap: Option<usize>) -> Operator {
         let metrics = Arc::new(Metrics::new());
         let (ctx, writers) = duo_operator::run::context(
             client.clone(),
             metrics.clone(),
-            "duo-gateway:test".into(),
+            image.into(),
             "test",
         );
+        if let Some(cap) = rollout_cap {
+            ctx.rollout_cap
+                .store(cap, std::sync::atomic::Ordering::Relaxed);
+        }
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(duo_operator::run::run_controllers(
             client,
@@ -338,3 +348,175 @@ pub async fn lay_out_like_the_pod(
             .expect("config under /etc/duo"),
     )
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it again soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `duo-gateway serve` started as the pod of a Deployment would run it, killed when dropped.
+pub struct PodProcess {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    /// Loopback port of the `https` listener (the pod's 8443).
+    pub port: u16,
+    /// Loopback port of the `ops` listener (the pod's 8080).
+    pub ops_port: u16,
+}
+
+impl PodProcess {
+    /// What the process wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lays out what the pod of `d` in `ns` mounts under `root` ([`lay_out_like_the_pod`]), moves the
+    /// two listeners to loopback `port` and a free ops port, lets `adjust` change what the cluster
+    /// would provide differently here (e.g. `connectTo` names that only the cluster DNS resolves), and
+    /// starts `duo-gateway` with the container's arguments and environment. Waits until `/readyz`
+    /// answers; panics with the log when the process exits or is not ready within `timeout`.
+    pub async fn start(
+        client: &Client,
+        ns: &str,
+        d: &Deployment,
+        root: &Path,
+        port: u16,
+        adjust: impl FnOnce(&mut duo_runtime::config::Config),
+        timeout: Duration,
+    ) -> PodProcess {
+        use std::process::{Command, Stdio};
+        let config_path = lay_out_like_the_pod(client, ns, d, root).await;
+        let rendered = std::fs::read_to_string(&config_path).expect("config.yaml");
+        let mut config = duo_runtime::config::Config::parse(&rendered).expect("rendered config");
+        assert_eq!(config.server.listen.port(), 8443);
+        assert_eq!(config.server.ops_listen.port(), 8080);
+        let ops_port = free_port();
+        config.server.listen = ([127, 0, 0, 1], port).into();
+        config.server.ops_listen = ([127, 0, 0, 1], ops_port).into();
+        adjust(&mut config);
+        std::fs::write(&config_path, config.to_yaml()).expect("write config");
+        let container = &d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+            .containers[0];
+        let mut args = container.args.clone().expect("args");
+        let i = args.iter().position(|a| a == "--config").expect("--config") + 1;
+        args[i] = config_path.display().to_string();
+        let log = root.join("gateway.log");
+        let out = std::fs::File::create(&log).expect("log");
+        let mut cmd = Command::new(duo_gateway_bin());
+        cmd.args(&args);
+        for e in container.env.iter().flatten() {
+            if let Some(v) = &e.value {
+                cmd.env(&e.name, v);
+            }
+        }
+        let mut p = PodProcess {
+            child: cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(out.try_clone().expect("clone")))
+                .stderr(Stdio::from(out))
+                .spawn()
+                .expect("start duo-gateway serve"),
+            log,
+            port,
+            ops_port,
+        };
+        p.wait_ready(timeout).await;
+        p
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) {
+        let ops = duo_runtime::tls::plain_http_client(Duration::from_secs(2)).expect("client");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("duo-gateway serve exited: {status}\n{}", self.log());
+            }
+            let ready = ops
+                .get(format!("http://127.0.0.1:{}/readyz", self.ops_port))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "duo-gateway serve not ready\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, as the kubelet stops a pod; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no exit after SIGTERM\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+/// A TLS identity issued by `ca` as files in `dir`, loaded.
+pub fn identity(
+    dir: &Path,
+    ca: &Ca,
+    name: &str,
+    spec: &ServerCertSpec,
+) -> duo_runtime::tls::TlsMaterial {
+    let c = ca.issue(spec).expect("certificate");
+    duo_runtime::tls::TlsMaterial::load(&duo_runtime::config::TlsConfig {
+        cert_file: write(dir, &format!("{name}.crt"), &c.cert_pem),
+        key_file: write(dir, &format!("{name}.key"), &c.key_pem),
+        trust_bundle_file: write(dir, "ca.crt", &ca.cert_pem),
+    })
+    .expect("load identity")
+}
+
+/// A certificate without URA for `dns` (simulators' server certificates).
+pub fn plain(dns: &str) -> ServerCertSpec {
+    let mut s = ServerCertSpec::uzi("12345678".parse().expect("URA"), "Simulator", &[dns], 30);
+    s.ura = None;
+    s.uzi_name = false;
+    s.permanent_identifier = false;
+    s.uzi_number = String::new();
+    s
+}
+
+pub fn local_url(sim: &duo_testkit::sim::serve::RunningSim, path: &str) -> String {
+    // the simulators' certificates name `localhost`
+    format!("https://localhost:{}{path}", sim.addr().port())
+}
+

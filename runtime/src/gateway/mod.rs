@@ -174,11 +174,26 @@ impl Gateway {
                 client_for(&d.base_url, d.deadline_ms),
             )),
         };
-        let remotes = config
-            .communities
-            .iter()
-            .zip(trust_lists.iter_mut())
-            .map(|(rc, trusted)| Remote {
+        let mut remotes = Vec::with_capacity(config.communities.len());
+        for (rc, trusted) in config.communities.iter().zip(trust_lists.iter_mut()) {
+            let client = match &rc.connect_to {
+                None => client_for(&rc.query_url, rc.deadline_ms),
+                // a client of its own: its connections go to the connectTo host, verified against
+                // the URL's host (pooled connections must not be shared with other communities)
+                Some(host) => {
+                    let http = if rc.query_url.starts_with("http://") && plain.is_some() {
+                        crate::tls::plain_http_client_via(CONNECT_TIMEOUT, Some(host))?
+                    } else {
+                        tls.http_client_via(CONNECT_TIMEOUT, Some(host))?
+                    };
+                    SoapClient::new(
+                        http,
+                        mtom_limits.clone(),
+                        Duration::from_millis(rc.deadline_ms),
+                    )
+                }
+            };
+            remotes.push(Remote {
                 trusted_issuers: std::mem::take(trusted),
                 community: Arc::new(XcaCommunity::new(
                     XcaEndpoints {
@@ -187,11 +202,11 @@ impl Gateway {
                         retrieve_url: rc.retrieve_url.clone(),
                         imaging_retrieve_url: rc.imaging_retrieve_url.clone(),
                     },
-                    client_for(&rc.query_url, rc.deadline_ms),
+                    client,
                 )) as Arc<dyn Community>,
                 config: rc.clone(),
-            })
-            .collect();
+            });
+        }
         metrics.set_localization_mode(
             config.initiating.localization == crate::config::LocalizationMode::Mitz,
         );

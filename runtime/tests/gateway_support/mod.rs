@@ -553,6 +553,7 @@ pub fn node_community(
         query_url: x.query_url.clone(),
         retrieve_url: x.retrieve_url.clone(),
         imaging_retrieve_url: x.imaging_retrieve_url.clone(),
+        connect_to: None,
         certificate_ura: None,
         trusted_issuers: Vec::new(),
         deadline_ms,

@@ -210,6 +210,7 @@ pub async fn start() -> Bed {
         query_url: peer.url("/iti38"),
         retrieve_url: peer.url("/iti39"),
         imaging_retrieve_url: peer.url("/rad75"),
+        connect_to: None,
         certificate_ura: None,
         // the peer never calls this gateway: nothing of it to trust
         trusted_issuers: Vec::new(),

@@ -233,9 +233,20 @@ impl TlsMaterial {
     /// the caller. Built by [`outbound_client`]: redirects are never followed, HTTP/1.1 only (IHE SOAP
     /// peers), no proxies from the environment.
     pub fn http_client(&self, connect_timeout: Duration) -> Result<OutboundClient, TlsError> {
+        self.http_client_via(connect_timeout, None)
+    }
+
+    /// Like [`TlsMaterial::http_client`], connecting to the addresses of `connect_to` (a host name or IP
+    /// address) instead of the URL's host when given; SNI and certificate verification keep the URL's
+    /// host (see [`outbound_client_via`]).
+    pub fn http_client_via(
+        &self,
+        connect_timeout: Duration,
+        connect_to: Option<&str>,
+    ) -> Result<OutboundClient, TlsError> {
         let mut cfg = (*self.client_config()?).clone();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        outbound_client(connect_timeout, Some(cfg))
+        outbound_client_via(connect_timeout, Some(cfg), connect_to)
     }
 }
 
@@ -249,6 +260,36 @@ pub fn install_crypto_provider() {
 /// [`outbound_client`]: redirects are never followed.
 pub fn plain_http_client(connect_timeout: Duration) -> Result<OutboundClient, TlsError> {
     outbound_client(connect_timeout, None)
+}
+
+/// [`plain_http_client`] connecting to the addresses of `connect_to` instead of the URL's host when
+/// given (see [`outbound_client_via`]).
+pub fn plain_http_client_via(
+    connect_timeout: Duration,
+    connect_to: Option<&str>,
+) -> Result<OutboundClient, TlsError> {
+    outbound_client_via(connect_timeout, None, connect_to)
+}
+
+/// The DNS resolver of a client with a `connectTo` host: whatever host a request names, the addresses
+/// of this one host (system resolver, port 0 so that the URL's port is used). Only the TCP destination
+/// changes: hyper-rustls still takes SNI and the verification name from the URL.
+#[derive(Debug)]
+struct ConnectTo(String);
+
+impl reqwest::dns::Resolve for ConnectTo {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = self.0.clone();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("connectTo {host}: no addresses").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// An outbound HTTP client of the gateway (peers, Mitz, the local XDS / DICOMweb backends, test
@@ -284,10 +325,23 @@ impl From<OutboundClient> for reqwest::Client {
 /// Also: a connect timeout (`connect_timeout`), HTTP/1.1 only, no proxies from the environment, idle
 /// connections closed after 60 s. `tls`: the rustls client configuration (mutual TLS); `None` for a
 /// client of plain `http://` endpoints. Errors: [`TlsError::Client`] when reqwest refuses the settings.
-#[allow(clippy::disallowed_methods)] // the one place that may build a reqwest client (clippy.toml)
 pub fn outbound_client(
     connect_timeout: Duration,
     tls: Option<ClientConfig>,
+) -> Result<OutboundClient, TlsError> {
+    outbound_client_via(connect_timeout, tls, None)
+}
+
+/// [`outbound_client`], and with `connect_to` (a host name or IP address) every connection goes to
+/// that host's addresses on the URL's port instead of the URL host's, while TLS sends the URL's host as
+/// SNI and verifies the server certificate against it (as `curl --connect-to`). A peer in the same
+/// cluster is thereby reached through its Service while its certificate names only its published host.
+/// An IP-literal URL is connected to as it is (no name to resolve).
+#[allow(clippy::disallowed_methods)] // the one place that may build a reqwest client (clippy.toml)
+pub fn outbound_client_via(
+    connect_timeout: Duration,
+    tls: Option<ClientConfig>,
+    connect_to: Option<&str>,
 ) -> Result<OutboundClient, TlsError> {
     // reqwest builds default TLS settings even for clients that never use TLS
     install_crypto_provider();
@@ -299,6 +353,9 @@ pub fn outbound_client(
         .pool_idle_timeout(Duration::from_secs(60));
     if let Some(cfg) = tls {
         b = b.tls_backend_preconfigured(cfg);
+    }
+    if let Some(host) = connect_to {
+        b = b.dns_resolver(Arc::new(ConnectTo(host.to_owned())));
     }
     b.build()
         .map(OutboundClient)

@@ -416,6 +416,14 @@ pub struct RemoteCommunity {
     pub retrieve_url: String,
     /// RAD-75 endpoint.
     pub imaging_retrieve_url: String,
+    /// Host to connect to instead of the endpoints' own host (a DNS name or an IP address, no port): the
+    /// connection goes to this host's addresses on the URL's port, while TLS still sends the URL's host
+    /// as SNI and verifies the peer's certificate against it (as `curl --connect-to`). This lets a peer in
+    /// the same cluster be reached through its Service (`duo-west.hospital-west.svc`) while its real UZI
+    /// or PKIoverheid certificate names only its published host (`duo.west.example`). Absent: connect to
+    /// the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_to: Option<String>,
     /// URA in the community gateway's own certificate, when it is a UZI server certificate. Used to
     /// recognise the community when it calls this gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -88,6 +88,28 @@ fn check_url(field: &str, url: &str, allow_http: bool) -> Result<(), ConfigError
     Ok(())
 }
 
+/// A `connectTo` host: a DNS name (letters, digits, `-`, `.`; at most 253 characters) or an IP address,
+/// without scheme, port, path or brackets, since only the addresses it resolves to are taken.
+fn check_connect_to(field: &str, host: &str) -> Result<(), ConfigError> {
+    let dns = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if dns || host.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{host:?} is not a host name or IP address (no scheme, port or path)"),
+        ))
+    }
+}
+
 fn check_oid(field: &str, v: &str) -> Result<(), ConfigError> {
     if Oid::is_valid(v) {
         Ok(())
@@ -325,6 +347,9 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         check_url(&f("retrieveUrl"), &rc.retrieve_url, http)?;
         check_url(&f("imagingRetrieveUrl"), &rc.imaging_retrieve_url, http)?;
         check_positive(&f("deadlineMs"), rc.deadline_ms)?;
+        if let Some(host) = &rc.connect_to {
+            check_connect_to(&f("connectTo"), host)?;
+        }
         let mut issuers = HashSet::new();
         for (j, t) in rc.trusted_issuers.iter().enumerate() {
             let g = |n: &str| format!("communities[{i}].trustedIssuers[{j}].{n}");

@@ -277,6 +277,7 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
         query_url: url(&node_run, tlb::paths::ITI38),
         retrieve_url: url(&node_run, tlb::paths::ITI39),
         imaging_retrieve_url: url(&node_run, tlb::paths::RAD75),
+        connect_to: None,
         certificate_ura: Some(remote.ura.clone()),
         trusted_issuers: Vec::new(),
         deadline_ms: 10_000,

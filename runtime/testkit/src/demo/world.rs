@@ -552,6 +552,7 @@ pub async fn build(opts: Options) -> Result<World, String> {
             query_url: format!("{}/xca/iti38", h.gateway_url()),
             retrieve_url: format!("{}/xca/iti39", h.gateway_url()),
             imaging_retrieve_url: format!("{}/xcai/rad75", h.gateway_url()),
+            connect_to: None,
             certificate_ura: Some(h.spec.ura.clone()),
             trusted_issuers: vec![TrustedIssuerConfig {
                 issuer: h.config.xua_issuer(),
