@@ -54,6 +54,11 @@ struct RunArgs {
     /// Most reconciliations in parallel.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Watch and act in these namespaces only (comma-separated, e.g. `hosp-a,hosp-b`); unset: every
+    /// namespace. The operator then needs its permissions in these namespaces only (the chart's
+    /// `watchNamespaces`: a Role per namespace instead of a ClusterRole).
+    #[arg(long, env = "DUO_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// Log format: `json` (one JSON object per line) or `text`.
     #[arg(long, env = "DUO_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
@@ -75,6 +80,7 @@ fn init_logs(format: &str) {
 }
 
 fn run(args: RunArgs) -> Result<(), String> {
+    let scope = duo_operator::scope::Scope::from_namespaces(&args.watch_namespaces)?;
     init_logs(&args.log_format);
     let identity = args
         .identity
@@ -87,6 +93,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         identity,
         lease_seconds: args.lease_seconds,
         concurrency: args.concurrency,
+        scope,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

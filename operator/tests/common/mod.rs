@@ -213,13 +213,22 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The operator watching every namespace.
     pub fn start(client: Client) -> Operator {
+        Operator::start_in(client, &[])
+    }
+
+    /// The operator watching `namespaces` only (`--watch-namespaces`); none: every namespace.
+    pub fn start_in(client: Client, namespaces: &[&str]) -> Operator {
         let metrics = Arc::new(Metrics::new());
+        let scope =
+            duo_operator::scope::Scope::from_namespaces(namespaces).expect("valid namespace names");
         let (ctx, writers) = duo_operator::run::context(
             client.clone(),
             metrics.clone(),
             "duo-gateway:test".into(),
             "test",
+            scope,
         );
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(duo_operator::run::run_controllers(
