@@ -198,6 +198,9 @@ wire_enum! {
         /// `CommunitiesSkipped=True`: a selected DuoCommunity's homeCommunityId is the gateway's own or
         /// another selected community's.
         DuplicateHomeCommunityId => "DuplicateHomeCommunityId",
+        /// `CommunitiesSkipped=True`: `spec.communities.namespaces` names a namespace outside the
+        /// operator's `--watch-namespaces`; its DuoCommunities cannot be seen.
+        NamespaceNotWatched => "NamespaceNotWatched",
 
         // --- events only --------------------------------------------------------------------------
         /// Warning event when `CommunitiesSkipped` turns `True` or its message changes (the condition's
@@ -268,6 +271,7 @@ mod tests {
                 "AllCommunitiesUsed",
                 "CommunityInvalid",
                 "DuplicateHomeCommunityId",
+                "NamespaceNotWatched",
                 "CommunitySkipped",
                 "Recovered",
             ]

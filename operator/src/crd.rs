@@ -639,7 +639,9 @@ pub struct KeyRef {
 pub struct CommunitySelection {
     /// Label selector over DuoCommunity resources; an empty selector selects all of them.
     pub selector: LabelSelector,
-    /// Namespaces to look in (default: the gateway's own namespace).
+    /// Namespaces to look in (default: the gateway's own namespace). When the operator watches some
+    /// namespaces only (`--watch-namespaces`), one outside them is reported in `CommunitiesSkipped`
+    /// (reason `NamespaceNotWatched`): its DuoCommunities cannot be seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub namespaces: Option<Vec<String>>,
@@ -714,7 +716,8 @@ pub struct DuoGatewayStatus {
     /// keep running), `CertificateExpiring` (30 days or less left) and `CertificateRevoked` (the
     /// certificate's CRL or OCSP responder says it is revoked; `Unknown` when that cannot be found out) and
     /// `CommunitiesSkipped` (selected DuoCommunities left out of the configuration: invalid, or with a
-    /// homeCommunityId that is the gateway's own or another selected community's; the message names each).
+    /// homeCommunityId that is the gateway's own or another selected community's, or in a namespace the
+    /// operator does not watch; the message names each).
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -13,6 +13,7 @@ pub mod crd;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
+pub mod scope;
 pub mod validate;
 
 /// Registry and organisation of the project's container images (`images/`, the charts' defaults).

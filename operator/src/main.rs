@@ -59,6 +59,11 @@ struct RunArgs {
     /// 0: no cap. A change of a gateway's own spec is never held back.
     #[arg(long, env = "DUO_MAX_CONCURRENT_ROLLOUTS", default_value_t = duo_operator::reconcile::DEFAULT_MAX_CONCURRENT_ROLLOUTS)]
     max_concurrent_rollouts: usize,
+    /// Watch and act in these namespaces only (comma-separated, e.g. `hosp-a,hosp-b`); unset: every
+    /// namespace. The operator then needs its permissions in these namespaces only (the chart's
+    /// `watchNamespaces`: a Role per namespace instead of a ClusterRole).
+    #[arg(long, env = "DUO_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// Log format: `json` (one JSON object per line) or `text`.
     #[arg(long, env = "DUO_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
@@ -80,6 +85,7 @@ fn init_logs(format: &str) {
 }
 
 fn run(args: RunArgs) -> Result<(), String> {
+    let scope = duo_operator::scope::Scope::from_namespaces(&args.watch_namespaces)?;
     init_logs(&args.log_format);
     let identity = args
         .identity
@@ -93,6 +99,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         lease_seconds: args.lease_seconds,
         concurrency: args.concurrency,
         max_concurrent_rollouts: args.max_concurrent_rollouts,
+        scope,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -86,6 +86,8 @@ pub struct Context {
     pub communities: Store<DuoCommunity>,
     /// Every MitzConnection the operator sees (reflector store).
     pub mitz: Store<MitzConnection>,
+    /// The namespaces the operator watches (`--watch-namespaces`); the stores hold only their objects.
+    pub scope: crate::scope::Scope,
     /// Per gateway (`namespace/name`): digest of the children last applied and when. An unchanged
     /// digest skips the server-side apply calls (most reconciliations are triggered by peers and change
     /// nothing); after [`APPLY_REFRESH`] the children are applied again anyway, which corrects drift.
@@ -450,10 +452,15 @@ async fn prepare(
         Err(p) => return Ok(Err(p)),
     };
     let authentic = authentic_published(c, &communities).await?;
-    let (config, skipped) = match build::resolve(gw, &communities, mitz.as_ref(), &authentic) {
+    let (config, mut skipped) = match build::resolve(gw, &communities, mitz.as_ref(), &authentic) {
         Ok(c) => c,
         Err(e) => return Ok(Err(problem(Reason::InvalidSpec, e.to_string()))),
     };
+    // selected namespaces the operator does not watch come first: the condition's reason names them
+    skipped.splice(
+        0..0,
+        crate::scope::unwatched_community_namespaces(gw, &ctx.scope),
+    );
     let revocation =
         own_revocation(gw, ctx, &config.revocation, &material[0].1, &material[2].1).await;
     let config_yaml = config.to_yaml();

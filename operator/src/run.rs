@@ -4,7 +4,12 @@
 //! Only the replica holding the Lease reconciles; the others wait. On SIGTERM / SIGINT the controllers
 //! finish the reconciliations in flight, the Lease is released, and the process exits 0.
 //!
-//! # Permissions the operator needs (the chart's ClusterRole / Role)
+//! Cluster-wide by default; with `--watch-namespaces a,b` ([`Settings::scope`]) every watch and every
+//! call is in those namespaces only (one watch per kind and namespace, merged as [`crate::scope`]
+//! describes), and the permissions below are needed in those namespaces only: the chart then makes them
+//! a Role + RoleBinding per namespace instead of a ClusterRole.
+//!
+//! # Permissions the operator needs (the chart's ClusterRole, or Role per watched namespace)
 //!
 //! | API group | Resources | Verbs | Why |
 //! |---|---|---|---|
@@ -12,14 +17,14 @@
 //! | `duo.beeldbeschikbaarheid.nl` | `duogateways/status`, `mitzconnections/status` | patch | server-side apply of status |
 //! | `duo.beeldbeschikbaarheid.nl` | `mitzconnections` | get, list, watch | reflector store, Mitz settings |
 //! | `duo.beeldbeschikbaarheid.nl` | `duocommunities` | get, list, watch, create, patch, delete | select peers; publish each gateway |
-//! | `""` | `secrets` | get, list, watch | TLS and Mitz certificates (list/watch metadata only, to re-reconcile on rotation) |
+//! | `""` | `secrets` | get, list, watch, create, patch, delete | TLS and Mitz certificates (list/watch metadata only, to re-reconcile on rotation); the operator-owned copies of the validated material |
 //! | `""` | `configmaps` | get, list, watch, create, patch, delete | trust bundles (read), rendered config (owned) |
 //! | `""` | `services`, `serviceaccounts` | get, create, patch, delete | children |
 //! | `apps` | `deployments` | get, list, watch, create, patch, delete | children; status feeds Ready |
 //! | `policy` | `poddisruptionbudgets` | get, create, patch, delete | child when replicas > 1 |
 //! | `networking.k8s.io` | `networkpolicies` | get, create, patch, delete | child |
 //! | `events.k8s.io` | `events` | create, patch | Warning events (certificate expiry, degraded) |
-//! | `coordination.k8s.io` | `leases` (operator namespace only) | get, create, patch, update | leader election |
+//! | `coordination.k8s.io` | `leases` (operator namespace only, a Role in both modes) | get, create, patch, update | leader election |
 //!
 //! Server-side apply of an object that does not exist yet needs `create` as well as `patch`.
 
@@ -36,7 +41,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Predicate;
-use kube::runtime::watcher::{self, watcher};
+use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -44,6 +49,7 @@ use tokio::sync::watch;
 use crate::crd::{DuoCommunity, DuoGateway, MitzConnection};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
+use crate::scope::Scope;
 
 /// Settings of `duo-operator run`.
 #[derive(Debug, Clone)]
@@ -64,6 +70,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Most gateways rolling out at once after the default gateway image changed (0: no cap).
     pub max_concurrent_rollouts: usize,
+    /// The namespaces to watch and act in (`--watch-namespaces`; default every namespace).
+    pub scope: Scope,
 }
 
 async fn shutdown_signal() {
@@ -144,7 +152,8 @@ async fn serve_ops(
     Ok(())
 }
 
-/// Runs the DuoGateway and MitzConnection controllers until `stop` turns true.
+/// Runs the DuoGateway and MitzConnection controllers until `stop` turns true, watching the
+/// namespaces of [`Context::scope`].
 pub async fn run_controllers(
     client: Client,
     ctx: Arc<Context>,
@@ -156,11 +165,11 @@ pub async fn run_controllers(
         community_writer,
         mitz_writer,
     } = writers;
-    let gateways: Api<DuoGateway> = Api::all(client.clone());
+    let scope = ctx.scope.clone();
     let (gw_store, gw_writer) = reflector::store::<DuoGateway>();
     // status writes change neither generation, annotations (pause) nor finalizers: filtered out here
-    let gw_stream = watcher(gateways, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let gw_stream = scope
+        .watch::<DuoGateway>(&client, watcher::Config::default().any_semantic())
         .reflect(gw_writer)
         .applied_objects()
         .predicate_filter(
@@ -169,39 +178,31 @@ pub async fn run_controllers(
                 .combine(predicates::finalizers),
             Default::default(),
         );
-    let community_stream = watcher(
-        Api::<DuoCommunity>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .reflect(community_writer)
-    // no predicate filter: a deletion keeps the generation and must still reach the selecting gateways
-    .touched_objects();
-    let mitz_stream = watcher(
-        Api::<MitzConnection>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .reflect(mitz_writer)
-    // unfiltered for the same reason; a MitzConnection status write only re-runs a no-op reconcile
-    .touched_objects();
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(predicates::resource_version, Default::default());
-    let config_maps = watcher(
-        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        // the operator's own rendered ConfigMaps never hold a trust bundle
-        watcher::Config::default()
-            .labels("app.kubernetes.io/managed-by!=duo-operator")
-            .any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(predicates::resource_version, Default::default());
+    let community_stream = scope
+        .watch::<DuoCommunity>(&client, watcher::Config::default().any_semantic())
+        .reflect(community_writer)
+        // no predicate filter: a deletion keeps the generation and must still reach the selecting gateways
+        .touched_objects();
+    let mitz_stream = scope
+        .watch::<MitzConnection>(&client, watcher::Config::default().any_semantic())
+        .reflect(mitz_writer)
+        // unfiltered for the same reason; a MitzConnection status write only re-runs a no-op reconcile
+        .touched_objects();
+    let secrets = scope
+        .watch_touched::<PartialObjectMeta<Secret>>(
+            &client,
+            watcher::Config::default().any_semantic(),
+        )
+        .predicate_filter(predicates::resource_version, Default::default());
+    let config_maps = scope
+        .watch_touched::<PartialObjectMeta<ConfigMap>>(
+            &client,
+            // the operator's own rendered ConfigMaps never hold a trust bundle
+            watcher::Config::default()
+                .labels("app.kubernetes.io/managed-by!=duo-operator")
+                .any_semantic(),
+        )
+        .predicate_filter(predicates::resource_version, Default::default());
 
     let (s1, s2, s3, s4) = (
         gw_store.clone(),
@@ -215,11 +216,13 @@ pub async fn run_controllers(
         .debounce(Duration::from_millis(300));
     let gateway_controller = Controller::for_stream(gw_stream, gw_store)
         .with_config(config.clone())
-        .owns(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default()
-                .labels("app.kubernetes.io/managed-by=duo-operator")
-                .any_semantic(),
+        .owns_stream(
+            scope.watch_touched::<PartialObjectMeta<Deployment>>(
+                &client,
+                watcher::Config::default()
+                    .labels("app.kubernetes.io/managed-by=duo-operator")
+                    .any_semantic(),
+            ),
         )
         .watches_stream(community_stream, move |c: DuoCommunity| {
             reconcile::gateways_selecting(&s1.state(), &c)
@@ -286,16 +289,20 @@ pub async fn run_controllers(
                 tracing::debug!(error = %e, "DuoGateway controller");
             }
         });
-    let mitz_secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(predicates::resource_version, Default::default());
-    let mitz_controller = Controller::new(
-        Api::<MitzConnection>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+    let mitz_secrets = scope
+        .watch_touched::<PartialObjectMeta<Secret>>(
+            &client,
+            watcher::Config::default().any_semantic(),
+        )
+        .predicate_filter(predicates::resource_version, Default::default());
+    // the controller's own store of MitzConnections (as Controller::new keeps one), fed per scope
+    let (mitz_own_store, mitz_own_writer) = reflector::store::<MitzConnection>();
+    let mitz_controller = Controller::for_stream(
+        scope
+            .watch::<MitzConnection>(&client, watcher::Config::default().any_semantic())
+            .reflect(mitz_own_writer)
+            .applied_objects(),
+        mitz_own_store,
     )
     .with_config(config)
     .watches_stream(mitz_secrets, {
@@ -336,12 +343,14 @@ pub struct Writers {
     pub mitz_writer: reflector::store::Writer<MitzConnection>,
 }
 
-/// A context and the writers that fill its stores.
+/// A context and the writers that fill its stores; [`run_controllers`] fills them from the namespaces
+/// of `scope`.
 pub fn context(
     client: Client,
     metrics: Arc<Metrics>,
     gateway_image: String,
     identity: &str,
+    scope: Scope,
 ) -> (Arc<Context>, Writers) {
     let (communities, community_writer) = reflector::store::<DuoCommunity>();
     let (mitz, mitz_writer) = reflector::store::<MitzConnection>();
@@ -359,6 +368,7 @@ pub fn context(
         gateway_image,
         communities,
         mitz,
+        scope,
         applied: Default::default(),
         revocation: Default::default(),
         rollout_cap: reconcile::DEFAULT_MAX_CONCURRENT_ROLLOUTS.into(),
@@ -451,7 +461,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "waiting for leadership");
+    tracing::info!(identity = %settings.identity, lease = %settings.lease_name, scope = %settings.scope, "waiting for leadership");
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -464,6 +474,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             metrics.clone(),
             settings.gateway_image.clone(),
             &settings.identity,
+            settings.scope.clone(),
         );
         ctx.rollout_cap
             .store(settings.max_concurrent_rollouts, Ordering::Relaxed);

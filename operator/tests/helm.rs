@@ -391,7 +391,7 @@ fn charts_lint_and_template_with_default_and_example_values() {
     // --- operator chart, default values
     let objs = helm.template(&["duo-operator", "charts/duo-operator", "-n", "duo-system"]);
     let expected: BTreeMap<String, usize> = [
-        ("ClusterRole", 1),
+        ("ClusterRole", 3),
         ("ClusterRoleBinding", 1),
         ("CustomResourceDefinition", 3),
         ("Deployment", 1),

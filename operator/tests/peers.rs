@@ -584,14 +584,14 @@ async fn a_new_gateway_image_rolls_at_most_two_gateways_at_once() {
             .expect("Deployment status");
         }
     };
-    let first = Operator::start_with(client.clone(), "duo-gateway:1", Some(2));
+    let first = Operator::start_with(client.clone(), "duo-gateway:1", Some(2), &[]);
     for name in &names {
         wait_applied(&gws, name, 0).await;
         complete(format!("duo-{name}")).await;
     }
     first.stop().await;
     // the upgrade: a new operator with a new default image
-    let _second = Operator::start_with(client.clone(), "duo-gateway:2", Some(2));
+    let _second = Operator::start_with(client.clone(), "duo-gateway:2", Some(2), &[]);
     let mut rolled: Vec<String> = Vec::new();
     for round in 1..=3 {
         let want = (round * 2).min(5);

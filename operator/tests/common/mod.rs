@@ -213,19 +213,33 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The operator watching every namespace.
     pub fn start(client: Client) -> Operator {
-        Operator::start_with(client, "duo-gateway:test", None)
+        Operator::start_with(client, "duo-gateway:test", None, &[])
+    }
+
+    /// The operator watching `namespaces` only (`--watch-namespaces`); none: every namespace.
+    pub fn start_in(client: Client, namespaces: &[&str]) -> Operator {
+        Operator::start_with(client, "duo-gateway:test", None, namespaces)
     }
 
     /// An operator whose default gateway image is `image`, with `--max-concurrent-rollouts`
-    /// `rollout_cap` (default when `None`).
-    pub fn start_with(client: Client, image: &str, rollout_cap: Option<usize>) -> Operator {
+    /// `rollout_cap` (default when `None`), watching `namespaces` (none: every namespace).
+    pub fn start_with(
+        client: Client,
+        image: &str,
+        rollout_cap: Option<usize>,
+        namespaces: &[&str],
+    ) -> Operator {
         let metrics = Arc::new(Metrics::new());
+        let scope =
+            duo_operator::scope::Scope::from_namespaces(namespaces).expect("valid namespace names");
         let (ctx, writers) = duo_operator::run::context(
             client.clone(),
             metrics.clone(),
             image.into(),
             "test",
+            scope,
         );
         if let Some(cap) = rollout_cap {
             ctx.rollout_cap
