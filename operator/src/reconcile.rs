@@ -298,6 +298,9 @@ async fn prepare(
             "spec.connection: set exactly one of xds or tlb",
         )));
     }
+    if let Err(e) = build::check_workload(gw) {
+        return Ok(Err(problem(Reason::InvalidSpec, e.to_string())));
+    }
     let what = format!("spec.tls.secretName ({})", s.tls.secret_name);
     let (cert, key) = try_problem!(tls_pair(c, &ns, &s.tls.secret_name, &what).await);
     let certificate = match validate::check_certificate(&cert, &key, Some(&s.organization.ura), now)
@@ -1478,6 +1481,8 @@ mod tests {
                 replicas: 2,
                 resources: None,
                 image: None,
+                workload: Default::default(),
+                service: Default::default(),
                 allow_plain_http: false,
                 xua: Default::default(),
                 tls_policy: Default::default(),
