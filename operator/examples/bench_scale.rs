@@ -88,6 +88,8 @@ fn gateway(i: usize) -> DuoGateway {
             replicas: 2,
             resources: None,
             image: None,
+            workload: Default::default(),
+            service: Default::default(),
             allow_plain_http: false,
             xua: Default::default(),
             tls_policy: Default::default(),

@@ -15,10 +15,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, HTTPGetAction, KeyToPath, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint,
+    Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::networking::v1::{
@@ -35,7 +36,8 @@ use crate::condition::Reason;
 use crate::crd::{
     CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust, ConsentMode,
     DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL,
-    RevocationFallback, TlsMinVersion,
+    RESERVED_ANNOTATION_PREFIX, RESERVED_POD_LABELS, RevocationFallback, ServiceType,
+    TlsMinVersion,
 };
 
 /// Container port of every SOAP and API route (HTTPS, mutual TLS).
@@ -217,6 +219,53 @@ fn meta(gw: &DuoGateway, name: String, owner: &OwnerReference) -> ObjectMeta {
         owner_references: Some(vec![owner.clone()]),
         ..ObjectMeta::default()
     }
+}
+
+/// Refuses the workload and Service settings that would take over what the operator owns or that the
+/// API server refuses on the Service (the CRD's CEL rules say the same at admission; this holds for a
+/// spec that got past them, e.g. under an older CRD): `spec.workload.podLabels` setting one of
+/// [`RESERVED_POD_LABELS`] (they select the pods), `spec.workload.podAnnotations` with
+/// [`RESERVED_ANNOTATION_PREFIX`], `spec.service.externalTrafficPolicy` on a `ClusterIP` Service and
+/// `spec.service.loadBalancerSourceRanges` without `LoadBalancer`.
+pub fn check_workload(gw: &DuoGateway) -> Result<(), BuildError> {
+    let w = &gw.spec.workload;
+    let taken: Vec<&str> = RESERVED_POD_LABELS
+        .into_iter()
+        .filter(|k| w.pod_labels.contains_key(*k))
+        .collect();
+    if !taken.is_empty() {
+        return Err(bad(
+            "spec.workload.podLabels",
+            format!(
+                "may not set {}: the operator sets them, and app.kubernetes.io/name and instance select the gateway's pods",
+                taken.join(", ")
+            ),
+        ));
+    }
+    if let Some(k) = w
+        .pod_annotations
+        .keys()
+        .find(|k| k.starts_with(RESERVED_ANNOTATION_PREFIX))
+    {
+        return Err(bad(
+            "spec.workload.podAnnotations",
+            format!("may not set {k:?}: the prefix {RESERVED_ANNOTATION_PREFIX} is the operator's"),
+        ));
+    }
+    let s = &gw.spec.service;
+    if s.external_traffic_policy.is_some() && s.type_ == ServiceType::ClusterIP {
+        return Err(bad(
+            "spec.service.externalTrafficPolicy",
+            "may only be set when spec.service.type is NodePort or LoadBalancer",
+        ));
+    }
+    if !s.load_balancer_source_ranges.is_empty() && s.type_ != ServiceType::LoadBalancer {
+        return Err(bad(
+            "spec.service.loadBalancerSourceRanges",
+            "may only be set when spec.service.type is LoadBalancer",
+        ));
+    }
+    Ok(())
 }
 
 /// A selected DuoCommunity that was left out of a gateway's configuration, and why.
@@ -991,8 +1040,11 @@ fn gateway_container(gw: &DuoGateway, image: &str, mounts: Vec<VolumeMount>) -> 
 }
 
 /// The pod spec: the one `container`, the gateway's ServiceAccount without a token (the gateway never
-/// talks to the API server), no service links, the pod security context and `volumes`.
+/// talks to the API server), no service links, the pod security context and `volumes`; and the
+/// placement of `spec.workload` (image pull Secrets, node selector, tolerations, [`affinity`],
+/// [`topology_spread_constraints`], priority class), each left out when not given.
 fn pod_spec(gw: &DuoGateway, container: Container, volumes: Vec<Volume>) -> PodSpec {
+    let w = &gw.spec.workload;
     PodSpec {
         containers: vec![container],
         service_account_name: Some(child_name(gw)),
@@ -1000,12 +1052,64 @@ fn pod_spec(gw: &DuoGateway, container: Container, volumes: Vec<Volume>) -> PodS
         enable_service_links: Some(false),
         security_context: Some(pod_security_context()),
         volumes: Some(volumes),
+        image_pull_secrets: non_empty(&w.image_pull_secrets),
+        node_selector: (!w.node_selector.is_empty()).then(|| w.node_selector.clone()),
+        tolerations: non_empty(&w.tolerations),
+        affinity: affinity(gw),
+        topology_spread_constraints: non_empty(&topology_spread_constraints(gw)),
+        priority_class_name: w.priority_class_name.clone(),
         ..PodSpec::default()
     }
 }
 
-/// The pod template: the child labels (which include the selector labels), the [`CHECKSUM_ANNOTATION`]
-/// with `checksum` (a change rolls the pods), and the gateway container with its volumes.
+fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+/// `spec.workload.affinity` as given; when it has no `podAntiAffinity` and more than one replica
+/// runs, plus a *preferred* (weight 100) anti-affinity over `kubernetes.io/hostname` for the pods with
+/// the gateway's [`selector_labels`]: the scheduler puts replicas on different nodes where it can, and
+/// still runs them all on a single-node cluster (a required rule would leave them Pending). `None`
+/// when nothing is left.
+fn affinity(gw: &DuoGateway) -> Option<Affinity> {
+    let mut a = gw.spec.workload.affinity.clone().unwrap_or_default();
+    if a.pod_anti_affinity.is_none() && gw.spec.replicas > 1 {
+        a.pod_anti_affinity = Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(gw)),
+                            match_expressions: None,
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            required_during_scheduling_ignored_during_execution: None,
+        });
+    }
+    (a != Affinity::default()).then_some(a)
+}
+
+/// `spec.workload.topologySpreadConstraints`, a constraint without `labelSelector` given the gateway's
+/// [`selector_labels`] (without one it would count no pods and spread nothing).
+fn topology_spread_constraints(gw: &DuoGateway) -> Vec<TopologySpreadConstraint> {
+    let mut v = gw.spec.workload.topology_spread_constraints.clone();
+    for c in &mut v {
+        c.label_selector.get_or_insert_with(|| LabelSelector {
+            match_labels: Some(selector_labels(gw)),
+            match_expressions: None,
+        });
+    }
+    v
+}
+
+/// The pod template: `spec.workload.podLabels` and the child labels (which include the selector
+/// labels), `spec.workload.podAnnotations` and the [`CHECKSUM_ANNOTATION`] with `checksum` (a change
+/// rolls the pods), and the gateway container with its volumes.
 fn pod_template(
     gw: &DuoGateway,
     mitz: Option<&MitzConnection>,
@@ -1013,15 +1117,17 @@ fn pod_template(
     checksum: &str,
 ) -> PodTemplateSpec {
     let (volumes, mounts) = volumes_and_mounts(gw, mitz);
-    let mut template_labels = labels(gw);
+    // the user's pod labels and annotations first: the operator's own always win (check_workload
+    // refuses a spec that tries, this keeps the selector even if such a spec got through)
+    let mut template_labels = gw.spec.workload.pod_labels.clone();
+    template_labels.extend(labels(gw));
     template_labels.extend(selector_labels(gw));
+    let mut annotations = gw.spec.workload.pod_annotations.clone();
+    annotations.insert(CHECKSUM_ANNOTATION.to_owned(), checksum.to_owned());
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(template_labels),
-            annotations: Some(BTreeMap::from([(
-                CHECKSUM_ANNOTATION.to_owned(),
-                checksum.to_owned(),
-            )])),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         }),
         spec: Some(pod_spec(gw, gateway_container(gw, image, mounts), volumes)),
@@ -1085,8 +1191,13 @@ pub fn container_image(d: &Deployment) -> Option<String> {
 /// The Service: `https` 8443 (peers and local consumers), `ops` 8080 (metrics scraping), and `published`
 /// on the port of `spec.publish.address` when that is neither of them (443 for an address without a
 /// port), to the same `https` container port: a peer in the cluster connects to this Service on the
-/// published URL's port (`endpoints.connectTo`).
+/// published URL's port (`endpoints.connectTo`). The type, annotations, `loadBalancerSourceRanges` (only
+/// for `LoadBalancer`) and `externalTrafficPolicy` (only for `NodePort` and `LoadBalancer`: the API
+/// server refuses both elsewhere) of `spec.service`.
 pub fn service(gw: &DuoGateway, owner: &OwnerReference) -> Service {
+    let s = &gw.spec.service;
+    let external = s.type_ != ServiceType::ClusterIP;
+    let load_balancer = s.type_ == ServiceType::LoadBalancer;
     let port = |name: &str, number: i32, target: &str| ServicePort {
         name: Some(name.into()),
         port: number,
@@ -1104,11 +1215,20 @@ pub fn service(gw: &DuoGateway, owner: &OwnerReference) -> Service {
         ports.push(port("published", i32::from(p), "https"));
     }
     Service {
-        metadata: meta(gw, child_name(gw), owner),
+        metadata: ObjectMeta {
+            annotations: (!s.annotations.is_empty()).then(|| s.annotations.clone()),
+            ..meta(gw, child_name(gw), owner)
+        },
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(gw)),
             ports: Some(ports),
-            type_: Some("ClusterIP".into()),
+            type_: Some(s.type_.as_str().into()),
+            external_traffic_policy: s
+                .external_traffic_policy
+                .filter(|_| external)
+                .map(|p| p.as_str().into()),
+            load_balancer_source_ranges: non_empty(&s.load_balancer_source_ranges)
+                .filter(|_| load_balancer),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -1312,6 +1432,9 @@ pub fn xua_issuer(gw: &DuoGateway) -> String {
 }
 
 #[cfg(test)]
+mod workload_tests;
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::crd::*;
@@ -1366,6 +1489,8 @@ pub(crate) mod tests {
                 replicas: 2,
                 resources: None,
                 image: None,
+                workload: Default::default(),
+                service: Default::default(),
                 allow_plain_http: false,
                 xua: Default::default(),
                 tls_policy: Default::default(),

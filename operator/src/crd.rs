@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -203,6 +205,15 @@ pub struct DuoGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
+    /// Where and how the gateway pods run: image pull Secrets, node selection, tolerations, affinity,
+    /// topology spread, priority, and extra pod labels and annotations. Everything is optional; by
+    /// default the pods only get a preferred anti-affinity over nodes when more than one replica runs.
+    #[serde(default)]
+    pub workload: Workload,
+    /// The gateway's Service (`duo-<name>`): its type (default `ClusterIP`), annotations (e.g. for a
+    /// cloud load balancer), the source ranges a load balancer admits and its external traffic policy.
+    #[serde(default)]
+    pub service: GatewayService,
     /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false.
     #[serde(default)]
     pub allow_plain_http: bool,
@@ -217,6 +228,209 @@ pub struct DuoGatewaySpec {
     /// ITI-40 XUA assertions: who signs the ones this gateway issues, what it accepts from peers.
     #[serde(default)]
     pub xua: GatewayXua,
+}
+
+/// Label keys the operator sets on the gateway's pods (the first two select them for the Deployment,
+/// Service, PodDisruptionBudget and NetworkPolicy): `spec.workload.podLabels` may not set them.
+pub const RESERVED_POD_LABELS: [&str; 4] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+];
+/// Prefix of the annotations the operator sets on the pod template (the configuration checksum that
+/// rolls the pods): `spec.workload.podAnnotations` may not use it.
+pub const RESERVED_ANNOTATION_PREFIX: &str = "duo.beeldbeschikbaarheid.nl/";
+
+fn pod_labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations": [
+            {"rule": "!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/instance' in self) && !('app.kubernetes.io/managed-by' in self) && !('app.kubernetes.io/part-of' in self)",
+             "message": "podLabels may not set app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/managed-by or app.kubernetes.io/part-of: the operator sets them, and the first two select the gateway's pods"}
+        ]
+    })
+}
+
+fn pod_annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 4096},
+        "x-kubernetes-validations": [
+            {"rule": "self.all(k, !k.startsWith('duo.beeldbeschikbaarheid.nl/'))",
+             "message": "podAnnotations may not use the prefix duo.beeldbeschikbaarheid.nl/: the operator's own annotations (the configuration checksum) use it"}
+        ]
+    })
+}
+
+fn node_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {"type": "string", "maxLength": 63}
+    })
+}
+
+fn service_annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 4096}
+    })
+}
+
+fn source_ranges_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 128,
+        "items": {"type": "string", "maxLength": 64}
+    })
+}
+
+fn opt_priority_class_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 253,
+        "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    })
+}
+
+/// Where and how the gateway's pods run (`spec.workload`). Each field is copied into the Deployment's
+/// pod template under the same Kubernetes name; the API server checks the embedded Kubernetes types
+/// when the operator applies the Deployment (a value it refuses is reported as `ApplyFailed`, and
+/// nothing is changed).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// Secrets (type `kubernetes.io/dockerconfigjson`, in the gateway's namespace) with the credentials
+    /// for a private registry holding the gateway image: the pod's `imagePullSecrets`, e.g.
+    /// `[{name: regcred}]`. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Node labels a node must carry to run the gateway (the pod's `nodeSelector`), e.g.
+    /// `{kubernetes.io/os: linux, node-role.example/dmz: "true"}`. At most 32 entries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "node_selector_schema")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the gateway pods tolerate (the pod's `tolerations`), e.g. `[{key: dedicated, operator:
+    /// Equal, value: duo, effect: NoSchedule}]`. At most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// Node affinity, pod affinity and pod anti-affinity (the pod's `affinity`), used as given. Without
+    /// a `podAntiAffinity` and with more than one replica, the operator adds a preferred (weight 100)
+    /// anti-affinity over `kubernetes.io/hostname` for the gateway's own pods, so that one node's loss
+    /// does not take every replica; preferred, so a single-node cluster still runs them all. Give
+    /// `podAntiAffinity: {}` to have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How the pods spread over zones or nodes (the pod's `topologySpreadConstraints`), e.g.
+    /// `[{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}]`.
+    /// A constraint without `labelSelector` gets the gateway's pod selector labels. At most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Extra annotations on the gateway pods (e.g. for a service mesh or a log collector). At most 64,
+    /// values up to 4096 characters; the prefix `duo.beeldbeschikbaarheid.nl/` is the operator's and
+    /// refused. A change rolls the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pod_annotations_schema")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Extra labels on the gateway pods. At most 64, values up to 63 characters (Kubernetes label
+    /// syntax). The operator's own labels (`app.kubernetes.io/name`, `instance`, `managed-by`,
+    /// `part-of`) are refused: the first two select the pods. A change rolls the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pod_labels_schema")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Name of a PriorityClass for the gateway pods (the pod's `priorityClassName`), so that they are
+    /// not the first evicted under pressure. Default: none (the cluster's default priority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opt_priority_class_schema")]
+    pub priority_class_name: Option<String>,
+}
+
+/// The gateway's Service (`spec.service`). Peers must reach the gateway's port 8443 with mutual TLS end
+/// to end: expose it with `LoadBalancer` (or `NodePort`), or with an Ingress / Gateway API route in TLS
+/// passthrough, never one that terminates TLS.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = kube::core::Rule::new("!has(self.externalTrafficPolicy) || (has(self.type) && self.type != 'ClusterIP')").message("service.externalTrafficPolicy may only be set when service.type is NodePort or LoadBalancer (the API server refuses it on a ClusterIP Service)"),
+    validation = kube::core::Rule::new("!has(self.loadBalancerSourceRanges) || size(self.loadBalancerSourceRanges) == 0 || (has(self.type) && self.type == 'LoadBalancer')").message("service.loadBalancerSourceRanges may only be set when service.type is LoadBalancer"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayService {
+    /// `ClusterIP` (default: reachable inside the cluster only), `NodePort` (also on a port of every
+    /// node) or `LoadBalancer` (also through the cloud's or MetalLB's load balancer, for peers outside
+    /// the cluster).
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations on the Service, e.g. for a cloud load balancer
+    /// (`service.beta.kubernetes.io/azure-load-balancer-internal: "true"`). At most 64, values up to
+    /// 4096 characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "service_annotations_schema")]
+    pub annotations: BTreeMap<String, String>,
+    /// CIDRs the load balancer admits (the Service's `loadBalancerSourceRanges`), e.g. the peers'
+    /// egress ranges `["192.0.2.0/24", "2001:db8::/48"]`; only with `type: LoadBalancer`, and only
+    /// where the load balancer implements it. At most 128. Default: every source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "source_ranges_schema")]
+    pub load_balancer_source_ranges: Vec<String>,
+    /// `Cluster` (Kubernetes' default: any node forwards, the client address is lost) or `Local`
+    /// (only nodes running a gateway pod receive traffic and the client address is kept, for
+    /// `loadBalancerSourceRanges` and audit); only with `type` `NodePort` or `LoadBalancer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<ExternalTrafficPolicy>,
+}
+
+/// The Service's `type`: `ClusterIP` (default), `NodePort` or `LoadBalancer` (see [`GatewayService`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ServiceType {
+    /// A cluster-internal virtual IP.
+    #[default]
+    ClusterIP,
+    /// The cluster IP and a port on every node.
+    NodePort,
+    /// The node port and an external load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Service's `spec.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// How traffic from outside the cluster reaches the gateway pods (the Service's
+/// `externalTrafficPolicy`): `Cluster` (Kubernetes' default: any node forwards, the client address is
+/// lost) or `Local` (only nodes running a gateway pod receive traffic and the client address is kept,
+/// for `loadBalancerSourceRanges` and audit). Only with `type` `NodePort` or `LoadBalancer`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ExternalTrafficPolicy {
+    /// Any node forwards to any pod.
+    Cluster,
+    /// Only nodes with a gateway pod; the client's address is kept.
+    Local,
+}
+
+impl ExternalTrafficPolicy {
+    /// The Service's `spec.externalTrafficPolicy` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalTrafficPolicy::Cluster => "Cluster",
+            ExternalTrafficPolicy::Local => "Local",
+        }
+    }
 }
 
 /// XUA assertion signing and verification (README "Trust model").

@@ -340,6 +340,9 @@ async fn prepare(
         build::published_address(gw).map_err(|e| problem(Reason::InvalidSpec, e.to_string())),
         &mut problems,
     );
+    if let Err(e) = build::check_workload(gw) {
+        problems.push(problem(Reason::InvalidSpec, e.to_string()));
+    }
     let what = format!("spec.tls.secretName ({})", s.tls.secret_name);
     let tls = found(tls_pair(c, &ns, &s.tls.secret_name, &what).await?, &mut problems);
     let certificate = tls.as_ref().and_then(|(cert, key)| {
@@ -1720,6 +1723,8 @@ mod tests {
                 replicas: 2,
                 resources: None,
                 image: None,
+                workload: Default::default(),
+                service: Default::default(),
                 allow_plain_http: false,
                 xua: Default::default(),
                 tls_policy: Default::default(),
