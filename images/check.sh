@@ -28,7 +28,7 @@ ok = any(p["name"] == pkg and any(t["name"] == bin and "bin" in t["kind"] for t 
          for p in m["packages"] if p["id"] in m["workspace_members"])
 sys.exit(0 if ok else 1)
 '
-ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
+ctx=$(mktemp -d); trap 'rm -rf "$ctx" "$ctx.err"' EXIT
 for df in images/*/Dockerfile; do
   ignore="$df.dockerignore"
   [[ -f "$ignore" ]] || fail "$ignore missing"
@@ -45,8 +45,10 @@ for df in images/*/Dockerfile; do
   # build happened to cache them. --locked on both: a lockfile that does not match the manifests fails.
   fetched=$(cd "$ctx" && cargo fetch --locked 2>&1) \
     || fail "the build context of $df does not fetch with the committed Cargo.lock: $fetched"
-  meta=$(cd "$ctx" && cargo metadata --locked --offline --format-version 1 2>&1) \
-    || fail "the build context of $df does not resolve: $meta"
+  # stdout only: cargo's notes on stderr (e.g. "Blocking waiting for file lock" while another cargo
+  # runs) are not part of the JSON
+  meta=$(cd "$ctx" && cargo metadata --locked --offline --format-version 1 2>"$ctx.err") \
+    || fail "the build context of $df does not resolve: $(cat "$ctx.err")"
   read -r pkg bin < <(sed -n 's/.*cargo build .* -p \([a-z-]*\) --bin \([a-z-]*\).*/\1 \2/p' "$df")
   [[ -n "${pkg:-}" && -n "${bin:-}" ]] || fail "$df: no 'cargo build ... -p PKG --bin BIN' line"
   python3 -c "$check_bin" "$pkg" "$bin" <<<"$meta" || fail "$df builds $pkg/$bin, which the workspace does not have"
