@@ -11,17 +11,17 @@ use duo_core::config::{
 };
 use duo_core::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
 use duo_core::pki::{DistinguishedName, SpkiSha256};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, HTTPGetAction, KeyToPath, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint,
-    Volume, VolumeMount, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
-use k8s_openapi::ByteString;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPort,
     NetworkPolicySpec,
@@ -131,10 +131,7 @@ pub mod material {
 /// else the Service's name `duo-<name>.<namespace>.svc` on [`HTTPS_PORT`]. Errors name the field.
 pub fn published_address(gw: &DuoGateway) -> Result<(String, u16), BuildError> {
     match &gw.spec.publish.address {
-        None => Ok((
-            service_host(gw),
-            u16::try_from(HTTPS_PORT).unwrap_or(8443),
-        )),
+        None => Ok((service_host(gw), u16::try_from(HTTPS_PORT).unwrap_or(8443))),
         Some(a) => {
             let field = "spec.publish.address";
             let (host, port) = match a.rsplit_once(':') {
@@ -160,6 +157,24 @@ pub fn published_address(gw: &DuoGateway) -> Result<(String, u16), BuildError> {
                 return Err(bad(
                     field,
                     format!("{a:?}: must be a host name, optionally with :port"),
+                ));
+            }
+            // an IPv4 address looks like a host name; certificates name hosts (peers verify an IP
+            // address against iPAddress entries, which the operator does not check)
+            if host
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad(
+                    field,
+                    format!("{a:?}: must be a host name, not an IP address"),
+                ));
+            }
+            if i32::from(port) == OPS_PORT {
+                return Err(bad(
+                    field,
+                    format!("{a:?}: port {OPS_PORT} is the gateway's plain-HTTP ops port"),
                 ));
             }
             Ok((host.to_ascii_lowercase(), port))
@@ -392,6 +407,32 @@ pub fn resolve(
             }),
         }
     }
+    // a homeCommunityId in a URA's OID arc belongs to that organisation: only a community whose
+    // certificate URA is that URA may claim it (a copy with another certificate never competes)
+    parsed.retain(|(c, r)| {
+        let hcid = r.home_community_id.to_string();
+        let Some(arc) = ura_of_arc(&hcid) else {
+            return true;
+        };
+        let ok = r
+            .certificate_ura
+            .as_ref()
+            .is_some_and(|u| same_ura(arc, u.as_str()));
+        if !ok {
+            skipped.push(SkippedCommunity {
+                community: community_id(c),
+                reason: Reason::CommunityInvalid,
+                message: format!(
+                    "DuoCommunity {}: spec.homeCommunityId {hcid} is in the OID arc of URA {arc} (2.16.528.1.1007.3.3.<URA>), but spec.trust.certificateUra is {}",
+                    community_id(c),
+                    r.certificate_ura
+                        .as_ref()
+                        .map_or("not set", |u| u.as_str())
+                ),
+            });
+        }
+        ok
+    });
     // per homeCommunityId, the community that wins it
     let own_ns = gw.namespace().unwrap_or_default();
     let mut winner: BTreeMap<String, (&DuoCommunity, Precedence)> = BTreeMap::new();
@@ -428,7 +469,7 @@ pub fn resolve(
                     community_id(c),
                     r.home_community_id,
                     community_id(w),
-                    wp.why()
+                    wp.why_over(&precedence(c, &own_ns, authentic))
                 ),
             });
             continue;
@@ -466,7 +507,10 @@ pub fn claims_published(c: &DuoCommunity) -> Option<(String, String)> {
     c.owner_references()
         .iter()
         .find(|o| {
-            o.kind == "DuoGateway" && o.controller == Some(true) && &o.name == by && c.name_any() == *by
+            o.kind == "DuoGateway"
+                && o.controller == Some(true)
+                && &o.name == by
+                && c.name_any() == *by
         })
         .map(|o| (o.name.clone(), o.uid.clone()))
 }
@@ -485,14 +529,35 @@ pub struct Precedence {
 }
 
 impl Precedence {
-    /// Why this one wins, for the status message.
-    fn why(&self) -> &'static str {
-        match (self.not_published, self.other_namespace) {
-            (false, _) => "published by the operator for its DuoGateway",
-            (true, false) => "in this gateway's namespace",
-            (true, true) => "created earlier",
+    /// What decided between this one (the winner) and `loser`, for the status message.
+    fn why_over(&self, loser: &Precedence) -> &'static str {
+        if self.not_published != loser.not_published {
+            "published by the operator for its DuoGateway"
+        } else if self.other_namespace != loser.other_namespace {
+            "in this gateway's namespace"
+        } else if self.created != loser.created {
+            "created earlier"
+        } else {
+            "first by namespace/name"
         }
     }
+}
+
+/// The URA root of the UZI register (DOMAIN.md: URA `2.16.528.1.1007.3.3`, 8 digits), as a
+/// homeCommunityId prefix.
+const URA_ARC: &str = "urn:oid:2.16.528.1.1007.3.3.";
+
+/// The URA whose OID arc `hcid` lies in (`urn:oid:2.16.528.1.1007.3.3.<URA>[...]`), without leading
+/// zeros (an OID arc has none); `None` for any other homeCommunityId. Only that organisation allocates
+/// identifiers under its arc, so a community claiming one must be that organisation's.
+pub fn ura_of_arc(hcid: &str) -> Option<&str> {
+    let arc = hcid.strip_prefix(URA_ARC)?.split('.').next()?;
+    (!arc.is_empty() && arc.len() <= 8 && arc.bytes().all(|b| b.is_ascii_digit())).then_some(arc)
+}
+
+/// Whether URA `ura` (8 digits) is the one of arc `arc` ([`ura_of_arc`]).
+fn same_ura(arc: &str, ura: &str) -> bool {
+    arc.trim_start_matches('0') == ura.trim_start_matches('0')
 }
 
 /// The [`Precedence`] of `c` for a gateway in `own_ns`.
@@ -523,6 +588,18 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
         .home_community_id
         .parse()
         .map_err(|e| bad("spec.organization.homeCommunityId", e))?;
+    if let Some(arc) = ura_of_arc(&s.organization.home_community_id)
+        && !same_ura(arc, ura.as_str())
+    {
+        // otherwise anyone could publish a gateway under another hospital's identifier
+        return Err(bad(
+            "spec.organization.homeCommunityId",
+            format!(
+                "{} is in the OID arc of URA {arc} (2.16.528.1.1007.3.3.<URA>), not of this organisation's URA {}",
+                s.organization.home_community_id, s.organization.ura
+            ),
+        ));
+    }
     let facility: FacilityType = s
         .organization
         .facility_type
@@ -1188,7 +1265,8 @@ pub fn container_image(d: &Deployment) -> Option<String> {
         .clone()
 }
 
-/// The Service: `https` 8443 (peers and local consumers), `ops` 8080 (metrics scraping), and `published`
+/// The Service: `https` 8443 (peers and local consumers), `ops` 8080 (metrics scraping; only on a
+/// ClusterIP Service, never exposed on a node port or load balancer), and `published`
 /// on the port of `spec.publish.address` when that is neither of them (443 for an address without a
 /// port), to the same `https` container port: a peer in the cluster connects to this Service on the
 /// published URL's port (`endpoints.connectTo`). The type, annotations, `loadBalancerSourceRanges` (only
@@ -1205,10 +1283,12 @@ pub fn service(gw: &DuoGateway, owner: &OwnerReference) -> Service {
         protocol: Some("TCP".into()),
         ..ServicePort::default()
     };
-    let mut ports = vec![
-        port("https", HTTPS_PORT, "https"),
-        port("ops", OPS_PORT, "ops"),
-    ];
+    let mut ports = vec![port("https", HTTPS_PORT, "https")];
+    if !external {
+        // plain HTTP (/metrics, probes): never on a NodePort or load balancer, where peers or the
+        // internet would reach it; scrape the pods' ops port instead (PodMonitor)
+        ports.push(port("ops", OPS_PORT, "ops"));
+    }
     if let Ok((_, p)) = published_address(gw)
         && ![HTTPS_PORT, OPS_PORT].contains(&i32::from(p))
     {
@@ -1543,7 +1623,11 @@ pub(crate) mod tests {
                     imaging_retrieve_url: "https://duo.west.example/xcai/rad75".into(),
                     connect_to: None,
                 },
-                trust: CommunityTrust::default(),
+                // a community in a URA's arc carries that URA's certificate
+                trust: CommunityTrust {
+                    certificate_ura: ura_of_arc(hcid).map(|u| format!("{u:0>8}")),
+                    ..CommunityTrust::default()
+                },
                 deadline_ms: 5000,
                 allow_plain_http: false,
             },
@@ -1743,7 +1827,10 @@ pub(crate) mod tests {
             .find(|v| v.name == "mitz-trust")
             .unwrap();
         let item = &trust.secret.as_ref().unwrap().items.as_ref().unwrap()[0];
-        assert_eq!((item.key.as_str(), item.path.as_str()), ("mitz-trust", "ca.crt"));
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("mitz-trust", "ca.crt")
+        );
     }
 
     /// A representative DuoGateway as a user writes it: XDS connection, Mitz, a separate XUA signing
@@ -1919,11 +2006,20 @@ pub(crate) mod tests {
         assert_eq!(names_of_mounts(&mt), ["config", "tls", "trust", "tmp"]);
         // every certificate comes from the operator's material Secret, under the runtime's file names
         for (v, items) in [
-            (&volumes[1], vec![("tls.crt", "tls.crt"), ("tls.key", "tls.key")]),
+            (
+                &volumes[1],
+                vec![("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
+            ),
             (&volumes[2], vec![("trust", "ca.crt")]),
-            (&volumes[4], vec![("mitz.crt", "tls.crt"), ("mitz.key", "tls.key")]),
+            (
+                &volumes[4],
+                vec![("mitz.crt", "tls.crt"), ("mitz.key", "tls.key")],
+            ),
             (&volumes[5], vec![("mitz-trust", "ca.crt")]),
-            (&volumes[6], vec![("xua.crt", "tls.crt"), ("xua.key", "tls.key")]),
+            (
+                &volumes[6],
+                vec![("xua.crt", "tls.crt"), ("xua.key", "tls.key")],
+            ),
         ] {
             let secret = v.secret.as_ref().unwrap();
             assert_eq!(secret.secret_name.as_deref(), Some("duo-oost-material"));
@@ -2284,6 +2380,9 @@ pub(crate) mod tests {
             ("duo.oost.example", Some(("duo.oost.example", 443))),
             ("DUO.Oost.Example:9443", Some(("duo.oost.example", 9443))),
             ("duo.oost.example:0", None),
+            ("duo.oost.example:8080", None),
+            ("10.1.2.3", None),
+            ("10.1.2.3:443", None),
             ("duo.oost.example:65536", None),
             ("duo.oost.example:", None),
             ("https://duo.oost.example", None),
@@ -2295,11 +2394,7 @@ pub(crate) mod tests {
         ] {
             gw.spec.publish.address = Some(a.into());
             let got = published_address(&gw).ok();
-            assert_eq!(
-                got.as_ref().map(|(h, p)| (h.as_str(), *p)),
-                want,
-                "{a:?}"
-            );
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{a:?}");
             if want.is_none() {
                 let e = published_address(&gw).unwrap_err();
                 assert_eq!(e.field, "spec.publish.address", "{a:?}");
@@ -2311,11 +2406,26 @@ pub(crate) mod tests {
     #[test]
     fn certificate_names_the_host_exactly_or_by_one_wildcard_label() {
         let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert!(certificate_names_host(&names(&["duo.oost.example"]), "DUO.oost.example"));
-        assert!(certificate_names_host(&names(&["*.oost.example"]), "duo.oost.example"));
-        assert!(!certificate_names_host(&names(&["*.oost.example"]), "a.duo.oost.example"));
-        assert!(!certificate_names_host(&names(&["*.oost.example"]), "oost.example"));
-        assert!(!certificate_names_host(&names(&["duo.oost.example"]), "duo.west.example"));
+        assert!(certificate_names_host(
+            &names(&["duo.oost.example"]),
+            "DUO.oost.example"
+        ));
+        assert!(certificate_names_host(
+            &names(&["*.oost.example"]),
+            "duo.oost.example"
+        ));
+        assert!(!certificate_names_host(
+            &names(&["*.oost.example"]),
+            "a.duo.oost.example"
+        ));
+        assert!(!certificate_names_host(
+            &names(&["*.oost.example"]),
+            "oost.example"
+        ));
+        assert!(!certificate_names_host(
+            &names(&["duo.oost.example"]),
+            "duo.west.example"
+        ));
         assert!(!certificate_names_host(&names(&[]), "duo.oost.example"));
         assert!(!certificate_names_host(
             &names(&["duo-oost.hospitals.svc"]),
@@ -2330,7 +2440,11 @@ pub(crate) mod tests {
     #[test]
     fn a_duplicate_homecommunityid_keeps_one_by_precedence() {
         let gw = gateway();
-        let t = |s: i64| Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::from_second(1_700_000_000 + s).unwrap()));
+        let t = |s: i64| {
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_700_000_000 + s).unwrap(),
+            ))
+        };
         let mut real = community("west", "urn:oid:1.2.4");
         real.metadata.namespace = Some("shared".into());
         real.metadata.creation_timestamp = t(100);
@@ -2382,6 +2496,54 @@ pub(crate) mod tests {
         );
     }
 
+    /// A homeCommunityId in a URA's OID arc (2.16.528.1.1007.3.3.<URA>) belongs to that organisation:
+    /// a gateway of another URA cannot take it (so it is never published), and a community claiming it
+    /// is used only when its certificate URA is that URA.
+    #[test]
+    fn a_homecommunityid_in_a_ura_arc_belongs_to_that_ura() {
+        assert_eq!(
+            ura_of_arc("urn:oid:2.16.528.1.1007.3.3.87654321.1"),
+            Some("87654321")
+        );
+        assert_eq!(
+            ura_of_arc("urn:oid:2.16.528.1.1007.3.3.1234567"),
+            Some("1234567")
+        );
+        assert_eq!(ura_of_arc("urn:oid:2.16.840.1.113883.2.4.3.111.1"), None);
+        assert_eq!(ura_of_arc("urn:oid:2.16.528.1.1007.3.31.1"), None);
+        assert!(same_ura("1234567", "01234567"));
+        let mut gw = gateway();
+        gw.spec.organization.home_community_id = "urn:oid:2.16.528.1.1007.3.3.87654321.1".into();
+        let e = runtime_config(&gw, &[], Some(&mitz())).unwrap_err();
+        assert_eq!(e.field, "spec.organization.homeCommunityId");
+        assert!(e.message.contains("URA 87654321"), "{e}");
+        let gw = gateway();
+        let mut c = community("west", "urn:oid:2.16.528.1.1007.3.3.87654321.1");
+        for (cert_ura, used) in [
+            (None, false),
+            (Some("11111111"), false),
+            (Some("87654321"), true),
+        ] {
+            c.spec.trust.certificate_ura = cert_ura.map(str::to_owned);
+            let (cfg, skipped) = resolve(
+                &gw,
+                std::slice::from_ref(&c),
+                Some(&mitz()),
+                &BTreeSet::new(),
+            )
+            .unwrap();
+            assert_eq!(cfg.communities.len(), usize::from(used), "{cert_ura:?}");
+            if !used {
+                assert_eq!(skipped[0].reason, Reason::CommunityInvalid);
+                assert!(
+                    skipped[0].message.contains("OID arc of URA 87654321"),
+                    "{}",
+                    skipped[0].message
+                );
+            }
+        }
+    }
+
     #[test]
     fn remote_connect_to_is_rendered_and_checked() {
         let gw = gateway();
@@ -2395,7 +2557,8 @@ pub(crate) mod tests {
         );
         for bad in ["https://x", "x:443", "x/y", "", "a..b"] {
             c.spec.endpoints.connect_to = Some(bad.into());
-            let (cfg, skipped) = resolve(&gw, &[c.clone()], Some(&mitz()), &BTreeSet::new()).unwrap();
+            let (cfg, skipped) =
+                resolve(&gw, &[c.clone()], Some(&mitz()), &BTreeSet::new()).unwrap();
             assert!(cfg.communities.is_empty(), "{bad:?}");
             assert!(
                 skipped[0].message.contains("spec.endpoints.connectTo"),

@@ -1209,7 +1209,10 @@ impl MitzConnectionSpec {
             ("spec.subscriptionUrl", self.subscription_url.as_deref()),
         ]
         .into_iter()
-        .find_map(|(f, u)| u.filter(|u| is_placeholder_host(url_host(u))).map(|u| (f, u)))
+        .find_map(|(f, u)| {
+            u.filter(|u| is_placeholder_host(url_host(u)))
+                .map(|u| (f, u))
+        })
     }
 }
 
@@ -1220,7 +1223,11 @@ fn url_host(url: &str) -> String {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if host_port.starts_with('[') {
-        host_port.split(']').next().unwrap_or("").trim_start_matches('[')
+        host_port
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('[')
     } else {
         host_port.split(':').next().unwrap_or("")
     };
@@ -1229,9 +1236,15 @@ fn url_host(url: &str) -> String {
 
 fn is_placeholder_host(host: String) -> bool {
     let under = |d: &str| host == d || host.ends_with(&format!(".{d}"));
-    ["example", "invalid", "example.com", "example.net", "example.org"]
-        .into_iter()
-        .any(under)
+    [
+        "example",
+        "invalid",
+        "example.com",
+        "example.net",
+        "example.org",
+    ]
+    .into_iter()
+    .any(under)
 }
 
 /// Observed state of a MitzConnection.

@@ -102,8 +102,13 @@ pub struct Context {
     pub rollout_cap: std::sync::atomic::AtomicUsize,
     /// Gateways (`namespace/name`) whose Deployment is rolling out, as last seen; also the gate that
     /// makes the cap's check-and-apply one step across concurrent reconciliations.
-    pub rollouts: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
+    pub rollouts: tokio::sync::Mutex<BTreeMap<String, Instant>>,
 }
+
+/// How long a rollout counts against the cap at most: one that has not finished by then (a Deployment
+/// that cannot become available, e.g. a nodeSelector no node matches) no longer holds back the others.
+/// Deployment's own default `progressDeadlineSeconds` is 600.
+pub const ROLLOUT_SLOT: Duration = Duration::from_secs(600);
 
 /// Default of `--max-concurrent-rollouts`.
 pub const DEFAULT_MAX_CONCURRENT_ROLLOUTS: usize = 2;
@@ -344,7 +349,10 @@ async fn prepare(
         problems.push(problem(Reason::InvalidSpec, e.to_string()));
     }
     let what = format!("spec.tls.secretName ({})", s.tls.secret_name);
-    let tls = found(tls_pair(c, &ns, &s.tls.secret_name, &what).await?, &mut problems);
+    let tls = found(
+        tls_pair(c, &ns, &s.tls.secret_name, &what).await?,
+        &mut problems,
+    );
     let certificate = tls.as_ref().and_then(|(cert, key)| {
         found(
             validate::check_certificate(cert, key, Some(&s.organization.ura), now)
@@ -353,8 +361,7 @@ async fn prepare(
         )
     });
     // peers verify the certificate against the published host: refuse an address it does not name
-    if let (Some(info), Some((host, _)), Some(_)) =
-        (&certificate, &address, &s.publish.address)
+    if let (Some(info), Some((host, _)), Some(_)) = (&certificate, &address, &s.publish.address)
         && s.publish.enabled
         && !build::certificate_names_host(&info.dns_names, host)
     {
@@ -706,13 +713,21 @@ async fn apply_children(
     {
         let rolling = ctx.rollouts.lock().await;
         let cap = ctx.rollout_cap.load(std::sync::atomic::Ordering::Relaxed);
-        let others: Vec<&String> = rolling.iter().filter(|k| **k != key).collect();
+        let others: Vec<&String> = rolling
+            .iter()
+            .filter(|(k, since)| **k != key && since.elapsed() < ROLLOUT_SLOT)
+            .map(|(k, _)| k)
+            .collect();
         if cap > 0 && others.len() >= cap {
             queued = Some(format!(
                 "the new gateway image {} waits: {} gateways are rolling out ({}), at most {cap} at once (--max-concurrent-rollouts)",
                 ctx.gateway_image,
                 others.len(),
-                others.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                others
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             image = old;
         }
@@ -737,12 +752,13 @@ async fn apply_children(
         .is_some_and(|(d, at)| d == digest && at.elapsed() < APPLY_REFRESH);
     if fresh {
         // nothing to change: only the Deployment's status is needed (everything is re-applied when it
-        // or the material Secret the pods start from disappeared)
-        let material_there = Api::<kube::core::PartialObjectMeta<Secret>>::namespaced(c.clone(), &ns)
-            .get_metadata_opt(&build::material_secret_name(gw))
+        // disappeared, or when the copy the pods start from no longer holds exactly the validated
+        // material: deleted or edited by hand)
+        let material_intact = Api::<Secret>::namespaced(c.clone(), &ns)
+            .get_opt(&build::material_secret_name(gw))
             .await?
-            .is_some();
-        if material_there && let Some(d) = current {
+            .is_some_and(|s| s.data == secret.data);
+        if material_intact && let Some(d) = current {
             return Ok(Ok(Applied {
                 deployment: d,
                 rollout_queued: queued,
@@ -755,9 +771,7 @@ async fn apply_children(
     let name = build::child_name(gw);
     let mut foreign = Vec::new();
     foreign.extend(foreign_child::<ServiceAccount>(c, &ns, &name, &uid).await?);
-    foreign.extend(
-        foreign_child::<Secret>(c, &ns, &build::material_secret_name(gw), &uid).await?,
-    );
+    foreign.extend(foreign_child::<Secret>(c, &ns, &build::material_secret_name(gw), &uid).await?);
     foreign.extend(foreign_child::<ConfigMap>(c, &ns, &build::config_map_name(gw), &uid).await?);
     foreign.extend(foreign_child::<Service>(c, &ns, &name, &uid).await?);
     foreign.extend(foreign_child::<Deployment>(c, &ns, &name, &uid).await?);
@@ -796,7 +810,7 @@ async fn apply_children(
         && queued.is_none()
     {
         // counted from now on, before the Deployment controller has even seen the new template
-        rolling.insert(key.clone());
+        rolling.insert(key.clone(), Instant::now());
     }
     if let Ok(mut m) = ctx.applied.lock() {
         m.insert(key, (digest, Instant::now()));
@@ -1379,14 +1393,22 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             }
         }
     };
-    // what the rollout cap counts: gateways whose Deployment has not finished rolling out
-    if !paused {
+    // what the rollout cap counts: gateways whose Deployment has not finished rolling out (a paused
+    // one is not the operator's to roll, and must not hold a slot while nobody reconciles it)
+    {
         let done = rollout(deployment.as_ref(), gw.spec.replicas).0;
         let mut rolling = ctx.rollouts.lock().await;
-        if done || deployment.is_none() {
-            rolling.remove(&format!("{ns}/{name}"));
-        } else if !matches!(&outcome, Outcome::Applied { rollout_queued: Some(_), .. }) {
-            rolling.insert(format!("{ns}/{name}"));
+        let key = format!("{ns}/{name}");
+        if paused || done || deployment.is_none() {
+            rolling.remove(&key);
+        } else if !matches!(
+            &outcome,
+            Outcome::Applied {
+                rollout_queued: Some(_),
+                ..
+            }
+        ) {
+            rolling.entry(key).or_insert_with(Instant::now);
         }
     }
     let old = gw.status.clone().unwrap_or_default();
@@ -1473,9 +1495,9 @@ async fn apply_gateway(gw: &DuoGateway, ctx: &Context) -> Result<(Action, &'stat
             rollout_queued: Some(_),
             ..
         } => Duration::from_secs(15),
-        // possibly transient (conflict, throttling): try again soon
+        // possibly transient (conflict, throttling), or waiting for someone to remove an object in the way
         Outcome::Degraded(Problem {
-            reason: Reason::ApplyFailed,
+            reason: Reason::ApplyFailed | Reason::ChildConflict,
             ..
         }) => Duration::from_secs(30),
         Outcome::Degraded(_) => Duration::from_secs(300),
@@ -1638,7 +1660,13 @@ pub fn gateways_referencing(
         .filter(|g| g.namespace().as_deref() == Some(ns))
         .filter(|g| {
             let s = &g.spec;
-            (is_secret && s.tls.secret_name == name)
+            (is_secret
+                && (s.tls.secret_name == name
+                    || s.xua.signing_secret_name.as_deref() == Some(name)
+                    // the operator's own copy: a deleted or edited one is restored at once
+                    || build::material_secret_name(g) == name))
+                // a foreign ConfigMap in the way of the gateway's own (ChildConflict) went away
+                || (!is_secret && build::config_map_name(g) == name)
                 || refers(&s.tls.trust_bundle)
                 || s.mitz.as_ref().is_some_and(|r| {
                     mitz.get(&ObjectRef::new(&r.connection_name).within(ns))
@@ -2151,7 +2179,8 @@ mod tests {
         ));
         let mut queued = with(not_revoked(), 90, vec![]);
         if let Outcome::Applied { rollout_queued, .. } = &mut queued {
-            *rollout_queued = Some("the new gateway image waits: 2 gateways are rolling out".into());
+            *rollout_queued =
+                Some("the new gateway image waits: 2 gateways are rolling out".into());
         }
         steps.push((
             "applied, new image queued by the rollout cap".into(),

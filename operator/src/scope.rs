@@ -244,6 +244,37 @@ impl<K: ResourceExt + Clone> Merge<K> {
         }
     }
 
+    /// The merged first list (`Init`, every stream's objects, `InitDone`) once every stream has listed
+    /// or failed; nothing before that or after it was given.
+    fn first_list_if_complete(&mut self) -> Vec<Event<K>> {
+        if self.ready || !self.parts.iter().all(|p| p.listed) {
+            return Vec::new();
+        }
+        self.ready = true;
+        let mut out = vec![Event::Init];
+        out.extend(
+            self.parts
+                .iter()
+                .flat_map(|p| p.known.values().cloned().map(Event::InitApply)),
+        );
+        out.push(Event::InitDone);
+        out
+    }
+
+    /// Input stream `i` failed (its namespace answers 403 because its Role is missing, the namespace
+    /// was deleted, ...). Before the merged first list, it counts as listed with what it had, so that
+    /// one namespace cannot hold back every other one; its watcher keeps retrying, and its list, when
+    /// it comes, is merged as a later re-list (Apply / Delete).
+    fn failed(&mut self, i: usize) -> Vec<Event<K>> {
+        if self.ready {
+            return Vec::new();
+        }
+        let p = &mut self.parts[i];
+        p.listing = None;
+        p.listed = true;
+        self.first_list_if_complete()
+    }
+
     /// The merged events for event `ev` of input stream `i`.
     fn handle(&mut self, i: usize, ev: Event<K>) -> Vec<Event<K>> {
         let ready = self.ready;
@@ -279,18 +310,7 @@ impl<K: ResourceExt + Clone> Merge<K> {
                         .map(|(_, obj)| Event::Delete(obj))
                         .collect();
                 }
-                if !self.parts.iter().all(|p| p.listed) {
-                    return Vec::new();
-                }
-                self.ready = true;
-                let mut out = vec![Event::Init];
-                out.extend(
-                    self.parts
-                        .iter()
-                        .flat_map(|p| p.known.values().cloned().map(Event::InitApply)),
-                );
-                out.push(Event::InitDone);
-                out
+                self.first_list_if_complete()
             }
             Event::Apply(k) => {
                 if let Some(listing) = p.listing.as_mut() {
@@ -337,7 +357,12 @@ where
     .flat_map(move |(i, r)| {
         futures::stream::iter(match r {
             Ok(ev) => merge.handle(i, ev).into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e)],
+            Err(e) => {
+                // a failing namespace is reported (the error passes on) and holds back no other
+                let mut out = vec![Err(e)];
+                out.extend(merge.failed(i).into_iter().map(Ok));
+                out
+            }
         })
     })
 }
@@ -420,6 +445,24 @@ mod tests {
             out.extend(self.feed(i, Event::InitDone));
             out
         }
+    }
+
+    /// A namespace whose list fails (403: its Role is missing) does not hold back the others; when it
+    /// lists later, its objects arrive as changes.
+    #[test]
+    fn a_failing_namespace_does_not_hold_back_the_others() {
+        let mut h = Harness::new(2);
+        assert!(h.list(0, &[cm("a", "x", "1")]).is_empty());
+        let first = h.merge.failed(1);
+        for e in &first {
+            h.writer.apply_watcher_event(e);
+        }
+        assert_eq!(names(&first), ["Init", "InitApply x", "InitDone"]);
+        assert_eq!(contents(&h.store), ["a/x=1"]);
+        assert!(h.merge.failed(1).is_empty(), "only once");
+        let later = h.list(1, &[cm("b", "z", "1")]);
+        assert_eq!(names(&later), ["Apply z"]);
+        assert_eq!(contents(&h.store), ["a/x=1", "b/z=1"]);
     }
 
     #[test]

@@ -137,14 +137,13 @@ async fn examples_end_to_end() {
         "sorted by namespace/name: noord, west"
     );
     let west_in_oost = &config.communities[1];
-    assert_eq!(
-        west_in_oost.query_url,
-        format!("https://duo-west.{NS}.svc:8443/xca/iti38")
-    );
+    // published under the host its certificate names, reached through its Service
+    assert_eq!(west_in_oost.query_url, "https://duo.west.example/xca/iti38");
     assert_eq!(
         west_in_oost.imaging_retrieve_url,
-        format!("https://duo-west.{NS}.svc:8443/xcai/rad75")
+        "https://duo.west.example/xcai/rad75"
     );
+    assert_eq!(west_in_oost.connect_to, Some(format!("duo-west.{NS}.svc")));
     assert_eq!(
         west_in_oost.certificate_ura.as_ref().map(|u| u.as_str()),
         Some("87654321")
@@ -205,7 +204,11 @@ async fn examples_end_to_end() {
         .expect("published community");
     assert_eq!(
         published.spec.endpoints.query_url,
-        format!("https://duo-oost.{NS}.svc:8443/xca/iti38")
+        "https://duo.oost.example/xca/iti38"
+    );
+    assert_eq!(
+        published.spec.endpoints.connect_to,
+        Some(format!("duo-oost.{NS}.svc"))
     );
     // it publishes oost's XUA issuer with the certificate that signs its assertions (the TLS one by
     // default), which every other gateway of the cluster then trusts without hand work
@@ -220,6 +223,20 @@ async fn examples_end_to_end() {
     assert_eq!(xs.issuer, issuers[0].issuer);
     assert!(xs.trusted_issuers >= 1, "{xs:?}");
     assert!(!xs.unsigned_allowed);
+    // the example's endpoints are placeholders (mitz.example): never Ready, saying why
+    wait_for("MitzConnection PlaceholderEndpoint", T, || async {
+        let m = Api::<MitzConnection>::namespaced(client.clone(), NS)
+            .get("mitz")
+            .await
+            .ok()?;
+        m.status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "PlaceholderEndpoint")
+            .then_some(())
+    })
+    .await;
+    point_mitz_at(&client, NS, "mitz", MITZ_TEST_BASE).await;
     let mitz: MitzConnection = wait_for("MitzConnection Ready", T, || async {
         let m = Api::<MitzConnection>::namespaced(client.clone(), NS)
             .get("mitz")

@@ -152,13 +152,6 @@ async fn bad_and_colliding_communities_are_left_out_and_named() {
     })
     .await;
 
-    // --- west takes noord's homeCommunityId: the collision is named, nobody freezes ------------------
-    let noord_id = dcoms
-        .get("noord")
-        .await
-        .expect("noord")
-        .spec
-        .home_community_id;
     let west_id = gws
         .get("west")
         .await
@@ -166,6 +159,50 @@ async fn bad_and_colliding_communities_are_left_out_and_named() {
         .spec
         .organization
         .home_community_id;
+    // --- west cannot take noord's homeCommunityId: it is in URA 55554444's OID arc ------------------
+    let noord_arc_id = dcoms
+        .get("noord")
+        .await
+        .expect("noord")
+        .spec
+        .home_community_id;
+    merge(
+        &gws,
+        "west",
+        serde_json::json!({"spec": {"organization": {"homeCommunityId": noord_arc_id}}}),
+    )
+    .await;
+    let refused = wait_gw(&gws, "west", "west refused noord's URA-arc id", |g| {
+        g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation
+            && condition(g, "Degraded").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let c = condition(&refused, "Degraded").expect("Degraded");
+    assert_eq!(c.reason, "InvalidSpec");
+    assert!(
+        c.message.contains("OID arc of URA 55554444"),
+        "{}",
+        c.message
+    );
+    assert_ne!(
+        dcoms
+            .get("west")
+            .await
+            .expect("west")
+            .spec
+            .home_community_id,
+        noord_arc_id,
+        "a refused identity is not published"
+    );
+
+    // --- with an identifier outside the URA arcs, west takes noord's: named, nobody freezes ----------
+    let noord_id = "urn:oid:2.16.840.1.113883.2.4.3.111.55.1".to_owned();
+    merge(
+        &dcoms,
+        "noord",
+        serde_json::json!({"spec": {"homeCommunityId": noord_id}}),
+    )
+    .await;
     merge(
         &gws,
         "west",
@@ -246,11 +283,15 @@ async fn foreign_objects_are_not_adopted_and_rejected_applies_are_reported() {
     let cm = cms.get("duo-oost-config").await.expect("still there");
     assert!(cm.metadata.owner_references.is_none(), "not adopted");
     assert_eq!(cm.data.as_ref().map(|d| d.contains_key("keep")), Some(true));
-    // the published community does not wait for the conflict
-    Api::<DuoCommunity>::namespaced(client.clone(), ns)
-        .get("oost")
-        .await
-        .expect("published although degraded");
+    // a gateway that was never applied is not published: peers would call pods that do not run
+    assert!(
+        Api::<DuoCommunity>::namespaced(client.clone(), ns)
+            .get_opt("oost")
+            .await
+            .expect("get")
+            .is_none(),
+        "published before its first apply"
+    );
 
     // the conflict resolved (the foreign object removed), oost applies
     cms.delete("duo-oost-config", &DeleteParams::default())
@@ -384,8 +425,15 @@ async fn plain_http_mitz_connection_is_refused_and_not_ready() {
             .contains("Mitz endpoints must be https:// unless spec.allowPlainHttp is true"),
         "{err}"
     );
-    // with the opt-in it is stored and Ready
+    // with the opt-in it is stored and Ready (on hosts that are not placeholders)
     m["spec"]["allowPlainHttp"] = true.into();
+    for (k, path) in [
+        ("closedQuestionUrl", "geslotenautorisatievraag/xacml3"),
+        ("openQuestionUrl", "openautorisatievraag"),
+        ("subscriptionUrl", "abonnementen/fhir/Subscription"),
+    ] {
+        m["spec"][k] = format!("http://mitz.duo-test.internal/{path}").into();
+    }
     raw.create(
         &Default::default(),
         &serde_json::from_value(m).expect("object"),

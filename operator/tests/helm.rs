@@ -400,6 +400,8 @@ fn charts_lint_and_template_with_default_and_example_values() {
         ("RoleBinding", 1),
         ("Service", 1),
         ("ServiceAccount", 1),
+        ("ValidatingAdmissionPolicy", 1),
+        ("ValidatingAdmissionPolicyBinding", 1),
     ]
     .into_iter()
     .map(|(k, n)| (k.to_owned(), n))

@@ -104,14 +104,18 @@ fn condition(gw: &DuoGateway, t: &str) -> Option<(String, String, String)> {
 }
 
 async fn wait_applied(gws: &Api<DuoGateway>, name: &str, communities: i32) -> DuoGateway {
-    wait_for(&format!("{name} applied with {communities} peer(s)"), T, || async {
-        let g = gws.get(name).await.ok()?;
-        let st = g.status.as_ref()?;
-        let ok = st.observed_generation == g.metadata.generation
-            && st.communities == communities
-            && condition(&g, "Degraded").is_some_and(|c| c.0 == "False");
-        ok.then_some(g)
-    })
+    wait_for(
+        &format!("{name} applied with {communities} peer(s)"),
+        T,
+        || async {
+            let g = gws.get(name).await.ok()?;
+            let st = g.status.as_ref()?;
+            let ok = st.observed_generation == g.metadata.generation
+                && st.communities == communities
+                && condition(&g, "Degraded").is_some_and(|c| c.0 == "False");
+            ok.then_some(g)
+        },
+    )
     .await
 }
 
@@ -182,7 +186,10 @@ async fn deployment(client: &Client, name: &str) -> Deployment {
 /// The laid-out configuration as this machine needs it: the peers' Service names resolve to 127.0.0.1.
 fn services_on_loopback(config: &mut duo_runtime::config::Config) {
     for c in &mut config.communities {
-        let svc = c.connect_to.as_deref().expect("connectTo set on a published peer");
+        let svc = c
+            .connect_to
+            .as_deref()
+            .expect("connectTo set on a published peer");
         assert!(svc.ends_with(&format!(".{NS}.svc")), "{svc}");
         c.connect_to = Some("127.0.0.1".into());
     }
@@ -272,9 +279,11 @@ async fn peers_with_external_certificates_query_each_other_and_survive_a_bad_edi
     assert!(
         ports.iter().any(|p| p.port == i32::from(oost_port)
             && p.target_port
-                == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
-                    "https".into()
-                ))),
+                == Some(
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                        "https".into()
+                    )
+                )),
         "{ports:?}"
     );
     // the pods mount the operator's copy of the certificates, not the user's Secret
@@ -291,11 +300,7 @@ async fn peers_with_external_certificates_query_each_other_and_survive_a_bad_edi
         .expect("pod");
     for v in pod.volumes.iter().flatten() {
         if let Some(s) = &v.secret {
-            assert_eq!(
-                s.secret_name.as_deref(),
-                Some("duo-oost-material"),
-                "{v:?}"
-            );
+            assert_eq!(s.secret_name.as_deref(), Some("duo-oost-material"), "{v:?}");
         }
     }
 
@@ -383,7 +388,10 @@ async fn peers_with_external_certificates_query_each_other_and_survive_a_bad_edi
     );
     // the published DuoCommunity keeps the applied values
     let p_now = published.get("oost").await.expect("published oost");
-    assert_eq!(p_now.spec, p_oost.spec, "published values are the applied ones");
+    assert_eq!(
+        p_now.spec, p_oost.spec,
+        "published values are the applied ones"
+    );
     assert_eq!(p_now.spec.organizations[0].ura, OOST.ura);
 
     // the pod restarts (eviction, node drain): it starts from what the Deployment mounts now
@@ -425,7 +433,12 @@ async fn an_intruder_cannot_displace_a_published_peer() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), H);
     for h in [&OOST, &WEST] {
         let name = format!("{}-tls", h.name);
-        apply(&secrets, &name, &tls_secret(&name, &certificate(&ca, h, 365))).await;
+        apply(
+            &secrets,
+            &name,
+            &tls_secret(&name, &certificate(&ca, h, 365)),
+        )
+        .await;
     }
     let mut trust = ConfigMap::default();
     trust.metadata.name = Some("duo-trust".into());
@@ -499,8 +512,8 @@ async fn an_intruder_cannot_displace_a_published_peer() {
         .get("duo-oost-config")
         .await
         .expect("config");
-    let config = duo_runtime::config::Config::parse(&cm.data.expect("data")["config.yaml"])
-        .expect("config");
+    let config =
+        duo_runtime::config::Config::parse(&cm.data.expect("data")["config.yaml"]).expect("config");
     assert_eq!(config.communities.len(), 1);
     assert_eq!(
         config.communities[0].query_url, real.spec.endpoints.query_url,

@@ -317,9 +317,10 @@ async fn the_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
     assert_eq!(of_kind(&default, "ClusterRoleBinding").len(), 1);
     assert_eq!(of_kind(&default, "Role").len(), 1, "only the Lease Role");
     assert!(
-        !default
-            .iter()
-            .any(|o| o.to_string().contains("--watch-namespaces"))
+        !of_kind(&default, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string()
+            .contains("--watch-namespaces"),
+        "no flag by default"
     );
     // a namespace name the API server would refuse is refused by the values schema
     let home = tempfile::tempdir().expect("home");
@@ -357,12 +358,24 @@ async fn the_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
         let ns = o.namespace().expect("a RoleBinding's namespace");
         apply(&Api::namespaced(admin.clone(), &ns), &o.name_any(), &o).await;
     }
+    // the admission policy: only the operator's ServiceAccount writes the published-by label
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    for o in rendered::<ValidatingAdmissionPolicy>(&objs, "ValidatingAdmissionPolicy") {
+        apply(&Api::all(admin.clone()), &o.name_any(), &o).await;
+    }
+    for o in rendered::<ValidatingAdmissionPolicyBinding>(&objs, "ValidatingAdmissionPolicyBinding")
+    {
+        apply(&Api::all(admin.clone()), &o.name_any(), &o).await;
+    }
     let op_client = client_as(&env, "duo-system", "duo-operator").await;
 
     // --- hospitals: oost in a, west in b (selecting a, b and c), a third gateway in c ----------------
     for ns in ["a", "b", "c"] {
         create_example_secrets(&admin, ns).await;
         apply_example(&admin, ns, "mitz").await;
+        point_mitz_at(&admin, ns, "mitz", MITZ_TEST_BASE).await;
     }
     let oost: DuoGateway = example_of("xds-hospital", "duogateway.yaml", "DuoGateway");
     let noord: DuoCommunity = example_of("xds-hospital", "duogateway.yaml", "DuoCommunity");
@@ -620,5 +633,30 @@ async fn the_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
         403,
         "status belongs to the operator"
     );
+    // ... but not one that claims to be published by the operator: the admission policy refuses the
+    // label from anyone but the operator's ServiceAccount (which published oost above with it active)
+    let mut forged = community.clone();
+    forged.metadata.name = Some("oost-copy".into());
+    forged.metadata.labels = Some(
+        [(
+            duo_operator::crd::PUBLISHED_BY_LABEL.to_owned(),
+            "oost".to_owned(),
+        )]
+        .into(),
+    );
+    match Api::<DuoCommunity>::namespaced(editor.clone(), "a")
+        .create(&create_dry, &forged)
+        .await
+    {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 403, "{e:?}");
+            assert!(
+                e.message
+                    .contains("only the duo-operator publishes DuoCommunities"),
+                "{e:?}"
+            );
+        }
+        other => panic!("a forged published-by label was admitted: {other:?}"),
+    }
     drop(env);
 }

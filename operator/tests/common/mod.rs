@@ -534,3 +534,22 @@ pub fn local_url(sim: &duo_testkit::sim::serve::RunningSim, path: &str) -> Strin
     format!("https://localhost:{}{path}", sim.addr().port())
 }
 
+/// A Mitz base URL that is not a placeholder (`.internal` is for private networks, not reserved for
+/// examples like the examples' `mitz.example`, which the operator never makes Ready).
+pub const MITZ_TEST_BASE: &str = "https://mitz.duo-test.internal";
+
+/// Points the endpoints of MitzConnection `ns/name` at `base` (merge patch as the test's manager).
+pub async fn point_mitz_at(client: &Client, ns: &str, name: &str, base: &str) {
+    Api::<MitzConnection>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "closedQuestionUrl": format!("{base}/geslotenautorisatievraag/xacml3"),
+                "openQuestionUrl": format!("{base}/openautorisatievraag"),
+                "subscriptionUrl": format!("{base}/abonnementen/fhir/Subscription"),
+            }})),
+        )
+        .await
+        .expect("point the MitzConnection's endpoints");
+}

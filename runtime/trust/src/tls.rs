@@ -281,9 +281,8 @@ impl reqwest::dns::Resolve for ConnectTo {
     fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = self.0.clone();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
                 return Err(format!("connectTo {host}: no addresses").into());
             }
