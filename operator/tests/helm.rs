@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use common::*;
 use duo_operator::crd::{DuoCommunity, DuoGateway, MitzConnection};
-use duo_runtime::config::Config;
+
 use duo_runtime::pki::generate::{Ca, ServerCertSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -36,78 +36,6 @@ const T: Duration = Duration::from_secs(60);
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 // --- helm as a process ------------------------------------------------------------------------------
-
-/// helm with its own cache/config/data folders (nothing from the user's home) and, optionally, a
-/// kubeconfig.
-struct Helm {
-    bin: PathBuf,
-    home: tempfile::TempDir,
-    kubeconfig: Option<PathBuf>,
-}
-
-impl Helm {
-    fn new(bin: PathBuf, kubeconfig: Option<&Path>) -> Helm {
-        Helm {
-            bin,
-            home: tempfile::tempdir().expect("helm home"),
-            kubeconfig: kubeconfig.map(Path::to_path_buf),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let h = self.home.path();
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(args)
-            .current_dir(repo())
-            .env("HOME", h)
-            .env("HELM_CACHE_HOME", h.join("cache"))
-            .env("HELM_CONFIG_HOME", h.join("config"))
-            .env("HELM_DATA_HOME", h.join("data"))
-            .env_remove("HELM_NAMESPACE")
-            .stdin(Stdio::null());
-        match &self.kubeconfig {
-            Some(k) => cmd.env("KUBECONFIG", k),
-            None => cmd.env("KUBECONFIG", h.join("no-cluster")),
-        };
-        cmd.output().expect("run helm")
-    }
-
-    /// Runs helm and returns stdout; panics with stderr when it fails.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "helm {} failed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs helm, expects failure and returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "helm {} should have failed; stdout:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// `helm template` output as objects (empty documents dropped).
-    fn template(&self, args: &[&str]) -> Vec<Value> {
-        let mut all = vec!["template"];
-        all.extend_from_slice(args);
-        parse_docs(&self.ok(&all))
-    }
-}
-
-fn parse_docs(text: &str) -> Vec<Value> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).expect("helm output is YAML");
-    docs.into_iter().filter(|d| d.is_object()).collect()
-}
 
 /// `v` with every number as a float: YAML writers differ in `600000` versus `600000.0`, the API server
 /// does not.
@@ -126,10 +54,6 @@ fn numbers_as_f64(v: &Value) -> Value {
 
 fn helm_or_skip() -> Option<PathBuf> {
     duo_testenv::helm_bin()
-}
-
-fn of_kind<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objs.iter().filter(|o| o["kind"] == kind).collect()
 }
 
 fn one<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
@@ -275,27 +199,7 @@ fn both_charts_render_as_subcharts_of_an_umbrella_chart_with_global_values() {
     let Some(bin) = helm_or_skip() else { return };
     let helm = Helm::new(bin, None);
     let dir = tempfile::tempdir().expect("tempdir");
-    let umbrella = dir.path().join("umbrella");
-    for chart in ["duo-operator", "duo-gateway"] {
-        copy_chart(
-            &repo().join("charts").join(chart),
-            &umbrella.join("charts").join(chart),
-        );
-    }
-    std::fs::write(
-        umbrella.join("Chart.yaml"),
-        "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n  - name: duo-operator\n    version: 0.1.0\n  - name: duo-gateway\n    version: 0.1.0\n",
-    )
-    .expect("Chart.yaml");
-    // the hospital's values under the subchart's name, and global values every subchart receives
-    let example = std::fs::read_to_string(repo().join("examples/xds-hospital/values.yaml"))
-        .expect("example values");
-    let nested: String = example.lines().map(|l| format!("  {l}\n")).collect();
-    std::fs::write(
-        umbrella.join("values.yaml"),
-        format!("global:\n  environment: acceptance\nduo-gateway:\n{nested}"),
-    )
-    .expect("values.yaml");
+    let umbrella = umbrella_chart(dir.path());
     let dir_arg = umbrella.to_str().expect("utf-8 path");
     let objs = helm.template(&["duo", dir_arg, "-n", "duo-system"]);
     assert_eq!(
@@ -309,6 +213,74 @@ fn both_charts_render_as_subcharts_of_an_umbrella_chart_with_global_values() {
         "the operator subchart rendered"
     );
     // Helm hands every subchart `global` (empty when the parent sets none): both schemas allow it
+}
+
+/// An umbrella chart in `dir` with both charts as dependencies, the XDS example's values under the
+/// gateway subchart's name, and a `global` value.
+fn umbrella_chart(dir: &Path) -> PathBuf {
+    let umbrella = dir.join("umbrella");
+    for chart in ["duo-operator", "duo-gateway"] {
+        copy_chart(
+            &repo().join("charts").join(chart),
+            &umbrella.join("charts").join(chart),
+        );
+    }
+    std::fs::write(
+        umbrella.join("Chart.yaml"),
+        "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n  - name: duo-operator\n    version: 0.1.0\n  - name: duo-gateway\n    version: 0.1.0\n",
+    )
+    .expect("Chart.yaml");
+    let example = std::fs::read_to_string(repo().join("examples/xds-hospital/values.yaml"))
+        .expect("example values");
+    let nested: String = example.lines().map(|l| format!("  {l}\n")).collect();
+    std::fs::write(
+        umbrella.join("values.yaml"),
+        format!("global:\n  environment: acceptance\nduo-gateway:\n{nested}"),
+    )
+    .expect("values.yaml");
+    umbrella
+}
+
+/// The umbrella chart installs into a real API server (the CRDs are there already, as after a first
+/// operator install, so its CRD templates are switched off) and its objects are stored: the operator's
+/// Deployment and admission policy, the hospital's DuoGateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_umbrella_chart_installs_on_a_real_api_server() {
+    let Some(bin) = helm_or_skip() else { return };
+    let Some(env) = env().await else { return };
+    let client = env.client().await.expect("client");
+    namespace(&client, "duo-umbrella").await;
+    let helm = Helm::new(bin, Some(&env.kubeconfig));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let umbrella = umbrella_chart(dir.path());
+    helm.ok(&[
+        "install",
+        "duo",
+        umbrella.to_str().expect("utf-8 path"),
+        "-n",
+        "duo-umbrella",
+        "--set",
+        "duo-operator.crds.enabled=false",
+    ]);
+    let gateways = Api::<DuoGateway>::namespaced(client.clone(), "duo-umbrella")
+        .list(&Default::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        gateways.items.len(),
+        1,
+        "the gateway subchart's DuoGateway is stored"
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "duo-umbrella")
+        .list(&Default::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        deployments.items.len(),
+        1,
+        "the operator subchart's Deployment"
+    );
+    helm.ok(&["uninstall", "duo", "-n", "duo-umbrella"]);
 }
 
 #[test]
@@ -898,15 +870,6 @@ async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) 
         .expect("create namespace");
 }
 
-fn condition(gw: &DuoGateway, t: &str) -> Option<(String, String, String)> {
-    gw.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
 /// Waits until DuoGateway `ns/name` has a current status for which `ok` holds; the operator's log is
 /// in the panic message when it does not come.
 async fn wait_gateway(
@@ -940,21 +903,6 @@ async fn wait_gateway(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn applied(gw: &DuoGateway) -> bool {
-    condition(gw, "Degraded").is_some_and(|(s, _, _)| s == "False")
-}
-
-/// Community names in the rendered runtime configuration of DuoGateway `ns/name`.
-async fn configured_communities(client: &Client, ns: &str, name: &str) -> Vec<String> {
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get(&format!("duo-{name}-config"))
-        .await
-        .expect("rendered ConfigMap");
-    let config = Config::parse(&cm.data.as_ref().expect("data")["config.yaml"])
-        .expect("rendered config parses");
-    config.communities.iter().map(|c| c.name.clone()).collect()
 }
 
 /// A Pod from `deployment`'s template, created with dry-run in `ns` (Pod Security admission runs).
@@ -1225,11 +1173,14 @@ async fn charts_install_upgrade_and_uninstall_on_a_real_api_server() {
         &late.namespace,
         &late.release,
         "Degraded SecretMissing",
-        |g| condition(g, "Degraded").is_some_and(|(s, r, _)| s == "True" && r == "SecretMissing"),
+        |g| {
+            gateway_condition(g, "Degraded")
+                .is_some_and(|(s, r, _)| s == "True" && r == "SecretMissing")
+        },
     )
     .await;
     assert!(
-        condition(&gw, "Degraded")
+        gateway_condition(&gw, "Degraded")
             .expect("Degraded")
             .2
             .contains(&format!("{}-tls", late.release))
@@ -1253,8 +1204,8 @@ async fn charts_install_upgrade_and_uninstall_on_a_real_api_server() {
             &operator,
             &app.namespace,
             &app.release,
-            "applied, 2 communities",
-            |g| applied(g) && g.status.as_ref().is_some_and(|s| s.communities == 2),
+            "gateway_applied, 2 communities",
+            |g| gateway_applied(g) && g.status.as_ref().is_some_and(|s| s.communities == 2),
         )
         .await;
         assert!(
@@ -1347,8 +1298,8 @@ async fn charts_install_upgrade_and_uninstall_on_a_real_api_server() {
             &operator,
             "hosp",
             name,
-            "applied, 2 communities",
-            |g| applied(g) && g.status.as_ref().is_some_and(|s| s.communities == 2),
+            "gateway_applied, 2 communities",
+            |g| gateway_applied(g) && g.status.as_ref().is_some_and(|s| s.communities == 2),
         )
         .await;
     }
@@ -1409,7 +1360,7 @@ async fn charts_install_upgrade_and_uninstall_on_a_real_api_server() {
         schema
             .pointer("/openAPIV3Schema/properties/spec/properties/maintenanceWindow")
             .is_some(),
-        "the upgrade applied the new CRD"
+        "the upgrade gateway_applied the new CRD"
     );
     // the API server may take a moment to serve the new schema
     wait_for("maintenanceWindow accepted", T, || async {
@@ -1446,8 +1397,8 @@ async fn charts_install_upgrade_and_uninstall_on_a_real_api_server() {
         &operator,
         &first.namespace,
         &first.release,
-        "applied after the CRD upgrade",
-        applied,
+        "gateway_applied after the CRD upgrade",
+        gateway_applied,
     )
     .await;
 

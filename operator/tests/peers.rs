@@ -94,15 +94,6 @@ fn gateway(h: &Hospital, port: u16, xds_urls: &(String, String, String)) -> DuoG
     .expect("DuoGateway")
 }
 
-fn condition(gw: &DuoGateway, t: &str) -> Option<(String, String, String)> {
-    gw.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
 async fn wait_applied(gws: &Api<DuoGateway>, name: &str, communities: i32) -> DuoGateway {
     wait_for(
         &format!("{name} applied with {communities} peer(s)"),
@@ -112,7 +103,7 @@ async fn wait_applied(gws: &Api<DuoGateway>, name: &str, communities: i32) -> Du
             let st = g.status.as_ref()?;
             let ok = st.observed_generation == g.metadata.generation
                 && st.communities == communities
-                && condition(&g, "Degraded").is_some_and(|c| c.0 == "False");
+                && gateway_condition(&g, "Degraded").is_some_and(|c| c.0 == "False");
             ok.then_some(g)
         },
     )
@@ -212,15 +203,7 @@ async fn peers_with_external_certificates_query_each_other_and_survive_a_bad_edi
         &tls_secret("west-tls", &certificate(&ca, &WEST, 365)),
     )
     .await;
-    let mut trust = ConfigMap::default();
-    trust.metadata.name = Some("duo-trust".into());
-    trust.data = Some([("ca.crt".to_owned(), ca.cert_pem.clone())].into());
-    apply(
-        &Api::<ConfigMap>::namespaced(client.clone(), NS),
-        "duo-trust",
-        &trust,
-    )
-    .await;
+    trust_config_map(&client, NS, &ca.cert_pem).await;
 
     // both hospitals' own infrastructure: one XDS-I.b simulator holding the patient's studies
     let patient = SynthPatient::example();
@@ -362,7 +345,7 @@ async fn peers_with_external_certificates_query_each_other_and_survive_a_bad_edi
     .await;
     wait_for("oost refuses the expired certificate", T, || async {
         let g = gws.get("oost").await.ok()?;
-        condition(&g, "Degraded").filter(|c| c.0 == "True" && c.1 == "CertificateExpired")
+        gateway_condition(&g, "Degraded").filter(|c| c.0 == "True" && c.1 == "CertificateExpired")
     })
     .await;
     gws.patch(
@@ -375,7 +358,7 @@ async fn peers_with_external_certificates_query_each_other_and_survive_a_bad_edi
     let (_, reason, message) = wait_for("oost refuses the edit", T, || async {
         let g = gws.get("oost").await.ok()?;
         let current = g.status.as_ref()?.observed_generation == g.metadata.generation;
-        condition(&g, "Degraded").filter(|c| current && c.0 == "True")
+        gateway_condition(&g, "Degraded").filter(|c| current && c.0 == "True")
     })
     .await;
     assert_eq!(reason, "CertificateExpired", "{message}");
@@ -440,15 +423,7 @@ async fn an_intruder_cannot_displace_a_published_peer() {
         )
         .await;
     }
-    let mut trust = ConfigMap::default();
-    trust.metadata.name = Some("duo-trust".into());
-    trust.data = Some([("ca.crt".to_owned(), ca.cert_pem.clone())].into());
-    apply(
-        &Api::<ConfigMap>::namespaced(client.clone(), H),
-        "duo-trust",
-        &trust,
-    )
-    .await;
+    trust_config_map(&client, H, &ca.cert_pem).await;
     let urls = (
         "https://xds.example/iti18".to_owned(),
         "https://xds.example/iti43".to_owned(),
@@ -496,7 +471,7 @@ async fn an_intruder_cannot_displace_a_published_peer() {
     .await;
     let g = wait_for("oost names the intruder", T, || async {
         let g = gws.get("oost").await.ok()?;
-        condition(&g, "CommunitiesSkipped")
+        gateway_condition(&g, "CommunitiesSkipped")
             .filter(|c| c.0 == "True" && c.2.contains(&format!("{X}/west")))
             .map(|c| (g, c))
     })
@@ -554,15 +529,7 @@ async fn a_new_gateway_image_rolls_at_most_two_gateways_at_once() {
         &tls_secret("oost-tls", &certificate(&ca, &OOST, 365)),
     )
     .await;
-    let mut trust = ConfigMap::default();
-    trust.metadata.name = Some("duo-trust".into());
-    trust.data = Some([("ca.crt".to_owned(), ca.cert_pem.clone())].into());
-    apply(
-        &Api::<ConfigMap>::namespaced(client.clone(), N),
-        "duo-trust",
-        &trust,
-    )
-    .await;
+    trust_config_map(&client, N, &ca.cert_pem).await;
     let urls = (
         "https://xds.example/iti18".to_owned(),
         "https://xds.example/iti43".to_owned(),
@@ -636,7 +603,9 @@ async fn a_new_gateway_image_rolls_at_most_two_gateways_at_once() {
                 .expect("list")
                 .items
                 .into_iter()
-                .filter(|g| condition(g, "Progressing").is_some_and(|c| c.1 == "RolloutQueued"))
+                .filter(|g| {
+                    gateway_condition(g, "Progressing").is_some_and(|c| c.1 == "RolloutQueued")
+                })
                 .count();
             assert_eq!(queued, 5 - want, "the others say why they wait");
         }

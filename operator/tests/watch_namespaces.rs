@@ -18,16 +18,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use duo_operator::crd::{DuoCommunity, DuoGateway, MitzConnection};
-use duo_runtime::config::Config;
+
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::SelectorExt;
@@ -35,43 +35,6 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
-
-/// `helm template duo-operator charts/duo-operator -n duo-system <args>` as objects.
-fn helm_template(helm: &Path, args: &[&str]) -> Vec<Value> {
-    let home = tempfile::tempdir().expect("helm home");
-    let h = home.path();
-    let out = Command::new(helm)
-        .args([
-            "template",
-            "duo-operator",
-            "charts/duo-operator",
-            "-n",
-            "duo-system",
-        ])
-        .args(args)
-        .current_dir(repo())
-        .env("HOME", h)
-        .env("HELM_CACHE_HOME", h.join("cache"))
-        .env("HELM_CONFIG_HOME", h.join("config"))
-        .env("HELM_DATA_HOME", h.join("data"))
-        .env("KUBECONFIG", h.join("no-cluster"))
-        .env_remove("HELM_NAMESPACE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("YAML");
-    docs.into_iter().filter(|d| d.is_object()).collect()
-}
-
-fn of_kind<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objs.iter().filter(|o| o["kind"] == kind).collect()
-}
 
 /// The rendered objects of `kind`, typed.
 fn rendered<K: serde::de::DeserializeOwned>(objs: &[Value], kind: &str) -> Vec<K> {
@@ -117,19 +80,6 @@ fn example_of<K: serde::de::DeserializeOwned>(folder: &str, file: &str, kind: &s
     serde_json::from_value(doc).expect(kind)
 }
 
-fn condition(gw: &DuoGateway, t: &str) -> Option<(String, String, String)> {
-    gw.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn applied(gw: &DuoGateway) -> bool {
-    condition(gw, "Degraded").is_some_and(|(s, _, _)| s == "False")
-}
-
 /// Waits until DuoGateway `ns/name` has a status for its current generation for which `ok` holds.
 async fn wait_gateway(
     client: &Client,
@@ -158,17 +108,6 @@ async fn wait_gateway(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Community names in the rendered runtime configuration of DuoGateway `ns/name`.
-async fn configured_communities(client: &Client, ns: &str, name: &str) -> Vec<String> {
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get(&format!("duo-{name}-config"))
-        .await
-        .expect("rendered ConfigMap");
-    let config = Config::parse(&cm.data.as_ref().expect("data")["config.yaml"])
-        .expect("rendered config parses");
-    config.communities.iter().map(|c| c.name.clone()).collect()
 }
 
 /// The operator's log lines (the in-process operator logs through `tracing`).
@@ -262,7 +201,14 @@ async fn the_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
     }
 
     // --- the chart with watchNamespaces [a, b] ------------------------------------------------------
-    let objs = helm_template(&helm, &["--set", "watchNamespaces={a,b}"]);
+    let objs = Helm::new(helm.clone(), None).template(&[
+        "duo-operator",
+        "charts/duo-operator",
+        "-n",
+        "duo-system",
+        "--set",
+        "watchNamespaces={a,b}",
+    ]);
     let roles: BTreeSet<String> = of_kind(&objs, "Role")
         .iter()
         .filter(|r| r["metadata"]["name"] == "duo-operator")
@@ -313,7 +259,12 @@ async fn the_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
         .expect("--watch-namespaces passed");
     assert_eq!(flag, "a,b");
     // cluster-wide by default: the ClusterRole, no per-namespace Role, no flag
-    let default = helm_template(&helm, &[]);
+    let default = Helm::new(helm.clone(), None).template(&[
+        "duo-operator",
+        "charts/duo-operator",
+        "-n",
+        "duo-system",
+    ]);
     assert_eq!(of_kind(&default, "ClusterRoleBinding").len(), 1);
     assert_eq!(of_kind(&default, "Role").len(), 1, "only the Lease Role");
     assert!(
@@ -400,7 +351,7 @@ async fn the_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
 
     // a: reconciled, with its children and status
     let gw = wait_gateway(&admin, "a", "oost", "applied with noord", &logs, |g| {
-        applied(g) && g.status.as_ref().is_some_and(|s| s.communities == 1)
+        gateway_applied(g) && g.status.as_ref().is_some_and(|s| s.communities == 1)
     })
     .await;
     assert!(
@@ -428,13 +379,14 @@ async fn the_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
         "applied with a's communities, c reported",
         &logs,
         |g| {
-            applied(g)
+            gateway_applied(g)
                 && g.status.as_ref().is_some_and(|s| s.communities == 2)
-                && condition(g, "CommunitiesSkipped").is_some_and(|(s, _, _)| s == "True")
+                && gateway_condition(g, "CommunitiesSkipped").is_some_and(|(s, _, _)| s == "True")
         },
     )
     .await;
-    let (_, reason, message) = condition(&gw, "CommunitiesSkipped").expect("CommunitiesSkipped");
+    let (_, reason, message) =
+        gateway_condition(&gw, "CommunitiesSkipped").expect("CommunitiesSkipped");
     assert_eq!(reason, "NamespaceNotWatched");
     assert!(
         message.contains("namespace \"c\" is not watched by the operator (--watch-namespaces a,b)"),

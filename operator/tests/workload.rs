@@ -9,8 +9,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+
 use std::time::Duration;
 
 use common::*;
@@ -25,51 +25,6 @@ use serde_json::json;
 
 const NS: &str = "duo-workload";
 const T: Duration = Duration::from_secs(60);
-
-/// helm with its own home folders and the test cluster's kubeconfig.
-struct Helm {
-    bin: PathBuf,
-    home: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl Helm {
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let h = self.home.path();
-        Command::new(&self.bin)
-            .args(args)
-            .current_dir(repo())
-            .env("HOME", h)
-            .env("HELM_CACHE_HOME", h.join("cache"))
-            .env("HELM_CONFIG_HOME", h.join("config"))
-            .env("HELM_DATA_HOME", h.join("data"))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env_remove("HELM_NAMESPACE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run helm")
-    }
-
-    fn ok(&self, args: &[&str]) {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "helm {} failed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "helm {} should have failed",
-            args.join(" ")
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
 
 /// Every workload and Service value set (on top of the XDS example's values).
 const VALUES: &str = r#"
@@ -178,11 +133,7 @@ async fn workload_settings_reach_the_deployment_and_service_the_api_server_store
     create_example_secrets(&client, NS).await;
     apply_example(&client, NS, "mitz").await;
     let _operator = Operator::start(client.clone());
-    let helm = Helm {
-        bin: helm_bin,
-        home: tempfile::tempdir().expect("helm home"),
-        kubeconfig: env.kubeconfig.clone(),
-    };
+    let helm = Helm::new(helm_bin, Some(&env.kubeconfig));
     let dir = tempfile::tempdir().expect("values dir");
     let values = values_file(dir.path(), "workload.yaml", VALUES);
     let release = |verb: &'static str, extra: &[&str]| {

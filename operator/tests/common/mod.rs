@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use serde_json::Value;
 use tokio::sync::watch;
 
 /// Repository root (the operator crate's parent).
@@ -154,11 +156,7 @@ pub async fn create_example_secrets(client: &Client, ns: &str) -> ExampleSecrets
         .into(),
     );
     apply(&secrets, "mitz-ca", &ca_secret).await;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let mut trust = ConfigMap::default();
-    trust.metadata.name = Some("duo-trust".into());
-    trust.data = Some([("ca.crt".to_owned(), ca.cert_pem.clone())].into());
-    apply(&cms, "duo-trust", &trust).await;
+    trust_config_map(client, ns, &ca.cert_pem).await;
     ExampleSecrets {
         ca,
         oost,
@@ -402,7 +400,6 @@ impl PodProcess {
         adjust: impl FnOnce(&mut duo_runtime::config::Config),
         timeout: Duration,
     ) -> PodProcess {
-        use std::process::{Command, Stdio};
         let config_path = lay_out_like_the_pod(client, ns, d, root).await;
         let rendered = std::fs::read_to_string(&config_path).expect("config.yaml");
         let mut config = duo_runtime::config::Config::parse(&rendered).expect("rendered config");
@@ -552,4 +549,123 @@ pub async fn point_mitz_at(client: &Client, ns: &str, name: &str, base: &str) {
         )
         .await
         .expect("point the MitzConnection's endpoints");
+}
+
+// --- helm as a process and what it renders ---------------------------------------------------------
+
+/// helm with its own cache/config/data folders (nothing from the user's home) and, optionally, a
+/// kubeconfig.
+pub struct Helm {
+    bin: PathBuf,
+    home: tempfile::TempDir,
+    kubeconfig: Option<PathBuf>,
+}
+
+impl Helm {
+    pub fn new(bin: PathBuf, kubeconfig: Option<&Path>) -> Helm {
+        Helm {
+            bin,
+            home: tempfile::tempdir().expect("helm home"),
+            kubeconfig: kubeconfig.map(Path::to_path_buf),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        let h = self.home.path();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .current_dir(repo())
+            .env("HOME", h)
+            .env("HELM_CACHE_HOME", h.join("cache"))
+            .env("HELM_CONFIG_HOME", h.join("config"))
+            .env("HELM_DATA_HOME", h.join("data"))
+            .env_remove("HELM_NAMESPACE")
+            .stdin(Stdio::null());
+        match &self.kubeconfig {
+            Some(k) => cmd.env("KUBECONFIG", k),
+            None => cmd.env("KUBECONFIG", h.join("no-cluster")),
+        };
+        cmd.output().expect("run helm")
+    }
+
+    /// Runs helm and returns stdout; panics with stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "helm {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs helm, expects failure and returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "helm {} should have failed; stdout:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `helm template` output as objects (empty documents dropped).
+    pub fn template(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["template"];
+        all.extend_from_slice(args);
+        parse_docs(&self.ok(&all))
+    }
+}
+
+pub fn parse_docs(text: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).expect("helm output is YAML");
+    docs.into_iter().filter(|d| d.is_object()).collect()
+}
+
+/// The objects of `kind` in `objs`.
+pub fn of_kind<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// `(status, reason, message)` of condition `t` of a DuoGateway.
+pub fn gateway_condition(gw: &DuoGateway, t: &str) -> Option<(String, String, String)> {
+    gw.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The current spec of a DuoGateway is applied (`Degraded=False`).
+pub fn gateway_applied(gw: &DuoGateway) -> bool {
+    gateway_condition(gw, "Degraded").is_some_and(|(s, _, _)| s == "False")
+}
+
+/// Community names in the rendered runtime configuration of DuoGateway `ns/name`.
+pub async fn configured_communities(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&format!("duo-{name}-config"))
+        .await
+        .expect("rendered ConfigMap");
+    let config =
+        duo_runtime::config::Config::parse(&cm.data.as_ref().expect("data")["config.yaml"])
+            .expect("rendered config parses");
+    config.communities.iter().map(|c| c.name.clone()).collect()
+}
+
+/// ConfigMap `duo-trust` (key `ca.crt`) in `ns` with `ca_pem`: the trust bundle the examples name.
+pub async fn trust_config_map(client: &Client, ns: &str, ca_pem: &str) {
+    let mut trust = ConfigMap::default();
+    trust.metadata.name = Some("duo-trust".into());
+    trust.data = Some([("ca.crt".to_owned(), ca_pem.to_owned())].into());
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        "duo-trust",
+        &trust,
+    )
+    .await;
 }
