@@ -144,16 +144,7 @@ pub fn published_address(gw: &DuoGateway) -> Result<(String, u16), BuildError> {
                 ),
                 None => (a.as_str(), 443),
             };
-            let dns = !host.is_empty()
-                && host.len() <= 253
-                && host.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
-            if !dns {
+            if !rc::is_dns_name(host) {
                 return Err(bad(
                     field,
                     format!("{a:?}: must be a host name, optionally with :port"),

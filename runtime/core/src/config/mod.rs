@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{DataCategory, FacilityType, HomeCommunityId, PurposeOfUse, Ura};
 use crate::pki::{CertificateIdentity, DistinguishedName, SpkiSha256};
 
-pub use validate::ConfigError;
+pub use validate::{ConfigError, is_dns_name};
 
 /// The whole runtime configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -88,10 +88,11 @@ fn check_url(field: &str, url: &str, allow_http: bool) -> Result<(), ConfigError
     Ok(())
 }
 
-/// A `connectTo` host: a DNS name (letters, digits, `-`, `.`; at most 253 characters) or an IP address,
-/// without scheme, port, path or brackets, since only the addresses it resolves to are taken.
-fn check_connect_to(field: &str, host: &str) -> Result<(), ConfigError> {
-    let dns = !host.is_empty()
+/// Whether `host` is a DNS name as a URL or certificate carries it: dot-separated labels of letters,
+/// digits and `-` (not first or last), 1 to 63 characters each, at most 253 in all (RFC 1123 §2.1). No
+/// scheme, port, path, brackets or trailing dot.
+pub fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|l| {
             !l.is_empty()
@@ -99,8 +100,13 @@ fn check_connect_to(field: &str, host: &str) -> Result<(), ConfigError> {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if dns || host.parse::<std::net::IpAddr>().is_ok() {
+        })
+}
+
+/// A `connectTo` host: a DNS name (letters, digits, `-`, `.`; at most 253 characters) or an IP address,
+/// without scheme, port, path or brackets, since only the addresses it resolves to are taken.
+fn check_connect_to(field: &str, host: &str) -> Result<(), ConfigError> {
+    if is_dns_name(host) || host.parse::<std::net::IpAddr>().is_ok() {
         Ok(())
     } else {
         Err(ConfigError::new(
