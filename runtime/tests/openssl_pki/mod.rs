@@ -38,13 +38,23 @@ pub fn tools_present() -> bool {
     present
 }
 
-/// A free loopback port (bound and released: good enough for a test).
+/// A free loopback port (bound and released), never the same one twice in this process: tests run in
+/// parallel, and a CA's CRL and OCSP ports are fixed in its certificates before anything listens on them,
+/// so a port handed to two CAs made one test fetch the other's CRL ("BadSignature").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -305,7 +315,15 @@ subjectKeyIdentifier = hash
             .spawn()
             .expect("python3 -m http.server");
         wait_listening(self.crl_port);
-        Proc(child)
+        let mut child = Proc(child);
+        // something else may hold the port (then the server exits and another process answered the probe)
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            matches!(child.0.try_wait(), Ok(None)),
+            "the CRL server could not listen on port {}",
+            self.crl_port
+        );
+        child
     }
 
     /// Runs `openssl ocsp` as responder for this CA on the OCSP port (answers valid 60 minutes,
