@@ -220,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
             },
             deadline_ms: 3000,
             cache_seconds: 60,
+            notification_client_names: Vec::new(),
             allow_plain_http: false,
             crl_urls: Vec::new(),
         },

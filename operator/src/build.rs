@@ -650,6 +650,7 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
             deadline_ms: positive("MitzConnection spec.deadlineMs", m.spec.deadline_ms)?,
             cache_seconds: u64::try_from(m.spec.cache_seconds)
                 .map_err(|_| bad("MitzConnection spec.cacheSeconds", "must not be negative"))?,
+            notification_client_names: m.spec.notification_client_names.clone(),
         }),
     };
     let category: DataCategory = s
@@ -712,6 +713,8 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
             trusted_front_end: trusted_front_ends(&s.trusted_front_ends)?,
             require_assertion: true,
         },
+        // registration settings of the DuoGateway are not rendered yet: off, as before
+        registration: Default::default(),
         consent: ConsentConfig {
             mode: match s.consent.mode {
                 ConsentMode::Mitz => rc::ConsentMode::Mitz,
@@ -1590,6 +1593,7 @@ pub(crate) mod tests {
                 },
                 deadline_ms: 3000,
                 cache_seconds: 60,
+                notification_client_names: Vec::new(),
                 allow_plain_http: false,
                 crl_urls: Vec::new(),
             },

@@ -1161,6 +1161,12 @@ pub struct MitzConnectionSpec {
     #[serde(default = "default_cache_seconds")]
     #[schemars(range(min = 0, max = 3600))]
     pub cache_seconds: i64,
+    /// DNS names (subjectAltName) of Mitz's client certificate: only a client presenting one of them may
+    /// deliver consent notifications to a gateway's `/mitz/notifications`. Empty (default): notifications
+    /// are refused, and cached decisions expire only after `cacheSeconds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub notification_client_names: Vec<String>,
     /// Explicit opt-in to plain `http://` endpoints (test set-ups). Default false. Gateways without
     /// `allowPlainHttp` of their own still refuse an http:// Mitz.
     #[serde(default, skip_serializing_if = "is_false")]

@@ -119,6 +119,7 @@ async fn two_replicas_one_leader_and_graceful_handover() {
             },
             deadline_ms: 3000,
             cache_seconds: 60,
+            notification_client_names: Vec::new(),
             allow_plain_http: false,
             crl_urls: Vec::new(),
         },

@@ -23,6 +23,7 @@ pub mod gateway;
 pub mod limits;
 pub mod localization;
 pub mod mitz;
+pub mod registration;
 pub mod server;
 
 /// JSON log lines on stderr, filtered by `RUST_LOG` (default `info`); for `duo-gateway` and the test

@@ -180,6 +180,58 @@ impl MitzClient {
         self.post(&self.closed_question_url, body).await
     }
 
+    /// POSTs a FHIR resource (`content_type` [`duo_wire::mitz::subscription::FHIR_XML`] or `_JSON`) to
+    /// `url` within the deadline and returns the answer whatever its status, for the caller to read:
+    /// registration tells a duplicate (409, or 422 with issue code `duplicate`) from a refusal and a
+    /// retryable answer. A 3xx is [`MitzError::Redirect`] (never followed); no answer is an error.
+    pub async fn post_fhir(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: String,
+    ) -> Result<FhirAnswer, MitzError> {
+        let call = async {
+            let resp = self
+                .http
+                .post(url)
+                .header(http::header::CONTENT_TYPE, content_type)
+                .header(http::header::ACCEPT, content_type)
+                .body(body)
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = resp.status();
+            if status.is_redirection() {
+                return Err(MitzError::Redirect {
+                    status: status.as_u16(),
+                    location: crate::backend::soap_client::location(resp.headers()),
+                });
+            }
+            let header = |name: http::header::HeaderName| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(500).collect::<String>())
+            };
+            let location = header(http::header::LOCATION);
+            let retry_after = header(http::header::RETRY_AFTER)
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let body = read_bounded(resp).await?;
+            Ok(FhirAnswer {
+                status: status.as_u16(),
+                location,
+                retry_after,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(r) => r,
+            Err(_) => Err(MitzError::Timeout {
+                after_ms: self.deadline.as_millis() as u64,
+            }),
+        }
+    }
+
     /// POSTs a SOAP 1.2 envelope to `url` and returns the body of a 2xx answer, all within the deadline.
     /// A non-2xx answer is [`MitzError::Http`] (with the SOAP fault reason when the body is one), a 3xx
     /// [`MitzError::Redirect`] (never followed).
@@ -233,6 +285,19 @@ impl MitzClient {
             }
         }
     }
+}
+
+/// Mitz's answer to a FHIR request ([`MitzClient::post_fhir`]), unread.
+#[derive(Debug, Clone)]
+pub struct FhirAnswer {
+    /// The HTTP status (never 3xx: redirects are errors).
+    pub status: u16,
+    /// The `Location` header (at most 500 characters).
+    pub location: Option<String>,
+    /// `Retry-After` in seconds, when given as a number.
+    pub retry_after: Option<u64>,
+    /// The body (at most [`MAX_ANSWER_BYTES`]).
+    pub body: Bytes,
 }
 
 async fn read_bounded(mut resp: reqwest::Response) -> Result<Bytes, MitzError> {

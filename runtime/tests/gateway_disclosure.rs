@@ -70,6 +70,7 @@ async fn mitz(w: &World) -> (MitzSim, ConsentService) {
             tls: w.holder_tls.clone(),
             deadline_ms: 5_000,
             cache_seconds: 0,
+            notification_client_names: Vec::new(),
         },
         &TlsMaterial::load(&w.holder_tls).unwrap(),
     )

@@ -231,6 +231,7 @@ async fn mitz_and_peer_server_certificates_are_checked_outbound() {
             tls: ca.tls(&gw),
             deadline_ms: 10_000,
             cache_seconds: 0,
+            notification_client_names: Vec::new(),
         };
         let client = MitzClient::with_policy(&cfg, policy.clone()).unwrap();
         async move {

@@ -146,6 +146,7 @@ async fn the_subcommand_serves_the_sample_question() {
         tls: client.clone(),
         deadline_ms: 3000,
         cache_seconds: 0,
+        notification_client_names: Vec::new(),
     };
     let svc = ConsentService::new(
         duo_runtime::config::ConsentMode::Mitz,

@@ -43,6 +43,10 @@ pub struct Config {
     /// `permitAll` and localisation is `allCommunities`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mitz: Option<MitzConfig>,
+    /// Registration with Mitz as data holder (a FHIR Subscription per patient, so that localisation
+    /// finds this hospital), and what triggers it. Default: off.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
     /// Audit trail sinks (NEN 7513).
     #[serde(default)]
     pub audit: AuditConfig,
@@ -735,9 +739,56 @@ pub struct MitzConfig {
     #[serde(default = "default_mitz_deadline")]
     pub deadline_ms: u64,
     /// Seconds a Permit or Deny decision is cached per (patient, requester organisation, role, category);
-    /// 0 disables the cache (default 60).
+    /// 0 disables the cache (default 60). A consent notification from Mitz drops every cached decision
+    /// of its patient at once.
     #[serde(default = "default_cache_seconds")]
     pub cache_seconds: u64,
+    /// DNS names (subjectAltName dNSName) of Mitz's client certificate: only a client presenting one of
+    /// them (on a chain the server's trust bundle accepts) may deliver consent notifications to
+    /// `POST /mitz/notifications`. Empty: notifications are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notification_client_names: Vec<String>,
+}
+
+/// Registration with Mitz as data holder (docs/DOMAIN.md "Registration"): for every patient whose data
+/// this hospital holds, a FHIR `Subscription` (reason OTV) at `mitz.subscriptionUrl`, with the rest-hook
+/// channel pointing at this gateway's notification endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// `off` (default): this gateway registers nothing (e.g. a TLB node that registers its hospitals
+    /// itself). `mitz`: register through the triggers below, `POST /api/v1/registrations` and
+    /// `duo-gateway mitz-register`.
+    #[serde(default)]
+    pub mode: RegistrationMode,
+    /// The notification endpoint given to Mitz as the rest-hook channel: this gateway's published
+    /// address with path `/mitz/notifications` (e.g. `https://duo.west.example/mitz/notifications`).
+    /// Required when `mode` is `mitz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_endpoint: Option<String>,
+    /// The SourceSystem extension (`urn:oid:` id of the source system holding the data). Default: the
+    /// organization's homeCommunityId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_system: Option<HomeCommunityId>,
+    /// Attempts per registration when Mitz answers 429, 5xx or not at all (default 5), with exponential
+    /// backoff from 500 ms (capped at 30 s; a `Retry-After` of at most 30 s is honoured).
+    #[serde(default = "default_registration_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_registration_attempts() -> u32 {
+    5
+}
+
+/// See [`RegistrationConfig::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RegistrationMode {
+    /// No registration by this gateway.
+    #[default]
+    Off,
+    /// This gateway registers its hospital's patients with Mitz.
+    Mitz,
 }
 
 fn default_mitz_deadline() -> u64 {

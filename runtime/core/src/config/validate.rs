@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::{Config, ConsentMode, LocalBackend, LocalizationMode, TrustedFrontEnd};
+use super::{Config, ConsentMode, LocalBackend, LocalizationMode, RegistrationMode, TrustedFrontEnd};
 use crate::model::Oid;
 
 /// A configuration error: the field path (`communities[1].queryUrl`, empty for the whole file) and why.
@@ -461,8 +461,52 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
                 check_url("mitz.subscriptionUrl", u, http)?;
             }
             check_positive("mitz.deadlineMs", m.deadline_ms)?;
+            for (i, n) in m.notification_client_names.iter().enumerate() {
+                if !is_dns_name(n) {
+                    return Err(ConfigError::new(
+                        format!("mitz.notificationClientNames[{i}]"),
+                        format!("{n:?} is not a DNS name"),
+                    ));
+                }
+            }
         }
         None => {}
+    }
+    if c.registration.mode == RegistrationMode::Mitz {
+        let Some(m) = &c.mitz else {
+            return Err(ConfigError::new(
+                "mitz",
+                "required when registration.mode is mitz",
+            ));
+        };
+        if m.subscription_url.is_none() {
+            return Err(ConfigError::new(
+                "mitz.subscriptionUrl",
+                "required when registration.mode is mitz",
+            ));
+        }
+        match &c.registration.notification_endpoint {
+            Some(u) => check_url("registration.notificationEndpoint", u, http)?,
+            None => {
+                return Err(ConfigError::new(
+                    "registration.notificationEndpoint",
+                    "required when registration.mode is mitz (Mitz delivers consent changes there)",
+                ));
+            }
+        }
+        if m.notification_client_names.is_empty() {
+            return Err(ConfigError::new(
+                "mitz.notificationClientNames",
+                "required when registration.mode is mitz: the DNS names of Mitz's client certificate, \
+                 without which its consent notifications are refused",
+            ));
+        }
+        if !(1..=20).contains(&c.registration.max_attempts) {
+            return Err(ConfigError::new(
+                "registration.maxAttempts",
+                "must be between 1 and 20",
+            ));
+        }
     }
     if c.audit.sink.trim().is_empty() {
         return Err(ConfigError::new(

@@ -508,7 +508,9 @@ pub async fn build(opts: Options) -> Result<World, String> {
                 tls: gw_tls,
                 deadline_ms: 3_000,
                 cache_seconds: 60,
+                notification_client_names: Vec::new(),
             }),
+            registration: Default::default(),
             audit: AuditConfig {
                 sink: audit_file.to_string_lossy().into_owned(),
                 syslog: None,

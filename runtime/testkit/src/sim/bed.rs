@@ -187,6 +187,7 @@ pub fn test_config(
             default_purpose_of_use: Default::default(),
         },
         mitz: None,
+        registration: Default::default(),
         audit: AuditConfig {
             sink: audit_file.to_string_lossy().into_owned(),
             syslog: None,

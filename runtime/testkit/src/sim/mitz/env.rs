@@ -55,6 +55,7 @@ impl SimEnv {
             },
             deadline_ms,
             cache_seconds,
+            notification_client_names: Vec::new(),
         }
     }
 
