@@ -94,8 +94,8 @@ use crate::model::{Bsn, DataCategory, FacilityType, HomeCommunityId, Ura};
 use crate::tls::{TlsError, TlsMaterial};
 use crate::xml::Limits;
 
-pub use registry::{NotificationPayload, Registration};
 use registry::Registry;
+pub use registry::{NotificationPayload, Registration};
 use subscription::Refusal;
 
 /// The simulator's consents file.
@@ -291,25 +291,25 @@ fn decide(
     requester: &Ura,
     category: Option<&DataCategory>,
 ) -> Decision {
-        let mut best: Option<(u8, Decision)> = None;
-        for r in rules {
-            if &r.patient != patient || &r.holder != holder {
-                continue;
-            }
-            if r.requester.as_ref().is_some_and(|u| u != requester) {
-                continue;
-            }
-            match (&r.category, category) {
-                (None, _) => {}
-                (Some(rc), Some(c)) if rc == c => {}
-                _ => continue,
-            }
-            let spec = 2 * u8::from(r.requester.is_some()) + u8::from(r.category.is_some());
-            if best.is_none_or(|(s, _)| spec > s) {
-                best = Some((spec, r.decision));
-            }
+    let mut best: Option<(u8, Decision)> = None;
+    for r in rules {
+        if &r.patient != patient || &r.holder != holder {
+            continue;
         }
-        best.map_or(default, |(_, d)| d)
+        if r.requester.as_ref().is_some_and(|u| u != requester) {
+            continue;
+        }
+        match (&r.category, category) {
+            (None, _) => {}
+            (Some(rc), Some(c)) if rc == c => {}
+            _ => continue,
+        }
+        let spec = 2 * u8::from(r.requester.is_some()) + u8::from(r.category.is_some());
+        if best.is_none_or(|(s, _)| spec > s) {
+            best = Some((spec, r.decision));
+        }
+    }
+    best.map_or(default, |(_, d)| d)
 }
 
 /// The changes from `old` to `new` rules, keyed by (patient, holder, requester, category): every rule of
@@ -514,6 +514,40 @@ impl Drop for MitzSim {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Watches a consents file for the `mitz-sim` command: [`ConsentsFileWatch::poll`] reloads it when its
+/// modification time changed and hands the new rules to [`MitzSim::replace_consents`].
+#[derive(Debug)]
+pub struct ConsentsFileWatch {
+    path: std::path::PathBuf,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl ConsentsFileWatch {
+    /// Watches `path`, taking its current modification time as already loaded.
+    pub fn new(path: &Path) -> ConsentsFileWatch {
+        ConsentsFileWatch {
+            path: path.to_owned(),
+            modified: std::fs::metadata(path).and_then(|m| m.modified()).ok(),
+        }
+    }
+
+    /// Reloads the file when its modification time differs from the last one seen and replaces the
+    /// simulator's rules. `Ok(None)`: unchanged; `Ok(Some((changes, deliveries)))`: reloaded. Errors: the
+    /// file cannot be read or parsed ([`SimError::Config`], naming the file and field); the live rules
+    /// are kept and the same modification time is not retried.
+    pub fn poll(&mut self, sim: &MitzSim) -> Result<Option<(usize, usize)>, SimError> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .map_err(|e| SimError::Config(format!("{}: {e}", self.path.display())))?;
+        if self.modified == Some(modified) {
+            return Ok(None);
+        }
+        self.modified = Some(modified);
+        let cfg = MitzSimConfig::load(&self.path)?;
+        Ok(Some(sim.replace_consents(cfg.consents)))
     }
 }
 
@@ -983,8 +1017,7 @@ async fn subscription(
     if is_xml {
         let mut w = crate::xml::Writer::new();
         w.decl();
-        w.start("Subscription")
-            .attr("xmlns", subscription::FHIR_NS);
+        w.start("Subscription").attr("xmlns", subscription::FHIR_NS);
         w.start("id").attr("value", &id).end();
         w.start("status").attr("value", "requested").end();
         w.start("reason").attr("value", &reason).end();

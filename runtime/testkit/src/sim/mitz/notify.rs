@@ -148,7 +148,11 @@ impl<'a> Notification<'a> {
                 Some(HOSPITALS.1),
             );
             w.end().end();
-            value(&mut w, "status", if c.permit { "active" } else { "inactive" });
+            value(
+                &mut w,
+                "status",
+                if c.permit { "active" } else { "inactive" },
+            );
             w.start("scope");
             coding(&mut w, SCOPE_SYSTEM, Some(VERSION), "patient-privacy", None);
             w.end();
@@ -162,7 +166,11 @@ impl<'a> Notification<'a> {
             );
             w.end();
             w.start("patient");
-            value(&mut w, "reference", &format!("urn:uuid:{}", self.patient_id));
+            value(
+                &mut w,
+                "reference",
+                &format!("urn:uuid:{}", self.patient_id),
+            );
             w.end();
             value(&mut w, "dateTime", &self.date_time);
             w.start("provision");
@@ -364,7 +372,12 @@ pub(super) struct Notifier {
 impl Notifier {
     /// Starts delivering `body` to `endpoint` in the background: up to [`ATTEMPTS`] POSTs, until one is
     /// answered 2xx; counted sent or failed once finished. Needs a Tokio runtime.
-    pub(super) fn spawn(self: &Arc<Self>, endpoint: String, content_type: &'static str, body: String) {
+    pub(super) fn spawn(
+        self: &Arc<Self>,
+        endpoint: String,
+        content_type: &'static str,
+        body: String,
+    ) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let me = self.clone();
         tokio::spawn(async move {
