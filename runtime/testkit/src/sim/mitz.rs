@@ -10,7 +10,8 @@
 //!   from the XUA assertion in the WS-Security header (audience [`xua::MITZ_AUDIENCE`], validity checked,
 //!   signature not checked); a missing or invalid assertion is a SOAP Sender fault with HTTP 400. It is
 //!   answered **only from registrations** (as Mitz does): a registration's community is listed when the
-//!   rule choice below gives Permit for the requester's URA.
+//!   rule choice below gives Permit for the requester's URA; registrations that differ only in provider
+//!   type are listed once.
 //! - `POST {base}/abonnementen/fhir/Subscription`: a FHIR `Subscription` in XML or JSON as in
 //!   `testdata/mitz/fhir/example_subscription.xml` (reason `OTV`, criteria
 //!   `Consent?_query=otv&patientid=<BSN>&providerid=<URA>&providertype=<facility type>`, rest-hook channel
@@ -879,7 +880,8 @@ async fn open_question(State(st): State<Arc<SimState>>, body: Bytes) -> Response
         .cloned()
         .collect();
     let rules = st.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let locations: Vec<PatientLocation> = registered
+    let mut locations: Vec<PatientLocation> = Vec::new();
+    let permitted = registered
         .iter()
         .filter(|l| {
             decide(
@@ -896,8 +898,13 @@ async fn open_question(State(st): State<Arc<SimState>>, body: Bytes) -> Response
             corresponding_patient_id: None,
             source_id: l.source_id.clone(),
             holder_ura: Some(l.holder.clone()),
-        })
-        .collect();
+        });
+    // registrations that differ only in provider type are one location
+    for l in permitted {
+        if !locations.contains(&l) {
+            locations.push(l);
+        }
+    }
     soap_response(
         StatusCode::OK,
         localization::write_location_answer(&h, &requested, &locations),

@@ -743,6 +743,25 @@ consents:
         ids(loc.locate(&patient, &requester("00000666")).await.unwrap()),
         vec!["urn:oid:2.16.528.1.1007.3.3.659.1"]
     );
+    // a second registration of the same holder and community (another provider type): listed once
+    let other_type = sub_json(
+        PATIENT,
+        HOLDER,
+        "Z3",
+        "urn:oid:2.16.528.1.1007.3.3.659.1",
+        "https://gw.example/n",
+        "application/fhir+json",
+    );
+    let a = subscribe_json(&env, &other_type).await;
+    assert_eq!(a.status, 201);
+    assert_eq!(env.sim.registrations().len(), 2);
+    assert_eq!(
+        loc.locate(&patient, &requester("00000666"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // a refused Subscription (unknown provider type) for the other holder lists nothing more
     let bad = sub_json(
         PATIENT,
