@@ -463,7 +463,7 @@ impl MitzSim {
 
     /// Adds `rule`, or replaces the rule with the same (patient, holder, requester, category), and
     /// notifies every registration of its patient and holder that has an endpoint. Returns the number of
-    /// deliveries started (in the background: needs a Tokio runtime; see
+    /// deliveries started (in the background, on the runtime the simulator was started on; see
     /// [`MitzSim::deliveries_settled`]).
     pub fn set_consent(&self, rule: ConsentRule) -> usize {
         self.state.set_consent(rule)
@@ -634,6 +634,7 @@ pub async fn start(
         sent: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
+        runtime: tokio::runtime::Handle::current(),
     });
     let state = Arc::new(SimState {
         rules: RwLock::new(config.consents.clone()),

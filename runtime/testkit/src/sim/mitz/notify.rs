@@ -367,11 +367,14 @@ pub(super) struct Notifier {
     pub failed: AtomicU64,
     /// Deliveries started and not yet finished.
     pub in_flight: AtomicU64,
+    /// The runtime the simulator was started on, where deliveries run (so a rule can be set from any
+    /// thread).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Notifier {
     /// Starts delivering `body` to `endpoint` in the background: up to [`ATTEMPTS`] POSTs, until one is
-    /// answered 2xx; counted sent or failed once finished. Needs a Tokio runtime.
+    /// answered 2xx; counted sent or failed once finished.
     pub(super) fn spawn(
         self: &Arc<Self>,
         endpoint: String,
@@ -380,7 +383,7 @@ impl Notifier {
     ) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let me = self.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let mut backoff = FIRST_BACKOFF;
             let mut ok = false;
             for attempt in 0..ATTEMPTS {

@@ -155,7 +155,7 @@ pub(super) fn read_xml(body: &[u8], limits: &Limits) -> Result<Subscription, Ref
                 "channel" => {
                     channels += 1;
                     while let Some(t) = r.child(&c)? {
-                        if !t.ns.uri().eq(FHIR_NS) {
+                        if t.ns.uri() != FHIR_NS {
                             continue;
                         }
                         let slot = match t.local {

@@ -1325,6 +1325,36 @@ async fn hostile_subscriptions_are_refused_and_register_nothing() {
             with(&|v| v["extension"] = "x".into()),
         ),
     ];
+    let json_reasons: &[(&str, &str)] = &[
+        ("http endpoint", "must be https://"),
+        ("ftp endpoint", "must be https://"),
+        ("userinfo", "userinfo"),
+        ("user only", "userinfo"),
+        ("not a URL", "is not a URL"),
+        ("empty endpoint", "is not a URL"),
+        ("no endpoint", "is not a URL"),
+        ("two patientid", "patientid given more than once"),
+        (
+            "two patientid, same value",
+            "patientid given more than once",
+        ),
+        ("unknown providertype", "not a known facility type"),
+        ("malformed providertype", "invalid facility type"),
+        ("not a BSN", "invalid BSN"),
+        ("not a URA", "invalid URA"),
+        ("unknown parameter", "not supported"),
+        ("other resource", "must start with Consent?"),
+        ("10,000 extensions", "at most 16"),
+        ("two GatewaySystems", "GatewaySystem given more than once"),
+        ("no GatewaySystem", "GatewaySystem (valueOid) is required"),
+        ("GatewaySystem not an OID", "invalid OID"),
+        ("unknown payload", "channel.payload"),
+        ("websocket channel", "rest-hook"),
+        ("reason", "reason must be OTV"),
+        ("not a Subscription", "not Subscription"),
+        ("extension not an array", "not an array"),
+    ];
+    assert_eq!(cases.len(), json_reasons.len());
     for (name, body) in &cases {
         let a = subscribe_json(&env, body).await;
         assert!(
@@ -1334,6 +1364,8 @@ async fn hostile_subscriptions_are_refused_and_register_nothing() {
             a.body
         );
         assert_eq!(oo_code(&a), "invalid", "{name}");
+        let reason = json_reasons.iter().find(|(n, _)| n == name).unwrap().1;
+        assert!(oo_diagnostics(&a).contains(reason), "{name}: {}", a.body);
     }
     // XML: 10,000 extensions, two criteria, two channels, an http endpoint, not well-formed, a DTD
     let base = sub_xml(
@@ -1380,6 +1412,16 @@ async fn hostile_subscriptions_are_refused_and_register_nothing() {
             ),
         ),
     ];
+    let xml_reasons: &[(&str, &str)] = &[
+        ("10,000 extensions", "more than 16 extensions"),
+        ("two criteria", "criteria given more than once"),
+        ("two channels", "given more than once"),
+        ("two endpoints", "channel.endpoint given more than once"),
+        ("http endpoint", "must be https://"),
+        ("not well-formed", "malformed XML"),
+        ("DTD", "DTD"),
+    ];
+    assert_eq!(xml_cases.len(), xml_reasons.len());
     for (name, body) in xml_cases {
         let a = subscribe_xml(&env, body).await;
         assert!(
@@ -1390,6 +1432,8 @@ async fn hostile_subscriptions_are_refused_and_register_nothing() {
         );
         assert!(a.content_type.contains("xml"), "{name}: {}", a.content_type);
         assert_eq!(oo_code(&a), "invalid", "{name}");
+        let reason = xml_reasons.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(oo_diagnostics(&a).contains(reason), "{name}: {}", a.body);
     }
     assert_eq!(env.sim.stats().registrations, 0);
     assert!(env.sim.registrations().is_empty());
