@@ -326,8 +326,9 @@ async fn mitz_sim(
 ) -> Result<(), String> {
     use duo_testkit::sim::mitz;
     duo_runtime::tls::install_crypto_provider();
-    let cfg = mitz::MitzSimConfig::load(&config).map_err(|e| e.to_string())?;
+    // watched from before it is read: a change in between is reloaded at the first poll
     let mut watch = mitz::ConsentsFileWatch::new(&config);
+    let cfg = mitz::MitzSimConfig::load(&config).map_err(|e| e.to_string())?;
     let tls = TlsMaterial::load(&duo_runtime::config::TlsConfig {
         cert_file,
         key_file,

@@ -471,8 +471,9 @@ impl MitzSim {
 
     /// Replaces the live rule set with `rules` (the `mitz-sim` command's reload of its file) and
     /// notifies the registrations concerned of the changes ([`consent_changes`]; one Bundle per
-    /// registration holding every change for its patient and holder). Returns (changes, deliveries
-    /// started).
+    /// registration holding every change for its patient and holder). A rule set by
+    /// [`MitzSim::set_consent`] that `rules` lacks is withdrawn like any other. Returns (changes,
+    /// deliveries started).
     pub fn replace_consents(&self, rules: Vec<ConsentRule>) -> (usize, usize) {
         let changes = {
             let mut live = self.state.rules.write().unwrap_or_else(|p| p.into_inner());
