@@ -2,7 +2,9 @@
 //!
 //! `duo-testbed demo [--once] [--json]` is the main job on the embedded default (the README's first
 //! command; see `duo_testkit::demo`). `duo-testbed mitz-sim` runs the Mitz simulator over mutual TLS until
-//! interrupted (consents file format: `duo_testkit::sim::mitz`).
+//! interrupted (consents file format, admin endpoints and notifications: `duo_testkit::sim::mitz`); it
+//! reloads the consents file when it changes (polled every second) and notifies the registrations whose
+//! rules changed.
 //!
 //! `duo-testbed interop` sets up the surroundings of a real `duo-gateway serve` process for tests written
 //! outside Rust (the zeep interop suite in `interop/`).
@@ -70,8 +72,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the Mitz simulator (closed question, open question, subscriptions) over mutual TLS until
-    /// interrupted. The consents file format is documented in `duo_testkit::sim::mitz`.
+    /// Run the Mitz simulator (closed question, open question, subscriptions, consent notifications)
+    /// over mutual TLS until interrupted; the consents file is reloaded when it changes. The file format
+    /// and the admin endpoints are documented in `duo_testkit::sim::mitz`.
     MitzSim {
         /// YAML file of consents, locations and faults.
         #[arg(long)]
@@ -311,7 +314,9 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-/// `mitz-sim`: the simulator from a consents file and PEM files, until Ctrl-C.
+/// `mitz-sim`: the simulator from a consents file and PEM files, until Ctrl-C. The consents file is
+/// polled every second: when it changed, its rules replace the live ones and the registrations concerned
+/// are notified; a file that no longer parses is reported on standard error and the live rules are kept.
 async fn mitz_sim(
     config: PathBuf,
     listen: SocketAddr,
@@ -320,6 +325,9 @@ async fn mitz_sim(
     trust_bundle_file: PathBuf,
 ) -> Result<(), String> {
     use duo_testkit::sim::mitz;
+    duo_runtime::tls::install_crypto_provider();
+    // watched from before it is read: a change in between is reloaded at the first poll
+    let mut watch = mitz::ConsentsFileWatch::new(&config);
     let cfg = mitz::MitzSimConfig::load(&config).map_err(|e| e.to_string())?;
     let tls = TlsMaterial::load(&duo_runtime::config::TlsConfig {
         cert_file,
@@ -331,7 +339,26 @@ async fn mitz_sim(
         .await
         .map_err(|e| e.to_string())?;
     println!("mitz-sim listening on {}", sim.base_url());
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            r = &mut ctrl_c => {
+                r.map_err(|e| e.to_string())?;
+                break;
+            }
+            _ = tick.tick() => match watch.poll(&sim) {
+                Ok(None) => {}
+                Ok(Some((changes, deliveries))) => println!(
+                    "mitz-sim: {} reloaded: {changes} rule(s) changed, {deliveries} notification(s) sent",
+                    config.display()
+                ),
+                Err(e) => eprintln!("mitz-sim: not reloaded, the previous rules stay: {e}"),
+            },
+        }
+    }
     sim.shutdown().await;
     Ok(())
 }
