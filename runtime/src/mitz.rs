@@ -214,8 +214,8 @@ impl MitzClient {
                     .map(|v| v.chars().take(500).collect::<String>())
             };
             let location = header(http::header::LOCATION);
-            let retry_after = header(http::header::RETRY_AFTER)
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            let retry_after =
+                header(http::header::RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok());
             let body = read_bounded(resp).await?;
             Ok(FhirAnswer {
                 status: status.as_u16(),

@@ -136,10 +136,9 @@ impl Registrar {
             .as_ref()
             .and_then(|m| m.subscription_url.clone())
             .ok_or("mitz.subscriptionUrl is required when registration.mode is mitz")?;
-        let endpoint = r
-            .notification_endpoint
-            .clone()
-            .ok_or("registration.notificationEndpoint is required when registration.mode is mitz")?;
+        let endpoint = r.notification_endpoint.clone().ok_or(
+            "registration.notificationEndpoint is required when registration.mode is mitz",
+        )?;
         let home = config.organization.home_community_id.clone();
         Ok(Some(Registrar {
             mitz,
@@ -165,7 +164,10 @@ impl Registrar {
     /// The Subscription sent for `patient` (XML, as Mitz's sample).
     pub fn request_body(&self, patient: &Bsn, birth_date: Option<jiff::civil::Date>) -> String {
         let birth = birth_date.map(|d| d.to_string());
-        let (gateway, source) = (self.gateway_system.to_string(), self.source_system.to_string());
+        let (gateway, source) = (
+            self.gateway_system.to_string(),
+            self.source_system.to_string(),
+        );
         subscription::write_subscription(&SubscriptionRequest {
             birth_date: birth.as_deref(),
             gateway_system: &gateway,
@@ -276,11 +278,23 @@ impl Registrar {
                             detail,
                         });
                     }
-                    let last = format!("HTTP {}{}", a.status, if detail.is_empty() { String::new() } else { format!(": {detail}") });
+                    let last = format!(
+                        "HTTP {}{}",
+                        a.status,
+                        if detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {detail}")
+                        }
+                    );
                     if attempt >= self.max_attempts {
                         return Err(self.give_up(attempt, last));
                     }
-                    tracing::warn!(status = a.status, attempt, "Mitz did not accept a registration; retrying");
+                    tracing::warn!(
+                        status = a.status,
+                        attempt,
+                        "Mitz did not accept a registration; retrying"
+                    );
                     a.retry_after
                         .map(Duration::from_secs)
                         .filter(|d| *d <= MAX_BACKOFF)

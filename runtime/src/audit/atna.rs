@@ -72,6 +72,10 @@ pub fn audit_message(r: &AuditRecord, source: &AuditSource) -> String {
     let (event_id, event_name, action) = match (r.event, r.side) {
         (AuditEvent::Retrieve, Side::Responding) => ("110106", "Export", "R"),
         (AuditEvent::Retrieve, Side::Initiating) => ("110107", "Import", "C"),
+        // DCM 110110 Patient Record: a registration creates Mitz's record that this hospital holds
+        // data of the patient; a notification updates what the gateway knows of the patient's consent
+        (AuditEvent::Registration, _) => ("110110", "Patient Record", "C"),
+        (AuditEvent::ConsentNotification, _) => ("110110", "Patient Record", "U"),
         _ => ("110112", "Query", "E"),
     };
     let outcome = match r.outcome {

@@ -61,6 +61,10 @@ pub enum AuditEvent {
     ConsentDecision,
     /// A localisation (Mitz open question).
     Localization,
+    /// A registration with Mitz as data holder (a FHIR Subscription for the patient).
+    Registration,
+    /// A consent notification from Mitz (the patient's cached decisions were dropped).
+    ConsentNotification,
 }
 
 /// Which side of the exchange this gateway was on.

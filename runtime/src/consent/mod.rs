@@ -210,6 +210,14 @@ impl ConsentCache {
         }
     }
 
+    /// Drops every remembered decision about `patient`; returns how many.
+    fn forget(&self, patient: &Bsn) -> usize {
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let before = m.len();
+        m.retain(|k, _| &k.patient != patient);
+        before - m.len()
+    }
+
     fn put(&self, k: CacheKey, d: Decision) {
         // only definite answers are remembered; Indeterminate / NotApplicable / failures are asked again
         if self.ttl.is_zero() || !matches!(d, Decision::Permit | Decision::Deny) {
@@ -323,6 +331,12 @@ impl ConsentService {
             limits,
             cache: ConsentCache::new(cache_ttl, Arc::new(Instant::now)),
         }
+    }
+
+    /// Drops every cached decision about `patient` (a consent notification from Mitz: the next
+    /// question about the patient goes to Mitz again). Returns how many decisions were dropped.
+    pub fn forget_patient(&self, patient: &Bsn) -> usize {
+        self.cache.forget(patient)
     }
 
     /// Replaces the cache's clock (tests of expiry).

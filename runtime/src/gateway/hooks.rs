@@ -4,10 +4,13 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditLog, AuditRecord, AuditSource};
+use crate::audit::{
+    AuditEvent, AuditLog, AuditRecord, AuditSource, AuditTransaction, Outcome, Side,
+};
 use crate::config::{Config, LocalizationMode};
 use crate::consent::{ConsentService, MitzClient};
 use crate::localization::LocalizationClient;
+use crate::registration::{Registered, RegistrationError};
 use crate::tls::{TlsMaterial, TlsPolicy};
 
 /// The services of one gateway snapshot.
@@ -20,6 +23,8 @@ pub struct Hooks {
     pub localize: Option<Arc<LocalizationClient>>,
     /// The audit trail.
     pub audit: Arc<AuditLog>,
+    /// Registration with Mitz as data holder; `None` when `registration.mode` is `off`.
+    pub registrar: Option<Arc<crate::registration::Registrar>>,
 }
 
 impl Hooks {
@@ -36,6 +41,52 @@ impl Hooks {
             tracing::error!(error = %e, "audit record not written");
             AuditUnavailable
         })
+    }
+}
+
+impl Hooks {
+    /// Registers `patient` with Mitz as data holder ([`crate::registration::Registrar::register`]),
+    /// counts the outcome (`duo_mitz_registrations_total`) and audits it (event `registration`, naming
+    /// the `trigger`: `api`, `cli`, `dsub`, ...). Answers only after Mitz accepted. Errors: why not
+    /// ([`RegistrationError::Off`] when `registration.mode` is `off`). A registration Mitz accepted whose
+    /// audit record could not be written is still a registration (Mitz holds it): the failure is logged.
+    pub async fn register(
+        &self,
+        metrics: &super::metrics::Metrics,
+        patient: &crate::model::Bsn,
+        birth_date: Option<jiff::civil::Date>,
+        trigger: &str,
+    ) -> Result<Registered, RegistrationError> {
+        let Some(r) = &self.registrar else {
+            return Err(RegistrationError::Off);
+        };
+        let outcome = r.register(patient, birth_date).await;
+        let label = match &outcome {
+            Ok(ok) => ok.as_str(),
+            Err(e) => e.kind(),
+        };
+        metrics.count_mitz(&metrics.mitz_registrations, label);
+        let mut rec = AuditRecord::new(
+            AuditEvent::Registration,
+            AuditTransaction::Other("MITZ-SUBSCRIPTION".into()),
+            Side::Responding,
+        );
+        rec.patient = Some(patient.clone());
+        match &outcome {
+            Ok(ok) => {
+                rec.outcome_detail = Some(match ok.subscription_id() {
+                    Some(id) => format!("{label} (trigger {trigger}); subscription {id}"),
+                    None => format!("{label} (trigger {trigger})"),
+                });
+            }
+            Err(e) => {
+                rec.outcome = Outcome::Failure;
+                rec.outcome_detail = Some(format!("trigger {trigger}: {e}"));
+            }
+        }
+        // a registration is not a disclosure: a missing record does not undo what Mitz holds
+        let _ = self.audit(&rec).await;
+        outcome
     }
 }
 
@@ -86,9 +137,18 @@ pub async fn from_config(c: &Config) -> Result<Hooks, String> {
     let audit = AuditLog::from_config(&c.audit, source, identity.as_ref())
         .await
         .map_err(|e| e.to_string())?;
+    let registrar = match &c.mitz {
+        Some(m) if c.registration.mode == crate::config::RegistrationMode::Mitz => {
+            let client = MitzClient::with_policy(m, TlsPolicy::from_config(c))
+                .map_err(|e| format!("mitz: {e}"))?;
+            crate::registration::Registrar::from_config(c, Arc::new(client))?.map(Arc::new)
+        }
+        _ => None,
+    };
     Ok(Hooks {
         consent: Arc::new(consent),
         localize,
         audit: Arc::new(audit),
+        registrar,
     })
 }

@@ -272,6 +272,13 @@ pub fn local_requester(
     }
 }
 
+/// Whether the caller may use this hospital's APIs (registration): its certificate is the hospital's own
+/// or a trusted front end's ([`check_local_caller`]'s rules); no requester headers are read.
+pub fn local_caller(g: &Gateway, peer: Option<&PeerCertificate>) -> Result<(), Refusal> {
+    let cert = peer_info(peer).ok_or(Refusal::NoCertificate)?;
+    check_local_caller(g, peer, &cert)
+}
+
 /// Header naming the professional's UZI number (JSON API).
 pub const H_UZI: &str = "x-duo-requester-uzi";
 /// Header naming the professional's UZI role code.

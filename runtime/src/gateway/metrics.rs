@@ -89,6 +89,14 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Labels of Mitz registrations and notifications.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Registrations: `registered`, `alreadyRegistered`, `refused`, `unavailable`. Notifications:
+    /// `accepted`, `refused` (unreadable), `forbidden` (not Mitz's certificate).
+    pub outcome: String,
+}
+
 /// All gateway metrics and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
@@ -116,6 +124,10 @@ pub struct Metrics {
     pub xua_unsigned_allowed: Gauge,
     /// `duo_xua_refusals_total{code}`: requests refused for their XUA assertion, by WS-Security fault code.
     pub xua_refusals: Family<XuaRefusalLabels, Counter>,
+    /// `duo_mitz_registrations_total{outcome}`: registrations with Mitz as data holder.
+    pub mitz_registrations: Family<OutcomeLabels, Counter>,
+    /// `duo_mitz_notifications_total{outcome}`: consent notifications received from Mitz.
+    pub mitz_notifications: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -207,9 +219,23 @@ impl Metrics {
             "Requests refused for their XUA assertion, by WS-Security fault code",
             xua_refusals.clone(),
         );
+        let mitz_registrations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "mitz_registrations",
+            "Registrations with Mitz as data holder, by outcome",
+            mitz_registrations.clone(),
+        );
+        let mitz_notifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "mitz_notifications",
+            "Consent notifications received from Mitz, by outcome",
+            mitz_notifications.clone(),
+        );
         crate::revocation::METRICS.register(&mut registry);
         Metrics {
             registry,
+            mitz_registrations,
+            mitz_notifications,
             xua_unsigned_allowed,
             xua_refusals,
             community_latency,
@@ -230,6 +256,16 @@ impl Metrics {
         // encoding into a String cannot fail
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts one registration (`duo_mitz_registrations_total`) or notification
+    /// (`duo_mitz_notifications_total`) outcome.
+    pub fn count_mitz(&self, family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Records the configured localisation mode (exactly one mode is 1).

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod identity;
 pub mod initiating;
 pub mod metrics;
+pub mod mitz_api;
 pub mod reply;
 pub mod responding;
 pub mod timeline_api;

@@ -4,7 +4,9 @@
 //! - responding side: `POST /xca/iti38` (ITI-38), `POST /xca/iti39` (ITI-39), `POST /xcai/rad75` (RAD-75)
 //! - initiating side for local consumers: `POST /xds/iti18` (ITI-18), `POST /xds/iti43` (ITI-43),
 //!   `POST /xdsi/rad69` (RAD-69)
-//! - JSON API: `GET /api/v1/patients/{bsn}/timeline`, `GET /api/v1/openapi.yaml`
+//! - JSON API: `GET /api/v1/patients/{bsn}/timeline`, `GET /api/v1/openapi.yaml`,
+//!   `POST /api/v1/registrations` (registration with Mitz, [`mitz_api`])
+//! - Mitz: `POST /mitz/notifications` (consent notifications, [`mitz_api`])
 //!
 //! Ops listener (plain HTTP): `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
@@ -23,7 +25,7 @@ use http_body_util::BodyExt;
 
 use super::listener::PeerCertificate;
 use crate::gateway::reply::SoapReply;
-use crate::gateway::{Gateway, Shared, initiating, responding, timeline_api};
+use crate::gateway::{Gateway, Shared, initiating, mitz_api, responding, timeline_api};
 use crate::ihe::soap::write_fault;
 use crate::ihe::{Fault, FaultCode};
 
@@ -148,6 +150,35 @@ async fn timeline(State(s): State<AppState>, Path(bsn): Path<String>, req: Reque
     }
 }
 
+async fn registrations(State(s): State<AppState>, req: Request) -> Response {
+    let g = s.shared.current();
+    let (_, peer, body) = match read_body(&g, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let timeout = Duration::from_secs(g.config.server.limits.request_timeout_seconds);
+    match tokio::time::timeout(timeout, mitz_api::register(g, peer, body)).await {
+        Ok(Ok(a)) => a.into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            axum::Json(serde_json::json!({"error": format!("Mitz did not accept in {timeout:?}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn notifications(State(s): State<AppState>, req: Request) -> Response {
+    let g = s.shared.current();
+    let (headers, peer, body) = match read_body(&g, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    mitz_api::notify(g, peer, headers, body)
+        .await
+        .into_response()
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
 }
@@ -163,6 +194,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/xdsi/rad69", post(rad69))
         .route("/api/v1/patients/{bsn}/timeline", get(timeline))
         .route("/api/v1/openapi.yaml", get(openapi))
+        .route("/api/v1/registrations", post(registrations))
+        .route("/mitz/notifications", post(notifications))
         .with_state(AppState { shared })
 }
 

@@ -766,6 +766,7 @@ pub fn world() -> World {
         )),
         localize: None,
         audit: Arc::new(audit),
+        registrar: None,
     };
     let template = Gateway::build(config, hooks, Arc::new(Metrics::new())).unwrap();
     let store = Store::new();
@@ -898,6 +899,7 @@ pub fn gateway_with(
             consent: Arc::new(consent),
             localize: None,
             audit: Arc::new(audit),
+            registrar: None,
         },
         metrics: t.metrics.clone(),
         xml_limits: t.xml_limits.clone(),

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::{Config, ConsentMode, LocalBackend, LocalizationMode, RegistrationMode, TrustedFrontEnd};
+use super::{
+    Config, ConsentMode, LocalBackend, LocalizationMode, RegistrationMode, TrustedFrontEnd,
+};
 use crate::model::Oid;
 
 /// A configuration error: the field path (`communities[1].queryUrl`, empty for the whole file) and why.

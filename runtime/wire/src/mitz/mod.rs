@@ -8,6 +8,6 @@
 //! - [`notification`]: the consent notifications Mitz pushes to a registered data holder.
 
 pub mod location;
-pub mod xacml;
 pub mod notification;
 pub mod subscription;
+pub mod xacml;

@@ -530,17 +530,17 @@ mod tests {
         };
         let cases = [
             // not a transaction
-            swap(
-                "<type value=\"transaction\"/>",
-                "<type value=\"history\"/>",
-            ),
+            swap("<type value=\"transaction\"/>", "<type value=\"history\"/>"),
             // the patient reference points nowhere
             SAMPLE.replace(
                 "<reference value=\"urn:uuid:2083dda0-4a90-4b37-87fe-3c974399dbe2\"/>",
                 "<reference value=\"urn:uuid:elsewhere\"/>",
             ),
             // a BSN that fails the 11-check
-            swap("<value value=\"900186021\"/>", "<value value=\"900186022\"/>"),
+            swap(
+                "<value value=\"900186021\"/>",
+                "<value value=\"900186022\"/>",
+            ),
             // a second BSN for the same patient
             swap(
                 "<value value=\"900186021\"/>",
@@ -568,7 +568,8 @@ mod tests {
         let empty = r#"<Bundle xmlns="http://hl7.org/fhir"><type value="transaction"/></Bundle>"#;
         assert!(matches!(read(empty), Err(NotificationError::Invalid(_))));
         // too many entries
-        let mut big = String::from(r#"<Bundle xmlns="http://hl7.org/fhir"><type value="transaction"/>"#);
+        let mut big =
+            String::from(r#"<Bundle xmlns="http://hl7.org/fhir"><type value="transaction"/>"#);
         for _ in 0..=MAX_ENTRIES {
             big.push_str("<entry/>");
         }

@@ -238,7 +238,10 @@ mod tests {
         v.endpoint = "https://h.example/n?a=1&b=\"2\"";
         let x = write_subscription(&v);
         assert!(!x.contains("Patient.birthDate"));
-        assert!(x.contains("https://h.example/n?a=1&amp;b=&quot;2&quot;"), "{x}");
+        assert!(
+            x.contains("https://h.example/n?a=1&amp;b=&quot;2&quot;"),
+            "{x}"
+        );
         // what is written reads back as XML
         Reader::new(x.as_bytes(), &Limits::default())
             .and_then(|mut r| r.root().map(|_| ()))
@@ -257,7 +260,12 @@ mod tests {
     fn the_created_id_comes_from_location_or_body_and_must_be_a_fhir_id() {
         let l = Limits::default();
         assert_eq!(
-            created_id(Some("https://mitz/x/Subscription/abc-1/_history/1"), b"", &l).as_deref(),
+            created_id(
+                Some("https://mitz/x/Subscription/abc-1/_history/1"),
+                b"",
+                &l
+            )
+            .as_deref(),
             Some("abc-1")
         );
         assert_eq!(
@@ -265,8 +273,12 @@ mod tests {
             Some("sim-3")
         );
         assert_eq!(
-            created_id(None, b"<Subscription xmlns=\"http://hl7.org/fhir\"><id value=\"7\"/></Subscription>", &l)
-                .as_deref(),
+            created_id(
+                None,
+                b"<Subscription xmlns=\"http://hl7.org/fhir\"><id value=\"7\"/></Subscription>",
+                &l
+            )
+            .as_deref(),
             Some("7")
         );
         assert_eq!(
@@ -290,7 +302,10 @@ mod tests {
         assert!(!o.is_duplicate());
         assert_eq!(o.codes, ["invalid"]);
         assert_eq!(o.diagnostics, "bad criteria");
-        assert_eq!(read_operation_outcome(b"<Bundle xmlns=\"http://hl7.org/fhir\"/>", &l), None);
+        assert_eq!(
+            read_operation_outcome(b"<Bundle xmlns=\"http://hl7.org/fhir\"/>", &l),
+            None
+        );
         assert_eq!(read_operation_outcome(b"{}", &l), None);
     }
 }
