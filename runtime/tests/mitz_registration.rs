@@ -366,3 +366,68 @@ async fn the_registrar_retries_while_mitz_is_down_and_registers_once() {
     mitz.shutdown().await;
     w.stop().await;
 }
+
+/// `duo-gateway mitz-register`: progress, summary and exit codes, with B's configuration file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backfill_command_registers_a_file_and_names_what_failed() {
+    let (w, mitz) = world("mitz.test").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("b.yaml");
+    // JSON is YAML
+    std::fs::write(&config, serde_json::to_string(&w.hospitals[B].config).unwrap()).unwrap();
+    let list = dir.path().join("bsns.txt");
+    let bsn = w.patient.bsn.to_string();
+    std::fs::write(
+        &list,
+        format!("# back-fill\n{bsn},1970-01-01\n\n999993653\n123456789\n{bsn}\n111222333,1970-13-01\n"),
+    )
+    .unwrap();
+    let run = |from: &std::path::Path| {
+        let (config, from) = (config.clone(), from.to_path_buf());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_duo-gateway"))
+                    .args(["mitz-register", "--config"])
+                    .arg(&config)
+                    .arg("--from")
+                    .arg(&from)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = run(&list).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    // the patient twice (once registered, once remembered or answered as a duplicate), a second valid
+    // BSN, and two lines that are no patient
+    assert!(
+        stdout.starts_with("registered: 2, already registered: 1, failed: 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("line 5: bsn:"), "{stdout}");
+    assert!(stdout.contains("line 7: birthDate"), "{stdout}");
+    assert_eq!(stderr.matches("[").count(), 5, "progress lines: {stderr}");
+    assert_eq!(mitz.stats().registrations, 2);
+
+    // all done already: exit 0
+    let again = dir.path().join("again.txt");
+    std::fs::write(&again, format!("{bsn}\n")).unwrap();
+    let out = run(&again).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("registered: 0, already registered: 1, failed: 0"));
+
+    // nothing to try: exit 2 with one line
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "# nobody\n").unwrap();
+    let out = run(&empty).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    let out = run(&dir.path().join("missing.txt")).await;
+    assert_eq!(out.status.code(), Some(2));
+    mitz.shutdown().await;
+    w.stop().await;
+}
