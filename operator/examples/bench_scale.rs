@@ -85,6 +85,7 @@ fn gateway(i: usize) -> DuoGateway {
                 labels: [("bench/group".to_owned(), group)].into(),
                 address: None,
             },
+            registration: Default::default(),
             replicas: 2,
             resources: None,
             image: None,

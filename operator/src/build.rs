@@ -34,10 +34,10 @@ use sha2::{Digest, Sha256};
 
 use crate::condition::Reason;
 use crate::crd::{
-    CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust, ConsentMode,
-    DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection, PUBLISHED_BY_LABEL,
-    RESERVED_ANNOTATION_PREFIX, RESERVED_POD_LABELS, RevocationFallback, ServiceType,
-    TlsMinVersion,
+    self as crd, CommunityEndpoints, CommunityIssuer, CommunityOrganization, CommunityTrust,
+    ConsentMode, DuoCommunity, DuoCommunitySpec, DuoGateway, Localization, MitzConnection,
+    PUBLISHED_BY_LABEL, RESERVED_ANNOTATION_PREFIX, RESERVED_POD_LABELS, RevocationFallback,
+    ServiceType, TlsMinVersion,
 };
 
 /// Container port of every SOAP and API route (HTTPS, mutual TLS).
@@ -129,6 +129,64 @@ pub mod material {
 
 /// Where peers reach `gw`: `(host, port)` from `spec.publish.address` (port 443 when it names none),
 /// else the Service's name `duo-<name>.<namespace>.svc` on [`HTTPS_PORT`]. Errors name the field.
+/// The runtime's `registration` section of `gw`: off, or `mitz` with the notification endpoint at the
+/// published address (`https://<publish.address>/mitz/notifications`). Errors: `mitz` without
+/// `spec.publish.address` (Mitz must reach the endpoint from outside the cluster), without a MitzConnection
+/// `subscriptionUrl` or `notificationClientNames`, or a bad `sourceSystem`.
+fn registration(
+    gw: &DuoGateway,
+    mitz: Option<&MitzConfig>,
+) -> Result<rc::RegistrationConfig, BuildError> {
+    let r = &gw.spec.registration;
+    if r.mode == crd::RegistrationMode::Off {
+        return Ok(rc::RegistrationConfig::default());
+    }
+    let field = "spec.registration.mode";
+    if gw.spec.publish.address.is_none() {
+        return Err(bad(
+            field,
+            "mitz needs spec.publish.address: Mitz delivers consent notifications to https://<address>/mitz/notifications",
+        ));
+    }
+    let (host, port) = published_address(gw)?;
+    let Some(m) = mitz else {
+        return Err(bad(field, "mitz needs spec.mitz (a MitzConnection)"));
+    };
+    if m.subscription_url.is_none() {
+        return Err(bad(
+            field,
+            "mitz needs the MitzConnection's spec.subscriptionUrl",
+        ));
+    }
+    if m.notification_client_names.is_empty() {
+        return Err(bad(
+            field,
+            "mitz needs the MitzConnection's spec.notificationClientNames (the DNS names of Mitz's client certificate)",
+        ));
+    }
+    let source_system = match &r.source_system {
+        None => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|e| bad("spec.registration.sourceSystem", e))?,
+        ),
+    };
+    let authority = if port == 443 {
+        host
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok(rc::RegistrationConfig {
+        mode: rc::RegistrationMode::Mitz,
+        notification_endpoint: Some(format!("https://{authority}/mitz/notifications")),
+        source_system,
+        max_attempts: u32::try_from(r.max_attempts)
+            .ok()
+            .filter(|n| (1..=20).contains(n))
+            .ok_or_else(|| bad("spec.registration.maxAttempts", "must be 1 to 20"))?,
+    })
+}
+
 pub fn published_address(gw: &DuoGateway) -> Result<(String, u16), BuildError> {
     match &gw.spec.publish.address {
         None => Ok((service_host(gw), u16::try_from(HTTPS_PORT).unwrap_or(8443))),
@@ -713,8 +771,7 @@ fn base_config(gw: &DuoGateway, mitz: Option<&MitzConnection>) -> Result<Config,
             trusted_front_end: trusted_front_ends(&s.trusted_front_ends)?,
             require_assertion: true,
         },
-        // registration settings of the DuoGateway are not rendered yet: off, as before
-        registration: Default::default(),
+        registration: registration(gw, mitz.as_ref())?,
         consent: ConsentConfig {
             mode: match s.consent.mode {
                 ConsentMode::Mitz => rc::ConsentMode::Mitz,
@@ -1560,6 +1617,7 @@ pub(crate) mod tests {
                     namespaces: None,
                 }),
                 publish: Publish::default(),
+                registration: Default::default(),
                 replicas: 2,
                 resources: None,
                 image: None,
@@ -2561,5 +2619,62 @@ pub(crate) mod tests {
                 skipped[0].message
             );
         }
+    }
+
+    #[test]
+    fn registration_is_rendered_with_the_published_notification_endpoint() {
+        let mut gw = gateway();
+        let mut m = mitz();
+        // off by default
+        let c = runtime_config(&gw, &[], Some(&m)).unwrap();
+        assert_eq!(c.registration, rc::RegistrationConfig::default());
+        gw.spec.registration.mode = crd::RegistrationMode::Mitz;
+        // every missing prerequisite is named
+        let field = |gw: &DuoGateway, m: &MitzConnection| {
+            let e = runtime_config(gw, &[], Some(m)).unwrap_err();
+            (e.field.clone(), e.to_string())
+        };
+        let (f, msg) = field(&gw, &m);
+        assert_eq!(f, "spec.registration.mode");
+        assert!(msg.contains("publish.address"), "{msg}");
+        gw.spec.publish.address = Some("duo.oost.example".into());
+        assert!(field(&gw, &m).1.contains("subscriptionUrl"));
+        m.spec.subscription_url =
+            Some("https://mitz.example/abonnementen/fhir/Subscription".into());
+        assert!(field(&gw, &m).1.contains("notificationClientNames"));
+        m.spec.notification_client_names = vec!["notify.mitz.example".into()];
+        let c = runtime_config(&gw, &[], Some(&m)).unwrap();
+        assert_eq!(c.registration.mode, rc::RegistrationMode::Mitz);
+        assert_eq!(
+            c.registration.notification_endpoint.as_deref(),
+            Some("https://duo.oost.example/mitz/notifications")
+        );
+        assert_eq!(c.registration.max_attempts, 5);
+        assert_eq!(
+            c.mitz.as_ref().unwrap().notification_client_names,
+            ["notify.mitz.example"]
+        );
+        gw.spec.publish.address = Some("duo.oost.example:9443".into());
+        gw.spec.registration.source_system = Some("not an oid".into());
+        assert_eq!(
+            runtime_config(&gw, &[], Some(&m)).unwrap_err().field,
+            "spec.registration.sourceSystem"
+        );
+        gw.spec.registration.source_system = Some("urn:oid:1.2.3".into());
+        let c = runtime_config(&gw, &[], Some(&m)).unwrap();
+        assert_eq!(
+            c.registration.notification_endpoint.as_deref(),
+            Some("https://duo.oost.example:9443/mitz/notifications")
+        );
+        assert_eq!(
+            c.registration
+                .source_system
+                .map(|s| s.to_string())
+                .as_deref(),
+            Some("urn:oid:1.2.3")
+        );
+        // a MitzConnection naming something that is no DNS name: the rendered config is refused
+        m.spec.notification_client_names = vec!["https://mitz".into()];
+        assert!(runtime_config(&gw, &[], Some(&m)).is_err());
     }
 }

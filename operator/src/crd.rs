@@ -194,6 +194,13 @@ pub struct DuoGatewaySpec {
     /// How this gateway is published as a DuoCommunity for other gateways in the cluster.
     #[serde(default)]
     pub publish: Publish,
+    /// Registration with Mitz as data holder (a FHIR Subscription per patient, so that Mitz's open
+    /// question names this hospital; Mitz then delivers the patient's consent changes to the gateway's
+    /// `/mitz/notifications` at `https://<publish.address>`). Default: off (e.g. a TLB hospital whose
+    /// node registers itself). `mitz` needs `publish.address`, and the MitzConnection's `subscriptionUrl`
+    /// and `notificationClientNames`.
+    #[serde(default)]
+    pub registration: Registration,
     /// Number of gateway pods (default 2). A PodDisruptionBudget is created when greater than 1.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 50))]
@@ -861,6 +868,48 @@ pub struct CommunitySelection {
     pub namespaces: Option<Vec<String>>,
 }
 
+/// Registration with Mitz as data holder (see [`DuoGatewaySpec::registration`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// `off` (default) or `mitz`.
+    #[serde(default)]
+    pub mode: RegistrationMode,
+    /// The SourceSystem of each registration (`urn:oid:` id of the system holding the data). Default: the
+    /// gateway's homeCommunityId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_system: Option<String>,
+    /// Attempts per registration when Mitz answers 429, 5xx or not at all (default 5).
+    #[serde(default = "default_registration_attempts")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: i32,
+}
+
+fn default_registration_attempts() -> i32 {
+    5
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            mode: RegistrationMode::default(),
+            source_system: None,
+            max_attempts: default_registration_attempts(),
+        }
+    }
+}
+
+/// See [`Registration::mode`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RegistrationMode {
+    /// The gateway registers nothing.
+    #[default]
+    Off,
+    /// The gateway registers its hospital's patients with Mitz.
+    Mitz,
+}
+
 /// How a gateway is published as a DuoCommunity.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -944,6 +993,9 @@ pub struct DuoGatewayStatus {
     /// The consent mode in force (`mitz` or `permitAll`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_mode: Option<String>,
+    /// The registration mode in force (`mitz`: the gateway registers its patients with Mitz; `off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_mode: Option<String>,
     /// Pods of the Deployment that are ready.
     #[serde(default)]
     pub ready_replicas: i32,

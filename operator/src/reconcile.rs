@@ -1041,6 +1041,10 @@ pub fn gateway_status(
             crate::crd::ConsentMode::Mitz => "mitz".to_owned(),
             crate::crd::ConsentMode::PermitAll => "permitAll".to_owned(),
         }),
+        registration_mode: Some(match gw.spec.registration.mode {
+            crate::crd::RegistrationMode::Mitz => "mitz".to_owned(),
+            crate::crd::RegistrationMode::Off => "off".to_owned(),
+        }),
         ready_replicas: 0,
         communities: prev.communities,
         certificate: prev.certificate.clone(),
@@ -1748,6 +1752,7 @@ mod tests {
                     namespaces: None,
                 }),
                 publish: Publish::default(),
+                registration: Default::default(),
                 replicas: 2,
                 resources: None,
                 image: None,

@@ -374,12 +374,18 @@ async fn the_backfill_command_registers_a_file_and_names_what_failed() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("b.yaml");
     // JSON is YAML
-    std::fs::write(&config, serde_json::to_string(&w.hospitals[B].config).unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        serde_json::to_string(&w.hospitals[B].config).unwrap(),
+    )
+    .unwrap();
     let list = dir.path().join("bsns.txt");
     let bsn = w.patient.bsn.to_string();
     std::fs::write(
         &list,
-        format!("# back-fill\n{bsn},1970-01-01\n\n999993653\n123456789\n{bsn}\n111222333,1970-13-01\n"),
+        format!(
+            "# back-fill\n{bsn},1970-01-01\n\n999993653\n123456789\n{bsn}\n111222333,1970-13-01\n"
+        ),
     )
     .unwrap();
     let run = |from: &std::path::Path| {
@@ -417,8 +423,16 @@ async fn the_backfill_command_registers_a_file_and_names_what_failed() {
     let again = dir.path().join("again.txt");
     std::fs::write(&again, format!("{bsn}\n")).unwrap();
     let out = run(&again).await;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("registered: 0, already registered: 1, failed: 0"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("registered: 0, already registered: 1, failed: 0")
+    );
 
     // nothing to try: exit 2 with one line
     let empty = dir.path().join("empty.txt");
