@@ -321,6 +321,7 @@ fn community_field(runtime_field: &str) -> &'static str {
         "imagingRetrieveUrl" => "spec.endpoints.imagingRetrieveUrl",
         "deadlineMs" => "spec.deadlineMs",
         "connectTo" => "spec.endpoints.connectTo",
+        f if f.starts_with("frontedCommunities") => "spec.frontedCommunities",
         _ => "spec",
     }
 }
@@ -356,6 +357,13 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
             certificates: i.certificates.clone(),
         })
         .collect();
+    let mut fronted_communities = Vec::new();
+    for (i, h) in c.spec.fronted_communities.iter().enumerate() {
+        fronted_communities.push(
+            h.parse()
+                .map_err(|e| bad(f(&format!("frontedCommunities[{i}]")), e))?,
+        );
+    }
     Ok(RemoteCommunity {
         home_community_id: hcid,
         name: c.spec.name.clone(),
@@ -367,6 +375,7 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
         certificate_ura,
         trusted_issuers,
         deadline_ms: positive(&f("deadlineMs"), c.spec.deadline_ms)?,
+        fronted_communities,
     })
 }
 
@@ -446,7 +455,48 @@ pub fn resolve(
         }
     }
     let home = config.organization.home_community_id.clone();
+    // fronted communities (target communities): a community fronting another selected community's own
+    // homeCommunityId, or this gateway's, is left out whatever the order (it would otherwise be asked
+    // in that community's place); of several fronting one id, the one `precedence` puts first is kept
+    let mut fronter: BTreeMap<String, (&DuoCommunity, Precedence)> = BTreeMap::new();
+    for (c, r) in &parsed {
+        if community_id(winner[&r.home_community_id.to_string()].0) != community_id(c) {
+            continue;
+        }
+        let p = precedence(c, &own_ns, authentic);
+        for h in &r.fronted_communities {
+            let e = fronter.entry(h.to_string()).or_insert((c, p.clone()));
+            if p < e.1 {
+                *e = (c, p.clone());
+            }
+        }
+    }
     for (c, r) in parsed {
+        let taken = r.fronted_communities.iter().find_map(|h| {
+            let id = h.to_string();
+            if h == &home {
+                Some(format!("{id} is this gateway's own homeCommunityId"))
+            } else if let Some((w, _)) = winner.get(&id) {
+                Some(format!("{id} is DuoCommunity {}'s own homeCommunityId", community_id(w)))
+            } else {
+                match fronter.get(&id) {
+                    Some((w, wp)) if community_id(w) != community_id(c) => Some(format!(
+                        "{id} is already fronted by DuoCommunity {}, which is kept ({})",
+                        community_id(w),
+                        wp.why_over(&precedence(c, &own_ns, authentic))
+                    )),
+                    _ => None,
+                }
+            }
+        });
+        if let Some(why) = taken {
+            skipped.push(SkippedCommunity {
+                community: community_id(c),
+                reason: Reason::CommunityInvalid,
+                message: format!("DuoCommunity {}: spec.frontedCommunities: {why}", community_id(c)),
+            });
+            continue;
+        }
         if r.home_community_id == home {
             skipped.push(SkippedCommunity {
                 community: community_id(c),
