@@ -477,7 +477,10 @@ pub fn resolve(
             if h == &home {
                 Some(format!("{id} is this gateway's own homeCommunityId"))
             } else if let Some((w, _)) = winner.get(&id) {
-                Some(format!("{id} is DuoCommunity {}'s own homeCommunityId", community_id(w)))
+                Some(format!(
+                    "{id} is DuoCommunity {}'s own homeCommunityId",
+                    community_id(w)
+                ))
             } else {
                 match fronter.get(&id) {
                     Some((w, wp)) if community_id(w) != community_id(c) => Some(format!(
@@ -493,7 +496,10 @@ pub fn resolve(
             skipped.push(SkippedCommunity {
                 community: community_id(c),
                 reason: Reason::CommunityInvalid,
-                message: format!("DuoCommunity {}: spec.frontedCommunities: {why}", community_id(c)),
+                message: format!(
+                    "DuoCommunity {}: spec.frontedCommunities: {why}",
+                    community_id(c)
+                ),
             });
             continue;
         }
@@ -2603,7 +2609,8 @@ pub(crate) mod tests {
     fn fronted_communities_are_rendered_and_conflicts_skipped() {
         let gw = gateway();
         let mut platform = community("platform", "urn:oid:1.2.4");
-        platform.spec.fronted_communities = vec!["urn:oid:1.2.4.1".into(), "urn:oid:1.2.4.2".into()];
+        platform.spec.fronted_communities =
+            vec!["urn:oid:1.2.4.1".into(), "urn:oid:1.2.4.2".into()];
         let (cfg, skipped) = resolve(
             &gw,
             std::slice::from_ref(&platform),
@@ -2648,10 +2655,19 @@ pub(crate) mod tests {
         // fronting the gateway's own homeCommunityId
         let mut own = platform.clone();
         own.spec.fronted_communities = vec![gw.spec.organization.home_community_id.clone()];
-        let (cfg, skipped) =
-            resolve(&gw, std::slice::from_ref(&own), Some(&mitz()), &BTreeSet::new()).unwrap();
+        let (cfg, skipped) = resolve(
+            &gw,
+            std::slice::from_ref(&own),
+            Some(&mitz()),
+            &BTreeSet::new(),
+        )
+        .unwrap();
         assert!(cfg.communities.is_empty());
-        assert!(skipped[0].message.contains("own homeCommunityId"), "{}", skipped[0].message);
+        assert!(
+            skipped[0].message.contains("own homeCommunityId"),
+            "{}",
+            skipped[0].message
+        );
         // two platforms fronting one id: the one in the gateway's namespace is kept, whatever the order
         let mut other = community("intruder", "urn:oid:1.2.5");
         other.metadata.namespace = Some("elsewhere".into());
@@ -2662,17 +2678,35 @@ pub(crate) mod tests {
         ] {
             let (cfg, skipped) = resolve(&gw, &order, Some(&mitz()), &BTreeSet::new()).unwrap();
             assert_eq!(cfg.communities.len(), 1);
-            assert_eq!(cfg.communities[0].home_community_id.to_string(), "urn:oid:1.2.4");
+            assert_eq!(
+                cfg.communities[0].home_community_id.to_string(),
+                "urn:oid:1.2.4"
+            );
             assert_eq!(skipped[0].community, "elsewhere/intruder");
-            assert!(skipped[0].message.contains("already fronted by DuoCommunity hospitals/platform"), "{}", skipped[0].message);
+            assert!(
+                skipped[0]
+                    .message
+                    .contains("already fronted by DuoCommunity hospitals/platform"),
+                "{}",
+                skipped[0].message
+            );
         }
         // not a homeCommunityId: the community is skipped, naming the field
         let mut bad = platform.clone();
         bad.spec.fronted_communities = vec!["not-an-oid".into()];
-        let (cfg, skipped) =
-            resolve(&gw, std::slice::from_ref(&bad), Some(&mitz()), &BTreeSet::new()).unwrap();
+        let (cfg, skipped) = resolve(
+            &gw,
+            std::slice::from_ref(&bad),
+            Some(&mitz()),
+            &BTreeSet::new(),
+        )
+        .unwrap();
         assert!(cfg.communities.is_empty());
-        assert!(skipped[0].message.contains("spec.frontedCommunities[0]"), "{}", skipped[0].message);
+        assert!(
+            skipped[0].message.contains("spec.frontedCommunities[0]"),
+            "{}",
+            skipped[0].message
+        );
     }
 
     #[test]

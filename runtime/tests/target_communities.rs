@@ -254,7 +254,12 @@ async fn a_hostile_platform_cannot_slip_in_a_hospital_it_was_not_asked_for() {
         .await
         .query(Transaction::Iti18);
     assert_eq!(sim.target_lists(), list(&[H1]));
-    assert_eq!(homes_of(&a), BTreeSet::from([H1.to_owned()]), "{:?}", a.objects);
+    assert_eq!(
+        homes_of(&a),
+        BTreeSet::from([H1.to_owned()]),
+        "{:?}",
+        a.objects
+    );
     assert_eq!(a.status, ResponseStatus::Success, "{:?}", a.errors);
     let left_out: Vec<_> = a
         .errors
@@ -284,7 +289,10 @@ async fn a_hostile_platform_cannot_slip_in_a_hospital_it_was_not_asked_for() {
     assert_eq!(sim.target_lists(), list(&[H1, H3]));
     assert_eq!(a.status, ResponseStatus::Success, "{:?}", a.errors);
     assert_eq!(homes_of(&a), BTreeSet::from([H1.to_owned()]));
-    assert_eq!(errors(&a.errors), [("XDSUnknownCommunity".into(), H3.into())]);
+    assert_eq!(
+        errors(&a.errors),
+        [("XDSUnknownCommunity".into(), H3.into())]
+    );
     assert_eq!(a.errors[0].severity, Severity::Warning);
     let t = timeline(&w, 0, &r, bsn.as_str()).await.json();
     assert_eq!(t["status"], "Success", "{t}");
@@ -319,7 +327,12 @@ async fn the_responding_side_honours_the_target_community_list() {
 
     // absent: as before
     let before = ask(None).await;
-    assert_eq!(before.status, ResponseStatus::Success, "{:?}", before.errors);
+    assert_eq!(
+        before.status,
+        ResponseStatus::Success,
+        "{:?}",
+        before.errors
+    );
     assert!(before.errors.is_empty());
     assert_eq!(before.objects.len(), 2, "manifest and report");
 
@@ -334,15 +347,25 @@ async fn the_responding_side_honours_the_target_community_list() {
         let e = ask(Some(empty.clone())).await;
         assert_eq!(e.status, ResponseStatus::Failure, "{empty:?}");
         assert!(e.objects.is_empty());
-        assert_eq!(errors(&e.errors), [("XDSRegistryError".into(), home_a.clone())]);
-        assert_eq!(registry.requests(Endpoint::Iti18), asked, "registry not asked");
+        assert_eq!(
+            errors(&e.errors),
+            [("XDSRegistryError".into(), home_a.clone())]
+        );
+        assert_eq!(
+            registry.requests(Endpoint::Iti18),
+            asked,
+            "registry not asked"
+        );
     }
 
     // ours and an unknown id: PartialSuccess naming the unknown one, answered for ours
     let p = ask(Some(vec![format!("('{home_a}','{UNKNOWN}')")])).await;
     assert_eq!(p.status, ResponseStatus::PartialSuccess, "{:?}", p.errors);
     assert_eq!(ids_of(&p), ids_of(&before));
-    assert_eq!(errors(&p.errors), [("XDSUnknownCommunity".into(), UNKNOWN.into())]);
+    assert_eq!(
+        errors(&p.errors),
+        [("XDSUnknownCommunity".into(), UNKNOWN.into())]
+    );
     assert_eq!(p.errors[0].severity, Severity::Warning);
     assert_eq!(p.errors[0].error_code, ErrorCode::XDSUnknownCommunity);
 
@@ -358,7 +381,11 @@ async fn the_responding_side_honours_the_target_community_list() {
             ("XDSUnknownCommunity".into(), H1.into())
         ]
     );
-    assert_eq!(registry.requests(Endpoint::Iti18), asked, "registry not asked");
+    assert_eq!(
+        registry.requests(Endpoint::Iti18),
+        asked,
+        "registry not asked"
+    );
 
     // hostile lists: an id twice, an empty entry, a non-OID: refused, nothing disclosed
     for bad in [

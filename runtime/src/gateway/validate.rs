@@ -1078,8 +1078,11 @@ mod tests {
 
     #[test]
     fn iti38_target_list_absent_is_as_before() {
-        let v = iti38(query(stored_query::FIND_DOCUMENTS, None, find_documents()), &hc(HOME))
-            .expect("accepted");
+        let v = iti38(
+            query(stored_query::FIND_DOCUMENTS, None, find_documents()),
+            &hc(HOME),
+        )
+        .expect("accepted");
         assert_eq!(v.targets, TargetCommunities::Absent);
         assert!(v.targets.answers() && v.targets.unknown().is_empty());
     }
@@ -1092,7 +1095,11 @@ mod tests {
             let e = r.to_registry_error(&hc(HOME));
             assert_eq!(e.error_code, ErrorCode::XDSRegistryError);
             assert_eq!(e.severity, crate::ihe::Severity::Error);
-            assert!(e.code_context.contains("$targetCommunityIdList"), "{}", e.code_context);
+            assert!(
+                e.code_context.contains("$targetCommunityIdList"),
+                "{}",
+                e.code_context
+            );
             assert_eq!(e.location.as_deref(), Some(HOME));
         }
     }
@@ -1150,16 +1157,20 @@ mod tests {
         ] {
             let v: Vec<&str> = values.iter().map(String::as_str).collect();
             let r = iti38(with_targets(&v), &hc(HOME)).expect_err("bad list");
-            assert!(matches!(r, QueryRule::BadTargetCommunityList(_)), "{values:?}: {r:?}");
+            assert!(
+                matches!(r, QueryRule::BadTargetCommunityList(_)),
+                "{values:?}: {r:?}"
+            );
             let e = r.to_registry_error(&hc(HOME));
             assert_eq!(e.error_code, ErrorCode::XDSRegistryError, "{values:?}");
             assert!(e.code_context.len() < 1024, "{}", e.code_context);
         }
         // the parameter in two slots
         let mut req = with_targets(&[&format!("('{HOME}')")]);
-        req.query
-            .slots
-            .push(Slot::new(param::TARGET_COMMUNITY_ID_LIST, [format!("('{UNKNOWN}')")]));
+        req.query.slots.push(Slot::new(
+            param::TARGET_COMMUNITY_ID_LIST,
+            [format!("('{UNKNOWN}')")],
+        ));
         let r = iti38(req, &hc(HOME)).expect_err("two slots");
         assert_eq!(
             r.to_registry_error(&hc(HOME)).error_code,

@@ -546,18 +546,27 @@ mod tests {
     fn fronted_communities_are_unambiguous() {
         let hc = |s: &str| -> crate::model::HomeCommunityId { s.parse().unwrap() };
         let mut c = example();
-        c.communities[0].fronted_communities = vec![hc("urn:oid:1.2.3.4.1"), hc("urn:oid:1.2.3.4.2")];
+        c.communities[0].fronted_communities =
+            vec![hc("urn:oid:1.2.3.4.1"), hc("urn:oid:1.2.3.4.2")];
         assert!(c.validate().is_ok());
         // the same id twice in one list
         let mut d = c.clone();
-        d.communities[0].fronted_communities.push(hc("urn:oid:1.2.3.4.1"));
+        d.communities[0]
+            .fronted_communities
+            .push(hc("urn:oid:1.2.3.4.1"));
         let e = refused(&d);
-        assert!(e.contains("communities[0].frontedCommunities[2]") && e.contains("duplicate"), "{e}");
+        assert!(
+            e.contains("communities[0].frontedCommunities[2]") && e.contains("duplicate"),
+            "{e}"
+        );
         // our own id
         let mut d = c.clone();
         d.communities[0].fronted_communities[1] = d.organization.home_community_id.clone();
         let e = refused(&d);
-        assert!(e.contains("communities[0].frontedCommunities[1]") && e.contains("own"), "{e}");
+        assert!(
+            e.contains("communities[0].frontedCommunities[1]") && e.contains("own"),
+            "{e}"
+        );
         // another community's own id, and an id fronted by two communities
         let mut second = c.communities[0].clone();
         second.home_community_id = "urn:oid:2.16.528.1.1007.3.3.87654399.1".parse().unwrap();
@@ -565,13 +574,20 @@ mod tests {
         let mut d = c.clone();
         d.communities.push(second.clone());
         let e = refused(&d);
-        assert!(e.contains("communities[1].frontedCommunities[0]") && e.contains("already fronted by communities[0]"), "{e}");
+        assert!(
+            e.contains("communities[1].frontedCommunities[0]")
+                && e.contains("already fronted by communities[0]"),
+            "{e}"
+        );
         let mut d = c.clone();
         second.fronted_communities = vec![];
         d.communities[0].fronted_communities[0] = second.home_community_id.clone();
         d.communities.push(second);
         let e = refused(&d);
-        assert!(e.contains("communities[0].frontedCommunities[0]") && e.contains("communities[1]"), "{e}");
+        assert!(
+            e.contains("communities[0].frontedCommunities[0]") && e.contains("communities[1]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -922,13 +922,17 @@ mod tests {
         assert_eq!(back.query.target_communities().unwrap().unwrap().len(), 2);
         // setting again replaces; setting none removes (an empty list never means everyone)
         q.set_target_communities(std::slice::from_ref(&b));
-        assert_eq!(q.target_communities().unwrap().unwrap(), ["urn:oid:1.2.3.2"]);
+        assert_eq!(
+            q.target_communities().unwrap().unwrap(),
+            ["urn:oid:1.2.3.2"]
+        );
         q.set_target_communities(&[]);
         assert_eq!(q.target_communities().unwrap(), None);
         // present but empty: no value, (), blank
         for values in [vec![], vec!["()"], vec![" ( ) "], vec![""]] {
             let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
-            q.slots.push(Slot::new("$targetCommunityIdList", values.clone()));
+            q.slots
+                .push(Slot::new("$targetCommunityIdList", values.clone()));
             assert_eq!(q.target_communities().unwrap(), Some(vec![]), "{values:?}");
         }
         // several values, a single quoted one, entries as written (checked by the validator)
@@ -953,7 +957,8 @@ mod tests {
         }
         let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
         q.set_target_communities(&[a]);
-        q.slots.push(Slot::new("$targetCommunityIdList", ["('urn:oid:9.9')"]));
+        q.slots
+            .push(Slot::new("$targetCommunityIdList", ["('urn:oid:9.9')"]));
         assert_eq!(
             q.target_communities().unwrap_err().code,
             ErrorCode::XDSStoredQueryParamNumber
