@@ -15,12 +15,13 @@ use duo_runtime::config::RemoteCommunity;
 use duo_runtime::consent::Decision;
 use duo_runtime::ihe::ebrim::{ErrorCode, ResponseStatus, Severity};
 use duo_runtime::ihe::query::{AdhocQueryResponse, ReturnType, param};
+use duo_runtime::ihe::retrieve::{DocumentRequest, RetrieveDocumentSetRequest};
 use duo_runtime::ihe::soap::Transaction;
 use duo_runtime::model::{AuthorInstitution, HomeCommunityId};
 use duo_testkit::dicom::synth::SynthConfig;
 use duo_testkit::sim::faults::Endpoint;
 use duo_testkit::sim::mitz::{ConsentRule, LocationRule, MitzSim};
-use duo_testkit::sim::seed::{CommunitySeed, seed_patient};
+use duo_testkit::sim::seed::{CommunitySeed, SeededStudy, seed_patient};
 use duo_testkit::sim::serve::{RunningSim, Transport};
 use duo_testkit::sim::store::Store;
 use duo_testkit::sim::tlb::{FrontedCommunity, TlbConfig, TlbSim};
@@ -38,8 +39,8 @@ fn hc(s: &str) -> HomeCommunityId {
 }
 
 /// The platform node: its own store empty, H1 and H2 behind it with one study of the world's patient
-/// each. Returns the simulator, its server and the Study Instance UIDs of H1 and H2.
-async fn platform(w: &World) -> (TlbSim, RunningSim, String, String) {
+/// each. Returns the simulator, its server and the studies of H1 and H2.
+async fn platform(w: &World) -> (TlbSim, RunningSim, SeededStudy, SeededStudy) {
     let mut fronted = Vec::new();
     let mut uids = Vec::new();
     for (k, home) in [(11, H1), (12, H2)] {
@@ -63,7 +64,7 @@ async fn platform(w: &World) -> (TlbSim, RunningSim, String, String) {
             1,
         )
         .unwrap();
-        uids.push(s[0].study_instance_uid.clone());
+        uids.push(s[0].clone());
         fronted.push(FrontedCommunity {
             home_community_id: hc(home),
             store,
@@ -167,7 +168,8 @@ fn list(ids: &[&str]) -> Vec<Option<Vec<String>>> {
 #[tokio::test]
 async fn a_platform_is_asked_once_with_exactly_the_ids_mitz_names() {
     let mut w = world_ab().await;
-    let (sim, running, uid1, uid2) = platform(&w).await;
+    let (sim, running, s1, s2) = platform(&w).await;
+    let (uid1, uid2) = (s1.study_instance_uid.clone(), s2.study_instance_uid.clone());
     w.reconfigure(0, |c| {
         c.communities.push(platform_community(&running, &[H1, H2]))
     })
@@ -184,7 +186,10 @@ async fn a_platform_is_asked_once_with_exactly_the_ids_mitz_names() {
     assert_eq!(t.status, 200, "{}", t.text());
     let t = t.json();
     assert_eq!(t["status"], "Success", "{t}");
+    assert!(timeline_errors(&t).is_empty(), "{t}");
     assert_eq!(sim.control.requests(Endpoint::Iti38), 1, "asked once");
+    // the manifests of both hospitals were fetched through the platform (ITI-39), each from its own
+    assert!(sim.control.requests(Endpoint::Iti39) >= 1);
     assert_eq!(sim.target_lists(), list(&[H1, H2]));
     let got: BTreeSet<String> = studies(&t).into_keys().collect();
     assert_eq!(got, BTreeSet::from([uid1.clone(), uid2.clone()]), "{t}");
@@ -198,6 +203,42 @@ async fn a_platform_is_asked_once_with_exactly_the_ids_mitz_names() {
     assert_eq!(a.status, ResponseStatus::Success, "{:?}", a.errors);
     assert_eq!(sim.target_lists(), list(&[H1, H2]));
     assert_eq!(homes_of(&a), BTreeSet::from([H1.to_owned(), H2.to_owned()]));
+    // a consumer naming a hospital behind the platform in @home reaches it through the platform, with
+    // only that id in the list
+    sim.clear_target_lists();
+    let by_home = find_documents(&bsn, Some(H1), ReturnType::LeafClass);
+    let a = local(&w, 0, Transaction::Iti18, Some(&r), Some(&bsn), &by_home)
+        .await
+        .query(Transaction::Iti18);
+    assert_eq!(a.status, ResponseStatus::Success, "{:?}", a.errors);
+    assert_eq!(sim.target_lists(), list(&[H1]));
+    assert_eq!(homes_of(&a), BTreeSet::from([H1.to_owned()]));
+    // and a document of that hospital is retrieved through the platform (ITI-43 → ITI-39)
+    let retrieves = sim.control.requests(Endpoint::Iti39);
+    let got = local(
+        &w,
+        0,
+        Transaction::Iti43,
+        Some(&r),
+        Some(&bsn),
+        &RetrieveDocumentSetRequest {
+            documents: vec![DocumentRequest {
+                home_community_id: Some(hc(H1)),
+                repository_unique_id: s1.repository_unique_id.clone(),
+                document_unique_id: s1.manifest.unique_id.clone(),
+            }],
+        },
+    )
+    .await
+    .retrieve(Transaction::Iti43);
+    assert_eq!(
+        got.response.status,
+        ResponseStatus::Success,
+        "{:?}",
+        got.response.errors
+    );
+    assert_eq!(got.documents.len(), 1);
+    assert_eq!(sim.control.requests(Endpoint::Iti39), retrieves + 1);
 
     // Mitz names one of them: one ITI-38 listing that one only, and only its documents
     let _mitz = mitz_naming(&mut w, "mitz-one", &[H2]).await;
@@ -234,7 +275,8 @@ async fn a_platform_is_asked_once_with_exactly_the_ids_mitz_names() {
 #[tokio::test]
 async fn a_hostile_platform_cannot_slip_in_a_hospital_it_was_not_asked_for() {
     let mut w = world_ab().await;
-    let (sim, running, uid1, uid2) = platform(&w).await;
+    let (sim, running, s1, s2) = platform(&w).await;
+    let (uid1, uid2) = (s1.study_instance_uid, s2.study_instance_uid);
     // A's configuration says the platform also fronts H3, which the platform itself does not know
     w.reconfigure(0, |c| {
         c.communities
