@@ -526,7 +526,8 @@ impl<'a> FanOut<'a> {
 /// "partial success response indicating which homeCommunityIds were not recognized. The Initiating
 /// gateway should not treat this as an error"): each XDSUnknownCommunity error that names an asked id
 /// (as its location or in its text) becomes a Warning, and a PartialSuccess left without any error of
-/// severity Error counts as Success. Other errors are left as they are.
+/// severity Error counts as Success, as does a Failure without objects whose only errors were such
+/// (a platform that knows none of the ids asked). Other errors are left as they are.
 pub fn unknown_targets_are_no_error(resp: &mut AdhocQueryResponse, asked: &[HomeCommunityId]) {
     let names_asked = |e: &RegistryError| {
         asked.iter().any(|h| {
@@ -537,18 +538,22 @@ pub fn unknown_targets_are_no_error(resp: &mut AdhocQueryResponse, asked: &[Home
                 || e.code_context.contains(&id)
         })
     };
+    let mut unknown = 0;
     for e in &mut resp.errors {
         if e.error_code == ErrorCode::XDSUnknownCommunity && names_asked(e) {
             e.severity = crate::ihe::Severity::Warning;
+            unknown += 1;
         }
     }
-    if resp.status == ResponseStatus::PartialSuccess
-        && !resp
-            .errors
-            .iter()
-            .any(|e| e.severity == crate::ihe::Severity::Error)
-    {
-        resp.status = ResponseStatus::Success;
+    let no_error = !resp
+        .errors
+        .iter()
+        .any(|e| e.severity == crate::ihe::Severity::Error);
+    let only_unknown = unknown > 0 && unknown == resp.errors.len() && resp.objects.is_empty();
+    match resp.status {
+        ResponseStatus::PartialSuccess if no_error => resp.status = ResponseStatus::Success,
+        ResponseStatus::Failure if only_unknown => resp.status = ResponseStatus::Success,
+        _ => {}
     }
 }
 
@@ -843,5 +848,67 @@ pub fn outcome_of(status: ResponseStatus) -> Outcome {
         ResponseStatus::Success => Outcome::Success,
         ResponseStatus::PartialSuccess => Outcome::PartialSuccess,
         ResponseStatus::Failure => Outcome::Failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ihe::Severity;
+
+    fn hc(s: &str) -> HomeCommunityId {
+        s.parse().unwrap()
+    }
+
+    fn unknown_at(h: &str, severity: Severity) -> RegistryError {
+        let mut e = RegistryError::new(ErrorCode::XDSUnknownCommunity, "not here").at(h.to_owned());
+        e.severity = severity;
+        e
+    }
+
+    /// A PartialSuccess (or a Failure) naming asked ids as unknown is no error; anything else still is.
+    #[test]
+    fn unknown_target_communities_are_no_error() {
+        let asked = [hc("urn:oid:1.2.3.11"), hc("urn:oid:1.2.3.12")];
+        // PartialSuccess with a warning naming an asked id (without the urn:oid: prefix): Success
+        let mut r =
+            AdhocQueryResponse::new(Vec::new(), vec![unknown_at("1.2.3.12", Severity::Warning)]);
+        r.status = ResponseStatus::PartialSuccess;
+        unknown_targets_are_no_error(&mut r, &asked);
+        assert_eq!(r.status, ResponseStatus::Success);
+        // an Error naming an asked id becomes a warning
+        let mut r = AdhocQueryResponse::new(
+            Vec::new(),
+            vec![unknown_at("urn:oid:1.2.3.11", Severity::Error)],
+        );
+        assert_eq!(r.status, ResponseStatus::Failure);
+        unknown_targets_are_no_error(&mut r, &asked);
+        assert_eq!(r.errors[0].severity, Severity::Warning);
+        assert_eq!(
+            r.status,
+            ResponseStatus::Success,
+            "knows none of them: no error"
+        );
+        // an unknown id that was not asked stays an error; so does any other error
+        for e in [
+            unknown_at("urn:oid:1.2.3.99", Severity::Error),
+            RegistryError::new(ErrorCode::XDSRegistryError, "urn:oid:1.2.3.11 broke"),
+        ] {
+            let mut r = AdhocQueryResponse::new(Vec::new(), vec![e.clone()]);
+            r.status = ResponseStatus::PartialSuccess;
+            unknown_targets_are_no_error(&mut r, &asked);
+            assert_eq!(r.status, ResponseStatus::PartialSuccess, "{e:?}");
+            assert_eq!(r.errors[0].severity, Severity::Error);
+        }
+        // a Failure with an unknown id and another error stays a Failure
+        let mut r = AdhocQueryResponse::new(
+            Vec::new(),
+            vec![
+                unknown_at("urn:oid:1.2.3.11", Severity::Error),
+                RegistryError::new(ErrorCode::XDSRegistryError, "down"),
+            ],
+        );
+        unknown_targets_are_no_error(&mut r, &asked);
+        assert_eq!(r.status, ResponseStatus::Failure);
     }
 }
