@@ -8,6 +8,11 @@
 //!   [`validate::iti39`], [`validate::rad75`]): a request naming another community gets
 //!   XDSUnknownCommunity; a query by id (GetDocuments ...) or a retrieve without homeCommunityId gets
 //!   XDSMissingHomeCommunityId; the handlers here keep what needs the registry or consent;
+//! - `$targetCommunityIdList` (IHE CP-ITI-1301 Target Communities, the Twiin consultation text;
+//!   [`validate::TargetCommunities`]): absent, as before; empty or malformed, refused by the validator;
+//!   ids that are not this gateway's are named in XDSUnknownCommunity warnings and the answer is
+//!   PartialSuccess; without this gateway's own id in the list nothing is looked up or disclosed; the
+//!   list is never passed on to the local registry;
 //! - consent: the patient's consent for this requester is asked before anything of the patient is
 //!   disclosed, and only a Permit lets data out; otherwise the answer looks exactly like "nothing
 //!   found", so it does not reveal whether data exists;
