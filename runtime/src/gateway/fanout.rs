@@ -33,7 +33,7 @@
 //! it), as before. From a community that fronts others, every DocumentEntry, SubmissionSet, Folder or
 //! ObjectRef whose `home` is neither its own nor one asked (all it fronts, without a list) is left out
 //! with the Associations and Classifications pointing at it, and named in a Warning
-//! ([`leave_out_other_communities`]): a hostile platform cannot slip in another community's documents.
+//! (`leave_out_other_communities`): a hostile platform cannot slip in another community's documents.
 //! Its XDSUnknownCommunity errors naming an asked id (a hospital it does not know after all) are
 //! warnings, and a PartialSuccess that holds nothing worse is its success: not an error.
 //!
