@@ -370,6 +370,7 @@ fn community_field(runtime_field: &str) -> &'static str {
         "imagingRetrieveUrl" => "spec.endpoints.imagingRetrieveUrl",
         "deadlineMs" => "spec.deadlineMs",
         "connectTo" => "spec.endpoints.connectTo",
+        f if f.starts_with("frontedCommunities") => "spec.frontedCommunities",
         _ => "spec",
     }
 }
@@ -405,6 +406,13 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
             certificates: i.certificates.clone(),
         })
         .collect();
+    let mut fronted_communities = Vec::new();
+    for (i, h) in c.spec.fronted_communities.iter().enumerate() {
+        fronted_communities.push(
+            h.parse()
+                .map_err(|e| bad(f(&format!("frontedCommunities[{i}]")), e))?,
+        );
+    }
     Ok(RemoteCommunity {
         home_community_id: hcid,
         name: c.spec.name.clone(),
@@ -416,6 +424,7 @@ fn remote_community(c: &DuoCommunity) -> Result<RemoteCommunity, BuildError> {
         certificate_ura,
         trusted_issuers,
         deadline_ms: positive(&f("deadlineMs"), c.spec.deadline_ms)?,
+        fronted_communities,
     })
 }
 
@@ -495,7 +504,54 @@ pub fn resolve(
         }
     }
     let home = config.organization.home_community_id.clone();
+    // fronted communities (target communities): a community fronting another selected community's own
+    // homeCommunityId, or this gateway's, is left out whatever the order (it would otherwise be asked
+    // in that community's place); of several fronting one id, the one `precedence` puts first is kept
+    let mut fronter: BTreeMap<String, (&DuoCommunity, Precedence)> = BTreeMap::new();
+    for (c, r) in &parsed {
+        if community_id(winner[&r.home_community_id.to_string()].0) != community_id(c) {
+            continue;
+        }
+        let p = precedence(c, &own_ns, authentic);
+        for h in &r.fronted_communities {
+            let e = fronter.entry(h.to_string()).or_insert((c, p.clone()));
+            if p < e.1 {
+                *e = (c, p.clone());
+            }
+        }
+    }
     for (c, r) in parsed {
+        let taken = r.fronted_communities.iter().find_map(|h| {
+            let id = h.to_string();
+            if h == &home {
+                Some(format!("{id} is this gateway's own homeCommunityId"))
+            } else if let Some((w, _)) = winner.get(&id) {
+                Some(format!(
+                    "{id} is DuoCommunity {}'s own homeCommunityId",
+                    community_id(w)
+                ))
+            } else {
+                match fronter.get(&id) {
+                    Some((w, wp)) if community_id(w) != community_id(c) => Some(format!(
+                        "{id} is already fronted by DuoCommunity {}, which is kept ({})",
+                        community_id(w),
+                        wp.why_over(&precedence(c, &own_ns, authentic))
+                    )),
+                    _ => None,
+                }
+            }
+        });
+        if let Some(why) = taken {
+            skipped.push(SkippedCommunity {
+                community: community_id(c),
+                reason: Reason::CommunityInvalid,
+                message: format!(
+                    "DuoCommunity {}: spec.frontedCommunities: {why}",
+                    community_id(c)
+                ),
+            });
+            continue;
+        }
         if r.home_community_id == home {
             skipped.push(SkippedCommunity {
                 community: community_id(c),
@@ -1545,6 +1601,7 @@ pub fn published_community(
             },
             deadline_ms: 10_000,
             allow_plain_http: false,
+            fronted_communities: Vec::new(),
         },
     );
     c.metadata.namespace = Some(ns);
@@ -1683,6 +1740,7 @@ pub(crate) mod tests {
                 },
                 deadline_ms: 5000,
                 allow_plain_http: false,
+                fronted_communities: Vec::new(),
             },
         );
         c.metadata.namespace = Some("hospitals".into());
@@ -2595,6 +2653,113 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    /// Target communities: `spec.frontedCommunities` is rendered into `communities[].frontedCommunities`;
+    /// a community fronting another selected community's own id, or the gateway's, is skipped whatever
+    /// the order; of two fronting one id, the one in the gateway's namespace is kept.
+    #[test]
+    fn fronted_communities_are_rendered_and_conflicts_skipped() {
+        let gw = gateway();
+        let mut platform = community("platform", "urn:oid:1.2.4");
+        platform.spec.fronted_communities =
+            vec!["urn:oid:1.2.4.1".into(), "urn:oid:1.2.4.2".into()];
+        let (cfg, skipped) = resolve(
+            &gw,
+            std::slice::from_ref(&platform),
+            Some(&mitz()),
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let fronted: Vec<String> = cfg.communities[0]
+            .fronted_communities
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(fronted, ["urn:oid:1.2.4.1", "urn:oid:1.2.4.2"]);
+        // the rendered file parses and validates as the gateway reads it
+        let yaml = cfg.to_yaml();
+        assert!(yaml.contains("frontedCommunities"), "{yaml}");
+        assert_eq!(Config::parse(&yaml).unwrap(), cfg);
+        // fronting a hospital that is configured on its own: the platform is skipped, before or after it
+        let hospital = community("hospital", "urn:oid:1.2.4.2");
+        for order in [
+            vec![platform.clone(), hospital.clone()],
+            vec![hospital.clone(), platform.clone()],
+        ] {
+            let (cfg, skipped) = resolve(&gw, &order, Some(&mitz()), &BTreeSet::new()).unwrap();
+            let used: Vec<String> = cfg
+                .communities
+                .iter()
+                .map(|c| c.home_community_id.to_string())
+                .collect();
+            assert_eq!(used, ["urn:oid:1.2.4.2"]);
+            assert_eq!(skipped.len(), 1);
+            assert_eq!(skipped[0].community, "hospitals/platform");
+            assert_eq!(skipped[0].reason, Reason::CommunityInvalid);
+            assert!(
+                skipped[0].message.contains("spec.frontedCommunities")
+                    && skipped[0].message.contains("hospitals/hospital"),
+                "{}",
+                skipped[0].message
+            );
+        }
+        // fronting the gateway's own homeCommunityId
+        let mut own = platform.clone();
+        own.spec.fronted_communities = vec![gw.spec.organization.home_community_id.clone()];
+        let (cfg, skipped) = resolve(
+            &gw,
+            std::slice::from_ref(&own),
+            Some(&mitz()),
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        assert!(cfg.communities.is_empty());
+        assert!(
+            skipped[0].message.contains("own homeCommunityId"),
+            "{}",
+            skipped[0].message
+        );
+        // two platforms fronting one id: the one in the gateway's namespace is kept, whatever the order
+        let mut other = community("intruder", "urn:oid:1.2.5");
+        other.metadata.namespace = Some("elsewhere".into());
+        other.spec.fronted_communities = vec!["urn:oid:1.2.4.1".into()];
+        for order in [
+            vec![other.clone(), platform.clone()],
+            vec![platform.clone(), other.clone()],
+        ] {
+            let (cfg, skipped) = resolve(&gw, &order, Some(&mitz()), &BTreeSet::new()).unwrap();
+            assert_eq!(cfg.communities.len(), 1);
+            assert_eq!(
+                cfg.communities[0].home_community_id.to_string(),
+                "urn:oid:1.2.4"
+            );
+            assert_eq!(skipped[0].community, "elsewhere/intruder");
+            assert!(
+                skipped[0]
+                    .message
+                    .contains("already fronted by DuoCommunity hospitals/platform"),
+                "{}",
+                skipped[0].message
+            );
+        }
+        // not a homeCommunityId: the community is skipped, naming the field
+        let mut bad = platform.clone();
+        bad.spec.fronted_communities = vec!["not-an-oid".into()];
+        let (cfg, skipped) = resolve(
+            &gw,
+            std::slice::from_ref(&bad),
+            Some(&mitz()),
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        assert!(cfg.communities.is_empty());
+        assert!(
+            skipped[0].message.contains("spec.frontedCommunities[0]"),
+            "{}",
+            skipped[0].message
+        );
     }
 
     #[test]

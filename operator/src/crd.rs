@@ -55,6 +55,22 @@ fn home_community_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sche
     })
 }
 
+fn home_community_ids_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 100,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                {"rule": "self.matches('^urn:oid:[0-2](\\\\.(0|[1-9][0-9]*))+$')",
+                 "message": "must be a homeCommunityId: urn:oid: followed by a dotted-decimal OID, at most 64 characters"}
+            ]
+        }
+    })
+}
+
 fn oid_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
@@ -1092,6 +1108,15 @@ pub struct DuoCommunitySpec {
     /// set `allowPlainHttp` themselves use such a community; the others leave it out and say so.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_plain_http: bool,
+    /// The homeCommunityIds this community's responding gateway fronts besides its own (a platform such
+    /// as a TLB node serving several hospitals; IHE CP-ITI-1301 Target Communities). When Mitz names
+    /// some of them, the community is asked once with exactly those in the ITI-38
+    /// `$targetCommunityIdList`. Empty (the default): it fronts only itself. A community that fronts
+    /// another selected community's homeCommunityId or the gateway's own is left out; of two fronting
+    /// one id, the one that would win a homeCommunityId (published, own namespace, older) is kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "home_community_ids_schema")]
+    pub fronted_communities: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -2278,6 +2278,7 @@ mod tests {
                     trust: CommunityTrust::default(),
                     deadline_ms: 1000,
                     allow_plain_http: false,
+                    fronted_communities: Vec::new(),
                 },
             );
             c.metadata.namespace = Some(ns.into());

@@ -676,6 +676,25 @@ fn invalid_values_are_rejected_naming_the_field() {
             ],
             &["at '/trustedFrontEnds/0"],
         ),
+        // target communities: each fronted id a homeCommunityId, none twice
+        (
+            vec![
+                "-f",
+                "examples/xds-hospital/values.yaml",
+                "--set-json",
+                r#"communities.external[0].frontedCommunities=["2.16.528.1"]"#,
+            ],
+            &["at '/communities/external/0/frontedCommunities/0'"],
+        ),
+        (
+            vec![
+                "-f",
+                "examples/xds-hospital/values.yaml",
+                "--set-json",
+                r#"communities.external[0].frontedCommunities=["urn:oid:1.2.3","urn:oid:1.2.3"]"#,
+            ],
+            &["at '/communities/external/0/frontedCommunities'"],
+        ),
         (
             vec!["--set", "tls.secretNmae=x"],
             &[
@@ -700,6 +719,36 @@ fn invalid_values_are_rejected_naming_the_field() {
         "allowPlainHttp=true",
     ]);
     assert_eq!(one(&objs, "DuoGateway")["spec"]["allowPlainHttp"], true);
+    // a platform's fronted communities reach its DuoCommunity as given; none, no field
+    let fronted = json!([
+        "urn:oid:2.16.528.1.1007.99.777.11",
+        "urn:oid:2.16.528.1.1007.99.777.12"
+    ]);
+    let objs = helm.template(&[
+        "x",
+        "charts/duo-gateway",
+        "-f",
+        "examples/xds-hospital/values.yaml",
+        "--set-json",
+        &format!("communities.external[0].frontedCommunities={fronted}"),
+    ]);
+    assert_eq!(
+        one(&objs, "DuoCommunity")["spec"]["frontedCommunities"],
+        fronted
+    );
+    let c: DuoCommunity = serde_json::from_value(one(&objs, "DuoCommunity").clone()).unwrap();
+    assert_eq!(c.spec.fronted_communities.len(), 2);
+    let objs = helm.template(&[
+        "x",
+        "charts/duo-gateway",
+        "-f",
+        "examples/xds-hospital/values.yaml",
+    ]);
+    assert!(
+        one(&objs, "DuoCommunity")["spec"]
+            .get("frontedCommunities")
+            .is_none()
+    );
     // trusted front ends reach the DuoGateway as given
     let front_ends = json!([
         {"issuer": "CN=UZI-register Private Server CA G1,O=CIBG,C=NL", "subject": "CN=epd.oost.example,O=Ziekenhuis Oost,C=NL"},

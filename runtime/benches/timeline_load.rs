@@ -493,6 +493,7 @@ async fn run(rates: &[f64], seconds: f64, latency_ms: u64, concurrency: usize) {
             certificate_ura: None,
             trusted_issuers: Vec::new(),
             deadline_ms: 5_000,
+            fronted_communities: Vec::new(),
         })
         .collect();
     let gw = GatewayProcess::start(&cfg, dir.path());

@@ -74,6 +74,7 @@ fn tlb_endpoints(w: &World) -> XcaEndpoints {
         query_url: x.query_url.clone(),
         retrieve_url: x.retrieve_url.clone(),
         imaging_retrieve_url: x.imaging_retrieve_url.clone(),
+        fronted_communities: Vec::new(),
     }
 }
 

@@ -89,6 +89,7 @@ fn recorder_community(sim: &RunningSim) -> RemoteCommunity {
         certificate_ura: None,
         trusted_issuers: Vec::new(),
         deadline_ms: 5_000,
+        fronted_communities: Vec::new(),
     }
 }
 

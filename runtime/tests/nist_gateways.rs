@@ -710,6 +710,7 @@ async fn bed() -> Bed {
             certificate_ura: None,
             trusted_issuers: Vec::new(),
             deadline_ms: 10_000,
+            fronted_communities: Vec::new(),
         })
         .collect();
     let rg_cfg = test_config(

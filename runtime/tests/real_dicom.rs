@@ -446,6 +446,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
             certificates: std::fs::read_to_string(x_signing_cert).unwrap(),
         }],
         deadline_ms: 20_000,
+        fronted_communities: Vec::new(),
     }];
     let p_gw = run::start(p_cfg, None, run::default_hooks()).await.unwrap();
     let p_url = format!("https://localhost:{}", p_gw.addr.port());
@@ -463,6 +464,7 @@ async fn pydicom_files_through_xds_and_orthanc_gateways() {
         certificate_ura: Some(p.ura.clone()),
         trusted_issuers: Vec::new(),
         deadline_ms: 20_000,
+        fronted_communities: Vec::new(),
     }];
     let x_gw = run::start(x_cfg, None, run::default_hooks()).await.unwrap();
     let x_url = format!("https://localhost:{}", x_gw.addr.port());

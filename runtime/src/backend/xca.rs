@@ -19,6 +19,21 @@ pub struct XcaEndpoints {
     pub retrieve_url: String,
     /// RAD-75 URL.
     pub imaging_retrieve_url: String,
+    /// The homeCommunityIds its responding gateway fronts besides its own (a platform,
+    /// `communities[].frontedCommunities`): a DocumentRequest naming one of them keeps it, so the
+    /// platform retrieves from that community; every other DocumentRequest gets `home_community_id`.
+    pub fronted_communities: Vec<HomeCommunityId>,
+}
+
+impl XcaEndpoints {
+    /// The HomeCommunityId a DocumentRequest for `asked` carries to this gateway: `asked` when it is one
+    /// the gateway fronts, else the gateway's own.
+    fn home_for(&self, asked: Option<&HomeCommunityId>) -> HomeCommunityId {
+        match asked {
+            Some(h) if self.fronted_communities.contains(h) => h.clone(),
+            _ => self.home_community_id.clone(),
+        }
+    }
 }
 
 /// See the module documentation.
@@ -62,7 +77,7 @@ impl Community for XcaCommunity {
     ) -> BoxFut<'_, Result<RetrieveStream, BackendError>> {
         Box::pin(async move {
             for d in &mut req.documents {
-                d.home_community_id = Some(self.endpoints.home_community_id.clone());
+                d.home_community_id = Some(self.endpoints.home_for(d.home_community_id.as_ref()));
             }
             self.client
                 .retrieve(
@@ -85,7 +100,8 @@ impl Community for XcaCommunity {
             for st in &mut req.studies {
                 for se in &mut st.series {
                     for d in &mut se.documents {
-                        d.home_community_id = Some(self.endpoints.home_community_id.clone());
+                        d.home_community_id =
+                            Some(self.endpoints.home_for(d.home_community_id.as_ref()));
                     }
                 }
             }

@@ -23,6 +23,20 @@
 //! asked about is the query's patient parameter, or else the local request's XUA resource-id; a query
 //! naming neither (GetDocuments by id without a patient) cannot be checked.
 //!
+//! **Target communities** (IHE CP-ITI-1301 Target Communities; the Twiin consultation text of ITI-38;
+//! docs/DOMAIN.md). A configured community may front other homeCommunityIds
+//! (`communities[].frontedCommunities`: a platform such as a TLB node serving several hospitals). When
+//! Mitz names some of the ids such a community answers for (its own and those it fronts), it is asked
+//! once, with exactly the named ones in `$targetCommunityIdList` ([`Target::target_communities`]); never
+//! with an id Mitz did not name, and never with a list a local consumer put in its own query. Under
+//! `allCommunities` localisation nothing was named, so it is asked without a list (everything behind
+//! it), as before. From a community that fronts others, every DocumentEntry, SubmissionSet, Folder or
+//! ObjectRef whose `home` is neither its own nor one asked (all it fronts, without a list) is left out
+//! with the Associations and Classifications pointing at it, and named in a Warning
+//! (`leave_out_other_communities`): a hostile platform cannot slip in another community's documents.
+//! Its XDSUnknownCommunity errors naming an asked id (a hospital it does not know after all) are
+//! warnings, and a PartialSuccess that holds nothing worse is its success: not an error.
+//!
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -54,6 +68,38 @@ pub struct Target {
     pub local: bool,
     /// The organisation behind it, when one is configured.
     pub organization: Option<Organization>,
+    /// The homeCommunityIds its responding gateway fronts besides its own
+    /// (`communities[].frontedCommunities`); empty for a community that fronts only itself and for the
+    /// local community.
+    pub fronts: Vec<HomeCommunityId>,
+    /// The `$targetCommunityIdList` it is asked with: `Some` of exactly the ids Mitz named that it
+    /// answers for (never empty), `None` for no list (see the module documentation).
+    pub target_communities: Option<Vec<HomeCommunityId>>,
+}
+
+impl Target {
+    /// Whether its responding gateway answers for `home`: its own id or one it fronts.
+    pub fn answers_for(&self, home: &HomeCommunityId) -> bool {
+        &self.home == home || self.fronts.contains(home)
+    }
+
+    /// The homeCommunityIds whose objects are accepted from it when it fronts other communities: its
+    /// own and those asked ([`Target::target_communities`], or all it fronts without a list). `None`
+    /// for a community that fronts none (not checked here, as before).
+    pub fn accepted_homes(&self) -> Option<Vec<HomeCommunityId>> {
+        if self.fronts.is_empty() {
+            return None;
+        }
+        let mut ok = vec![self.home.clone()];
+        ok.extend(
+            self.target_communities
+                .as_ref()
+                .unwrap_or(&self.fronts)
+                .iter()
+                .cloned(),
+        );
+        Some(ok)
+    }
 }
 
 /// What one community answered, for the timeline and the metrics.
@@ -95,6 +141,8 @@ pub fn all_targets(g: &Gateway) -> Vec<Target> {
                 facility_type: None,
                 home_community_id: Some(r.config.home_community_id.clone()),
             }),
+            fronts: r.config.fronted_communities.clone(),
+            target_communities: None,
         });
     }
     t
@@ -109,6 +157,8 @@ pub fn local_target(g: &Gateway) -> Target {
         deadline: g.local_deadline(),
         local: true,
         organization: Some(g.organization()),
+        fronts: Vec::new(),
+        target_communities: None,
     }
 }
 
@@ -125,7 +175,9 @@ pub enum LocalizeError {
 
 /// The communities to ask about `patient`: under `mitz` localisation those Mitz names (communities it
 /// names that are not configured are logged and skipped), else every configured one; the local
-/// community when `includeLocal`.
+/// community when `includeLocal`. A community that fronts others is chosen when Mitz names any id it
+/// answers for, and then carries exactly those ids as its [`Target::target_communities`] (see
+/// [`with_named`]); under `allCommunities` it is asked without a list.
 pub async fn targets_for(
     g: &Gateway,
     patient: Option<&Bsn>,
@@ -167,14 +219,38 @@ pub async fn targets_for(
         .map(|l| l.home_community_id)
         .collect();
     for h in &named {
-        if h != &g.home && g.remote(h).is_none() {
+        if h != &g.home && !g.remotes.iter().any(|r| r.config.answers_for(h)) {
             tracing::info!(community = %h, "Mitz names a community that is not configured; skipped");
         }
     }
     Ok(all
         .into_iter()
-        .filter(|t| t.local || named.contains(&t.home))
+        .filter_map(|t| with_named(t, &named))
         .collect())
+}
+
+/// `t` as asked when localisation named `named`: the local community always; a community that fronts
+/// none when its own id is named (no list, as before); a community that fronts others when any id it
+/// answers for is named, with exactly those (first-named order, each once) as its
+/// `$targetCommunityIdList`; `None`: not asked.
+pub fn with_named(mut t: Target, named: &[HomeCommunityId]) -> Option<Target> {
+    if t.local {
+        return Some(t);
+    }
+    if t.fronts.is_empty() {
+        return named.contains(&t.home).then_some(t);
+    }
+    let mut list: Vec<HomeCommunityId> = Vec::new();
+    for h in named {
+        if t.answers_for(h) && !list.contains(h) {
+            list.push(h.clone());
+        }
+    }
+    if list.is_empty() {
+        return None;
+    }
+    t.target_communities = Some(list);
+    Some(t)
 }
 
 /// The XUA header block sent to `target` on behalf of `requester` about `patient`.
@@ -335,6 +411,9 @@ impl<'a> FanOut<'a> {
         let ctx = context_for(g, t, requester, patient.and_then(AskedPatient::bsn));
         let mut r = req.clone();
         r.query.home = None;
+        // only the ids localisation named for this community, never a list from the consumer's query
+        r.query
+            .set_target_communities(t.target_communities.as_deref().unwrap_or(&[]));
         // ObjectRefs name no patient, so a peer's cannot be checked: with a patient to check against the
         // community is asked for LeafClass and the ObjectRefs are made here from what passed the check
         let as_refs = patient.is_some() && r.response_option.return_type == ReturnType::ObjectRef;
@@ -367,6 +446,9 @@ impl<'a> FanOut<'a> {
             .observe(took.as_secs_f64());
         let mut resp = match res {
             Ok(mut r) => {
+                if let Some(asked) = &t.target_communities {
+                    unknown_targets_are_no_error(&mut r, asked);
+                }
                 // the answer's own status governs: a Failure without errors is still a failure
                 r.enforce_stated_status(&t.home.to_string());
                 r
@@ -389,6 +471,9 @@ impl<'a> FanOut<'a> {
         };
         if t.local {
             set_home_if_missing(&mut resp.objects, &t.home);
+        }
+        if let Some(ok) = t.accepted_homes() {
+            leave_out_other_communities(t, &ok, &mut resp);
         }
         if let Some(p) = patient {
             leave_out_other_patients(g, t, tx, requester, p, &mut resp).await;
@@ -435,6 +520,95 @@ impl<'a> FanOut<'a> {
         };
         (resp, outcome)
     }
+}
+
+/// A platform's answer to a query with `$targetCommunityIdList` `asked` (Twiin consultation text:
+/// "partial success response indicating which homeCommunityIds were not recognized. The Initiating
+/// gateway should not treat this as an error"): each XDSUnknownCommunity error that names an asked id
+/// (as its location or in its text) becomes a Warning, and a PartialSuccess left without any error of
+/// severity Error counts as Success, as does a Failure without objects whose only errors were such
+/// (a platform that knows none of the ids asked). Other errors are left as they are.
+pub fn unknown_targets_are_no_error(resp: &mut AdhocQueryResponse, asked: &[HomeCommunityId]) {
+    let names_asked = |e: &RegistryError| {
+        asked.iter().any(|h| {
+            let id = h.to_string();
+            e.location
+                .as_deref()
+                .is_some_and(|l| l.trim().parse::<HomeCommunityId>().ok().as_ref() == Some(h))
+                || e.code_context.contains(&id)
+        })
+    };
+    let mut unknown = 0;
+    for e in &mut resp.errors {
+        if e.error_code == ErrorCode::XDSUnknownCommunity && names_asked(e) {
+            e.severity = crate::ihe::Severity::Warning;
+            unknown += 1;
+        }
+    }
+    let no_error = !resp
+        .errors
+        .iter()
+        .any(|e| e.severity == crate::ihe::Severity::Error);
+    let only_unknown = unknown > 0 && unknown == resp.errors.len() && resp.objects.is_empty();
+    match resp.status {
+        ResponseStatus::PartialSuccess if no_error => resp.status = ResponseStatus::Success,
+        ResponseStatus::Failure if only_unknown => resp.status = ResponseStatus::Success,
+        _ => {}
+    }
+}
+
+/// Leaves out of a fronting community's answer every DocumentEntry, SubmissionSet, Folder and ObjectRef
+/// whose `home` is not in `accepted` ([`Target::accepted_homes`]: its own and the ids asked), with the
+/// Associations and Classifications pointing at them, and names the community in a Warning
+/// (XDSRegistryError). Objects without `home` are left to the missing-home check.
+fn leave_out_other_communities(
+    t: &Target,
+    accepted: &[HomeCommunityId],
+    resp: &mut AdhocQueryResponse,
+) {
+    use std::collections::BTreeSet;
+    let mut dropped: BTreeSet<String> = BTreeSet::new();
+    let mut homes: BTreeSet<String> = BTreeSet::new();
+    for o in &resp.objects {
+        if o.requires_home()
+            && let Some(h) = o.home()
+            && !accepted.contains(h)
+        {
+            dropped.insert(o.id().unwrap_or_default().to_owned());
+            homes.insert(crate::ihe::soap::echoed(&h.to_string()));
+        }
+    }
+    if dropped.is_empty() {
+        return;
+    }
+    let before = resp.objects.len();
+    resp.objects.retain(|o| match o {
+        Identifiable::Association(a) => {
+            !dropped.contains(&a.object.id)
+                && !dropped.contains(&a.source_object)
+                && !dropped.contains(&a.target_object)
+        }
+        Identifiable::Classification(c) => {
+            !dropped.contains(&c.object.id) && !dropped.contains(&c.classified_object)
+        }
+        _ => !(o.requires_home() && o.id().is_some_and(|id| dropped.contains(id))),
+    });
+    let left_out = before - resp.objects.len();
+    let community = t.home.to_string();
+    let homes: Vec<String> = homes.into_iter().collect();
+    tracing::warn!(community = %community, objects = left_out, homes = ?homes, "community answered for communities it was not asked for; left out");
+    resp.errors.push(
+        RegistryError::new(
+            ErrorCode::XDSRegistryError,
+            format!(
+                "{community} ({}): answered with {left_out} object(s) of communities it was not asked for ({}); left out",
+                t.name,
+                homes.join(", ")
+            ),
+        )
+        .at(community)
+        .warning(),
+    );
 }
 
 /// The ObjectRef answer to a query asked for ObjectRef, made from a LeafClass answer whose objects of
@@ -674,5 +848,67 @@ pub fn outcome_of(status: ResponseStatus) -> Outcome {
         ResponseStatus::Success => Outcome::Success,
         ResponseStatus::PartialSuccess => Outcome::PartialSuccess,
         ResponseStatus::Failure => Outcome::Failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ihe::Severity;
+
+    fn hc(s: &str) -> HomeCommunityId {
+        s.parse().unwrap()
+    }
+
+    fn unknown_at(h: &str, severity: Severity) -> RegistryError {
+        let mut e = RegistryError::new(ErrorCode::XDSUnknownCommunity, "not here").at(h.to_owned());
+        e.severity = severity;
+        e
+    }
+
+    /// A PartialSuccess (or a Failure) naming asked ids as unknown is no error; anything else still is.
+    #[test]
+    fn unknown_target_communities_are_no_error() {
+        let asked = [hc("urn:oid:1.2.3.11"), hc("urn:oid:1.2.3.12")];
+        // PartialSuccess with a warning naming an asked id (without the urn:oid: prefix): Success
+        let mut r =
+            AdhocQueryResponse::new(Vec::new(), vec![unknown_at("1.2.3.12", Severity::Warning)]);
+        r.status = ResponseStatus::PartialSuccess;
+        unknown_targets_are_no_error(&mut r, &asked);
+        assert_eq!(r.status, ResponseStatus::Success);
+        // an Error naming an asked id becomes a warning
+        let mut r = AdhocQueryResponse::new(
+            Vec::new(),
+            vec![unknown_at("urn:oid:1.2.3.11", Severity::Error)],
+        );
+        assert_eq!(r.status, ResponseStatus::Failure);
+        unknown_targets_are_no_error(&mut r, &asked);
+        assert_eq!(r.errors[0].severity, Severity::Warning);
+        assert_eq!(
+            r.status,
+            ResponseStatus::Success,
+            "knows none of them: no error"
+        );
+        // an unknown id that was not asked stays an error; so does any other error
+        for e in [
+            unknown_at("urn:oid:1.2.3.99", Severity::Error),
+            RegistryError::new(ErrorCode::XDSRegistryError, "urn:oid:1.2.3.11 broke"),
+        ] {
+            let mut r = AdhocQueryResponse::new(Vec::new(), vec![e.clone()]);
+            r.status = ResponseStatus::PartialSuccess;
+            unknown_targets_are_no_error(&mut r, &asked);
+            assert_eq!(r.status, ResponseStatus::PartialSuccess, "{e:?}");
+            assert_eq!(r.errors[0].severity, Severity::Error);
+        }
+        // a Failure with an unknown id and another error stays a Failure
+        let mut r = AdhocQueryResponse::new(
+            Vec::new(),
+            vec![
+                unknown_at("urn:oid:1.2.3.11", Severity::Error),
+                RegistryError::new(ErrorCode::XDSRegistryError, "down"),
+            ],
+        );
+        unknown_targets_are_no_error(&mut r, &asked);
+        assert_eq!(r.status, ResponseStatus::Failure);
     }
 }

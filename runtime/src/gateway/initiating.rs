@@ -104,10 +104,14 @@ pub async fn initiate_query(
     claimed: Option<&Bsn>,
     req: AdhocQueryRequest,
 ) -> AdhocQueryResponse {
+    // every community a query may name: the configured ones and those they front
     let peers: Vec<HomeCommunityId> = g
         .remotes
         .iter()
-        .map(|r| r.config.home_community_id.clone())
+        .flat_map(|r| {
+            std::iter::once(r.config.home_community_id.clone())
+                .chain(r.config.fronted_communities.iter().cloned())
+        })
         .collect();
     let mut audit = AuditRecord::new(AuditEvent::Query, Transaction::Iti18, Side::Initiating);
     audit.requester = requester.map(Into::into);
@@ -133,9 +137,11 @@ pub async fn initiate_query(
     let fan_out = FanOut::new(g, requester, asked.as_ref());
     let targets: Vec<Target> = match route {
         QueryRoute::Community(h) if h == g.home => vec![local_target(g)],
+        // a community fronted by another is asked through it, with only its id in the list
         QueryRoute::Community(h) => all_targets(g)
             .into_iter()
-            .filter(|t| !t.local && t.home == h)
+            .filter(|t| !t.local && t.answers_for(&h))
+            .filter_map(|t| crate::gateway::fanout::with_named(t, std::slice::from_ref(&h)))
             .take(1)
             .collect(),
         QueryRoute::Localize => match fan_out.targets().await {
@@ -191,9 +197,15 @@ fn communities(g: &Gateway) -> validate::Communities<Target> {
         home: g.home.clone(),
         local: local_target(g),
         local_sources: g.local_sources(),
+        // a document of a fronted community is retrieved through the community that fronts it
         known: all_targets(g)
             .into_iter()
-            .map(|t| (t.home.clone(), t))
+            .flat_map(|t| {
+                let homes: Vec<HomeCommunityId> = std::iter::once(t.home.clone())
+                    .chain(t.fronts.iter().cloned())
+                    .collect();
+                homes.into_iter().map(move |h| (h, t.clone()))
+            })
             .collect(),
     }
 }

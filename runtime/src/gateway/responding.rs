@@ -8,6 +8,11 @@
 //!   [`validate::iti39`], [`validate::rad75`]): a request naming another community gets
 //!   XDSUnknownCommunity; a query by id (GetDocuments ...) or a retrieve without homeCommunityId gets
 //!   XDSMissingHomeCommunityId; the handlers here keep what needs the registry or consent;
+//! - `$targetCommunityIdList` (IHE CP-ITI-1301 Target Communities, the Twiin consultation text;
+//!   [`validate::TargetCommunities`]): absent, as before; empty or malformed, refused by the validator;
+//!   ids that are not this gateway's are named in XDSUnknownCommunity warnings and the answer is
+//!   PartialSuccess; without this gateway's own id in the list nothing is looked up or disclosed; the
+//!   list is never passed on to the local registry;
 //! - consent: the patient's consent for this requester is asked before anything of the patient is
 //!   disclosed, and only a Permit lets data out; otherwise the answer looks exactly like "nothing
 //!   found", so it does not reveal whether data exists;
@@ -324,8 +329,8 @@ pub async fn answer_query(
         g.hooks.audit(&rec).await.map(|()| resp)
     };
     // the request's own rules (validate::iti38): refused before anything is read
-    let (req, mut named) = match validate::iti38(req, home) {
-        Ok(v) => (v.request, v.named),
+    let (req, named, targets) = match validate::iti38(req, home) {
+        Ok(v) => (v.request, v.named, v.targets),
         Err(rule) => {
             return refused(AdhocQueryResponse::new(
                 Vec::new(),
@@ -334,6 +339,44 @@ pub async fn answer_query(
             .await;
         }
     };
+    // $targetCommunityIdList (Target Communities, docs/DOMAIN.md): ids this gateway does not answer
+    // for are named in warnings and make the answer PartialSuccess; without our own id in the list
+    // nothing is looked up or disclosed
+    let warnings = validate::unknown_community_warnings(targets.unknown(), home);
+    if !targets.answers() {
+        let mut rec = record(g, AuditEvent::Query, tx, h, requester, None);
+        rec.outcome = Outcome::PartialSuccess;
+        rec.outcome_detail = Some(format!(
+            "$targetCommunityIdList names {} communities, none of them this one ({home}); nothing looked up",
+            warnings.len()
+        ));
+        g.hooks.audit(&rec).await?;
+        let mut resp = AdhocQueryResponse::new(Vec::new(), warnings);
+        resp.status = ResponseStatus::PartialSuccess;
+        return Ok(resp);
+    }
+    let mut resp = answer_named(g, h, assertion, req, named).await?;
+    if !warnings.is_empty() {
+        resp.errors.extend(warnings);
+        if resp.status == ResponseStatus::Success {
+            resp.status = ResponseStatus::PartialSuccess;
+        }
+    }
+    Ok(resp)
+}
+
+/// [`answer_query`] for a request that passed [`validate::iti38`] and is answered by this gateway
+/// (`named`: the patients its parameters name).
+async fn answer_named(
+    g: &Gateway,
+    h: &SoapHeader,
+    assertion: Option<&XuaAssertion>,
+    req: AdhocQueryRequest,
+    mut named: BTreeSet<PatientKey>,
+) -> Result<AdhocQueryResponse, AuditUnavailable> {
+    let tx = Transaction::Iti38;
+    let home = &g.home;
+    let requester = assertion.map(|a| &a.requester);
     let checked = g.config.consent.mode == ConsentMode::Mitz;
     // the assertion's resource-id names a patient too
     if let Some(p) = assertion.and_then(|a| a.patient.as_ref()) {
@@ -360,6 +403,8 @@ pub async fn answer_query(
     );
     let mut local_req = req.clone();
     local_req.query.home = local_home(g);
+    // the list was for this gateway; the local registry (or TLB node) is asked as before
+    local_req.query.set_target_communities(&[]);
     if checked {
         // every object's patient must be known: full metadata from the registry, ObjectRefs made here
         local_req.response_option.return_type = ReturnType::LeafClass;

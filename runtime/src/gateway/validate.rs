@@ -51,6 +51,69 @@ pub struct CrossGatewayQuery {
     /// The patients its patient parameters name ([`disclosure::named_patients`]); empty for a query by
     /// id (GetDocuments, GetAssociations ...).
     pub named: BTreeSet<PatientKey>,
+    /// What its `$targetCommunityIdList` asks of this gateway ([`TargetCommunities`]).
+    pub targets: TargetCommunities,
+}
+
+/// Most homeCommunityIds one `$targetCommunityIdList` may hold. A platform fronts a few hospitals; each
+/// unknown id is named in the answer, so a list of thousands would be echoed back in full.
+pub const MAX_TARGET_COMMUNITIES: usize = 100;
+
+/// The `$targetCommunityIdList` of an ITI-38 request that passed [`iti38`] (IHE CP-ITI-1301 Target
+/// Communities; the Twiin consultation text of ITI-38, docs/DOMAIN.md "Target communities").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetCommunities {
+    /// No list: answered as before (the consultation text's backward-compatible case).
+    Absent,
+    /// A list of distinct homeCommunityIds.
+    Listed {
+        /// Whether this gateway's own homeCommunityId is in it: only then is anything looked up and
+        /// answered.
+        ours: bool,
+        /// The ids in it that are not this gateway's, in request order: each named in a RegistryError
+        /// of severity Warning (XDSUnknownCommunity) and the answer is PartialSuccess, which the
+        /// initiating gateway does not treat as an error ([`unknown_community_warnings`]).
+        unknown: Vec<HomeCommunityId>,
+    },
+}
+
+impl TargetCommunities {
+    /// The ids of the list this gateway does not answer for (none when absent).
+    pub fn unknown(&self) -> &[HomeCommunityId] {
+        match self {
+            TargetCommunities::Absent => &[],
+            TargetCommunities::Listed { unknown, .. } => unknown,
+        }
+    }
+
+    /// Whether this gateway answers the request: no list, or its own id in it.
+    pub fn answers(&self) -> bool {
+        match self {
+            TargetCommunities::Absent => true,
+            TargetCommunities::Listed { ours, .. } => *ours,
+        }
+    }
+}
+
+/// One XDSUnknownCommunity RegistryError of severity Warning per id of a `$targetCommunityIdList` that
+/// this gateway (`home`) does not answer for, located at the id (the consultation text: "partial success
+/// response indicating which homeCommunityIds were not recognized"). The code is ITI TF-3 4.2.4.1's for
+/// an unrecognised homeCommunityId; which code Twiin means is not public.
+pub fn unknown_community_warnings(
+    unknown: &[HomeCommunityId],
+    home: &HomeCommunityId,
+) -> Vec<RegistryError> {
+    unknown
+        .iter()
+        .map(|u| {
+            RegistryError::new(
+                ErrorCode::XDSUnknownCommunity,
+                format!("$targetCommunityIdList: this responding gateway ({home}) does not answer for {u}"),
+            )
+            .at(u.to_string())
+            .warning()
+        })
+        .collect()
 }
 
 /// A rule of an ITI-38 request that failed ([`iti38`]). The request is answered with no objects and
@@ -75,6 +138,14 @@ pub enum QueryRule {
     /// A required parameter of the stored query is missing (ITI TF-2a 3.18.4.1.2.3.7):
     /// XDSStoredQueryMissingParam.
     MissingParameter(ParamError),
+    /// `$targetCommunityIdList` is present but names no community: an error, nothing disclosed (the
+    /// Twiin consultation text of ITI-38: "Empty: the Responding gateway respond with an error"; an
+    /// empty list never means everyone). XDSRegistryError.
+    EmptyTargetCommunityList,
+    /// `$targetCommunityIdList` is malformed: in several slots (XDSStoredQueryParamNumber), a value that
+    /// is no list, an entry that is no homeCommunityId (empty, not an OID), an id listed twice, or more
+    /// than [`MAX_TARGET_COMMUNITIES`] ids (XDSRegistryError). Nothing is disclosed.
+    BadTargetCommunityList(ParamError),
 }
 
 impl QueryRule {
@@ -92,6 +163,14 @@ impl QueryRule {
                 ErrorCode::XDSMissingHomeCommunityId,
                 format!("{} needs AdhocQuery/@home", query.name()),
             ),
+            QueryRule::EmptyTargetCommunityList => RegistryError::new(
+                ErrorCode::XDSRegistryError,
+                format!(
+                    "parameter {}: empty list (name the communities asked, or leave the parameter out)",
+                    crate::ihe::query::param::TARGET_COMMUNITY_ID_LIST
+                ),
+            ),
+            QueryRule::BadTargetCommunityList(e) => e.to_registry_error(),
         };
         e.at(home.to_string())
     }
@@ -99,8 +178,10 @@ impl QueryRule {
 
 /// Validates an ITI-38 Cross Gateway Query received by this gateway (`home`). The rules, in this order,
 /// the first failing one answered: [`QueryRule::NotThisCommunity`], [`QueryRule::UnknownStoredQuery`],
-/// [`QueryRule::MissingHomeCommunityId`], [`QueryRule::MissingParameter`]. Parameter values are not
-/// checked here: the local registry answers a badly formed one.
+/// [`QueryRule::MissingHomeCommunityId`], [`QueryRule::MissingParameter`],
+/// [`QueryRule::BadTargetCommunityList`], [`QueryRule::EmptyTargetCommunityList`]. Other parameter
+/// values are not checked here: the local registry answers a badly formed one. An accepted request's
+/// `$targetCommunityIdList` is [`CrossGatewayQuery::targets`].
 pub fn iti38(
     request: AdhocQueryRequest,
     home: &HomeCommunityId,
@@ -124,11 +205,64 @@ pub fn iti38(
         .query
         .check_required()
         .map_err(QueryRule::MissingParameter)?;
+    let targets = target_communities(&request.query, home)?;
     Ok(CrossGatewayQuery {
         request,
         query,
         named,
+        targets,
     })
+}
+
+/// The `$targetCommunityIdList` rules of [`iti38`]: absent, or a non-empty list of at most
+/// [`MAX_TARGET_COMMUNITIES`] distinct homeCommunityIds (`urn:oid:` optional, as for `@home`).
+fn target_communities(
+    q: &crate::ihe::query::AdhocQuery,
+    home: &HomeCommunityId,
+) -> Result<TargetCommunities, QueryRule> {
+    use crate::ihe::query::param::TARGET_COMMUNITY_ID_LIST as NAME;
+    let bad = |msg: String| {
+        QueryRule::BadTargetCommunityList(ParamError {
+            code: ErrorCode::XDSRegistryError,
+            message: format!("parameter {NAME}: {msg}"),
+        })
+    };
+    let Some(listed) = q
+        .target_communities()
+        .map_err(QueryRule::BadTargetCommunityList)?
+    else {
+        return Ok(TargetCommunities::Absent);
+    };
+    if listed.is_empty() {
+        return Err(QueryRule::EmptyTargetCommunityList);
+    }
+    if listed.len() > MAX_TARGET_COMMUNITIES {
+        return Err(bad(format!(
+            "{} ids, at most {MAX_TARGET_COMMUNITIES}",
+            listed.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    let mut ours = false;
+    let mut unknown = Vec::new();
+    for (i, raw) in listed.iter().enumerate() {
+        let h: HomeCommunityId = raw.parse().map_err(|_| {
+            bad(format!(
+                "entry {} is not a homeCommunityId (urn:oid:<OID>): {:?}",
+                i + 1,
+                crate::ihe::soap::echoed(raw)
+            ))
+        })?;
+        if !seen.insert(h.clone()) {
+            return Err(bad(format!("{h} is listed twice")));
+        }
+        if &h == home {
+            ours = true;
+        } else {
+            unknown.push(h);
+        }
+    }
+    Ok(TargetCommunities::Listed { ours, unknown })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -934,6 +1068,116 @@ mod tests {
         assert_eq!(e.location.as_deref(), Some(HOME));
     }
 
+    // ---- ITI-38 $targetCommunityIdList: absent, empty, unknown ids, ours -------------------------
+
+    fn with_targets(values: &[&str]) -> AdhocQueryRequest {
+        let mut slots = find_documents();
+        slots.push(Slot::new(param::TARGET_COMMUNITY_ID_LIST, values.to_vec()));
+        query(stored_query::FIND_DOCUMENTS, None, slots)
+    }
+
+    #[test]
+    fn iti38_target_list_absent_is_as_before() {
+        let v = iti38(
+            query(stored_query::FIND_DOCUMENTS, None, find_documents()),
+            &hc(HOME),
+        )
+        .expect("accepted");
+        assert_eq!(v.targets, TargetCommunities::Absent);
+        assert!(v.targets.answers() && v.targets.unknown().is_empty());
+    }
+
+    #[test]
+    fn iti38_rule_empty_target_list() {
+        for values in [&[][..], &["()"][..], &["( )", ""][..]] {
+            let r = iti38(with_targets(values), &hc(HOME)).expect_err("empty list");
+            assert_eq!(r, QueryRule::EmptyTargetCommunityList, "{values:?}");
+            let e = r.to_registry_error(&hc(HOME));
+            assert_eq!(e.error_code, ErrorCode::XDSRegistryError);
+            assert_eq!(e.severity, crate::ihe::Severity::Error);
+            assert!(
+                e.code_context.contains("$targetCommunityIdList"),
+                "{}",
+                e.code_context
+            );
+            assert_eq!(e.location.as_deref(), Some(HOME));
+        }
+    }
+
+    #[test]
+    fn iti38_target_list_names_unknown_ids_and_answers_for_ours() {
+        // ours and two unknown ones (one without the urn:oid: prefix): answered for ours, both named
+        let list = format!("('{HOME}','{UNKNOWN}','1.2.3.998')");
+        let v = iti38(with_targets(&[list.as_str()]), &hc(HOME)).expect("accepted");
+        let unknown = vec![hc(UNKNOWN), hc("urn:oid:1.2.3.998")];
+        assert_eq!(
+            v.targets,
+            TargetCommunities::Listed {
+                ours: true,
+                unknown: unknown.clone()
+            }
+        );
+        assert!(v.targets.answers());
+        let w = unknown_community_warnings(v.targets.unknown(), &hc(HOME));
+        assert_eq!(w.len(), 2);
+        for (e, u) in w.iter().zip(&unknown) {
+            assert_eq!(e.error_code, ErrorCode::XDSUnknownCommunity);
+            assert_eq!(e.severity, crate::ihe::Severity::Warning);
+            assert_eq!(e.location.as_deref(), Some(u.to_string().as_str()));
+        }
+        // only unknown ids: accepted, but nothing is answered for
+        let v = iti38(with_targets(&[&format!("('{UNKNOWN}')")]), &hc(HOME)).expect("accepted");
+        assert!(!v.targets.answers());
+        assert_eq!(v.targets.unknown(), [hc(UNKNOWN)]);
+        // only ours, as a single quoted value
+        let v = iti38(with_targets(&[&format!("'{HOME}'")]), &hc(HOME)).expect("accepted");
+        assert_eq!(
+            v.targets,
+            TargetCommunities::Listed {
+                ours: true,
+                unknown: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn iti38_rule_bad_target_list() {
+        let too_many: Vec<String> = (0..=MAX_TARGET_COMMUNITIES)
+            .map(|i| format!("urn:oid:1.2.3.{i}"))
+            .collect();
+        let too_many = crate::ihe::query::format_list(&too_many);
+        for values in [
+            vec![format!("('{HOME}','')")],
+            vec![format!("('{HOME}','not an oid')")],
+            vec![format!("('{HOME}','urn:oid:{HOME}')")],
+            vec![format!("('{HOME}','{HOME}')")],
+            vec![format!("('{UNKNOWN}')"), format!("'1.2.3.999'")],
+            vec![format!("({HOME})")],
+            vec![too_many],
+        ] {
+            let v: Vec<&str> = values.iter().map(String::as_str).collect();
+            let r = iti38(with_targets(&v), &hc(HOME)).expect_err("bad list");
+            assert!(
+                matches!(r, QueryRule::BadTargetCommunityList(_)),
+                "{values:?}: {r:?}"
+            );
+            let e = r.to_registry_error(&hc(HOME));
+            assert_eq!(e.error_code, ErrorCode::XDSRegistryError, "{values:?}");
+            assert!(e.code_context.len() < 1024, "{}", e.code_context);
+        }
+        // the parameter in two slots
+        let mut req = with_targets(&[&format!("('{HOME}')")]);
+        req.query.slots.push(Slot::new(
+            param::TARGET_COMMUNITY_ID_LIST,
+            [format!("('{UNKNOWN}')")],
+        ));
+        let r = iti38(req, &hc(HOME)).expect_err("two slots");
+        assert_eq!(
+            r.to_registry_error(&hc(HOME)).error_code,
+            ErrorCode::XDSStoredQueryParamNumber
+        );
+    }
+
     // ---- ITI-39 ------------------------------------------------------------------------------
 
     #[test]
@@ -1220,10 +1464,13 @@ mod tests {
             Just(param::DE_ENTRY_UUID.to_owned()),
             Just(param::UUID.to_owned()),
             Just(param::DE_REFERENCE_ID_LIST.to_owned()),
+            Just(param::TARGET_COMMUNITY_ID_LIST.to_owned()),
             any_text(),
         ];
         let value = prop_oneof![
             Just(BSN_CX.to_owned()),
+            Just(format!("('{HOME}','{UNKNOWN}')")),
+            Just("()".to_owned()),
             Just("('999911120^^^&2.16.840.1.113883.2.4.6.3&ISO','123^^^&1.2&ISO')".to_owned()),
             Just("('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')".to_owned()),
             Just("'".to_owned()),
@@ -1271,6 +1518,45 @@ mod tests {
                 studies,
                 transfer_syntaxes: ts,
             })
+    }
+
+    fn any_target_entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(HOME.to_owned()),
+            Just(KNOWN.to_owned()),
+            Just(UNKNOWN.to_owned()),
+            Just("1.2.3.100".to_owned()),
+            Just(String::new()),
+            Just(" ".to_owned()),
+            Just("urn:oid:".to_owned()),
+            Just("urn:oid:1..2".to_owned()),
+            Just("not an oid".to_owned()),
+            any_text(),
+        ]
+    }
+
+    /// What an accepted `$targetCommunityIdList` of `q` must be, worked out here without the
+    /// validator's code from the slot's entries: `None` when the list must be refused (empty, more
+    /// than the maximum, an entry that is no homeCommunityId, an id twice, a malformed value).
+    fn expected_targets(q: &AdhocQuery, home: &HomeCommunityId) -> Option<TargetCommunities> {
+        let Some(entries) = q.target_communities().ok()? else {
+            return Some(TargetCommunities::Absent);
+        };
+        if entries.is_empty() || entries.len() > MAX_TARGET_COMMUNITIES {
+            return None;
+        }
+        let ids: Vec<HomeCommunityId> = entries
+            .iter()
+            .map(|e| e.parse().ok())
+            .collect::<Option<_>>()?;
+        let distinct: BTreeSet<&HomeCommunityId> = ids.iter().collect();
+        if distinct.len() != ids.len() {
+            return None;
+        }
+        Some(TargetCommunities::Listed {
+            ours: ids.contains(home),
+            unknown: ids.into_iter().filter(|i| i != home).collect(),
+        })
     }
 
     /// Whether every required parameter of `q` is present with a value (ITI TF-2a 3.18.4.1.2.3.7),
@@ -1386,6 +1672,7 @@ mod tests {
                     prop_assert_eq!(Some(v.query), known);
                     prop_assert!(!named.is_empty() || q.home.is_some());
                     prop_assert!(has_required(&q, v.query));
+                    prop_assert_eq!(&v.targets, &expected_targets(&q, &home).unwrap_or_else(|| unreachable!("accepted a bad list")));
                     prop_assert_eq!(v.request, req);
                     prop_assert_eq!(v.named, named);
                 }
@@ -1408,9 +1695,60 @@ mod tests {
                             prop_assert!(home_ok && (!named.is_empty() || q.home.is_some()));
                             prop_assert!(!has_required(&q, sq));
                         }
+                        QueryRule::EmptyTargetCommunityList | QueryRule::BadTargetCommunityList(_) => {
+                            let sq = known.unwrap_or_else(|| unreachable!("rule order"));
+                            prop_assert!(home_ok && (!named.is_empty() || q.home.is_some()));
+                            prop_assert!(has_required(&q, sq));
+                            prop_assert!(expected_targets(&q, &home).is_none());
+                            prop_assert_eq!(
+                                matches!(rule, QueryRule::EmptyTargetCommunityList),
+                                q.target_communities().ok().flatten().is_some_and(|l| l.is_empty())
+                            );
+                        }
                     }
                     let e = rule.to_registry_error(&home);
                     prop_assert_eq!(e.location.as_deref(), Some(HOME));
+                }
+            }
+        }
+
+        /// Hostile `$targetCommunityIdList` values on an otherwise valid FindDocuments: never a panic;
+        /// accepted only as a non-empty set of distinct homeCommunityIds (ours answered, the rest named);
+        /// duplicates, empty strings, non-OIDs and malformed lists refused.
+        #[test]
+        fn iti38_target_list_generated(
+            slots in prop::collection::vec(
+                prop::collection::vec(
+                    prop_oneof![
+                        prop::collection::vec(any_target_entry(), 0..5)
+                            .prop_map(|e| crate::ihe::query::format_list(&e)),
+                        any_target_entry().prop_map(|e| crate::ihe::query::format_single(&e)),
+                        Just("()".to_owned()),
+                        any_text(),
+                    ],
+                    0..3,
+                ),
+                1..3,
+            )
+        ) {
+            let home = hc(HOME);
+            let mut all = find_documents();
+            all.extend(slots.iter().map(|v| Slot::new(param::TARGET_COMMUNITY_ID_LIST, v.clone())));
+            let req = query(stored_query::FIND_DOCUMENTS, None, all);
+            let expected = expected_targets(&req.query, &home);
+            match iti38(req.clone(), &home) {
+                Ok(v) => {
+                    prop_assert_eq!(Some(&v.targets), expected.as_ref());
+                    let w = unknown_community_warnings(v.targets.unknown(), &home);
+                    prop_assert!(w.iter().all(|e| e.severity == crate::ihe::Severity::Warning));
+                    prop_assert!(v.targets.unknown().iter().all(|u| u != &home));
+                }
+                Err(rule) => {
+                    prop_assert!(expected.is_none(), "refused {:?}: {:?}", rule, slots);
+                    prop_assert!(matches!(
+                        rule,
+                        QueryRule::EmptyTargetCommunityList | QueryRule::BadTargetCommunityList(_)
+                    ));
                 }
             }
         }

@@ -557,5 +557,6 @@ pub fn node_community(
         certificate_ura: None,
         trusted_issuers: Vec::new(),
         deadline_ms,
+        fronted_communities: Vec::new(),
     }
 }

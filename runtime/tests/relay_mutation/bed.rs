@@ -215,6 +215,7 @@ pub async fn start() -> Bed {
         // the peer never calls this gateway: nothing of it to trust
         trusted_issuers: Vec::new(),
         deadline_ms: DEADLINE_MS,
+        fronted_communities: Vec::new(),
     });
     let gateway = start_gateway(&config, dir.path());
     let client = TlsMaterial::load(&tls)

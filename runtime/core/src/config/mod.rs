@@ -440,6 +440,22 @@ pub struct RemoteCommunity {
     /// Milliseconds to wait for this community (default 10,000).
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
+    /// The homeCommunityIds this community's responding gateway fronts besides its own (a platform such
+    /// as a TLB node serving several hospitals; IHE CP-ITI-1301 Target Communities, Twiin consultation
+    /// text, docs/DOMAIN.md "Target communities"). When Mitz names some of them, this community is asked
+    /// once, with exactly the named ones in the ITI-38 `$targetCommunityIdList` parameter; documents it
+    /// answers for any community outside its own id and the ids asked are left out. Empty (the default):
+    /// it fronts only itself and is asked as before. An id may be fronted by one community only, and
+    /// none may be another configured community's own id or this gateway's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fronted_communities: Vec<HomeCommunityId>,
+}
+
+impl RemoteCommunity {
+    /// Whether this community's responding gateway answers for `home`: its own id or one it fronts.
+    pub fn answers_for(&self, home: &HomeCommunityId) -> bool {
+        &self.home_community_id == home || self.fronted_communities.contains(home)
+    }
 }
 
 /// One IdP of a community's issuer trust list.

@@ -374,6 +374,35 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
                 .map_err(|e| ConfigError::new(g("certificates"), e))?;
         }
     }
+    // fronted communities (target communities): each id behind exactly one community, and never a
+    // community that is configured on its own or this gateway itself, so that which gateway is asked
+    // for a homeCommunityId Mitz names is never ambiguous
+    let mut fronted_by: std::collections::HashMap<&crate::model::HomeCommunityId, usize> =
+        std::collections::HashMap::new();
+    for (i, rc) in c.communities.iter().enumerate() {
+        for (j, h) in rc.fronted_communities.iter().enumerate() {
+            let f = format!("communities[{i}].frontedCommunities[{j}]");
+            if h == &c.organization.home_community_id {
+                return Err(ConfigError::new(f, "is this gateway's own homeCommunityId"));
+            }
+            if let Some(k) = c.communities.iter().position(|o| &o.home_community_id == h) {
+                return Err(ConfigError::new(
+                    f,
+                    format!("{h} is the homeCommunityId of communities[{k}]"),
+                ));
+            }
+            if let Some(k) = fronted_by.insert(h, i) {
+                return Err(ConfigError::new(
+                    f,
+                    if k == i {
+                        format!("duplicate {h}")
+                    } else {
+                        format!("{h} is already fronted by communities[{k}]")
+                    },
+                ));
+            }
+        }
+    }
     let x = &c.xua;
     if x.clock_skew_seconds > 300 {
         return Err(ConfigError::new(
@@ -563,6 +592,54 @@ mod tests {
         second.certificate_ura = Some("87654321".parse().unwrap());
         c.communities.push(second);
         assert!(refused(&c).contains("communities[1].certificateUra"));
+    }
+
+    #[test]
+    fn fronted_communities_are_unambiguous() {
+        let hc = |s: &str| -> crate::model::HomeCommunityId { s.parse().unwrap() };
+        let mut c = example();
+        c.communities[0].fronted_communities =
+            vec![hc("urn:oid:1.2.3.4.1"), hc("urn:oid:1.2.3.4.2")];
+        assert!(c.validate().is_ok());
+        // the same id twice in one list
+        let mut d = c.clone();
+        d.communities[0]
+            .fronted_communities
+            .push(hc("urn:oid:1.2.3.4.1"));
+        let e = refused(&d);
+        assert!(
+            e.contains("communities[0].frontedCommunities[2]") && e.contains("duplicate"),
+            "{e}"
+        );
+        // our own id
+        let mut d = c.clone();
+        d.communities[0].fronted_communities[1] = d.organization.home_community_id.clone();
+        let e = refused(&d);
+        assert!(
+            e.contains("communities[0].frontedCommunities[1]") && e.contains("own"),
+            "{e}"
+        );
+        // another community's own id, and an id fronted by two communities
+        let mut second = c.communities[0].clone();
+        second.home_community_id = "urn:oid:2.16.528.1.1007.3.3.87654399.1".parse().unwrap();
+        second.fronted_communities = vec![hc("urn:oid:1.2.3.4.2")];
+        let mut d = c.clone();
+        d.communities.push(second.clone());
+        let e = refused(&d);
+        assert!(
+            e.contains("communities[1].frontedCommunities[0]")
+                && e.contains("already fronted by communities[0]"),
+            "{e}"
+        );
+        let mut d = c.clone();
+        second.fronted_communities = vec![];
+        d.communities[0].fronted_communities[0] = second.home_community_id.clone();
+        d.communities.push(second);
+        let e = refused(&d);
+        assert!(
+            e.contains("communities[0].frontedCommunities[0]") && e.contains("communities[1]"),
+            "{e}"
+        );
     }
 
     #[test]

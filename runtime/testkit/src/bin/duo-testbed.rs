@@ -284,6 +284,7 @@ async fn interop(dir: PathBuf, fixture: PathBuf) -> Result<(), String> {
         certificate_ura: Some(remote.ura.clone()),
         trusted_issuers: Vec::new(),
         deadline_ms: 10_000,
+        fronted_communities: Vec::new(),
     }];
     config.validate().map_err(err)?;
     let config_file = dir.join("gateway.yaml");

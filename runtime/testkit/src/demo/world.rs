@@ -561,6 +561,7 @@ pub async fn build(opts: Options) -> Result<World, String> {
                 certificates: pem,
             }],
             deadline_ms: opts.deadline_ms,
+            fronted_communities: Vec::new(),
         });
     }
     for h in &mut hospitals {

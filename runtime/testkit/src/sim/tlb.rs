@@ -12,8 +12,19 @@
 //!
 //! Requests are SOAP 1.2, plain or MTOM (root part only); retrieve answers are streamed MTOM unless a
 //! [`Faults`](super::faults::Faults) quirk says otherwise.
+//!
+//! **A platform node** ([`TlbConfig::fronted`]): a node that fronts other communities besides its own
+//! (several hospitals behind one responding gateway), each with its own [`Store`], answers ITI-38 per
+//! community with IHE CP-ITI-1301's `$targetCommunityIdList` as the Twiin consultation text describes
+//! it: absent, every community it answers for; empty, XDSRegistryError; ids it does not know,
+//! PartialSuccess with one XDSUnknownCommunity warning per id; the others answered, each object with
+//! its own community's `home`. Every list received is recorded ([`TlbSim::target_lists`]). A hostile
+//! platform ([`TlbSim::set_ignore_target_list`]) answers for every community whatever the list says.
+//! An ITI-39 DocumentRequest goes to the store of its HomeCommunityId (RAD-75 is answered from the
+//! node's own store only).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -58,6 +69,18 @@ pub struct TlbConfig {
     pub dicomweb: bool,
     /// What QIDO-RS answers when nothing matches.
     pub qido_empty: QidoEmpty,
+    /// Communities this node fronts besides its own (a platform serving several hospitals), each
+    /// answered from its own store (see the module documentation). Empty: only its own.
+    pub fronted: Vec<FrontedCommunity>,
+}
+
+/// A community behind a platform node ([`TlbConfig::fronted`]).
+#[derive(Debug, Clone)]
+pub struct FrontedCommunity {
+    /// Its homeCommunityId, written as `home` on what is answered from its store.
+    pub home_community_id: HomeCommunityId,
+    /// Its content.
+    pub store: Arc<Store>,
 }
 
 impl TlbConfig {
@@ -67,6 +90,7 @@ impl TlbConfig {
             home_community_id,
             dicomweb: true,
             qido_empty: QidoEmpty::default(),
+            fronted: Vec::new(),
         }
     }
 }
@@ -79,6 +103,14 @@ pub struct TlbSim {
     /// Fault injection and request log.
     pub control: SimControl,
     config: Arc<TlbConfig>,
+    targets: Arc<TargetState>,
+}
+
+/// The `$targetCommunityIdList` record and the hostile switch of a platform node.
+#[derive(Debug, Default)]
+struct TargetState {
+    lists: Mutex<Vec<Option<Vec<String>>>>,
+    ignore: AtomicBool,
 }
 
 /// Shared state of the routes.
@@ -87,6 +119,7 @@ pub(crate) struct TlbState {
     pub(crate) store: Arc<Store>,
     pub(crate) control: SimControl,
     pub(crate) config: Arc<TlbConfig>,
+    targets: Arc<TargetState>,
 }
 
 impl TlbSim {
@@ -101,7 +134,33 @@ impl TlbSim {
             store,
             control: SimControl::new(),
             config: Arc::new(config),
+            targets: Arc::default(),
         }
+    }
+
+    /// The `$targetCommunityIdList` of every ITI-38 request received, in order: `None` when it had
+    /// none, else its entries as written (an unreadable list is recorded as `Some(["<unreadable>"])`).
+    pub fn target_lists(&self) -> Vec<Option<Vec<String>>> {
+        self.targets
+            .lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets the recorded lists.
+    pub fn clear_target_lists(&self) {
+        self.targets
+            .lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// A hostile platform: answers ITI-38 for every community it answers for, whatever
+    /// `$targetCommunityIdList` says (`false`: honours it, the default).
+    pub fn set_ignore_target_list(&self, on: bool) {
+        self.targets.ignore.store(on, Ordering::SeqCst);
     }
 
     /// The settings.
@@ -120,6 +179,7 @@ impl TlbSim {
             store: self.store.clone(),
             control: self.control.clone(),
             config: self.config.clone(),
+            targets: self.targets.clone(),
         };
         let mut r = Router::new()
             .route(paths::ITI38, post(iti38))
@@ -178,11 +238,91 @@ async fn iti38(
         Err(r) => return *r,
     };
     let home = &st.config.home_community_id;
+    let list = req.query.target_communities();
+    st.targets
+        .lists
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(match &list {
+            Ok(l) => l.clone(),
+            Err(_) => Some(vec!["<unreadable>".to_owned()]),
+        });
     let resp = match check_query_home(&req, home) {
         Err(e) => AdhocQueryResponse::new(Vec::new(), vec![e]),
-        Ok(()) => run_query(&st.store, &req, Some(home)),
+        Ok(()) if st.config.fronted.is_empty() => run_query(&st.store, &req, Some(home)),
+        Ok(()) => platform_query(&st, &req, list),
     };
     wire::query_response(tx, &h, resp, &faults)
+}
+
+/// A platform node's ITI-38 answer (see the module documentation).
+fn platform_query(
+    st: &TlbState,
+    req: &AdhocQueryRequest,
+    list: Result<Option<Vec<String>>, crate::ihe::query::ParamError>,
+) -> AdhocQueryResponse {
+    let home = &st.config.home_community_id;
+    let mut communities: Vec<(&HomeCommunityId, &Store)> = vec![(home, &*st.store)];
+    communities.extend(
+        st.config
+            .fronted
+            .iter()
+            .map(|f| (&f.home_community_id, &*f.store)),
+    );
+    let list = match list {
+        Err(e) => return AdhocQueryResponse::new(Vec::new(), vec![e.to_registry_error()]),
+        Ok(l) => l,
+    };
+    let mut warnings = Vec::new();
+    let asked: Vec<(&HomeCommunityId, &Store)> = match list {
+        _ if st.targets.ignore.load(Ordering::SeqCst) => communities,
+        None => communities,
+        Some(ids) if ids.is_empty() => {
+            return AdhocQueryResponse::new(
+                Vec::new(),
+                vec![RegistryError::new(
+                    ErrorCode::XDSRegistryError,
+                    "$targetCommunityIdList is empty",
+                )],
+            );
+        }
+        Some(ids) => {
+            let mut asked = Vec::new();
+            for id in ids {
+                match communities
+                    .iter()
+                    .find(|(h, _)| id.parse::<HomeCommunityId>().ok().as_ref() == Some(*h))
+                {
+                    Some(c) => asked.push(*c),
+                    None => warnings.push(
+                        RegistryError::new(
+                            ErrorCode::XDSUnknownCommunity,
+                            format!("{id} is not a community of this platform"),
+                        )
+                        .at(id.clone())
+                        .warning(),
+                    ),
+                }
+            }
+            asked
+        }
+    };
+    let mut inner = req.clone();
+    inner.query.set_target_communities(&[]);
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for (h, store) in asked {
+        let r = run_query(store, &inner, Some(h));
+        objects.extend(r.objects);
+        errors.extend(r.errors);
+    }
+    let partial = !warnings.is_empty();
+    errors.extend(warnings);
+    let mut resp = AdhocQueryResponse::new(objects, errors);
+    if partial && resp.status == crate::ihe::ebrim::ResponseStatus::Success {
+        resp.status = crate::ihe::ebrim::ResponseStatus::PartialSuccess;
+    }
+    resp
 }
 
 async fn iti39(
@@ -203,8 +343,35 @@ async fn iti39(
             Ok(x) => x,
             Err(r) => return *r,
         };
-    let side = Side::Gateway(st.config.home_community_id.clone());
-    let (rr, docs) = retrieve::documents(&st.store, &req, &side);
+    let own = &st.config.home_community_id;
+    // a platform: each DocumentRequest from the store of the community it names
+    let mut groups: Vec<(&HomeCommunityId, &Store, RetrieveDocumentSetRequest)> = Vec::new();
+    for d in &req.documents {
+        let (h, store) = st
+            .config
+            .fronted
+            .iter()
+            .find(|f| d.home_community_id.as_ref() == Some(&f.home_community_id))
+            .map_or((own, &*st.store), |f| (&f.home_community_id, &*f.store));
+        match groups.iter_mut().find(|(g, _, _)| *g == h) {
+            Some((_, _, r)) => r.documents.push(d.clone()),
+            None => groups.push((
+                h,
+                store,
+                RetrieveDocumentSetRequest {
+                    documents: vec![d.clone()],
+                },
+            )),
+        }
+    }
+    let mut errors = Vec::new();
+    let mut docs = Vec::new();
+    for (h, store, r) in groups {
+        let (rr, d) = retrieve::documents(store, &r, &Side::Gateway(h.clone()));
+        errors.extend(rr.errors);
+        docs.extend(d);
+    }
+    let rr = crate::ihe::retrieve::RegistryResponse::derive(errors, docs.len());
     wire::retrieve_response(tx, &h, rr, docs, &faults)
 }
 

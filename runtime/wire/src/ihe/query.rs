@@ -73,6 +73,13 @@ pub mod param {
     pub const UUID: &str = "$uuid";
     /// `$homeCommunityId` (GetDocuments etc.).
     pub const HOME_COMMUNITY_ID: &str = "$homeCommunityId";
+    /// `$targetCommunityIdList`: the communities behind a responding gateway that an ITI-38 (or ITI-18)
+    /// query is meant for (IHE CP-ITI-1301, Target Communities option; the Twiin consultation text of
+    /// ITI-38, consultatie.twiin.nl/prepublicatie/tc150d/10-4-2-ihe-iti-38-cross-gateway-query). Its
+    /// value form is not public beyond the name: this gateway writes it like the other list parameters
+    /// (ITI TF-2a 3.18.4.1.2.3.5), one slot `('urn:oid:A','urn:oid:B')`. See
+    /// [`super::AdhocQuery::target_communities`].
+    pub const TARGET_COMMUNITY_ID_LIST: &str = "$targetCommunityIdList";
 }
 
 /// The stored queries this gateway handles, by `AdhocQuery/@id`.
@@ -403,6 +410,57 @@ impl AdhocQuery {
             .filter(|s| s.name == name)
             .map(|s| Self::slot_list(name, s))
             .collect()
+    }
+
+    /// The `$targetCommunityIdList` parameter ([`param::TARGET_COMMUNITY_ID_LIST`]) as written: `None`
+    /// when absent; `Some` of its entries (trimmed, not yet checked to be homeCommunityIds) when present,
+    /// empty when the slot has no value or only `()` / blank values. Each value may be a list
+    /// `('a','b')` or a single `'a'` (the form is not public, see the constant). Errors:
+    /// XDSStoredQueryParamNumber when the parameter occurs in more than one slot, XDSRegistryError when a
+    /// value is neither form.
+    pub fn target_communities(&self) -> Result<Option<Vec<String>>, ParamError> {
+        let name = param::TARGET_COMMUNITY_ID_LIST;
+        let mut found = self.slots.iter().filter(|s| s.name == name);
+        let Some(slot) = found.next() else {
+            return Ok(None);
+        };
+        if found.next().is_some() {
+            return Err(ParamError {
+                code: ErrorCode::XDSStoredQueryParamNumber,
+                message: format!("parameter {name} must occur in one slot"),
+            });
+        }
+        let mut out = Vec::new();
+        for v in &slot.values {
+            let t = v.trim();
+            let inner_blank = t
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .is_some_and(|r| r.trim().is_empty());
+            if t.is_empty() || inner_blank {
+                continue;
+            }
+            let values = if t.starts_with('(') {
+                parse_list(name, t)?
+            } else {
+                vec![parse_single(name, t)?]
+            };
+            out.extend(values.into_iter().map(|v| v.trim().to_owned()));
+        }
+        Ok(Some(out))
+    }
+
+    /// Sets `$targetCommunityIdList` to `ids` (replacing any slot of that name), one slot
+    /// `('urn:oid:A','urn:oid:B')`; an empty `ids` removes the parameter (an empty list is an error at
+    /// the responding gateway, it never means "everyone").
+    pub fn set_target_communities(&mut self, ids: &[HomeCommunityId]) -> &mut Self {
+        self.slots
+            .retain(|s| s.name != param::TARGET_COMMUNITY_ID_LIST);
+        if !ids.is_empty() {
+            let values: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            self.add_list(param::TARGET_COMMUNITY_ID_LIST, &values);
+        }
+        self
     }
 
     /// Sets a single-valued parameter (replacing any slot of that name), quoting it.
@@ -837,6 +895,74 @@ mod tests {
         // an error list in another namespace is still not an error list
         let r = peer_answer(FAILURE, &one("q"), "");
         assert!(r.errors.is_empty());
+    }
+
+    #[test]
+    fn target_community_list_codec() {
+        let a: HomeCommunityId = "urn:oid:1.2.3.1".parse().unwrap();
+        let b: HomeCommunityId = "urn:oid:1.2.3.2".parse().unwrap();
+        let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
+        assert_eq!(q.target_communities().unwrap(), None);
+        q.set_target_communities(&[a.clone(), b.clone()]);
+        assert_eq!(q.slots.len(), 1);
+        assert_eq!(q.slots[0].name, "$targetCommunityIdList");
+        assert_eq!(q.slots[0].values, ["('urn:oid:1.2.3.1','urn:oid:1.2.3.2')"]);
+        assert_eq!(
+            q.target_communities().unwrap().unwrap(),
+            ["urn:oid:1.2.3.1", "urn:oid:1.2.3.2"]
+        );
+        // written and read back through XML
+        let req = AdhocQueryRequest::new(q.clone(), ReturnType::LeafClass);
+        let xml = crate::ihe::write_bare(&req);
+        let back = crate::ihe::read_bare::<AdhocQueryRequest>(
+            xml.as_bytes(),
+            &crate::xml::Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(back.query.target_communities().unwrap().unwrap().len(), 2);
+        // setting again replaces; setting none removes (an empty list never means everyone)
+        q.set_target_communities(std::slice::from_ref(&b));
+        assert_eq!(
+            q.target_communities().unwrap().unwrap(),
+            ["urn:oid:1.2.3.2"]
+        );
+        q.set_target_communities(&[]);
+        assert_eq!(q.target_communities().unwrap(), None);
+        // present but empty: no value, (), blank
+        for values in [vec![], vec!["()"], vec![" ( ) "], vec![""]] {
+            let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
+            q.slots
+                .push(Slot::new("$targetCommunityIdList", values.clone()));
+            assert_eq!(q.target_communities().unwrap(), Some(vec![]), "{values:?}");
+        }
+        // several values, a single quoted one, entries as written (checked by the validator)
+        let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
+        q.slots.push(Slot::new(
+            "$targetCommunityIdList",
+            ["('urn:oid:1.2', '')", "'1.3'", "('x''y')"],
+        ));
+        assert_eq!(
+            q.target_communities().unwrap().unwrap(),
+            ["urn:oid:1.2", "", "1.3", "x'y"]
+        );
+        // malformed values and a second slot are errors
+        for bad in ["(urn:oid:1.2)", "urn:oid:1.2", "('a'", "('a' 'b')"] {
+            let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
+            q.slots.push(Slot::new("$targetCommunityIdList", [bad]));
+            assert_eq!(
+                q.target_communities().unwrap_err().code,
+                ErrorCode::XDSRegistryError,
+                "{bad}"
+            );
+        }
+        let mut q = AdhocQuery::new(StoredQuery::FindDocuments);
+        q.set_target_communities(&[a]);
+        q.slots
+            .push(Slot::new("$targetCommunityIdList", ["('urn:oid:9.9')"]));
+        assert_eq!(
+            q.target_communities().unwrap_err().code,
+            ErrorCode::XDSStoredQueryParamNumber
+        );
     }
 
     #[test]
