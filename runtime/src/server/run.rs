@@ -281,6 +281,10 @@ pub async fn start(
         metrics.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::gateway::dsub::subscriber(
+        shared.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(serve_plain(
         ops,
         app::ops_router(shared.clone(), ready.clone()),

@@ -510,6 +510,45 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(d) = &c.registration.dsub {
+        if c.registration.mode != RegistrationMode::Mitz {
+            return Err(ConfigError::new(
+                "registration.dsub",
+                "needs registration.mode mitz (a notification is acknowledged only once Mitz \
+                 accepted the registration)",
+            ));
+        }
+        check_url("registration.dsub.brokerUrl", &d.broker_url, http)?;
+        check_url("registration.dsub.recipientUrl", &d.recipient_url, http)?;
+        if d.broker_client_names.is_empty() {
+            return Err(ConfigError::new(
+                "registration.dsub.brokerClientNames",
+                "required: the DNS names of the broker's client certificate, without which every \
+                 notification is refused",
+            ));
+        }
+        for (i, n) in d.broker_client_names.iter().enumerate() {
+            if !is_dns_name(n) {
+                return Err(ConfigError::new(
+                    format!("registration.dsub.brokerClientNames[{i}]"),
+                    format!("{n:?} is not a DNS name"),
+                ));
+            }
+        }
+        if d.topic != super::DsubTopic::FullDocumentEntry {
+            return Err(ConfigError::new(
+                "registration.dsub.topic",
+                "only fullDocumentEntry is supported: a MinimalDocumentEntry notification names no \
+                 patient",
+            ));
+        }
+        if !(60..=31_536_000).contains(&d.renew_seconds) {
+            return Err(ConfigError::new(
+                "registration.dsub.renewSeconds",
+                "must be between 60 and 31536000",
+            ));
+        }
+    }
     if c.audit.sink.trim().is_empty() {
         return Err(ConfigError::new(
             "audit.sink",

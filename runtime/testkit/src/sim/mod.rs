@@ -5,6 +5,7 @@
 
 pub mod bed;
 pub mod dicomweb;
+pub mod dsub;
 pub mod faults;
 pub mod mitz;
 pub mod registry;

@@ -325,10 +325,7 @@ impl Message for Notify {
             messages.push(m);
         }
         if messages.is_empty() {
-            return Err(XmlError::invalid(
-                "Notify",
-                "no wsnt:NotificationMessage",
-            ));
+            return Err(XmlError::invalid("Notify", "no wsnt:NotificationMessage"));
         }
         Ok(Notify { messages })
     }
@@ -393,7 +390,10 @@ pub enum NotifyError {
         entry: String,
     },
     /// A DocumentEntry whose patientId is not a BSN CX (`<bsn>^^^&2.16.840.1.113883.2.4.6.3&ISO`).
-    #[error("DocumentEntry {entry:?}: patientId {patient_id:?} is not a BSN (CX with assigning authority {})", Bsn::OID)]
+    #[error(
+        "DocumentEntry {entry:?}: patientId {patient_id:?} is not a BSN (CX with assigning authority {})",
+        Bsn::OID
+    )]
     NotBsn {
         /// Its entryUUID.
         entry: String,

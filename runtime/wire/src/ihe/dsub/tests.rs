@@ -84,10 +84,7 @@ fn reads_a_patient_dependent_subscribe_as_published_with_prefixes_of_its_own() {
     // another dialect is refused, as is a Subscribe without consumer
     let other = xml.replace("t-1/TopicExpression/Simple", "t-1/TopicExpression/Full");
     assert!(read_soap::<Subscribe>(other.as_bytes(), &Limits::default()).is_err());
-    let no_consumer = xml.replace(
-        " https://NotificationRecipientServer/xdsBnotification ",
-        "",
-    );
+    let no_consumer = xml.replace(" https://NotificationRecipientServer/xdsBnotification ", "");
     assert!(read_soap::<Subscribe>(no_consumer.as_bytes(), &Limits::default()).is_err());
 }
 
@@ -163,7 +160,10 @@ fn birth_date_comes_from_pid_7_when_valid() {
     let mut eo = document_entry_to_wire(&entry(1, &cx(BSN_A)));
     eo.object.slots.push(crate::ihe::ebrim::Slot::new(
         SOURCE_PATIENT_INFO,
-        ["PID-3|900186021^^^&2.16.840.1.113883.2.4.6.3&ISO", "PID-7|19800229"],
+        [
+            "PID-3|900186021^^^&2.16.840.1.113883.2.4.6.3&ISO",
+            "PID-7|19800229",
+        ],
     ));
     let n = Notify {
         messages: vec![NotificationMessage {
@@ -176,7 +176,12 @@ fn birth_date_comes_from_pid_7_when_valid() {
     let p = notified_patients(&read_notify(xml.as_bytes()).unwrap()).unwrap();
     assert_eq!(p[0].birth_date, Some(jiff::civil::date(1980, 2, 29)));
     // an impossible or future date is no birth date (the registration goes without it)
-    for v in ["PID-7|19810229", "PID-7|20991231", "PID-7|1980", "PID-7|abcdefgh"] {
+    for v in [
+        "PID-7|19810229",
+        "PID-7|20991231",
+        "PID-7|1980",
+        "PID-7|abcdefgh",
+    ] {
         let mut e = eo.clone();
         e.object.slots.last_mut().unwrap().values[1] = v.into();
         assert_eq!(birth_date(&e), None, "{v}");
@@ -193,7 +198,8 @@ fn minimal_or_empty_notifications_name_no_patient() {
     // a Notify without any NotificationMessage is unreadable
     let xml = notify_xml(&[]);
     let start = xml.find("<wsnt:NotificationMessage>").unwrap();
-    let end = xml.find("</wsnt:NotificationMessage>").unwrap() + "</wsnt:NotificationMessage>".len();
+    let end =
+        xml.find("</wsnt:NotificationMessage>").unwrap() + "</wsnt:NotificationMessage>".len();
     let bare = format!("{}{}", &xml[..start], &xml[end..]);
     assert!(read_notify(bare.as_bytes()).is_err());
 }
@@ -207,7 +213,9 @@ fn ten_thousand_entries_are_refused_by_the_bound() {
     // at the bound it is read
     let xml = notify_xml(&entries[..MAX_NOTIFY_ENTRIES]);
     assert_eq!(
-        read_notify(xml.as_bytes()).unwrap().messages[0].entries.len(),
+        read_notify(xml.as_bytes()).unwrap().messages[0]
+            .entries
+            .len(),
         MAX_NOTIFY_ENTRIES
     );
 }
