@@ -145,7 +145,16 @@ async fn a_study_newly_published_at_b_is_registered_through_dsub_and_found_by_a(
     );
     assert_eq!(mitz.stats().registrations, 0);
 
+    // published, the Notify held at the broker: B's registry has it, A still does not see it
+    broker.hold(true);
     let study = w.publish_study(B, 4_242).unwrap();
+    wait_for("the held Notify", || broker.stats().pending == 1).await;
+    assert!(
+        !a_sees_study_of_b(&w, &study.study_instance_uid).await,
+        "the new study of B is on A's timeline before the DSUB registration"
+    );
+    assert_eq!(mitz.stats().registrations, 0);
+    broker.hold(false);
     settled(&broker).await;
     let s = broker.stats();
     assert!(s.delivered >= 1, "{s:?}");

@@ -89,6 +89,8 @@ struct Inner {
     pending: AtomicU64,
     /// Entries registered and not yet made notifications.
     queued: Arc<AtomicU64>,
+    /// Deliveries wait while set ([`Broker::hold`]).
+    held: std::sync::atomic::AtomicBool,
 }
 
 /// The broker. Clones share state.
@@ -130,6 +132,7 @@ impl Broker {
                 failed: AtomicU64::new(0),
                 pending: AtomicU64::new(0),
                 queued: Arc::new(AtomicU64::new(0)),
+                held: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -197,6 +200,13 @@ impl Broker {
         }
     }
 
+    /// Holds every delivery (`true`) until released (`false`): notifications made meanwhile wait,
+    /// pending, and go out on release. Lets a test or the demo look at the world between a study's
+    /// publication and its notification.
+    pub fn hold(&self, held: bool) {
+        self.inner.held.store(held, Ordering::SeqCst);
+    }
+
     /// The subscriptions kept.
     pub fn subscriptions(&self) -> Vec<BrokerSubscription> {
         self.inner
@@ -256,6 +266,15 @@ impl Broker {
             let token = token.clone();
             tokio::spawn(async move {
                 loop {
+                    while me.inner.held.load(Ordering::SeqCst) {
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                        }
+                    }
+                    if token.is_cancelled() {
+                        break;
+                    }
                     let sent = me
                         .inner
                         .client
