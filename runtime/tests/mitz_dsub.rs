@@ -411,3 +411,77 @@ async fn notifies_from_anyone_but_the_broker_or_malformed_ones_register_nothing(
     mitz.shutdown().await;
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_retries_an_unreachable_broker_and_follows_a_changed_broker_url() {
+    let (mut w, mitz, broker, broker_sim) = world().await;
+    // a second broker, not listening yet: B is pointed at it and fails to subscribe, retrying
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://localhost:{port}/broker/iti52");
+    w.reconfigure(B, |c| {
+        c.registration.dsub.as_mut().unwrap().broker_url = url.clone();
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    while metric(
+        &metrics_text(&w.hospitals[B]).await,
+        "duo_dsub_subscriptions_total",
+        &[("outcome", "failed")],
+    ) < 2.0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no retried ITI-52 attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the broker comes up on that port: B subscribes there (the first broker keeps its old one)
+    let (_, tls) = w
+        .issue(
+            "broker-2",
+            world::plain_spec("Second broker", &["localhost", BROKER_NAME]),
+        )
+        .unwrap();
+    let second = Broker::new(
+        w.hospitals[B].store.clone(),
+        &tls,
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    let second_sim = second
+        .start_on(
+            ([127, 0, 0, 1], port).into(),
+            duo_testkit::sim::serve::Transport::mutual_tls(&tls).unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_for("B's subscription at the second broker", || {
+        second.stats().subscriptions == 1
+    })
+    .await;
+    assert_eq!(broker.stats().subscriptions, 1);
+    let m = metrics_text(&w.hospitals[B]).await;
+    assert_eq!(
+        metric(
+            &m,
+            "duo_dsub_subscriptions_total",
+            &[("outcome", "subscribed")]
+        ),
+        2.0
+    );
+    // a study now is notified by both (each broker has B subscribed), registered once
+    w.publish_study(B, 6_161).unwrap();
+    settled(&second).await;
+    settled(&broker).await;
+    assert_eq!(second.stats().delivered, 1);
+    assert_eq!(mitz.stats().registrations, 1);
+    second_sim.stop().await;
+    broker_sim.stop().await;
+    mitz.shutdown().await;
+    w.stop().await;
+}

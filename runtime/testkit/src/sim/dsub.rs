@@ -37,7 +37,7 @@ use crate::model::DocumentEntry;
 use crate::tls::{OutboundClient, TlsMaterial};
 use crate::xml::Limits;
 
-use super::serve::{RunningSim, Transport, start};
+use super::serve::{RunningSim, Transport, start_on};
 use super::store::Store;
 use super::wire::MAX_REQUEST_BYTES;
 
@@ -148,6 +148,17 @@ impl Broker {
     /// Serves [`Broker::router`] on a loopback port and starts notifying (entries registered from now
     /// on). Errors: the bind error.
     pub async fn start(&self, transport: Transport) -> std::io::Result<RunningSim> {
+        self.start_on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), transport)
+            .await
+    }
+
+    /// [`Broker::start`] on `addr` (e.g. a port a gateway was told of before the broker was up).
+    /// Errors: the bind error.
+    pub async fn start_on(
+        &self,
+        addr: std::net::SocketAddr,
+        transport: Transport,
+    ) -> std::io::Result<RunningSim> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DocumentEntry>();
         let queued = self.inner.queued.clone();
         self.inner.store.watch(move |e| {
@@ -155,7 +166,7 @@ impl Broker {
             queued.fetch_add(1, Ordering::SeqCst);
             let _ = tx.send(e.clone());
         });
-        let sim = start(self.router(), transport).await?;
+        let sim = start_on(addr, self.router(), transport).await?;
         *self
             .inner
             .base_url
