@@ -58,6 +58,7 @@ async fn world(notifier: &str) -> (World, MitzSim) {
             notification_endpoint: Some(endpoint),
             source_system: None,
             max_attempts: 3,
+            dsub: None,
         };
     })
     .await

@@ -128,6 +128,11 @@ pub struct Metrics {
     pub mitz_registrations: Family<OutcomeLabels, Counter>,
     /// `duo_mitz_notifications_total{outcome}`: consent notifications received from Mitz.
     pub mitz_notifications: Family<OutcomeLabels, Counter>,
+    /// `duo_dsub_notifications_total{outcome}`: ITI-53 Document Metadata Notify requests received
+    /// from the XDS notification broker (`accepted`, `forbidden`, `refused`, `unregistered`).
+    pub dsub_notifications: Family<OutcomeLabels, Counter>,
+    /// `duo_dsub_subscriptions_total{outcome}`: ITI-52 Subscribe attempts (`subscribed`, `failed`).
+    pub dsub_subscriptions: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -231,9 +236,23 @@ impl Metrics {
             "Consent notifications received from Mitz, by outcome",
             mitz_notifications.clone(),
         );
+        let dsub_notifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "dsub_notifications",
+            "ITI-53 Document Metadata Notify requests received from the notification broker, by outcome",
+            dsub_notifications.clone(),
+        );
+        let dsub_subscriptions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "dsub_subscriptions",
+            "ITI-52 Document Metadata Subscribe attempts at the notification broker, by outcome",
+            dsub_subscriptions.clone(),
+        );
         crate::revocation::METRICS.register(&mut registry);
         Metrics {
             registry,
+            dsub_notifications,
+            dsub_subscriptions,
             mitz_registrations,
             mitz_notifications,
             xua_unsigned_allowed,

@@ -6,6 +6,7 @@
 //! swaps it on reload; a request keeps the snapshot it started with.
 
 pub mod disclosure;
+pub mod dsub;
 pub mod fanout;
 pub mod hooks;
 pub mod identity;

@@ -7,6 +7,8 @@
 //! - JSON API: `GET /api/v1/patients/{bsn}/timeline`, `GET /api/v1/openapi.yaml`,
 //!   `POST /api/v1/registrations` (registration with Mitz, [`mitz_api`])
 //! - Mitz: `POST /mitz/notifications` (consent notifications, [`mitz_api`])
+//! - XDS notification broker: `POST /dsub/notify` (ITI-53 Document Metadata Notify, the DSUB
+//!   registration trigger, [`dsub`])
 //!
 //! Ops listener (plain HTTP): `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
@@ -25,7 +27,7 @@ use http_body_util::BodyExt;
 
 use super::listener::PeerCertificate;
 use crate::gateway::reply::SoapReply;
-use crate::gateway::{Gateway, Shared, initiating, mitz_api, responding, timeline_api};
+use crate::gateway::{Gateway, Shared, dsub, initiating, mitz_api, responding, timeline_api};
 use crate::ihe::soap::write_fault;
 use crate::ihe::{Fault, FaultCode};
 
@@ -179,6 +181,28 @@ async fn notifications(State(s): State<AppState>, req: Request) -> Response {
         .into_response()
 }
 
+async fn dsub_notify(State(s): State<AppState>, req: Request) -> Response {
+    let g = s.shared.current();
+    let (headers, peer, body) = match read_body(&g, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/soap+xml")
+        .to_owned();
+    let timeout = Duration::from_secs(g.config.server.limits.request_timeout_seconds);
+    match tokio::time::timeout(timeout, dsub::notify(g, peer, ct, body)).await {
+        Ok(r) => r,
+        // not registered in time: a Receiver fault, so the broker re-sends
+        Err(_) => fault_response(
+            504,
+            format!("not registered within {timeout:?}; send again"),
+        ),
+    }
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
 }
@@ -196,6 +220,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/openapi.yaml", get(openapi))
         .route("/api/v1/registrations", post(registrations))
         .route("/mitz/notifications", post(notifications))
+        .route("/dsub/notify", post(dsub_notify))
         .with_state(AppState { shared })
 }
 

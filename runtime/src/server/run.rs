@@ -267,25 +267,31 @@ pub async fn start(
     })?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve_tls(
-        listener,
-        tls_rx,
-        app::router(shared.clone()),
-        shutdown.clone(),
-        Some(Arc::new(SnapshotGate(shared.clone()))),
-    )));
-    tasks.push(tokio::spawn(watch_revocation(
-        shared.clone(),
-        hooks.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(serve_plain(
-        ops,
-        app::ops_router(shared.clone(), ready.clone()),
-        shutdown.clone(),
-    )));
+    let mut tasks = vec![
+        tokio::spawn(serve_tls(
+            listener,
+            tls_rx,
+            app::router(shared.clone()),
+            shutdown.clone(),
+            Some(Arc::new(SnapshotGate(shared.clone()))),
+        )),
+        tokio::spawn(watch_revocation(
+            shared.clone(),
+            hooks.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )),
+        // the DSUB subscription (ITI-52) of registration.dsub, kept up while the gateway runs
+        tokio::spawn(crate::gateway::dsub::subscriber(
+            shared.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(serve_plain(
+            ops,
+            app::ops_router(shared.clone(), ready.clone()),
+            shutdown.clone(),
+        )),
+    ];
     if let Some(path) = config_path {
         let shared = shared.clone();
         let token = shutdown.clone();

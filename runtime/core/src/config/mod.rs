@@ -790,6 +790,57 @@ pub struct RegistrationConfig {
     /// backoff from 500 ms (capped at 30 s; a `Retry-After` of at most 30 s is honoured).
     #[serde(default = "default_registration_attempts")]
     pub max_attempts: u32,
+    /// The DSUB trigger of an XDS hospital (IHE ITI TF-2b 3.52 Document Metadata Subscribe, 3.53
+    /// Document Metadata Notify): subscribe at the affinity domain's notification broker and register
+    /// the patient of every new DocumentEntry it notifies. `None` (default): no DSUB subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsub: Option<DsubConfig>,
+}
+
+/// `registration.dsub`: the ITI-52 subscription of this gateway (Document Metadata Subscriber and
+/// Notification Recipient) at the affinity domain's Document Metadata Notification Broker.
+///
+/// The subscription is patient-independent (query `SubscriptionForPatientIndependentDocumentEntry`
+/// of the DSUB extensions, `urn:uuid:742790e0-aba6-43d6-9f1f-e43ed9790b79`): every new DocumentEntry of
+/// the affinity domain, which for an XDS hospital is its own registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DsubConfig {
+    /// The broker's ITI-52 Document Metadata Subscribe endpoint (https unless `allowPlainHttp`).
+    pub broker_url: String,
+    /// This gateway's ITI-53 Notification Recipient endpoint as the broker reaches it: its published
+    /// address with path `/dsub/notify` (e.g. `https://duo.west.example/dsub/notify`); the
+    /// `wsnt:ConsumerReference` of the subscription.
+    pub recipient_url: String,
+    /// The DNS names (subjectAltName) of the broker's client certificate: a Notify is accepted only
+    /// from a client certificate naming one of them (compared without case). At least one.
+    pub broker_client_names: Vec<String>,
+    /// The topic subscribed to (ITI TF-2b 3.52.4.1.2). Only `fullDocumentEntry`
+    /// (`ihe:FullDocumentEntry`, the notification carries the DocumentEntry with its patientId) is
+    /// supported: `ihe:MinimalDocumentEntry` carries only ObjectRefs, from which no patient can be
+    /// read without a further query.
+    #[serde(default)]
+    pub topic: DsubTopic,
+    /// Lifetime of a subscription, seconds (default 86400): sent as `wsnt:InitialTerminationTime`
+    /// (now + this); the gateway subscribes anew after nine tenths of it, before the broker drops the
+    /// old one (a notification received twice registers once). Between 60 and 31,536,000.
+    #[serde(default = "default_dsub_renew_seconds")]
+    pub renew_seconds: u64,
+}
+
+fn default_dsub_renew_seconds() -> u64 {
+    86_400
+}
+
+/// See [`DsubConfig::topic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum DsubTopic {
+    /// `ihe:FullDocumentEntry`.
+    #[default]
+    FullDocumentEntry,
+    /// `ihe:MinimalDocumentEntry` (refused by validation, see [`DsubConfig::topic`]).
+    MinimalDocumentEntry,
 }
 
 fn default_registration_attempts() -> u32 {

@@ -539,6 +539,45 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(d) = &c.registration.dsub {
+        if c.registration.mode != RegistrationMode::Mitz {
+            return Err(ConfigError::new(
+                "registration.dsub",
+                "needs registration.mode mitz (a notification is acknowledged only once Mitz \
+                 accepted the registration)",
+            ));
+        }
+        check_url("registration.dsub.brokerUrl", &d.broker_url, http)?;
+        check_url("registration.dsub.recipientUrl", &d.recipient_url, http)?;
+        if d.broker_client_names.is_empty() {
+            return Err(ConfigError::new(
+                "registration.dsub.brokerClientNames",
+                "required: the DNS names of the broker's client certificate, without which every \
+                 notification is refused",
+            ));
+        }
+        for (i, n) in d.broker_client_names.iter().enumerate() {
+            if !is_dns_name(n) {
+                return Err(ConfigError::new(
+                    format!("registration.dsub.brokerClientNames[{i}]"),
+                    format!("{n:?} is not a DNS name"),
+                ));
+            }
+        }
+        if d.topic != super::DsubTopic::FullDocumentEntry {
+            return Err(ConfigError::new(
+                "registration.dsub.topic",
+                "only fullDocumentEntry is supported: a MinimalDocumentEntry notification names no \
+                 patient",
+            ));
+        }
+        if !(60..=31_536_000).contains(&d.renew_seconds) {
+            return Err(ConfigError::new(
+                "registration.dsub.renewSeconds",
+                "must be between 60 and 31536000",
+            ));
+        }
+    }
     if c.audit.sink.trim().is_empty() {
         return Err(ConfigError::new(
             "audit.sink",
@@ -592,6 +631,84 @@ mod tests {
         second.certificate_ura = Some("87654321".parse().unwrap());
         c.communities.push(second);
         assert!(refused(&c).contains("communities[1].certificateUra"));
+    }
+
+    /// The example with registration on and a valid `registration.dsub` read from YAML.
+    fn with_dsub() -> Config {
+        let mut c = example();
+        let m = c.mitz.as_mut().expect("the example has a mitz connection");
+        m.subscription_url = Some("https://mitz.example/abonnementen/fhir/Subscription".into());
+        m.notification_client_names = vec!["mitz.example".into()];
+        c.registration = serde_saphyr::from_str(
+            "mode: mitz\n\
+             notificationEndpoint: https://duo.example/mitz/notifications\n\
+             dsub:\n\
+             \x20 brokerUrl: https://xds.example/dsub/iti52\n\
+             \x20 recipientUrl: https://duo.example/dsub/notify\n\
+             \x20 brokerClientNames: [xds-broker.example]\n",
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn dsub_settings_are_checked() {
+        let c = with_dsub();
+        c.validate().unwrap();
+        let d = c.registration.dsub.as_ref().unwrap();
+        assert_eq!(d.topic, super::super::DsubTopic::FullDocumentEntry);
+        assert_eq!(d.renew_seconds, 86_400);
+        let change = |f: &dyn Fn(&mut Config)| {
+            let mut c = with_dsub();
+            f(&mut c);
+            refused(&c)
+        };
+        assert!(
+            change(&|c| c.registration.mode = super::RegistrationMode::Off)
+                .contains("registration.dsub")
+        );
+        assert!(
+            change(&|c| c.registration.dsub.as_mut().unwrap().broker_url =
+                "http://xds.example/dsub".into())
+            .contains("registration.dsub.brokerUrl")
+        );
+        assert!(
+            change(&|c| c.registration.dsub.as_mut().unwrap().recipient_url =
+                "duo.example/dsub/notify".into())
+            .contains("registration.dsub.recipientUrl")
+        );
+        assert!(
+            change(&|c| c.registration.dsub.as_mut().unwrap().broker_client_names = Vec::new())
+                .contains("registration.dsub.brokerClientNames")
+        );
+        assert!(
+            change(
+                &|c| c.registration.dsub.as_mut().unwrap().broker_client_names =
+                    vec!["not a name".into()]
+            )
+            .contains("registration.dsub.brokerClientNames[0]")
+        );
+        assert!(
+            change(&|c| c.registration.dsub.as_mut().unwrap().topic =
+                super::super::DsubTopic::MinimalDocumentEntry)
+            .contains("registration.dsub.topic")
+        );
+        assert!(
+            change(&|c| c.registration.dsub.as_mut().unwrap().renew_seconds = 5)
+                .contains("registration.dsub.renewSeconds")
+        );
+        // plain http only with the opt-in
+        let mut c = with_dsub();
+        c.allow_plain_http = true;
+        c.registration.dsub.as_mut().unwrap().broker_url = "http://xds.example/dsub".into();
+        c.validate().unwrap();
+        // unknown fields are refused when read
+        assert!(
+            serde_saphyr::from_str::<super::super::DsubConfig>(
+                "brokerUrl: a\nrecipientUrl: b\nbrokerClientNames: [c]\nbrokerUri: d\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //!    of the denied hospital;
 //! 3. retrieves one study of the TLB hospital over RAD-69 → RAD-75 and compares every instance byte for
 //!    byte (SHA-256) with what that hospital's node holds;
-//! 4. collects the audit records of every gateway (the denial and its reason included).
+//! 4. collects the audit records of every gateway (the denial and its reason included);
+//! 5. the DSUB registration trigger ([`dsub_step`]): with a Mitz that does not yet know the second
+//!    hospital (XDS) holds the patient's data, that hospital's gateway subscribes at a DSUB broker over
+//!    its registry (ITI-52); a study newly published there is not on the first hospital's timeline
+//!    until the broker's Notify (ITI-53) made the gateway register the patient with Mitz; then it is.
 //!
 //! `--once` stops after that; otherwise it keeps serving. `--json` prints one JSON document instead of
 //! tables. The exit code is non-zero when a check fails.
@@ -532,9 +536,269 @@ fn print_table(report: &Value, checks: &[Check]) {
     }
 }
 
+/// What [`dsub_step`] started and keeps running with the world.
+pub struct DsubStep {
+    /// The step's report (JSON).
+    pub report: Value,
+    /// The Mitz simulator the step switched hospitals A and B to.
+    pub mitz: Option<crate::sim::mitz::MitzSim>,
+    /// The DSUB broker over hospital B's registry.
+    pub broker: Option<crate::sim::serve::RunningSim>,
+}
+
+impl DsubStep {
+    /// Stops what the step started.
+    pub async fn stop(self) {
+        if let Some(b) = self.broker {
+            b.stop().await;
+        }
+        if let Some(m) = self.mitz {
+            m.shutdown().await;
+        }
+    }
+}
+
+/// Waits up to 10 s for `done`, polling every 20 ms; whether it came true.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Whether `timeline` shows study `uid` with a source of community `home`.
+fn shows(timeline: &Value, uid: &str, home: &str) -> bool {
+    timeline["studies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["studyInstanceUid"] == uid)
+        .flat_map(|s| s["sources"].as_array().into_iter().flatten())
+        .any(|x| x["homeCommunityId"] == home)
+}
+
+/// Step 5, the DSUB registration trigger of hospital 1 (an XDS hospital): a Mitz simulator that knows
+/// every location but hospital 1's (it has not registered the patient), hospitals 0 and 1 switched to
+/// it; hospital 1 in registration mode `mitz` with `registration.dsub` at a DSUB broker over its
+/// registry; a study published at hospital 1 with the broker's Notify held: not on hospital 0's
+/// timeline; the Notify released: hospital 1 registers the patient with Mitz, acknowledges, and the
+/// study is on the timeline. Pushes its checks; `print` narrates.
+pub async fn dsub_step(w: &mut World, checks: &mut Vec<Check>, print: bool) -> DsubStep {
+    let mut step = DsubStep {
+        report: json!({}),
+        mitz: None,
+        broker: None,
+    };
+    let fail = |checks: &mut Vec<Check>, e: String| {
+        checks.push(Check {
+            name: "DSUB registration trigger".into(),
+            ok: false,
+            detail: e,
+        });
+    };
+    let b = 1;
+    if w.hospitals.get(b).is_none_or(|h| h.spec.kind != Kind::Xds) {
+        fail(checks, "the second hospital is not an XDS hospital".into());
+        return step;
+    }
+    let b_name = w.hospitals[b].spec.name.clone();
+    let a_name = w.hospitals[0].spec.name.clone();
+    let b_home = w.hospitals[b].home.to_string();
+    let b_ura = w.hospitals[b].spec.ura.clone();
+    // a Mitz that does not know hospital 1 holds the patient's data
+    let mut cfg = w.mitz_config.clone();
+    cfg.locations.retain(|l| l.holder != b_ura);
+    let started = async {
+        let (_, tls) = w.issue(
+            "mitz-dsub",
+            world::plain_spec("Mitz simulator (DSUB step)", &["localhost", "mitz.demo"]),
+        )?;
+        let listen = "127.0.0.1:0"
+            .parse()
+            .map_err(|e: std::net::AddrParseError| e.to_string())?;
+        crate::sim::mitz::start(cfg, listen, &tls)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let mitz = match started {
+        Ok(m) => m,
+        Err(e) => {
+            fail(checks, format!("Mitz simulator: {e}"));
+            return step;
+        }
+    };
+    let port = mitz.local_addr().port();
+    let (broker, broker_sim) = match w
+        .start_broker(
+            b,
+            &["broker.west.demo"],
+            std::time::Duration::from_millis(200),
+        )
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            fail(checks, format!("broker: {e}"));
+            mitz.shutdown().await;
+            return step;
+        }
+    };
+    let broker_url = broker.subscribe_url();
+    step.mitz = Some(mitz);
+    step.broker = Some(broker_sim);
+    for i in [0, b] {
+        let gw = w.hospitals[i].gateway_url();
+        let broker_url = broker_url.clone();
+        let r = w
+            .reconfigure(i, |c| {
+                if let Some(m) = c.mitz.as_mut() {
+                    m.closed_question_url =
+                        format!("https://localhost:{port}/geslotenautorisatievraag/xacml3");
+                    m.open_question_url =
+                        Some(format!("https://localhost:{port}/openautorisatievraag"));
+                    m.subscription_url = Some(format!(
+                        "https://localhost:{port}/abonnementen/fhir/Subscription"
+                    ));
+                    m.notification_client_names = vec!["mitz.demo".into()];
+                }
+                if i == b {
+                    c.registration = crate::config::RegistrationConfig {
+                        mode: crate::config::RegistrationMode::Mitz,
+                        notification_endpoint: Some(format!("{gw}/mitz/notifications")),
+                        source_system: None,
+                        max_attempts: 3,
+                        dsub: Some(crate::config::DsubConfig {
+                            broker_url,
+                            recipient_url: format!("{gw}/dsub/notify"),
+                            broker_client_names: vec!["broker.west.demo".into()],
+                            topic: Default::default(),
+                            renew_seconds: 86_400,
+                        }),
+                    };
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            fail(
+                checks,
+                format!("reconfiguring {}: {e}", w.hospitals[i].spec.name),
+            );
+            return step;
+        }
+    }
+    let subscribed = eventually(|| broker.stats().subscriptions >= 1).await;
+    checks.push(Check {
+        name: format!("{b_name} subscribed at its DSUB broker (ITI-52)"),
+        ok: subscribed,
+        detail: broker
+            .subscriptions()
+            .first()
+            .map(|s| format!("{} -> {} ({})", s.reference, s.consumer, s.topic))
+            .unwrap_or_else(|| "no subscription".into()),
+    });
+    if print {
+        println!(
+            "
+DSUB registration trigger ({b_name}, XDS):"
+        );
+        println!(
+            "  {b_name}'s gateway subscribed at {broker_url} (ITI-52, every new DocumentEntry, ihe:FullDocumentEntry): {}",
+            if subscribed { "yes" } else { "NO" }
+        );
+    }
+    broker.hold(true);
+    let study = match w.publish_study(b, 7_777) {
+        Ok(s) => s,
+        Err(e) => {
+            broker.hold(false);
+            fail(checks, format!("publishing a study at {b_name}: {e}"));
+            return step;
+        }
+    };
+    let held = eventually(|| broker.stats().pending >= 1).await;
+    let before = fetch_timeline(w).await;
+    let shown_before = before
+        .as_ref()
+        .map(|t| shows(t, &study.study_instance_uid, &b_home));
+    if print {
+        println!(
+            "  published study {} ({}) at {b_name}; on {a_name}'s timeline before the notification: {}",
+            study.study_instance_uid,
+            study.description,
+            match &shown_before {
+                Ok(true) => "shown".to_owned(),
+                Ok(false) => "not found (not registered with Mitz)".to_owned(),
+                Err(e) => format!("error: {e}"),
+            }
+        );
+    }
+    let registrations_before = step
+        .mitz
+        .as_ref()
+        .map(|m| m.stats().registrations)
+        .unwrap_or(0);
+    broker.hold(false);
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(30), broker.settled())
+        .await
+        .is_ok();
+    let registrations = step
+        .mitz
+        .as_ref()
+        .map(|m| m.stats().registrations)
+        .unwrap_or(0);
+    let stats = broker.stats();
+    let after = fetch_timeline(w).await;
+    let shown_after = after
+        .as_ref()
+        .map(|t| shows(t, &study.study_instance_uid, &b_home));
+    if print {
+        println!(
+            "  broker's ITI-53 Notify delivered {} time(s), {} refused attempt(s); {b_name} registered the patient with Mitz: {} registration(s)",
+            stats.delivered, stats.failed_attempts, registrations
+        );
+        println!(
+            "  on {a_name}'s timeline after the notification: {}",
+            match &shown_after {
+                Ok(true) => format!("shown (source {b_name})"),
+                Ok(false) => "NOT FOUND".to_owned(),
+                Err(e) => format!("error: {e}"),
+            }
+        );
+    }
+    checks.push(Check {
+        name: format!("a study new at {b_name}: not found before its DSUB notification, found after"),
+        ok: held
+            && settled
+            && shown_before == Ok(false)
+            && shown_after == Ok(true)
+            && registrations_before == 0
+            && registrations == 1,
+        detail: format!(
+            "before {shown_before:?}, after {shown_after:?}; Mitz registrations {registrations_before} -> {registrations}; Notify delivered {}, refused {}",
+            stats.delivered, stats.failed_attempts
+        ),
+    });
+    step.report = json!({
+        "hospital": b_name,
+        "broker": broker_url,
+        "study": study.study_instance_uid,
+        "shownBefore": shown_before.ok(),
+        "shownAfter": shown_after.ok(),
+        "mitzRegistrations": registrations,
+        "notifyDelivered": stats.delivered,
+        "notifyRefused": stats.failed_attempts,
+    });
+    step
+}
+
 /// Runs the demo. Returns the process exit status (0 when every check holds).
 pub async fn run(opts: DemoOptions) -> i32 {
-    let world = match world::build(world::Options::demo()).await {
+    let mut world = match world::build(world::Options::demo()).await {
         Ok(w) => w,
         Err(e) => {
             eprintln!("demo: {e}");
@@ -565,7 +829,14 @@ pub async fn run(opts: DemoOptions) -> i32 {
             world.mitz.local_addr().port()
         );
     }
-    let (checks, report) = exercise(&world).await;
+    let (mut checks, mut report) = exercise(&world).await;
+    if !opts.json {
+        print_table(&report, &checks);
+    }
+    let before = checks.len();
+    let dsub = dsub_step(&mut world, &mut checks, !opts.json).await;
+    report["dsub"] = dsub.report.clone();
+    report["checks"] = json!(checks);
     let ok = !checks.is_empty() && checks.iter().all(|c| c.ok);
     if opts.json {
         println!(
@@ -573,7 +844,14 @@ pub async fn run(opts: DemoOptions) -> i32 {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print_table(&report, &checks);
+        for c in &checks[before..] {
+            println!(
+                "  [{}] {}: {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
         let denied = report["audit"]
             .as_object()
             .map(|m| {
@@ -609,6 +887,7 @@ pub async fn run(opts: DemoOptions) -> i32 {
         }
         crate::server::run::shutdown_signal().await;
     }
+    dsub.stop().await;
     world.stop().await;
     if ok { 0 } else { 1 }
 }

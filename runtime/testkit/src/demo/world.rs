@@ -177,6 +177,9 @@ pub struct Hospital {
     pub audit_file: PathBuf,
     /// Certificate and key of the hospital's viewer front end (a trusted front end of its gateway).
     pub front_end: TlsMaterial,
+    /// How its community publishes (institution, repository, imaging document source): what
+    /// [`World::publish_study`] publishes as.
+    pub publisher: CommunitySeed,
 }
 
 impl Hospital {
@@ -535,6 +538,7 @@ pub async fn build(opts: Options) -> Result<World, String> {
             studies,
             audit_file,
             front_end,
+            publisher: seed_cfg,
         });
     }
 
@@ -629,6 +633,57 @@ impl World {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Publishes a new synthetic study of the world's patient (chosen by `seed`, report in PDF) at
+    /// hospital `i`'s community, as its modality and PACS would: the instances, then the KOS manifest
+    /// and report registered together (a DSUB broker watching the store notifies them). Errors: one
+    /// line naming the step.
+    pub fn publish_study(&mut self, i: usize, seed: u64) -> Result<SeededStudy, String> {
+        let h = self
+            .hospitals
+            .get_mut(i)
+            .ok_or_else(|| format!("no hospital {i}"))?;
+        let study = generate_study(&SynthConfig::default(), &self.patient, seed).map_err(err)?;
+        let seeded = seed_study(
+            &h.store,
+            &h.publisher,
+            &self.patient.bsn,
+            &study,
+            ReportFormat::Pdf,
+            seed,
+        )
+        .map_err(err)?;
+        h.studies.push(seeded.clone());
+        Ok(seeded)
+    }
+
+    /// Starts a DSUB notification broker ([`crate::sim::dsub::Broker`]) over hospital `i`'s community
+    /// store, with a certificate of the world's CA for `localhost` and `dns_names` (the names its
+    /// client certificate presents when it notifies), re-sending refused notifications every `retry`.
+    /// Errors: one line naming the step.
+    pub async fn start_broker(
+        &self,
+        i: usize,
+        dns_names: &[&str],
+        retry: Duration,
+    ) -> Result<(crate::sim::dsub::Broker, RunningSim), String> {
+        let h = self
+            .hospitals
+            .get(i)
+            .ok_or_else(|| format!("no hospital {i}"))?;
+        let mut names = vec!["localhost"];
+        names.extend_from_slice(dns_names);
+        let (_, tls) = self.issue(
+            &format!("broker-{}", h.spec.key),
+            plain_spec(&format!("{} XDS notification broker", h.spec.name), &names),
+        )?;
+        let broker = crate::sim::dsub::Broker::new(h.store.clone(), &tls, retry)?;
+        let sim = broker
+            .start(Transport::mutual_tls(&tls).map_err(err)?)
+            .await
+            .map_err(err)?;
+        Ok((broker, sim))
     }
 
     /// An HTTPS client of hospital `i`'s viewer front end (trusted by its gateway), trusting the demo CA.

@@ -1,10 +1,11 @@
 //! Simulators of the parts with no public implementation, following the published wire formats exactly
 //! and tested against the samples in `testdata/`: an XDS-I.b affinity domain (registry, repository,
-//! imaging document source), a TLB node (XCA-I responding gateway) and [`mitz`] (closed question, open
-//! question, subscriptions). The demo and the tests use them.
+//! imaging document source) with a DSUB notification broker ([`dsub`], ITI-52 in, ITI-53 out), a TLB node
+//! (XCA-I responding gateway) and [`mitz`] (closed question, open question, subscriptions). The demo and the tests use them.
 
 pub mod bed;
 pub mod dicomweb;
+pub mod dsub;
 pub mod faults;
 pub mod mitz;
 pub mod registry;

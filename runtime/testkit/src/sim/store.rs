@@ -195,9 +195,22 @@ pub enum InstanceLookup {
 }
 
 /// Registry, repositories and imaging document sources of one simulated community.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Store {
     inner: RwLock<Inner>,
+    /// Who is told of every DocumentEntry registered from now on ([`Store::watch`]): the DSUB broker.
+    watchers: std::sync::Mutex<Vec<Watcher>>,
+}
+
+/// See [`Store::watch`].
+type Watcher = Box<dyn Fn(&DocumentEntry) + Send + Sync>;
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -220,6 +233,27 @@ impl Store {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls `on_entry` with every DocumentEntry registered after this call ([`Store::add_document`],
+    /// [`Store::add_entry`]), in registration order, on the registering thread (after the entry is
+    /// stored): what a notification broker (ITI-53) notifies. `on_entry` must not block.
+    pub fn watch(&self, on_entry: impl Fn(&DocumentEntry) + Send + Sync + 'static) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(on_entry));
+    }
+
+    fn announce(&self, entry: &DocumentEntry) {
+        for w in self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            w(entry);
+        }
     }
 
     /// Declares a repository (known even while it holds no document: ITI-43 then answers
@@ -248,7 +282,9 @@ impl Store {
             content,
         );
         g.entries.retain(|e| e.entry_uuid != entry.entry_uuid);
-        g.entries.push(entry);
+        g.entries.push(entry.clone());
+        drop(g);
+        self.announce(&entry);
     }
 
     /// Stores a document's content in repository `repository_unique_id` (declared if new) without
@@ -276,7 +312,9 @@ impl Store {
     pub fn add_entry(&self, entry: DocumentEntry) {
         let mut g = self.write();
         g.entries.retain(|e| e.entry_uuid != entry.entry_uuid);
-        g.entries.push(entry);
+        g.entries.push(entry.clone());
+        drop(g);
+        self.announce(&entry);
     }
 
     /// Stores a DICOM instance (or another encoding of one) in imaging document source

@@ -9,6 +9,7 @@
 //! Every body type implements [`Message`]; [`read_soap`] / [`write_soap`] put it in a SOAP envelope,
 //! [`read_bare`] / [`write_bare`] read and write the body element alone (the NIST testkit form).
 
+pub mod dsub;
 pub mod ebrim;
 pub mod mtom;
 pub mod query;

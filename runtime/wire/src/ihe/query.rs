@@ -492,7 +492,7 @@ impl AdhocQuery {
         Ok(q)
     }
 
-    fn read<'i>(r: &mut Reader<'i>, el: &Elem<'i>) -> Result<AdhocQuery, XmlError> {
+    pub(crate) fn read<'i>(r: &mut Reader<'i>, el: &Elem<'i>) -> Result<AdhocQuery, XmlError> {
         let id = el.required_attr("id")?.trim().to_owned();
         let home = match el.attr("home").map(str::trim) {
             None | Some("") => None,
@@ -506,7 +506,7 @@ impl AdhocQuery {
         Ok(AdhocQuery { id, home, slots })
     }
 
-    fn write(&self, w: &mut Writer) {
+    pub(crate) fn write(&self, w: &mut Writer) {
         w.start("rim:AdhocQuery").attr("id", &self.id);
         if let Some(h) = &self.home {
             w.attr("home", &h.to_string());

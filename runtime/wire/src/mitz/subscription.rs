@@ -72,7 +72,7 @@ pub fn write_subscription(r: &SubscriptionRequest<'_>) -> String {
     out.push_str("    <status value=\"requested\"/>\n    <reason value=\"OTV\"/>\n");
     out.push_str(&format!(
         "    <criteria value=\"{}\"/>\n",
-        escape(&criteria(r.patient_id, r.provider_id, r.provider_type))
+        escape(criteria(r.patient_id, r.provider_id, r.provider_type))
     ));
     out.push_str(&format!(
         "    <channel>\n        <type value=\"rest-hook\"/>\n        <endpoint value=\"{}\"/>\n        <payload value=\"{}\"/>\n    </channel>\n</Subscription>",
