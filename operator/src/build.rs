@@ -176,7 +176,23 @@ fn registration(
     } else {
         format!("{host}:{port}")
     };
+    let dsub = match &r.dsub {
+        None => None,
+        Some(d) => Some(rc::DsubConfig {
+            broker_url: d.broker_url.clone(),
+            recipient_url: format!("https://{authority}/dsub/notify"),
+            broker_client_names: d.broker_client_names.clone(),
+            topic: rc::DsubTopic::FullDocumentEntry,
+            renew_seconds: u64::try_from(d.renew_seconds).map_err(|_| {
+                bad(
+                    "spec.registration.dsub.renewSeconds",
+                    "must not be negative",
+                )
+            })?,
+        }),
+    };
     Ok(rc::RegistrationConfig {
+        dsub,
         mode: rc::RegistrationMode::Mitz,
         notification_endpoint: Some(format!("https://{authority}/mitz/notifications")),
         source_system,
@@ -2838,6 +2854,25 @@ pub(crate) mod tests {
                 .as_deref(),
             Some("urn:oid:1.2.3")
         );
+        // the DSUB trigger: the recipient is the published address
+        gw.spec.registration.dsub = Some(crd::RegistrationDsub {
+            broker_url: "https://xds.oost.example/dsub/iti52".into(),
+            broker_client_names: vec!["broker.oost.example".into()],
+            renew_seconds: 3600,
+        });
+        let c = runtime_config(&gw, &[], Some(&m)).unwrap();
+        let d = c.registration.dsub.unwrap();
+        assert_eq!(d.recipient_url, "https://duo.oost.example:9443/dsub/notify");
+        assert_eq!(d.broker_client_names, ["broker.oost.example"]);
+        assert_eq!(d.renew_seconds, 3600);
+        gw.spec
+            .registration
+            .dsub
+            .as_mut()
+            .unwrap()
+            .broker_client_names = vec!["not a name".into()];
+        assert!(runtime_config(&gw, &[], Some(&m)).is_err());
+        gw.spec.registration.dsub = None;
         // a MitzConnection naming something that is no DNS name: the rendered config is refused
         m.spec.notification_client_names = vec!["https://mitz".into()];
         assert!(runtime_config(&gw, &[], Some(&m)).is_err());

@@ -899,6 +899,30 @@ pub struct Registration {
     #[serde(default = "default_registration_attempts")]
     #[schemars(range(min = 1, max = 20))]
     pub max_attempts: i32,
+    /// XDS hospitals: register each patient when the affinity domain's DSUB notification broker notifies
+    /// a new DocumentEntry (ITI-52 subscription; ITI-53 Notify at `https://<publish.address>/dsub/notify`,
+    /// acknowledged only after Mitz accepted). Absent: no DSUB trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsub: Option<RegistrationDsub>,
+}
+
+/// The DSUB trigger of a DuoGateway's registration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationDsub {
+    /// The broker's ITI-52 Document Metadata Subscribe endpoint.
+    pub broker_url: String,
+    /// DNS names (subjectAltName) of the broker's client certificate: only it may deliver a Notify.
+    #[schemars(length(min = 1, max = 16))]
+    pub broker_client_names: Vec<String>,
+    /// Lifetime of a subscription in seconds (default 86400); renewed after nine tenths of it.
+    #[serde(default = "default_dsub_renew_seconds")]
+    #[schemars(range(min = 60, max = 31536000))]
+    pub renew_seconds: i64,
+}
+
+fn default_dsub_renew_seconds() -> i64 {
+    86_400
 }
 
 fn default_registration_attempts() -> i32 {
@@ -911,6 +935,7 @@ impl Default for Registration {
             mode: RegistrationMode::default(),
             source_system: None,
             max_attempts: default_registration_attempts(),
+            dsub: None,
         }
     }
 }
