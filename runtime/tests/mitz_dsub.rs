@@ -465,15 +465,24 @@ async fn the_gateway_retries_an_unreachable_broker_and_follows_a_changed_broker_
     })
     .await;
     assert_eq!(broker.stats().subscriptions, 1);
-    let m = metrics_text(&w.hospitals[B]).await;
-    assert_eq!(
-        metric(
+    // the broker counts the Subscribe when it arrives, the gateway once it has read the answer
+    let start = Instant::now();
+    loop {
+        let m = metrics_text(&w.hospitals[B]).await;
+        let subscribed = metric(
             &m,
             "duo_dsub_subscriptions_total",
-            &[("outcome", "subscribed")]
-        ),
-        2.0
-    );
+            &[("outcome", "subscribed")],
+        );
+        if subscribed == 2.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the gateway counted {subscribed} subscriptions, not 2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // a study now is notified by both (each broker has B subscribed), registered once
     w.publish_study(B, 6_161).unwrap();
     settled(&second).await;
